@@ -1,0 +1,166 @@
+"""Hidden representations of a model on a fixed probe set, captured with forward hooks.
+
+``capture_representations(model, x, layers)`` runs ``model(x)`` once (or once per chunk of samples)
+in eval mode under ``torch.no_grad`` and returns, for every named module in ``layers``, that
+module's output flattened after the sample dimension: a tensor of shape (N, units).
+``resolve_layers`` turns ``layers=None`` into the model's default list and validates explicit names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+#: Module types counted as "activations" when a model declares no ``representation_layers``.
+ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ReLU6, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
+    nn.Mish, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid,
+    nn.Tanhshrink, nn.LogSigmoid,
+)
+
+
+def _check_model(model: object) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+def available_layers(model: nn.Module) -> list[str]:
+    """Names of every sub-module of ``model`` (``model.named_modules()`` without the root ``""``)."""
+    return [name for name, _ in _check_model(model).named_modules() if name]
+
+
+def _default_layers(model: nn.Module) -> list[str]:
+    declared = getattr(model, "representation_layers", None)
+    if declared is not None:
+        return list(declared)
+    leaves = [(name, module) for name, module in model.named_modules()
+              if name and not any(True for _ in module.children())]
+    activations = [name for name, module in leaves if isinstance(module, ACTIVATION_TYPES)]
+    if activations:
+        return activations
+    if len(leaves) < 2:
+        raise ValueError(f"cannot choose default representation layers for {type(model).__name__}: it has "
+                         f"{len(leaves)} leaf module(s) and no activations; pass layers=[...] explicitly")
+    return [name for name, _ in leaves[:-1]]
+
+
+def resolve_layers(model: nn.Module, layers: str | Iterable[str] | None = None) -> list[str]:
+    """The module names whose outputs are recorded as representations.
+
+    ``layers=None`` → ``model.representation_layers`` when the model defines it (RevMLP: every
+    coupling block ``blocks.{b}``; MLP: every hidden activation ``activations.{i}``); otherwise every
+    leaf module that is an activation (:data:`ACTIVATION_TYPES`); failing that, every leaf module but
+    the last (registration order). A single string means one layer.
+
+    Raises:
+        TypeError: ``model`` is not a module, or a name is not a string.
+        ValueError: an unknown or repeated name (the message lists the available module names), or
+            an empty list.
+    """
+    _check_model(model)
+    names = _default_layers(model) if layers is None else ([layers] if isinstance(layers, str) else layers)
+    try:
+        names = list(names)
+    except TypeError:
+        raise TypeError(f"layers must be None, a string or an iterable of strings, got {type(layers).__name__}") from None
+    if not names:
+        raise ValueError(f"layers is empty; choose among {available_layers(model)}")
+    available = set(available_layers(model))
+    seen: set[str] = set()
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"layer names must be strings, got {name!r} ({type(name).__name__})")
+        if name not in available:
+            raise ValueError(f"unknown layer {name!r} for {type(model).__name__}; "
+                             f"available: {available_layers(model)}")
+        if name in seen:
+            raise ValueError(f"layer {name!r} is listed twice")
+        seen.add(name)
+    return names
+
+
+def _first_tensor(name: str, output: object) -> torch.Tensor:
+    """The module output itself, or the first tensor of a tuple/list output."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            if isinstance(item, torch.Tensor):
+                return item
+    raise TypeError(f"layer {name!r} returned {type(output).__name__}, which holds no tensor to record")
+
+
+def _capture_chunk(model: nn.Module, modules: dict[str, nn.Module], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    outputs: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
+
+    def make_hook(name: str):
+        def hook(module: nn.Module, args: tuple, output: object) -> None:
+            outputs[name].append(_first_tensor(name, output))
+        return hook
+
+    handles = [module.register_forward_hook(make_hook(name)) for name, module in modules.items()]
+    try:
+        model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    captured = {}
+    for name, seen in outputs.items():
+        if len(seen) != 1:
+            raise ValueError(f"layer {name!r} was called {len(seen)} times in one forward pass; "
+                             "a recorded layer must run exactly once")
+        out = seen[0]
+        if out.dim() == 0 or out.shape[0] != x.shape[0]:
+            raise ValueError(f"layer {name!r} output has shape {tuple(out.shape)}, which does not start "
+                             f"with the {x.shape[0]} samples of the input")
+        captured[name] = out.detach().reshape(out.shape[0], -1)
+    return captured
+
+
+def capture_representations(model: nn.Module, x: torch.Tensor, layers: str | Iterable[str] | None = None,
+                            *, chunk_size: int | None = None) -> dict[str, torch.Tensor]:
+    """Outputs of the named modules of ``model`` on the inputs ``x``.
+
+    Each module's output is flattened after the sample dimension: ``out.reshape(N, -1)``, giving a
+    tensor of shape (N, units), detached and freshly allocated (never a view of ``x``). A module
+    that returns a tuple or list is recorded by its first tensor. The model runs in eval mode under
+    ``torch.no_grad``; every sub-module's train/eval flag is restored afterwards and the hooks are
+    removed, also when the forward pass raises.
+
+    Args:
+        model: any ``nn.Module`` whose forward takes the batch ``x``.
+        x: inputs, (N, ...) with N ≥ 1, on the model's device and dtype.
+        layers: module names (see :func:`resolve_layers`; None → the model's defaults).
+        chunk_size: run the forward pass on at most this many samples at a time (None: all at once).
+
+    Returns:
+        dict mapping each layer name (in ``layers`` order) to a tensor (N, units).
+    """
+    _check_model(model)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() == 0 or x.shape[0] == 0:
+        raise ValueError(f"x must have a leading sample dimension with at least one sample, got shape {tuple(x.shape)}")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)):
+        raise TypeError(f"chunk_size must be None or an int, got {chunk_size!r}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    names = resolve_layers(model, layers)
+    all_modules = dict(model.named_modules())
+    modules = {name: all_modules[name] for name in names}
+    step = x.shape[0] if chunk_size is None else chunk_size
+    modes = {module: module.training for module in model.modules()}
+    pieces: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    try:
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, x.shape[0], step):
+                for name, out in _capture_chunk(model, modules, x[start:start + step]).items():
+                    pieces[name].append(out)
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    return {name: torch.cat(chunks, dim=0) for name, chunks in pieces.items()}
