@@ -1,0 +1,120 @@
+"""Data sets for the trainers: offline readers, a seeded split and training-set standardisation.
+
+Every reader returns a :class:`RawData` (features flattened to (N, D), integer labels (N,), and a
+test split when the source has one). :func:`load_dataset` turns the ``[data]`` section of a config
+into a standardised :class:`Dataset`:
+
+1. read the source (``mnist1d`` generated locally, ``digits``, ``mnist5k``, ``mnist`` IDX files,
+   ``cifar10`` binary batches, ``npz``);
+2. if the source has no test split, split it with a permutation seeded by ``split_seed``
+   (the last ``round(test_fraction·N)`` examples of the permutation are the test set);
+3. cap the training / test sets at ``n_train`` / ``n_test`` examples (0 = all) with a seeded random
+   subset;
+4. standardise every feature with the *training* mean and standard deviation,
+   x ← (x − μ_train) / max(σ_train, 0.1·mean(σ_train)); the floor keeps features that are (almost)
+   constant in the training set (MNIST's border pixels) from blowing up.
+
+Missing or malformed files raise :class:`dynamics.errors.DataError` naming the file, the directory
+searched and the expected format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dynamics.errors import DataError
+from trainers.data.raw import RawData
+
+DATASETS = ("mnist1d", "digits", "mnist5k", "mnist", "cifar10", "npz")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A standardised classification data set: x (N, D) float64, y (N,) int64, for train and test."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: int
+
+    @property
+    def dim(self) -> int:
+        return int(self.x_train.shape[1])
+
+
+def read_raw(name: str, data_dir: str = "") -> RawData:
+    """The unsplit, unscaled data set ``name`` (one of :data:`DATASETS`)."""
+    if name == "mnist1d":
+        from trainers.data.mnist1d import read_mnist1d
+        return read_mnist1d()
+    if name == "digits":
+        from trainers.data.digits import read_digits
+        return read_digits()
+    if name == "mnist5k":
+        from trainers.data.mnist5k import read_mnist5k
+        return read_mnist5k()
+    if name == "mnist":
+        from trainers.data.idx import read_mnist_idx
+        return read_mnist_idx(data_dir)
+    if name == "cifar10":
+        from trainers.data.cifar import read_cifar10
+        return read_cifar10(data_dir)
+    if name == "npz":
+        from trainers.data.npz import read_npz
+        return read_npz(data_dir)
+    raise ValueError(f"unknown data set {name!r}; choose one of {list(DATASETS)}")
+
+
+def split(raw: RawData, test_fraction: float, seed: int) -> RawData:
+    """``raw`` with a test split: unchanged if it has one, else a seeded random split."""
+    if raw.x_test is not None:
+        return raw
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
+    n = len(raw.y)
+    n_test = int(round(test_fraction * n))
+    if n_test < 1 or n_test >= n:
+        raise ValueError(f"test_fraction={test_fraction} leaves {n - n_test} training and {n_test} test "
+                         f"examples out of {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    train, test = order[: n - n_test], order[n - n_test:]
+    return RawData(raw.x[train], raw.y[train], raw.x[test], raw.y[test], raw.n_classes)
+
+
+def subset(x: np.ndarray, y: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A random subset of ``n`` examples in random order (n = 0 or n ≥ len: everything, order kept)."""
+    if n <= 0 or n >= len(y):
+        return x, y
+    pick = np.sort(rng.choice(len(y), size=n, replace=False))
+    return x[pick], y[pick]
+
+
+def standardize(x_train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    """(x − μ) / max(σ, 0.1·mean σ) with μ, σ per feature of ``x_train``; applied to ``x_train`` and ``others``.
+
+    Shapes: every array (N_i, D). Returns float64 arrays in the same order.
+    """
+    x_train = np.asarray(x_train, dtype=np.float64)
+    mean = x_train.mean(axis=0)
+    std = x_train.std(axis=0)
+    floor = 0.1 * float(std.mean()) if std.mean() > 0 else 1.0
+    scale = np.maximum(std, floor)
+    return [(np.asarray(a, dtype=np.float64) - mean) / scale for a in (x_train, *others)]
+
+
+def load_dataset(name: str, data_dir: str = "", *, n_train: int = 0, n_test: int = 0,
+                 test_fraction: float = 0.2, split_seed: int = 0) -> Dataset:
+    """Read, split, cap and standardise a data set (see the module docstring for each step)."""
+    raw = split(read_raw(name, data_dir), test_fraction, split_seed)
+    rng = np.random.default_rng([split_seed, 1])
+    x_train, y_train = subset(raw.x, raw.y, n_train, rng)
+    x_test, y_test = subset(raw.x_test, raw.y_test, n_test, rng)
+    x_train, x_test = standardize(x_train, x_test)
+    return Dataset(name, x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64), raw.n_classes)
+
+
+__all__ = ["DATASETS", "Dataset", "RawData", "load_dataset", "read_raw", "split", "standardize", "subset"]
