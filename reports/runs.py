@@ -1,0 +1,147 @@
+"""Reading the analysis Dataset (docs/DESIGN.md §6 "Analysis") the way figures and findings need it.
+
+The combined Dataset has dims ``run``, ``checkpoint``, ``step``, ``layer``, ``param`` (and ``run_`` for
+``cka_between``), coordinates ``optimizer``/``seed``/``label`` on ``run`` and ``checkpoint_step`` on
+``checkpoint`` (1-D, or 2-D ``(run, checkpoint)`` when runs were checkpointed at different steps).
+Runs of different lengths are NaN-padded when combined, so every series here drops non-finite points.
+A single run's Dataset (no ``run`` dim) is accepted and given a one-element ``run`` dim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+from reports.palette import optimizer_color, seed_linestyle
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run of a combined analysis Dataset: its position, names and plotting style."""
+
+    index: int
+    label: str
+    optimizer: str
+    seed: int | None
+    color: str
+    linestyle: str
+
+
+def as_combined(ds: xr.Dataset) -> xr.Dataset:
+    """Return ``ds`` with a ``run`` dim (adding one of length 1, named from attrs, when absent)."""
+    if not isinstance(ds, xr.Dataset):
+        raise TypeError(f"expected an xarray.Dataset of analysis results, got {type(ds).__name__}")
+    if "run" in ds.dims:
+        if ds.sizes["run"] == 0:
+            raise ValueError("analysis Dataset has no runs (dim 'run' has length 0)")
+        return ds
+    optimizer = str(ds.attrs.get("optimizer", "run"))
+    seed = ds.attrs.get("seed")
+    label = str(ds.attrs.get("label", optimizer))
+    out = ds.expand_dims(run=[label])
+    coords = {"optimizer": ("run", [optimizer]), "label": ("run", [label])}
+    if seed is not None:
+        coords["seed"] = ("run", [int(seed)])
+    return out.assign_coords(coords)
+
+
+def _run_coord(ds: xr.Dataset, name: str, i: int):
+    if name in ds.coords and ds.coords[name].dims == ("run",):
+        return ds.coords[name].values[i]
+    return None
+
+
+def run_infos(ds: xr.Dataset) -> list[RunInfo]:
+    """Runs in Dataset order; colour by optimiser, line style by the seed's rank within its optimiser."""
+    ds = as_combined(ds)
+    raw = []
+    for i in range(ds.sizes["run"]):
+        run_value = ds["run"].values[i] if "run" in ds.coords else i
+        label = _run_coord(ds, "label", i)
+        optimizer = _run_coord(ds, "optimizer", i)
+        seed = _run_coord(ds, "seed", i)
+        label = str(label) if label is not None else str(run_value)
+        optimizer = str(optimizer) if optimizer is not None else label
+        seed = int(seed) if seed is not None and np.isfinite(float(seed)) else None
+        raw.append((i, label, optimizer, seed))
+    infos = []
+    for i, label, optimizer, seed in raw:
+        same = sorted({s if s is not None else -1 for _, _, o, s in raw if o == optimizer})
+        rank = same.index(seed if seed is not None else -1)
+        infos.append(RunInfo(i, label, optimizer, seed, optimizer_color(optimizer), seed_linestyle(rank)))
+    return infos
+
+
+def has_values(ds: xr.Dataset, name: str) -> bool:
+    """True when variable ``name`` exists and holds at least one finite value."""
+    if name not in ds.data_vars:
+        return False
+    values = np.asarray(ds[name].values, dtype=float)
+    return bool(np.isfinite(values).any())
+
+
+def _select(ds: xr.Dataset, name: str, run: int, **sel) -> xr.DataArray:
+    if name not in ds.data_vars:
+        raise ValueError(f"analysis Dataset has no variable {name!r}; it has {sorted(ds.data_vars)}")
+    da = ds[name].isel(run=run) if "run" in ds[name].dims else ds[name]
+    return da.sel(**sel) if sel else da
+
+
+def checkpoint_steps(ds: xr.Dataset, run: int) -> np.ndarray:
+    """Training step of each checkpoint of run ``run`` (the checkpoint index if no step is stored)."""
+    if "checkpoint_step" in ds.coords:
+        steps = ds.coords["checkpoint_step"]
+        if "run" in steps.dims:
+            steps = steps.isel(run=run)
+        return np.asarray(steps.values, dtype=float)
+    return np.asarray(ds["checkpoint"].values, dtype=float)
+
+
+def checkpoint_series(ds: xr.Dataset, name: str, run: int, **sel) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of a checkpoint variable for one run (``sel`` picks e.g. ``layer=``), finite points only."""
+    da = _select(ds, name, run, **sel)
+    if da.dims != ("checkpoint",):
+        raise ValueError(f"{name!r} with selection {sel} has dims {da.dims}, expected ('checkpoint',)")
+    x, y = checkpoint_steps(ds, run), np.asarray(da.values, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    return x[keep], y[keep]
+
+
+def step_series(ds: xr.Dataset, name: str, run: int) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of a per-step variable for one run, finite points only."""
+    da = _select(ds, name, run)
+    if da.dims != ("step",):
+        raise ValueError(f"{name!r} has dims {da.dims}, expected ('step',)")
+    x = np.asarray(ds["step"].values, dtype=float)
+    y = np.asarray(da.values, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    return x[keep], y[keep]
+
+
+def final_value(ds: xr.Dataset, name: str, run: int, **sel) -> float:
+    """Value at the run's last checkpoint where ``name`` is finite (NaN if it never is)."""
+    _, y = checkpoint_series(ds, name, run, **sel)
+    return float(y[-1]) if y.size else float("nan")
+
+
+def step_mean(ds: xr.Dataset, name: str, run: int) -> float:
+    """Mean over all finite steps of a per-step variable (NaN if none)."""
+    _, y = step_series(ds, name, run)
+    return float(y.mean()) if y.size else float("nan")
+
+
+def dim_values(ds: xr.Dataset, dim: str) -> list[str]:
+    """Labels along ``layer`` or ``param`` (empty when the dim is absent)."""
+    if dim not in ds.dims:
+        return []
+    return [str(v) for v in ds[dim].values] if dim in ds.coords else [str(i) for i in range(ds.sizes[dim])]
+
+
+_OPTIMIZER_TITLES = {"gn": "GN", "kgn": "KGN", "sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+
+
+def optimizer_title(name: str) -> str:
+    """How an optimiser is named in prose: ``gn`` -> ``GN``, ``adam`` -> ``Adam``; other names unchanged."""
+    return _OPTIMIZER_TITLES.get(str(name).lower(), str(name))
