@@ -1,0 +1,138 @@
+"""Exact, tractable Gauss–Newton for reversible MLPs (Buffelli et al. 2024, arXiv 2411.07979, §3–4).
+
+One step, for a RevMLP with fixed orthonormal readout R (O × dim), logits f = R z_D:
+1. forward pass keeping every coupling's state; ε = H⁺ g (:func:`output_targets`); desired logit
+   change −α ε (N × O), lifted to the last block's output as T = −α ε R (R Rᵀ = I, so T Rᵀ = −α ε);
+2. one inverse-tangent pass pulls T back to a target t_b (N × dim) for every block's output;
+3. inside block b: F realises δy1 by the min-norm δW_Fᵀ = A_F⁺ δy1 (A_F = [σ(x2 C_Fᵀ), 1]); G
+   realises t_G = δy2 − G'(y1) δy1_realised (what F's update already changes through y1);
+4. the blocks' updates are combined:
+   - ``combine="sum"`` (published rule): every block gets its full target t_b, updates added. With
+     all blocks full rank the linearised output moves by depth · (−α ε).
+   - ``combine="exact"`` (default): blocks whose features are rank-deficient (e.g. a linear first
+     block, rank ≤ dim/2 + 1, when N > dim/2 + 1) go first, bottom-up, each realising the
+     least-squares part of what is still missing; the remaining output-space target U is then pulled
+     back and given in full to every full-rank block, whose updates are averaged (weight 1/k). Then
+     J δθ = S + k · U / k = T, i.e. J δθ = −α ε to round-off whenever at least one block is full rank.
+5. ρ = ‖J δθ + α ε‖ / ‖α ε‖ from one forward-tangent pass of the realised block changes through the
+   stored states (the exact linearised output change; :func:`gn_residual` is the independent check).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from dynamics.gauss_newton.base import GaussNewtonOptimizer
+from dynamics.gauss_newton.report import GNStepReport
+from dynamics.gauss_newton.solve import make_solver
+from dynamics.gauss_newton.targets import CE_TARGETS, LOSSES, batch_loss, check_inputs, check_targets, output_targets
+from dynamics.gauss_newton.tangents import BlockState, forward_states, pull_back, push_forward
+from dynamics.models.revmlp import RevMLP
+
+
+class _BlockSolve:
+    """Both couplings' solvers of one block; ``solve(t)`` returns updates and the realised change."""
+
+    def __init__(self, state: BlockState, solver: str, rtol: float | None, atol: float) -> None:
+        self.state = state
+        self.f = make_solver(state.F, solver, rtol, atol)
+        self.g = make_solver(state.G, solver, rtol, atol)
+        self.full_rank = self.f.full_rank and self.g.full_rank
+
+    def solve(self, target: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        d1, d2 = target.chunk(2, dim=-1)
+        w_f, b_f, r1 = self.f.solve(d1)
+        t_g = d2 - self.state.G.jvp(r1)
+        w_g, b_g, r2 = self.g.solve(t_g)
+        return (w_f, b_f, w_g, b_g), torch.cat([r1, d2 - t_g + r2], dim=-1)
+
+
+class ReversibleGN(GaussNewtonOptimizer):
+    """Exact Gauss–Newton optimiser for :class:`~dynamics.models.RevMLP` (see the module docstring).
+
+    Args:
+        model: a RevMLP (anything else raises TypeError).
+        lr: α > 0; the linearised logits move by −α ε.
+        loss: "ce" (mean cross-entropy, int64 labels) or "mse" (mean over samples of ‖f − y‖²).
+        combine: "exact" (J δθ = −α ε whenever a block is full rank) or "sum" (published rule).
+        rtol, atol: truncation of Gram eigenvalues λ ≤ max(atol, rtol · λ_max) (rtol None → N · eps).
+        ce_target: "identity" (ε = p − e_y, default) or "exact" (ε = H⁺(p − e_y)).
+        solver: "gram" (Cholesky of A Aᵀ, exact low-rank route for linear couplings) or "svd"
+            (thin SVD of every A, the published pseudo-inverse).
+
+    ``step(x, y)`` (x: (N, dim), y: see :func:`check_targets`) updates the model in place and
+    returns a :class:`GNStepReport`; invalid input raises before any parameter changes.
+    """
+
+    choices = {"loss": LOSSES, "combine": ("exact", "sum"), "ce_target": CE_TARGETS, "solver": ("gram", "svd")}
+    reals = {"lr": (True, False), "rtol": (False, True), "atol": (False, False)}
+
+    def __init__(self, model: RevMLP, *, lr: float, loss: str = "ce", combine: str = "exact",
+                 rtol: float | None = None, atol: float = 0.0, ce_target: str = "identity",
+                 solver: str = "gram") -> None:
+        if not isinstance(model, RevMLP):
+            raise TypeError(f"ReversibleGN needs a dynamics.models.RevMLP, got {type(model).__name__}; "
+                            "use KernelGN for other models")
+        super().__init__(model, dict(lr=lr, loss=loss, combine=combine, rtol=rtol, atol=atol,
+                                     ce_target=ce_target, solver=solver))
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> GNStepReport:  # type: ignore[override]
+        start = time.perf_counter()
+        settings, model = self.settings, self.model
+        readout = model.readout
+        x = check_inputs(x, model.dim, readout.dtype)
+        y = check_targets(y, x.shape[0], model.n_classes, settings["loss"], readout.dtype)
+        with torch.no_grad():
+            states, logits = forward_states(model, x)
+            loss = float(batch_loss(logits, y, settings["loss"]))
+            desired = -settings["lr"] * output_targets(logits, y, settings["loss"], ce_target=settings["ce_target"])
+            target = desired @ readout
+            blocks = [_BlockSolve(s, settings["solver"], settings["rtol"], settings["atol"]) for s in states]
+            solutions = self._combine(states, blocks, target, settings["combine"])
+            moved = push_forward(states, {b: scale * realised for b, (_, realised, scale) in solutions.items()})[-1]
+            target_norm = float(torch.linalg.vector_norm(desired))
+            error = float(torch.linalg.vector_norm(moved @ readout.T - desired))
+            residual = error / target_norm if target_norm > 0 else 0.0
+            deltas = []
+            for b, (updates, _, scale) in sorted(solutions.items()):
+                block = model.blocks[b]
+                params = (block.F.linear.weight, block.F.linear.bias, block.G.linear.weight, block.G.linear.bias)
+                deltas += [(p, scale * u) for p, u in zip(params, updates)]
+            update_norm = self.apply_update(deltas)
+        return GNStepReport(
+            loss=loss, residual=residual, update_norm=update_norm,
+            full_rank=tuple(b.full_rank for b in blocks),
+            ranks=tuple(r for b in blocks for r in (b.f.rank, b.g.rank)),
+            time_s=time.perf_counter() - start, lr=settings["lr"], target_norm=target_norm)
+
+    @staticmethod
+    def _combine(states: list[BlockState], blocks: list[_BlockSolve], target: torch.Tensor,
+                 combine: str) -> dict[int, tuple[tuple[torch.Tensor, ...], torch.Tensor, float]]:
+        """Per block: (updates, realised change of the block's output, weight) — see the module docstring."""
+        depth = len(blocks)
+        pulled = pull_back(states, target)
+        deficient = [b for b in range(depth) if not blocks[b].full_rank]
+        if combine == "sum" or not deficient:
+            scale = 1.0 if combine == "sum" else 1.0 / depth
+            return {b: (*blocks[b].solve(pulled[b]), scale) for b in range(depth)}
+        solutions, current, accumulated = {}, None, []
+        for b in range(depth):  # rank-deficient blocks, bottom-up, realise what is still missing
+            if current is not None:
+                current = states[b].push(current)
+            if b in deficient:
+                updates, realised = blocks[b].solve(pulled[b] if current is None else pulled[b] - current)
+                solutions[b] = (updates, realised, 1.0)
+                current = realised if current is None else current + realised
+            accumulated.append(current)
+        full = [b for b in range(depth) if b not in deficient]
+        if not full:
+            return solutions
+        if max(deficient) > min(full):  # some missing part must be pulled back past a deficient block
+            remaining = pull_back(states, target - accumulated[-1])
+        else:
+            remaining = [p if s is None else p - s for p, s in zip(pulled, accumulated)]
+        for b in full:
+            solutions[b] = (*blocks[b].solve(remaining[b]), 1.0 / len(full))
+        return solutions
