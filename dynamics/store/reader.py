@@ -1,0 +1,109 @@
+"""Reading run stores: schema checks and :func:`open_run`, which shows committed data only.
+
+Plain xarray reads a store without this package::
+
+    xarray.open_zarr("run.zarr", group="metrics")
+    xarray.open_datatree("run.zarr", engine="zarr")
+
+A store whose writer was killed may hold rows past the ``committed`` mark (and, if the kill fell
+between two array resizes, variables of unequal length, which plain xarray refuses). :func:`open_run`
+opens each committed variable on its own, cuts it to the committed length and only then assembles the
+datasets, so it opens every such store and never shows uncommitted rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from dynamics.errors import StoreError
+from dynamics.store import schema
+
+
+@contextlib.contextmanager
+def quiet_zarr_warnings() -> Iterator[None]:
+    """Silence, inside this block only, zarr's notes that consolidated metadata is not in the v3 spec
+    and that non-zarr files (the lock, ``resume/``) are not part of the hierarchy."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        warnings.filterwarnings("ignore", message=r"Object at .* is not recognized as a component")
+        yield
+
+
+def _root_metadata(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise StoreError(f"no run store at {path}: the path does not exist")
+    meta_path = path / "zarr.json"
+    if not path.is_dir() or not meta_path.is_file():
+        raise StoreError(f"{path} is not a run store (no zarr v3 group metadata {meta_path.name})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as err:
+        raise StoreError(f"{path} is not a run store: cannot read {meta_path} ({err})") from None
+    if not isinstance(meta, dict) or meta.get("node_type") != "group" or meta.get("zarr_format") != 3:
+        raise StoreError(f"{path} is not a run store (its zarr.json is not a zarr v3 group)")
+    return meta
+
+
+def check_store(path: str | os.PathLike) -> dict[str, Any]:
+    """Root attributes of the run store at ``path``; StoreError when it is not one of schema
+    "dynamics.run/1" (missing path, not a zarr v3 group, foreign or newer schema)."""
+    path = Path(path)
+    attrs = _root_metadata(path).get("attributes", {})
+    found = attrs.get("schema")
+    if found is None:
+        raise StoreError(f"{path} is a zarr group but not a dynamics run store (no 'schema' attribute)")
+    if found != schema.SCHEMA:
+        raise StoreError(f"{path} has schema {found!r}; this version of dynamics reads {schema.SCHEMA!r} only")
+    return attrs
+
+
+def _open_group(path: Path, group: str, consolidated: bool) -> Any:
+    import xarray as xr
+    return xr.backends.ZarrStore.open_group(str(path), group=group, mode="r", consolidated=consolidated,
+                                            zarr_format=3)
+
+
+def _committed_dataset(path: Path, group: str, names: list[str], rows: int, consolidated: bool) -> Any:
+    """Dataset of the variables ``names`` of ``group``, each cut to its first ``rows`` rows, CF-decoded."""
+    import xarray as xr
+    store = _open_group(path, group, consolidated)
+    try:
+        row_dim = schema.ROW_DIM[group]
+        variables = {name: store.open_store_variable(name).isel({row_dim: slice(0, rows)}) for name in names}
+    finally:
+        store.close()
+    return xr.decode_cf(xr.Dataset(variables))
+
+
+def open_run(path: str | os.PathLike) -> Any:
+    """The run store at ``path`` as an ``xarray.DataTree`` holding committed data only (lazily loaded).
+
+    Children: ``metrics`` (dim step), ``checkpoints`` and ``params`` (dim checkpoint), ``probe``, and any
+    other group written into the store later (e.g. ``analysis``), as stored. Root attributes are the
+    store's (``config``, ``versions``, ``committed`` and ``nonfinite`` are JSON strings).
+    Raises StoreError for a path that is not a run store of schema "dynamics.run/1".
+    """
+    import xarray as xr
+    path = Path(path)
+    check_store(path)
+    meta = _root_metadata(path)
+    attrs = meta.get("attributes", {})
+    committed = schema.parse_json_attr(attrs, "committed", path)
+    consolidated = "consolidated_metadata" in meta
+    nodes: dict[str, Any] = {"/": xr.Dataset(attrs=attrs)}
+    with quiet_zarr_warnings():
+        for group in schema.ROW_DIM:
+            rows = committed["metrics" if group == "metrics" else "checkpoint"]
+            nodes[f"/{group}"] = _committed_dataset(path, group, committed["variables"][group], rows, consolidated)
+        for child in sorted(p.name for p in path.iterdir() if (p / "zarr.json").is_file()):
+            if child in schema.ROW_DIM:
+                continue
+            nodes[f"/{child}"] = xr.open_dataset(path, group=child, engine="zarr", consolidated=consolidated,
+                                                 zarr_format=3, chunks=None)
+    return xr.DataTree.from_dict(nodes)

@@ -1,0 +1,137 @@
+"""Layout of a run store (schema "dynamics.run/1") and validation of what goes into it.
+
+A run store is one zarr v3 group (DESIGN §4):
+
+- root attrs: ``schema`` = "dynamics.run/1"; ``config`` (JSON string); ``versions`` (JSON string:
+  python, torch, numpy, xarray, zarr, dynamics); ``status`` ("running" | "complete" | "interrupted"
+  | "failed"); ``error`` (text, only when failed); ``committed`` (JSON string, see below);
+  ``nonfinite`` (JSON string, see below).
+- ``metrics``: dim ``step`` (int64 index coordinate) with ``epoch`` (float64, NaN where not given) and
+  one float64 variable per logged scalar name.
+- ``checkpoints``: dim ``checkpoint`` (int64 index 0, 1, …) with non-index coordinates ``step``
+  (int64) and ``epoch`` (float64); one float64 variable per checkpoint scalar; ``ntk``
+  (checkpoint, probe, probe_); ``rep_<layer>`` (checkpoint, probe, unit_<layer>).
+- ``params``: same coordinates as ``checkpoints``; one variable per trained parameter, named with
+  "." → "__", dims (checkpoint, <name>_dim0, <name>_dim1, …).
+- ``probe``: ``x`` (probe, feature) — (probe, feature_0, feature_1, …) for inputs of rank > 2 —
+  and ``y`` (probe) or (probe, output).
+
+``committed`` is the crash-safety mark, written after the data it describes::
+
+    {"metrics": rows, "step": last metrics step | null,
+     "checkpoint": checkpoints, "checkpoint_step": last checkpoint step | null,
+     "variables": {"metrics": [...], "checkpoints": [...], "params": [...]}}
+
+Readers use the first ``rows`` / ``checkpoints`` entries of the listed variables only.
+``nonfinite`` counts the non-finite scalars that were stored as NaN::
+
+    {"metrics": {"loss": {"count": 3, "steps": [[120, 122]]}}, "checkpoints": {...}}
+
+(``steps`` are inclusive runs, kept so that truncation can keep the counts exact).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import re
+from typing import Any
+
+import numpy as np
+
+SCHEMA = "dynamics.run/1"
+STATUSES = ("running", "complete", "interrupted", "failed")
+ROW_DIM = {"metrics": "step", "checkpoints": "checkpoint", "params": "checkpoint"}
+METRICS_COORDS = ("step", "epoch")
+CHECKPOINT_COORDS = ("checkpoint", "step", "epoch")
+METRICS_CHUNK = 4096          # steps per chunk of a metrics variable
+RESERVED_SCALARS = {"step", "epoch", "checkpoint", "ntk", "probe", "x", "y"}
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def store_name(name: str) -> str:
+    """The store name of a module or parameter: "." → "__" (``blocks.0.F`` → ``blocks__0__F``)."""
+    return name.replace(".", "__")
+
+
+def check_scalar_name(name: str, group: str) -> str:
+    """``name`` if it can name a scalar variable of ``group``; otherwise ValueError naming it."""
+    if not _NAME.match(name):
+        raise ValueError(f"scalar name {name!r} must be an identifier (letters, digits, underscore)")
+    if name in RESERVED_SCALARS or name.startswith("rep_"):
+        raise ValueError(f"scalar name {name!r} is reserved in the {group} group; choose another name")
+    return name
+
+
+def scalar_value(name: str, value: Any) -> float:
+    """``value`` as a float: Python/NumPy numbers, 0-d or one-element arrays and tensors.
+
+    Strings, lists, None and arrays/tensors with more than one element → TypeError naming ``name``.
+    Non-finite values come back unchanged (the caller stores them as NaN and counts them).
+    """
+    if isinstance(value, (numbers.Real, np.bool_)):
+        return float(value)
+    size = getattr(value, "numel", None)
+    n = size() if callable(size) else getattr(value, "size", None)
+    if n == 1 and hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        item = value.item()
+        if isinstance(item, (numbers.Real, np.bool_)):
+            return float(item)
+    raise TypeError(f"value of {name!r} must be a real scalar (number, or a one-element array/tensor), "
+                    f"got {type(value).__name__}" + (f" with {n} elements" if isinstance(n, int) else ""))
+
+
+def check_step(step: Any, what: str = "step") -> int:
+    """``step`` as an int ≥ 0; bool/float/str → TypeError, negative → ValueError (both name it)."""
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+        raise TypeError(f"{what} must be an int, got {step!r} ({type(step).__name__})")
+    if step < 0:
+        raise ValueError(f"{what} must be >= 0, got {step}")
+    return int(step)
+
+
+def empty_committed() -> dict[str, Any]:
+    """The ``committed`` mark of a store that holds no rows yet."""
+    return {"metrics": 0, "step": None, "checkpoint": 0, "checkpoint_step": None,
+            "variables": {"metrics": ["step", "epoch"], "checkpoints": list(CHECKPOINT_COORDS),
+                          "params": list(CHECKPOINT_COORDS)}}
+
+
+def parse_json_attr(attrs: dict[str, Any], key: str, path: object) -> Any:
+    """Root attribute ``key`` decoded from JSON; a missing or malformed one → StoreError naming it."""
+    from dynamics.errors import StoreError
+    if key not in attrs:
+        raise StoreError(f"{path}: root attribute {key!r} is missing; the store is damaged or not a run store")
+    try:
+        return json.loads(attrs[key])
+    except (TypeError, ValueError) as err:
+        raise StoreError(f"{path}: root attribute {key!r} is not valid JSON ({err})") from None
+
+
+def count_nonfinite(record: dict[str, Any], group: str, name: str, step: int) -> None:
+    """Add one non-finite value of ``group``/``name`` at ``step`` to a ``nonfinite`` record, in place."""
+    entry = record.setdefault(group, {}).setdefault(name, {"count": 0, "steps": []})
+    entry["count"] += 1
+    runs = entry["steps"]
+    if runs and runs[-1][1] == step - 1:
+        runs[-1][1] = step
+    else:
+        runs.append([step, step])
+
+
+def trim_nonfinite(record: dict[str, Any], group: str, last_step: int) -> None:
+    """Drop the counts of ``group`` at steps > ``last_step`` from a ``nonfinite`` record, in place."""
+    entries = record.get(group, {})
+    for name in list(entries):
+        runs = [[a, min(b, last_step)] for a, b in entries[name]["steps"] if a <= last_step]
+        if runs:
+            entries[name] = {"count": sum(b - a + 1 for a, b in runs), "steps": runs}
+        else:
+            del entries[name]
+    if group in record and not entries:
+        del record[group]
+
+
+def is_finite(value: float) -> bool:
+    return math.isfinite(value)
