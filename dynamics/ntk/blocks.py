@@ -1,0 +1,66 @@
+"""Assemble a kernel matrix block by block from per-chunk features.
+
+Both NTK paths reduce to the same loop: compute some per-sample features for a chunk of inputs
+(layer activations and output-gradients, or a chunk's Jacobian), contract two chunks' features into
+a block Θ[i-chunk, j-chunk], and write it into the result. Only two chunks' features are alive at a
+time, so memory is bounded by ``chunk_size`` besides the (N1, N2[, O, O]) result itself. When the
+kernel is symmetric (no ``x2``), only blocks on or above the diagonal are computed, the others are
+their transposes, and the result is symmetrised exactly at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
+
+Features = TypeVar("Features")
+
+
+def _transpose_block(block: torch.Tensor) -> torch.Tensor:
+    """Θ(x', x) from Θ(x, x'): swap the sample axes and, when present, the output axes."""
+    return block.transpose(0, 1) if block.dim() == 2 else block.permute(1, 0, 3, 2)
+
+
+def assemble_kernel(features: Callable[[torch.Tensor], Features],
+                    contract: Callable[[Features, Features], torch.Tensor],
+                    x1: torch.Tensor, x2: torch.Tensor | None, chunk_size: int) -> torch.Tensor:
+    """Θ (N1, N2, ...) with Θ[i:j, k:l] = contract(features(x1[i:j]), features(x2[k:l])).
+
+    ``x2=None`` means x2 = x1 and a symmetric result (Θ[m, n] = Θ[n, m] with output axes swapped).
+    Each outer chunk's features are computed once; inner ones are recomputed per outer chunk
+    unless one chunk covers everything.
+    """
+    symmetric = x2 is None
+    other = x1 if symmetric else x2
+    n1, n2 = x1.shape[0], other.shape[0]
+    result: torch.Tensor | None = None
+    inner_cache: dict[int, Features] = {}
+    reuse_inner = n2 <= chunk_size  # one inner chunk: compute it once
+    for start1 in range(0, n1, chunk_size):
+        stop1 = min(start1 + chunk_size, n1)
+        outer = features(x1[start1:stop1])
+        for start2 in range(0, n2, chunk_size):
+            if symmetric and start2 < start1:
+                continue
+            stop2 = min(start2 + chunk_size, n2)
+            if symmetric and start2 == start1:
+                inner = outer
+            elif reuse_inner:
+                if start2 not in inner_cache:
+                    inner_cache[start2] = features(other[start2:stop2])
+                inner = inner_cache[start2]
+            else:
+                inner = features(other[start2:stop2])
+            block = contract(outer, inner)
+            if result is None:
+                result = block.new_empty((n1, n2) + tuple(block.shape[2:]))
+            result[start1:stop1, start2:stop2] = block
+            if symmetric and start2 > start1:
+                result[start2:stop2, start1:stop1] = _transpose_block(block)
+            del inner
+    assert result is not None  # n1 >= 1 is validated by the caller
+    if symmetric:
+        result = (result + _transpose_block(result)) / 2
+    return result

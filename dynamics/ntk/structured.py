@@ -1,0 +1,196 @@
+"""Empirical NTK of models whose trained parameters all sit in ``nn.Linear`` layers, from Gram products.
+
+For a linear layer z = a Wᵀ + b used once per sample, ∂f_o(x_n)/∂W_ij = g_{n,o,i} a_{n,j} and
+∂f_o(x_n)/∂b_i = g_{n,o,i}, with a_n the layer's input and g_{n,o} = ∂f_o(x_n)/∂z_n the gradient of
+output o with respect to the layer's output at sample n. Hence (Novak et al. 2022, "Fast finite width
+neural tangent kernel", structured derivatives; DESIGN §3)
+
+    Θ[n, m, o, p] = Σ_layers (1[W trained]·a_n·a_m + 1[b trained]) · (g_{n,o} · g_{m,p}),
+
+which needs the layer inputs a (N, in) and output-gradients g (N, O, out) only — never the P-wide
+Jacobian. All O gradients come from one batched reverse pass (``torch.autograd.grad`` with
+``is_grads_batched=True``) over forward hooks that record each layer's input and output.
+
+The formula holds only when every trained parameter belongs to exactly one plain ``nn.Linear``
+that runs exactly once per forward pass on (N, in) rows, one row per sample, and is used nowhere
+else. :func:`structured_problem` checks this (statically, then on a few probe samples, including a
+gradient-consistency test that catches a parameter also used outside its layer) and says why not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+class StructuredUnsupported(ValueError):
+    """The model breaks an assumption of the structured path; the message says which."""
+
+
+@dataclass
+class LayerFeatures:
+    """One linear layer on a chunk of c samples: input a (c, in) or None when W is frozen,
+    output-gradients g (c, O, out) or None when the outputs do not depend on the layer."""
+
+    inputs: torch.Tensor | None
+    grads: torch.Tensor | None
+    bias: bool
+
+
+@dataclass
+class ChunkFeatures:
+    n: int
+    n_out: int
+    layers: list[LayerFeatures]
+    like: torch.Tensor  # carries dtype and device
+
+
+def _is_plain_linear(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) and type(module).forward is nn.Linear.forward
+
+
+def trained_linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
+    """The plain ``nn.Linear`` sub-modules that own at least one parameter with requires_grad."""
+    return {name: module for name, module in model.named_modules()
+            if _is_plain_linear(module)
+            and any(p is not None and p.requires_grad for p in module._parameters.values())}
+
+
+def static_problem(model: nn.Module) -> str | None:
+    """Why the structured path cannot serve ``model`` judging by its modules alone, or None."""
+    owners: dict[int, list[tuple[str, nn.Module]]] = {}
+    names = {id(p): name for name, p in model.named_parameters() if p.requires_grad}
+    for module_name, module in model.named_modules(remove_duplicate=False):
+        for param in module._parameters.values():
+            if param is not None and id(param) in names:
+                owners.setdefault(id(param), []).append((module_name, module))
+    for key, name in names.items():
+        holders = owners.get(key, [])
+        if len({id(m) for _, m in holders}) > 1:
+            return f"parameter {name!r} is shared by modules {[n for n, _ in holders]}"
+        if not holders or not _is_plain_linear(holders[0][1]):
+            kind = type(holders[0][1]).__name__ if holders else "no module"
+            return f"trained parameter {name!r} belongs to {kind}, not a plain nn.Linear"
+    return None
+
+
+def check_output(out: object, n: int) -> None:
+    """Raise unless ``out`` is a tensor (n, ...) with one row per input sample."""
+    if not isinstance(out, torch.Tensor) or out.dim() == 0 or out.shape[0] != n:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"the model must return a tensor (N, ...) with one row per input; for {n} inputs "
+                         f"it returned shape {shape}")
+
+
+def _forward_recording(model: nn.Module, layers: dict[str, nn.Linear], x: torch.Tensor):
+    """model(x) with every call of the given layers recorded as (input, output)."""
+    records: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {name: [] for name in layers}
+
+    def make_hook(name: str):
+        def hook(module, args, kwargs, output):
+            records[name].append((args[0] if args else kwargs["input"], output))
+        return hook
+
+    handles = [m.register_forward_hook(make_hook(n), with_kwargs=True) for n, m in layers.items()]
+    try:
+        out = model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    check_output(out, x.shape[0])
+    used = {}
+    for name, calls in records.items():
+        if len(calls) > 1:
+            raise StructuredUnsupported(f"nn.Linear {name!r} runs {len(calls)} times in one forward pass")
+        if calls:
+            a, z = calls[0]
+            if a.dim() != 2 or a.shape[0] != x.shape[0] or z.shape != (x.shape[0], layers[name].out_features):
+                raise StructuredUnsupported(
+                    f"nn.Linear {name!r} sees input {tuple(a.shape)} for {x.shape[0]} samples; "
+                    "the structured path needs one row per sample")
+            used[name] = (a, z)
+    return out.reshape(x.shape[0], -1), used
+
+
+def linear_features(model: nn.Module, layers: dict[str, nn.Linear], x: torch.Tensor) -> ChunkFeatures:
+    """Inputs a and output-gradients g (all O outputs, one batched reverse pass) of every layer."""
+    with torch.enable_grad():
+        out, used = _forward_recording(model, layers, x)
+        n, n_out = out.shape
+        names = [name for name, (_, z) in used.items() if z.requires_grad]
+        grads: list[torch.Tensor | None] = [None] * len(names)
+        if names and out.requires_grad:
+            basis = torch.eye(n_out, dtype=out.dtype, device=out.device)[:, None, :].repeat(1, n, 1)
+            grads = list(torch.autograd.grad(out, [used[k][1] for k in names], grad_outputs=basis,
+                                             is_grads_batched=True, allow_unused=True))
+    features = []
+    for name, grad in zip(names, grads):
+        layer = layers[name]
+        features.append(LayerFeatures(
+            inputs=used[name][0].detach() if layer.weight.requires_grad else None,
+            grads=None if grad is None else grad.transpose(0, 1),  # (c, O, out)
+            bias=layer.bias is not None and layer.bias.requires_grad))
+    return ChunkFeatures(n, n_out, features, out.detach())
+
+
+def contract_features(f1: ChunkFeatures, f2: ChunkFeatures, trace: bool) -> torch.Tensor:
+    """Θ block (c1, c2) traced over outputs, or (c1, c2, O, O), from two chunks' features."""
+    shape = (f1.n, f2.n) if trace else (f1.n, f2.n, f1.n_out, f1.n_out)
+    total = f1.like.new_zeros(shape)
+    for l1, l2 in zip(f1.layers, f2.layers):
+        if l1.grads is None or l2.grads is None:
+            continue
+        gram = l1.inputs @ l2.inputs.T if l1.inputs is not None else f1.like.new_zeros(f1.n, f2.n)
+        if l1.bias:
+            gram = gram + 1
+        if trace:
+            total += gram * (l1.grads.reshape(f1.n, -1) @ l2.grads.reshape(f2.n, -1).T)
+        else:
+            width = l1.grads.shape[-1]
+            out_gram = l1.grads.reshape(-1, width) @ l2.grads.reshape(-1, width).T
+            total += gram[:, :, None, None] * out_gram.reshape(f1.n, f1.n_out, f2.n, f2.n_out).permute(0, 2, 1, 3)
+    return total
+
+
+def structured_problem(model: nn.Module, x: torch.Tensor) -> str | None:
+    """Why the structured path cannot serve ``model`` (checked on the probe inputs ``x``), or None.
+
+    Besides :func:`static_problem` and the hook checks (each layer runs at most once, on one row
+    per sample), compares the true gradient of ⟨v, f(x)⟩ for a fixed random v with the one the
+    layer features imply, Σ_n (Σ_o v_{n,o} g_{n,o}) ⊗ [a_n, 1]; a mismatch beyond round-off means a
+    parameter also acts outside its layer call.
+    """
+    problem = static_problem(model)
+    if problem is not None:
+        return problem
+    layers = trained_linear_layers(model)
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    try:
+        with torch.enable_grad():
+            out, used = _forward_recording(model, layers, x)
+            if not out.requires_grad:
+                return None  # the outputs do not depend on the parameters: Θ = 0 either way
+            generator = torch.Generator(device=out.device).manual_seed(0)
+            v = torch.randn(out.shape, generator=generator, dtype=out.dtype, device=out.device)
+            zs = [z for _, z in used.values()]
+            grads = torch.autograd.grad(out, list(params.values()) + zs, grad_outputs=v, allow_unused=True)
+    except StructuredUnsupported as error:
+        return str(error)
+    true = dict(zip(params, grads[:len(params)]))
+    implied = {}
+    for (name, (a, _)), gz in zip(used.items(), grads[len(params):]):
+        gz = torch.zeros_like(a[:, :1]).expand(-1, layers[name].out_features) if gz is None else gz
+        implied[f"{name}.weight" if name else "weight"] = gz.T @ a.detach()
+        implied[f"{name}.bias" if name else "bias"] = gz.sum(0)
+    tolerance = 1e3 * torch.finfo(out.dtype).eps
+    for name, grad in true.items():
+        expected = implied.get(name)
+        grad = torch.zeros_like(params[name]) if grad is None else grad
+        expected = torch.zeros_like(grad) if expected is None else expected
+        error = (grad - expected).norm()
+        if error > tolerance * (grad.norm() + expected.norm()) + torch.finfo(out.dtype).tiny:
+            return (f"parameter {name!r} also acts outside its nn.Linear call (its gradient differs from "
+                    f"the layer-input × output-gradient product by {error.item():.3g})")
+    return None
