@@ -1,0 +1,60 @@
+"""The report's figures in reading order: figure function, title, caption and PNG file name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from reports import figures
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """A figure of the report: ``draw(analysis) -> Figure`` plus the text shown with it."""
+
+    name: str
+    draw: Callable
+    title: str
+    caption: str
+
+
+FIGURES: tuple[FigureSpec, ...] = (
+    FigureSpec("loss_accuracy", figures.loss_accuracy, "Loss and accuracy",
+               "Loss and accuracy on the training and test sets at every checkpoint. Each line is a run, "
+               "coloured by optimiser (the same colour in every figure). A training accuracy that keeps "
+               "rising while the test accuracy stalls is overfitting."),
+    FigureSpec("batch_loss_change", figures.batch_loss_change, "Per-mini-batch overfitting",
+               "Left: relative change of the loss caused by each update, 100·(L_after − L_before)/L_before, "
+               "on the mini-batch the update was computed from (solid) and on a fixed different batch "
+               "(dotted), as a moving average over steps. Right: the same averaged over all steps. An "
+               "optimiser that fits every mini-batch without learning what carries over shows a large "
+               "own-batch drop next to a near-zero other-batch change (transfer near 0)."),
+    FigureSpec("ntk_dynamics", figures.ntk_dynamics, "Neural tangent kernel",
+               "Empirical NTK Θ of a fixed probe set, traced over outputs. Left: kernel alignment "
+               "A(Θ_t, Θ_0) = ⟨Θ_t, Θ_0⟩_F / (‖Θ_t‖_F ‖Θ_0‖_F) to initialisation; close to 1 means the "
+               "kernel barely moves (the lazy regime). Middle: velocity 1 − A between consecutive "
+               "checkpoints. Right (when recorded): alignment with the label kernel YYᵀ."),
+    FigureSpec("cka_to_init", figures.cka_to_init, "Representation change per layer",
+               "Linear CKA (Kornblith et al. 2019) between each layer's representation of the probe set and "
+               "the same layer at initialisation; 1 means unchanged up to rotation and isotropic scaling."),
+    FigureSpec("cka_between_optimizers", figures.cka_between_optimizers, "Representations across runs",
+               "Linear CKA between the representations that different runs learned, per layer, at the last "
+               "checkpoint they share. Runs start from the same initialisation when they share a seed; a low "
+               "value means the optimisers built different features."),
+    FigureSpec("effective_rank", figures.effective_rank, "Effective rank",
+               "Entropy effective rank exp(−Σ pᵢ log pᵢ), pᵢ = σᵢ / Σσ (Roy & Vetterli 2007). Left: of the "
+               "probe-set NTK over training. Right: of each layer's centred representation at "
+               "initialisation (dotted) and at the end (solid); lower means fewer directions in use."),
+    FigureSpec("probe_accuracy", figures.probe_accuracy, "Linear probes",
+               "Cross-validated accuracy of a logistic-regression probe trained on each layer's "
+               "representation of the probe set, at initialisation (dotted) and at the end (solid): how "
+               "much linearly usable class information each layer has built."),
+    FigureSpec("gn_residual", figures.gn_residual, "Gauss–Newton residual",
+               "Relative residual ρ = ‖J δθ + α ε‖ / ‖α ε‖ of every Gauss–Newton step: how far the "
+               "linearised output change misses its output-space target ε. Values at round-off (about "
+               "1e-12) mean the step is exact. First-order runs have no residual and are not drawn."),
+    FigureSpec("weight_change", figures.weight_change, "Weight change",
+               "Relative distance of the trained parameters from initialisation, ‖θ_t − θ_0‖ / ‖θ_0‖, in %. "
+               "Left: mean over parameter tensors over training (band: min to max). Right: per tensor at "
+               "the last checkpoint."),
+)

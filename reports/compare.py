@@ -1,0 +1,107 @@
+"""Side-by-side comparison of several experiment folders in one self-contained HTML page.
+
+For every experiment (a folder of run stores, see ``reports.experiment``): its headline numbers
+(``reports.findings``) in one table, the configuration settings that differ between experiments,
+the finding sentences, and each figure of ``reports.catalog`` drawn per experiment, side by side.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from reports import html as h
+from reports.catalog import FIGURES
+from reports.experiment import experiment_dir, load_analysis, run_stores, store_info
+from reports.findings import finding_sentences, headlines
+from reports.report import FINDINGS_HEADER, FINDINGS_NOTE, render_figures
+from reports.runs import as_combined
+
+
+def experiment_names(paths: list[Path]) -> list[str]:
+    """Short distinct names: the folder names, or more of each path where folder names repeat."""
+    resolved = [p.resolve() for p in paths]
+    for depth in range(1, max(len(p.parts) for p in resolved) + 1):
+        names = [str(Path(*p.parts[-depth:])) for p in resolved]
+        if len(set(names)) == len(names):
+            return names
+    raise ValueError(f"experiment folders are not distinct: {[str(p) for p in paths]}")
+
+
+def _check_dirs(dirs) -> list[Path]:
+    if isinstance(dirs, (str, os.PathLike)):
+        raise TypeError(f"dirs must be a list of folders, got the single path {str(dirs)!r}")
+    paths = [experiment_dir(d) for d in dirs]
+    if not paths:
+        raise ValueError("compare needs at least one experiment folder, got none")
+    return paths
+
+
+def _differing_settings(configs: dict[str, dict]) -> list[list[str]]:
+    """[setting, value per experiment...] for settings whose value is not the same everywhere."""
+    per_experiment = {name: dict(h.merged_rows(runs)) if runs else {} for name, runs in configs.items()}
+    keys = sorted({k for rows in per_experiment.values() for k in rows})
+    out = []
+    for key in keys:
+        values = [per_experiment[name].get(key, "(absent)") for name in per_experiment]
+        if len(set(values)) > 1:
+            out.append([key, *values])
+    return out
+
+
+def compare(dirs, out) -> Path:
+    """Write a comparison page of the experiments in ``dirs`` to ``out`` (HTML); returns ``Path(out)``."""
+    paths = _check_dirs(dirs)
+    if not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out must be a file path, got {out!r}")
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"out {str(out)!r} is a folder; give the comparison's file name")
+    names = experiment_names(paths)
+    datasets = [as_combined(load_analysis(p)) for p in paths]
+    stores = [[store_info(s) for s in run_stores(p)] for p in paths]
+    figures = [dict(render_figures(ds)[0]) for ds in datasets]
+
+    title = "Comparison: " + " vs ".join(names)
+    body = [f"<h1>{h.escape(title)}</h1>",
+            f'<p class="lead">{h.escape(f"Generated {h.timestamp()} by {h.generator()}.")}</p>',
+            "<h2>Experiments</h2>",
+            h.table(["experiment", "folder", "runs"], [[n, str(p), ", ".join(str(r) for r in ds["run"].values)]
+                                                      for n, p, ds in zip(names, paths, datasets)])]
+    settings = _differing_settings({n: {s.label: s.config for s in st if s.config} for n, st in zip(names, stores)})
+    body.append("<h2>Settings that differ</h2>")
+    body.append(h.table(["setting", *names], settings) if settings else
+                '<p class="note">The experiments\' recorded configurations do not differ.</p>')
+
+    rows, colors = [], []
+    for name, ds in zip(names, datasets):
+        for x in headlines(ds):
+            m, s = x.mean, x.std
+            rows.append([name, x.title, str(len(x.runs)),
+                         h.number(m("own_change"), s("own_change"), digits=1, unit="%", signed=True),
+                         h.number(m("other_change"), s("other_change"), digits=1, unit="%", signed=True),
+                         h.number(m("transfer"), s("transfer")), h.number(m("ntk_alignment"), s("ntk_alignment")),
+                         h.number(m("cka_init"), s("cka_init")),
+                         h.number(m("test_acc"), s("test_acc"), digits=1, unit="%"),
+                         h.number(m("train_acc"), s("train_acc"), digits=1, unit="%")])
+            colors.append(h.optimizer_colors([x.optimizer])[0])
+    body += ["<h2>Findings</h2>", h.table(["experiment", *FINDINGS_HEADER], rows, numeric=set(range(2, 10)),
+                                          swatch=1, colors=colors),
+             f'<p class="note">{h.escape(FINDINGS_NOTE)}</p>']
+    for name, ds in zip(names, datasets):
+        sentences = "".join(f"<li>{h.escape(s)}</li>" for s in finding_sentences(headlines(ds)))
+        body.append(f'<h3>{h.escape(name)}</h3><ul class="findings">{sentences}</ul>')
+
+    body.append("<h2>Figures</h2>")
+    for number_, spec in enumerate(FIGURES, 1):
+        cells = []
+        for name, drawn in zip(names, figures):
+            if spec in drawn:
+                cells.append(h.figure_html(drawn[spec], number_=number_, title=f"{spec.title} — {name}",
+                                           caption="", anchor=f"{spec.name}-{len(cells)}"))
+            else:
+                cells.append(f'<p class="note">{h.escape(name)}: not recorded.</p>')
+        grid = f'<div class="grid" style="grid-template-columns: repeat({len(names)}, 1fr)">{"".join(cells)}</div>'
+        body.append(f"<h3>{h.escape(spec.title)}</h3>{grid}<p class=\"note\">{h.escape(spec.caption)}</p>")
+    h.write_text_atomic(out, h.page(title, "\n".join(body)))
+    return out

@@ -1,0 +1,106 @@
+"""Loading an experiment folder: its run stores' root attributes and its combined analysis.
+
+An experiment folder holds one zarr store per run (``gn.zarr``, ``sgd.zarr``, ...; schema
+"dynamics.run/1") and, once analysed, ``analysis.zarr`` (docs/DESIGN.md §6). Everything here reads
+with plain zarr/xarray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import xarray as xr
+import zarr
+
+ANALYSIS_STORE = "analysis.zarr"
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """Root attributes of one run store; ``config``/``versions`` are parsed from JSON when stored as text."""
+
+    path: Path
+    label: str
+    config: dict
+    versions: dict
+    status: str
+    schema: str
+
+
+def experiment_dir(run_dir) -> Path:
+    """``run_dir`` as a Path, checked to be an existing folder."""
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise TypeError(f"run_dir must be a path, got {run_dir!r} ({type(run_dir).__name__})")
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ValueError(f"run_dir {str(path)!r} is not an existing folder")
+    return path
+
+
+def as_dict(value, what: str) -> dict:
+    """A root attribute as a dict: dicts as they are, JSON text parsed, anything else as ``{what: value}``."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            return {what: value}
+        return parsed if isinstance(parsed, dict) else {what: parsed}
+    return {what: value}
+
+
+def run_stores(run_dir) -> list[Path]:
+    """The run stores of an experiment folder: every ``*.zarr`` folder except ``analysis.zarr``, sorted."""
+    path = experiment_dir(run_dir)
+    return sorted(p for p in path.glob("*.zarr") if p.is_dir() and p.name != ANALYSIS_STORE)
+
+
+def store_info(path) -> StoreInfo:
+    """Read a run store's root attributes (schema, config, versions, status) without this package's reader."""
+    path = Path(path)
+    try:
+        attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+    except Exception as error:  # zarr raises several types for "not a group"
+        raise ValueError(f"{str(path)!r} is not a readable zarr run store: {error}") from error
+    return StoreInfo(path, path.name.removesuffix(".zarr"), as_dict(attrs.get("config"), "config"),
+                     as_dict(attrs.get("versions"), "versions"), str(attrs.get("status", "unknown")),
+                     str(attrs.get("schema", "unknown")))
+
+
+def _newest_mtime(path: Path, skip_top: tuple[str, ...] = ()) -> float:
+    newest = path.stat().st_mtime
+    for root, dirs, files in os.walk(path):
+        if Path(root) == path:
+            dirs[:] = [d for d in dirs if d not in skip_top]
+        for name in files:
+            newest = max(newest, os.stat(os.path.join(root, name)).st_mtime)
+    return newest
+
+
+def analysis_is_fresh(run_dir) -> bool:
+    """True when ``analysis.zarr`` exists and is newer than every run store (ignoring their own analysis group)."""
+    path = experiment_dir(run_dir)
+    analysis = path / ANALYSIS_STORE
+    if not (analysis / "zarr.json").is_file():
+        return False
+    written = _newest_mtime(analysis)
+    return all(_newest_mtime(store, ("analysis",)) <= written for store in run_stores(path))
+
+
+def load_analysis(run_dir) -> xr.Dataset:
+    """The experiment's combined analysis: ``analysis.zarr`` if fresh, else ``analysis.analyze_experiment``."""
+    path = experiment_dir(run_dir)
+    if not analysis_is_fresh(path):
+        if not run_stores(path):
+            raise ValueError(f"run_dir {str(path)!r} holds no run stores (*.zarr) and no {ANALYSIS_STORE}")
+        from analysis import analyze_experiment  # the reports layer sits above analysis
+
+        return analyze_experiment(path).load()
+    with xr.open_zarr(path / ANALYSIS_STORE, consolidated=None) as ds:
+        return ds.load()

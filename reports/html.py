@@ -1,0 +1,134 @@
+"""HTML building blocks for self-contained pages: escaping, tables, embedded PNG figures, the page.
+
+Everything that may come from a user (run names, config keys and values, paths, versions) goes
+through ``html.escape``; our own markup is assembled around escaped text only. Figures are embedded
+as ``data:image/png;base64`` URIs and the CSS is inline, so a page needs no network; its
+Content-Security-Policy (``default-src 'none'; img-src data:; style-src 'unsafe-inline'``) makes a
+browser refuse anything else, scripts included.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata, resources
+from pathlib import Path
+from string import Template
+
+from reports.palette import optimizer_color
+
+
+def escape(value) -> str:
+    """HTML-escape ``str(value)`` (``&``, ``<``, ``>``, both quotes)."""
+    return html.escape(str(value), quote=True)
+
+
+def number(mean: float, std: float = math.nan, *, digits: int = 2, unit: str = "", signed=False) -> str:
+    """``mean`` (± ``std`` when finite) as text with a true minus sign; "—" when ``mean`` is not finite."""
+    if not math.isfinite(mean):
+        return "—"
+    text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
+    if math.isfinite(std):
+        text += f" ± {std:.{digits}f}"
+    return text.replace("-", "−") + unit
+
+
+def table(header: list[str], rows: list[list[str]], numeric: set[int] = frozenset(), swatch: int | None = None,
+          colors: list[str] | None = None) -> str:
+    """An HTML table of escaped cells; columns in ``numeric`` are right-aligned; ``swatch`` column gets a colour box."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = []
+    for r, row in enumerate(rows):
+        cells = []
+        for c, cell in enumerate(row):
+            box = ""
+            if swatch == c and colors is not None:
+                box = f'<span class="swatch" style="background:{escape(colors[r])}"></span>'
+            cls = ' class="num"' if c in numeric else ""
+            cells.append(f"<td{cls}>{box}{escape(cell)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def optimizer_colors(names: list[str]) -> list[str]:
+    """Palette colour per optimiser name (for table swatches)."""
+    return [optimizer_color(n) for n in names]
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) in pixels from a PNG's IHDR chunk."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("not a PNG image (bad signature)")
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+def figure_html(png: bytes, *, number_: int, title: str, caption: str, anchor: str) -> str:
+    """A <figure> with the PNG embedded as a data URI, its pixel size, alt text and a numbered caption."""
+    width, height = png_size(png)
+    data = base64.b64encode(png).decode("ascii")
+    return (f'<figure id="{escape(anchor)}"><img src="data:image/png;base64,{data}" width="{width}" '
+            f'height="{height}" alt="{escape(title)}"><figcaption><strong>Figure {number_}. '
+            f"{escape(title)}.</strong> {escape(caption)}</figcaption></figure>")
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, str]:
+    """Nested dict -> {"a.b.c": "value"} with values as compact text (lists/None included)."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = "null" if value is None else str(value)
+    return out
+
+
+def merged_rows(per_run: dict[str, dict]) -> list[list[str]]:
+    """Rows [key, value] over several runs' nested dicts; a value that differs reads "run: v · run2: v2"."""
+    flat = {label: flatten(d) for label, d in per_run.items()}
+    keys = sorted({k for f in flat.values() for k in f})
+    rows = []
+    for key in keys:
+        values = {label: f.get(key, "(absent)") for label, f in flat.items()}
+        distinct = set(values.values())
+        rows.append([key, distinct.pop() if len(distinct) == 1 else
+                     " · ".join(f"{label}: {v}" for label, v in values.items())])
+    return rows
+
+
+def generator() -> str:
+    """Name and version of the package that wrote the page."""
+    try:
+        return f"gn-dynamics {metadata.version('gn-dynamics')}"
+    except metadata.PackageNotFoundError:
+        return "gn-dynamics"
+
+
+def timestamp() -> str:
+    """Current UTC time, to the minute."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def page(title: str, body: str) -> str:
+    """The complete page: escaped ``title``, inline CSS, ``body`` (already-built markup)."""
+    templates = resources.files("reports") / "templates"
+    template = Template(templates.joinpath("page.html").read_text(encoding="utf-8"))
+    style = templates.joinpath("style.css").read_text(encoding="utf-8")
+    return template.substitute(title=escape(title), generator=escape(generator()), style=style, body=body)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,140 @@
+"""The experiment report: one self-contained HTML page (plus the figures as PNG files).
+
+Order of the page: title; runs, configuration and software versions; findings (a table of headline
+numbers per optimiser and sentences computed from them, see ``reports.findings``); the figures with
+captions (``reports.catalog``); a list of figures left out because their quantities were not recorded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from reports import html as h
+from reports.catalog import FIGURES, FigureSpec
+from reports.experiment import StoreInfo, as_dict, experiment_dir, load_analysis, run_stores, store_info
+from reports.findings import finding_sentences, headlines
+from reports.plotting import figure_png
+from reports.runs import as_combined, has_values, run_infos, step_series
+
+FINDINGS_HEADER = ["optimiser", "runs", "own-batch loss change per step", "other-batch loss change per step",
+                   "transfer (other / own)", "final NTK alignment to init", "final CKA to init",
+                   "test accuracy", "train accuracy"]
+
+FINDINGS_NOTE = (
+    "Loss changes are 100·(L_after − L_before)/L_before of one update, averaged over all steps, on the "
+    "mini-batch it was computed from (own) and on a fixed other batch (other). Transfer is their ratio: "
+    "1 when a step helps every batch alike, 0 when it only fits its own batch. NTK alignment "
+    "A(Θ_T, Θ_0) and linear CKA (mean over layers) compare the last checkpoint to initialisation; 1 = "
+    "unchanged. Accuracies are at the last checkpoint. With several seeds: mean ± standard deviation.")
+
+
+def render_figures(ds: xr.Dataset, specs=FIGURES, dpi: int = 100):
+    """([(spec, png bytes)], [(spec, why it was left out)]) for every figure of ``specs``."""
+    drawn, skipped = [], []
+    for spec in specs:
+        try:
+            fig = spec.draw(ds)
+        except ValueError as why:  # the quantity was not recorded (e.g. no NTK, a single run)
+            skipped.append((spec, str(why)))
+            continue
+        drawn.append((spec, figure_png(fig, dpi=dpi)))
+    return drawn, skipped
+
+
+def findings_html(ds: xr.Dataset) -> str:
+    """The findings table, its note and one sentence per finding."""
+    hs = headlines(ds)
+    rows = []
+    for x in hs:
+        m, s = x.mean, x.std
+        rows.append([x.title, str(len(x.runs)),
+                     h.number(m("own_change"), s("own_change"), digits=1, unit="%", signed=True),
+                     h.number(m("other_change"), s("other_change"), digits=1, unit="%", signed=True),
+                     h.number(m("transfer"), s("transfer")), h.number(m("ntk_alignment"), s("ntk_alignment")),
+                     h.number(m("cka_init"), s("cka_init")),
+                     h.number(m("test_acc"), s("test_acc"), digits=1, unit="%"),
+                     h.number(m("train_acc"), s("train_acc"), digits=1, unit="%")])
+    sentences = "".join(f"<li>{h.escape(s)}</li>" for s in finding_sentences(hs))
+    return (h.table(FINDINGS_HEADER, rows, numeric=set(range(1, 9)), swatch=0,
+                    colors=h.optimizer_colors([x.optimizer for x in hs]))
+            + f'<p class="note">{h.escape(FINDINGS_NOTE)}</p>'
+            + (f'<ul class="findings">{sentences}</ul>' if sentences else ""))
+
+
+def runs_html(ds: xr.Dataset, stores: list[StoreInfo]) -> str:
+    """Table of runs (name, optimiser, seed, status, steps, checkpoints), configuration and versions."""
+    ds = as_combined(ds)
+    status = {s.label: s.status for s in stores}
+    rows, colors = [], []
+    for r in run_infos(ds):
+        steps = step_series(ds, "loss", r.index)[0].size if has_values(ds, "loss") else 0
+        checkpoints = int(np.isfinite(ds["test_acc"].isel(run=r.index).values).sum()) \
+            if has_values(ds, "test_acc") else ds.sizes.get("checkpoint", 0)
+        rows.append([r.label, r.optimizer, "—" if r.seed is None else str(r.seed),
+                     status.get(r.label, "—"), str(steps), str(checkpoints)])
+        colors.append(r.color)
+    parts = [h.table(["run", "optimiser", "seed", "store status", "steps logged", "checkpoints"], rows,
+                     numeric={2, 4, 5}, swatch=0, colors=colors)]
+    configs = {s.label: s.config for s in stores if s.config}
+    if not configs and "config" in ds.attrs:
+        configs = {"all runs": as_dict(ds.attrs["config"], "config")}
+    if configs:
+        rows = h.merged_rows(configs)
+        parts.append(f"<details><summary>Configuration ({len(rows)} settings; values that differ between "
+                     f"runs are listed per run)</summary>{h.table(['setting', 'value'], rows)}</details>")
+    versions = {s.label: s.versions for s in stores if s.versions}
+    if versions:
+        parts.append("<p><strong>Software versions:</strong> " + h.escape("; ".join(
+            f"{k} {v}" for k, v in h.merged_rows(versions))) + "</p>")
+    return "".join(parts)
+
+
+def report_html(ds: xr.Dataset, *, title: str, stores: list[StoreInfo] = (), source: str = "",
+                figures=None) -> str:
+    """The whole page for a combined analysis Dataset; ``figures`` = ``render_figures(ds)`` if given."""
+    ds = as_combined(ds)
+    drawn, skipped = figures if figures is not None else render_figures(ds)
+    lead = f"Generated {h.timestamp()} by {h.generator()}"
+    lead += f" from {source}." if source else "."
+    body = [f"<h1>{h.escape(title)}</h1>", f'<p class="lead">{h.escape(lead)}</p>',
+            "<h2>Runs and configuration</h2>", runs_html(ds, list(stores)),
+            "<h2>Findings</h2>", findings_html(ds), "<h2>Figures</h2>"]
+    body += [h.figure_html(png, number_=i, title=spec.title, caption=spec.caption, anchor=spec.name)
+             for i, (spec, png) in enumerate(drawn, 1)]
+    if skipped:
+        items = "".join(f"<li>{h.escape(spec.title)}: {h.escape(why)}</li>" for spec, why in skipped)
+        body.append(f"<h2>Not shown</h2><ul class=\"note\">{items}</ul>")
+    return h.page(title, "\n".join(body))
+
+
+def figures_dir_for(out: Path) -> Path:
+    """Where the PNGs go: ``figures/`` beside ``report.html``, else ``<name>-figures/`` beside ``out``."""
+    return out.parent / ("figures" if out.name == "report.html" else f"{out.stem}-figures")
+
+
+def write_report(run_dir, out=None) -> Path:
+    """Write the experiment's HTML report (default ``run_dir/report.html``) and its figures as PNG.
+
+    Reads ``run_dir/analysis.zarr`` when it is newer than every run store, else runs
+    ``analysis.analyze_experiment(run_dir)``; config and versions come from the stores' root attrs.
+    Returns the report's path.
+    """
+    path = experiment_dir(run_dir)
+    out = path / "report.html" if out is None else Path(out)
+    if out.exists() and out.is_dir():
+        raise ValueError(f"out {str(out)!r} is a folder; give the report's file name")
+    ds = load_analysis(path)
+    stores = [store_info(s) for s in run_stores(path)]
+    drawn, skipped = render_figures(as_combined(ds))
+    figures_dir = figures_dir_for(out)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    for spec, png in drawn:
+        (figures_dir / f"{spec.name}.png").write_bytes(png)
+    text = report_html(ds, title=f"Training dynamics: {path.resolve().name}", stores=stores,
+                       source=str(path), figures=(drawn, skipped))
+    h.write_text_atomic(out, text)
+    return out
+
