@@ -1,0 +1,147 @@
+"""Centred kernel alignment (CKA) between two representations of the same N inputs.
+
+Linear CKA (Kornblith et al. 2019, eq. 4), X (N, D1) and Y (N, D2) column-centred:
+    CKA(X, Y) = ‖YᵀX‖_F² / (‖XᵀX‖_F ‖YᵀY‖_F)  =  tr(K H L H) / √(tr(K H K H) tr(L H L H)),  K = XXᵀ, L = YYᵀ.
+It is computed in feature space (D×D products); an N×N Gram matrix is formed only when it is the
+cheaper route (N(D1+D2) < D1·D2, i.e. never when N > D).
+``debiased=True`` replaces the biased HSIC by the unbiased estimator HSIC_1 of Song et al. (2012)
+(see :mod:`analysis.hsic`); it needs N ≥ 4 and can be negative for unrelated representations.
+
+RBF CKA uses K_ij = exp(−‖x_i − x_j‖² / (2 (σ·m)²)) where m is the median Euclidean distance over
+pairs i < j and σ the bandwidth *as a fraction of that median* (``sigma=None`` means σ = 1).
+
+Minibatch CKA (Nguyen, Raghu & Kornblith 2021, eq. 3) averages HSIC_1 over probe minibatches:
+    CKA_mb = Σ_b HSIC_1(K_b, L_b) / √(Σ_b HSIC_1(K_b, K_b) · Σ_b HSIC_1(L_b, L_b)).
+
+Degenerate input: a representation that is constant over the samples (zero after centring) or whose
+unbiased self-HSIC is ≤ 0 makes CKA undefined — the functions return NaN with a ``RuntimeWarning``.
+Fewer than 4 samples with ``debiased=True`` raise ``ValueError``. Results are Python floats.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from analysis.arrays import as_float_matrix, nan_with_warning
+from analysis.cka_chunked import LinearCKAAccumulator, is_lazy, iter_row_chunks
+from analysis.hsic import MIN_SAMPLES_UNBIASED, centered_kernel_product, linear_pair_terms, unbiased_hsic_kernels
+
+
+def linear_cka(x: object, y: object, *, debiased: bool = False, chunk_size: int | None = None) -> float:
+    """Linear CKA between X (N, D1) and Y (N, D2) (Kornblith et al. 2019), a float in [0, 1].
+
+    Args:
+        x, y: representations of the same N inputs (numpy, torch, xarray or dask); extra trailing
+            dims are flattened into features.
+        debiased: use the unbiased HSIC estimator (Song et al. 2012); needs N ≥ 4.
+        chunk_size: process the probe set in chunks of this many rows, accumulating XᵀX, YᵀY, YᵀX
+            (for arrays larger than memory; same value as in memory up to round-off). Dask-backed
+            inputs are always processed chunk by chunk, by default along their own row chunks.
+    """
+    _check_bool("debiased", debiased)
+    if chunk_size is not None or is_lazy(x) or is_lazy(y):
+        accumulator = LinearCKAAccumulator()
+        for x_chunk, y_chunk in iter_row_chunks(x, y, chunk_size):
+            accumulator.update(x_chunk, y_chunk)
+        return accumulator.cka(debiased=debiased)
+    a, b = _paired_matrices(x, y, MIN_SAMPLES_UNBIASED if debiased else 2)
+    for name, raw in (("X", a), ("Y", b)):
+        centred = raw - raw.mean(axis=0)
+        if not np.sum(centred ** 2) > 1e-24 * np.sum(raw ** 2):  # zero up to round-off of the mean
+            return nan_with_warning(f"linear CKA is undefined: {name} is constant over the samples")
+    a, b = a - a.mean(axis=0), b - b.mean(axis=0)
+    pair_xy, pair_xx, pair_yy = linear_pair_terms(a, b), linear_pair_terms(a, a), linear_pair_terms(b, b)
+    if debiased:
+        return cka_from_hsic(pair_xy.unbiased_hsic(), pair_xx.unbiased_hsic(), pair_yy.unbiased_hsic())
+    return cka_from_hsic(pair_xy.frobenius, pair_xx.frobenius, pair_yy.frobenius)
+
+
+def rbf_cka(x: object, y: object, *, sigma: float | None = None, debiased: bool = False) -> float:
+    """CKA with Gaussian kernels of bandwidth ``sigma`` × (median pairwise distance), per representation.
+
+    Builds the N×N kernels (memory and time O(N²·D)); use :func:`linear_cka` for large probe sets.
+    NaN with a RuntimeWarning if a representation has all its samples equal (median distance 0).
+    """
+    _check_bool("debiased", debiased)
+    if sigma is None:
+        sigma = 1.0
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.floating)) or not (0 < sigma < math.inf):
+        raise ValueError(f"sigma (bandwidth as a fraction of the median distance) must be a positive number, got {sigma!r}")
+    a, b = _paired_matrices(x, y, MIN_SAMPLES_UNBIASED if debiased else 2)
+    k, l = rbf_kernel(a, float(sigma)), rbf_kernel(b, float(sigma))
+    if k is None or l is None:
+        which = "X" if k is None else "Y"
+        return nan_with_warning(f"RBF CKA is undefined: all samples of {which} are equal (median distance 0)")
+    if debiased:
+        return cka_from_hsic(unbiased_hsic_kernels(k, l), unbiased_hsic_kernels(k, k), unbiased_hsic_kernels(l, l))
+    return cka_from_hsic(centered_kernel_product(k, l), centered_kernel_product(k, k), centered_kernel_product(l, l))
+
+
+def rbf_kernel(a: np.ndarray, sigma: float) -> np.ndarray | None:
+    """exp(−‖a_i − a_j‖² / (2 (σ m)²)), m = median distance over i < j; None when m = 0. (N, D) → (N, N)."""
+    norms = np.einsum("ij,ij->i", a, a)
+    squared = np.maximum(norms[:, None] + norms[None, :] - 2.0 * (a @ a.T), 0.0)
+    np.fill_diagonal(squared, 0.0)
+    median = float(np.median(np.sqrt(squared[np.triu_indices(a.shape[0], k=1)])))
+    if median == 0.0:
+        return None
+    return np.exp(-squared / (2.0 * (sigma * median) ** 2))
+
+
+def minibatch_cka(x: object, y: object, *, batch_size: int) -> float:
+    """Minibatch CKA (Nguyen et al. 2021): unbiased HSIC averaged over consecutive probe minibatches.
+
+    Only one minibatch of X and Y is in memory at a time, so X and Y may be dask arrays or any
+    sliceable array larger than memory. Batches hold ``batch_size`` rows (≥ 4); a last remainder of
+    fewer than 4 rows joins the previous batch. The value estimates the CKA of the population and
+    differs from the full-batch ``linear_cka(x, y, debiased=True)``; it converges to it as batches grow.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < MIN_SAMPLES_UNBIASED:
+        raise ValueError(f"batch_size must be an int >= 4 (unbiased HSIC needs 4 samples), got {batch_size!r}")
+    n = _row_count(x, "X")
+    if _row_count(y, "Y") != n:
+        raise ValueError(f"X and Y must have the same number of samples, got {n} and {_row_count(y, 'Y')}")
+    if n < MIN_SAMPLES_UNBIASED:
+        raise ValueError(f"minibatch CKA needs at least 4 samples, got N={n}")
+    starts = list(range(0, n, int(batch_size)))
+    if n - starts[-1] < MIN_SAMPLES_UNBIASED and len(starts) > 1:
+        starts.pop()
+    bounds = zip(starts, starts[1:] + [n])
+    totals = np.zeros(3)
+    for start, stop in bounds:
+        a = as_float_matrix(x[start:stop], "X")
+        b = as_float_matrix(y[start:stop], "Y")
+        totals += [linear_pair_terms(a, b).unbiased_hsic(), linear_pair_terms(a, a).unbiased_hsic(),
+                   linear_pair_terms(b, b).unbiased_hsic()]
+    return cka_from_hsic(*totals)
+
+
+def cka_from_hsic(hsic_xy: float, hsic_xx: float, hsic_yy: float) -> float:
+    """HSIC(X, Y) / √(HSIC(X, X) HSIC(Y, Y)); NaN with a RuntimeWarning if a self-HSIC is ≤ 0."""
+    if not hsic_xx > 0.0 or not hsic_yy > 0.0:
+        which = "X" if not hsic_xx > 0.0 else "Y"
+        return nan_with_warning(
+            f"CKA is undefined: the self-similarity HSIC({which}, {which}) = "
+            f"{hsic_xx if which == 'X' else hsic_yy:.3g} is not positive (constant features or too few samples)")
+    return float(hsic_xy / math.sqrt(hsic_xx * hsic_yy))
+
+
+def _paired_matrices(x: object, y: object, min_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    a, b = as_float_matrix(x, "X", min_rows=min_rows), as_float_matrix(y, "Y", min_rows=min_rows)
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"X and Y must have the same number of samples, got {a.shape[0]} and {b.shape[0]}")
+    return a, b
+
+
+def _row_count(x: object, name: str) -> int:
+    shape = getattr(x, "shape", None)
+    if shape is None or len(shape) == 0:
+        raise TypeError(f"{name} must be an array with a sample dimension, got {type(x).__name__}")
+    return int(shape[0])
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")

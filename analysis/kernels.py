@@ -1,0 +1,100 @@
+"""Kernel alignment, kernel distance and kernel–target alignment.
+
+Formulas (DESIGN §3 "Analysis"):
+    A(K1, K2) = ⟨K1, K2⟩_F / (‖K1‖_F ‖K2‖_F)                      (Cristianini et al. 2002)
+    centred:   the same on H K1 H and H K2 H, H = I − 11ᵀ/N          (Cortes, Mohri & Rostamizadeh 2012)
+    distance   d(K1, K2) = 1 − A(K1, K2)
+    target     A(K, Y Yᵀ), Y (N, C) the one-hot encoding of the labels y.
+
+Inputs are numpy arrays or torch tensors; results are Python floats. A kernel whose Frobenius norm is
+zero (after centring, when asked) has no direction, so its alignment is undefined: the functions
+return NaN and emit a ``RuntimeWarning`` rather than a made-up number.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analysis.arrays import as_float_array, as_labels, as_square_kernel, nan_with_warning
+
+
+def center_kernel(k: object) -> np.ndarray:
+    """H K H with H = I − 11ᵀ/N, computed as K − row means − column means + grand mean.
+
+    Shapes: (N, N) → (N, N) float64. Reference: Cortes et al. 2012, Lemma 1.
+    """
+    k = as_square_kernel(k, "K")
+    return k - k.mean(axis=0, keepdims=True) - k.mean(axis=1, keepdims=True) + k.mean()
+
+
+def alignment(k1: object, k2: object, *, centered: bool = False) -> float:
+    """Kernel alignment A(K1, K2) = ⟨K1, K2⟩_F / (‖K1‖_F ‖K2‖_F) ∈ [−1, 1].
+
+    Args:
+        k1, k2: kernels of the same shape — (N, N), or (N, N, O, O) output-resolved NTKs (the
+            Frobenius products then run over every axis). ``centered=True`` needs (N, N).
+        centered: align H K1 H and H K2 H instead (Cortes et al. 2012), which removes the effect of
+            a constant offset in the features.
+
+    Returns NaN with a RuntimeWarning when either kernel has zero norm.
+    """
+    if not isinstance(centered, bool):
+        raise TypeError(f"centered must be a bool, got {centered!r}")
+    if centered:
+        a, b = center_kernel(k1), as_square_kernel(k2, "K2")
+        if a.shape != b.shape:
+            raise ValueError(f"K1 and K2 must have the same shape, got {a.shape} and {b.shape}")
+        b = center_kernel(b)
+    else:
+        a, b = as_float_array(k1, "K1"), as_float_array(k2, "K2")
+        if a.shape != b.shape:
+            raise ValueError(f"K1 and K2 must have the same shape, got {a.shape} and {b.shape}")
+        if a.size == 0:
+            raise ValueError(f"kernels are empty, shape {a.shape}")
+    return _cosine(a.ravel(), b.ravel(), "kernel alignment")
+
+
+def kernel_distance(k1: object, k2: object, *, centered: bool = False) -> float:
+    """d(K1, K2) = 1 − A(K1, K2) ∈ [0, 2]; 0 when the kernels are proportional (see :func:`alignment`)."""
+    return 1.0 - alignment(k1, k2, centered=centered)
+
+
+def target_alignment(k: object, y: object, *, n_classes: int | None = None, centered: bool = False) -> float:
+    """Kernel–target alignment A(K, Y Yᵀ), Y (N, C) one-hot of the integer labels ``y`` (N,).
+
+    Computed without the N×N target kernel: ⟨K, YYᵀ⟩_F = Σ_c Σ_{i,j∈c} K_ij and
+    ‖YYᵀ‖_F = (Σ_c n_c²)^½, with n_c the size of class c. ``n_classes`` only fixes C (labels must be
+    < C); classes without samples contribute nothing. ``centered=True`` aligns HKH with H YYᵀ H.
+    Returns NaN with a RuntimeWarning when K has zero norm (or, centred, when all labels are equal).
+    """
+    k = as_square_kernel(k, "K")
+    labels = as_labels(y, k.shape[0])
+    n_c = int(labels.max()) + 1 if labels.size else 0
+    if n_classes is not None:
+        if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 1:
+            raise ValueError(f"n_classes must be a positive int, got {n_classes!r}")
+        if n_c > n_classes:
+            raise ValueError(f"label {n_c - 1} is out of range for n_classes={n_classes}")
+        n_c = int(n_classes)
+    onehot = np.zeros((k.shape[0], n_c))
+    onehot[np.arange(k.shape[0]), labels] = 1.0
+    if centered:
+        k = center_kernel(k)
+        onehot = onehot - onehot.mean(axis=0, keepdims=True)
+    # ⟨K, YYᵀ⟩ = tr(Yᵀ K Y); ‖YYᵀ‖_F² = ‖YᵀY‖_F² (Y has C ≤ N columns, so this stays small).
+    inner = float(np.sum((k @ onehot) * onehot))
+    target_norm = float(np.linalg.norm(onehot.T @ onehot))
+    k_norm = float(np.linalg.norm(k))
+    if k_norm == 0.0 or target_norm == 0.0:
+        which = "K" if k_norm == 0.0 else "the (centred) label kernel YYᵀ"
+        return nan_with_warning(f"kernel-target alignment is undefined: {which} has zero Frobenius norm")
+    return inner / (k_norm * target_norm)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray, what: str) -> float:
+    """⟨a, b⟩ / (‖a‖ ‖b‖) for flat float64 vectors; NaN + warning if a norm is zero."""
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na == 0.0 or nb == 0.0:
+        which = "K1" if na == 0.0 else "K2"
+        return nan_with_warning(f"{what} is undefined: {which} has zero Frobenius norm")
+    return float(np.dot(a, b) / (na * nb))

@@ -1,0 +1,57 @@
+"""Per-minibatch change, transfer ratio and moving averages against explicit loops."""
+
+import numpy as np
+import pytest
+import torch
+
+from analysis.overfitting import default_window, moving_average, relative_change_percent, transfer_ratio
+
+
+def loop_moving_average(values, window):
+    out = []
+    for i in range(len(values)):
+        chunk = [v for v in values[max(0, i - window + 1): i + 1] if np.isfinite(v)]
+        out.append(sum(chunk) / len(chunk) if chunk else np.nan)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("n,window", [(1, 1), (10, 3), (57, 5), (200, 50), (8, 20)])
+def test_moving_average_matches_loop_with_nans(n, window):
+    rng = np.random.default_rng(n)
+    values = rng.normal(size=n)
+    values[rng.random(n) < 0.2] = np.nan
+    np.testing.assert_allclose(moving_average(values, window), loop_moving_average(values, window),
+                               rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+def test_default_window():
+    assert default_window(10) == 1 and default_window(1000) == 20
+    values = np.arange(1000.0)
+    np.testing.assert_allclose(moving_average(values), loop_moving_average(values, 20), rtol=1e-12)
+
+
+def test_relative_change_and_transfer():
+    before = np.array([2.0, 1.0, 0.0, 4.0, np.nan])
+    after = np.array([1.0, 1.5, 1.0, 4.0, 1.0])
+    change = relative_change_percent(before, after)
+    np.testing.assert_allclose(change, [-50.0, 50.0, np.nan, 0.0, np.nan], equal_nan=True)
+    other = np.array([-5.0, 10.0, 1.0, 3.0, 1.0])
+    ratio = transfer_ratio(change, other)
+    np.testing.assert_allclose(ratio, [0.1, 0.2, np.nan, np.nan, np.nan], equal_nan=True)  # own 0 → NaN, not inf
+    assert np.isnan(transfer_ratio([1e-12], [1.0])[0])
+    assert transfer_ratio(torch.tensor([2.0]), torch.tensor([1.0]), atol=0.0)[0] == 0.5
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="same length"):
+        relative_change_percent([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="window"):
+        moving_average([1.0, 2.0], 0)
+    with pytest.raises(ValueError, match="1-D"):
+        moving_average(np.ones((2, 2)), 1)
+    with pytest.raises(ValueError, match="infinite"):
+        transfer_ratio([np.inf], [1.0])
+    with pytest.raises(ValueError, match="atol"):
+        transfer_ratio([1.0], [1.0], atol=-1)
+    with pytest.raises(TypeError, match="values"):
+        moving_average(["a", "b"], 1)
