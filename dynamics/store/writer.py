@@ -133,7 +133,9 @@ class RunWriter:
 
     @classmethod
     def resume(cls, path: str | os.PathLike) -> RunWriter:
-        """Lock an existing store, drop stale consolidated metadata, trim what lies past ``committed``."""
+        """Lock an existing store, drop stale consolidated metadata, trim what lies past ``committed``.
+
+        The status is left as it was; the caller sets it (``set_attrs(status="running")``)."""
         path = Path(path)
         check_store(path)
         lock = StoreLock(path).acquire()
@@ -142,10 +144,6 @@ class RunWriter:
             _strip_consolidated(path)
             writer = cls(path, zarr.open_group(str(path), mode="r+", zarr_format=3, use_consolidated=False), lock)
             writer._trim_to_committed()
-            attrs = {"status": "running"}
-            writer.root.attrs.update(attrs)
-            if "error" in writer.root.attrs:
-                del writer.root.attrs["error"]
         except BaseException:
             lock.release()
             raise
@@ -275,6 +273,11 @@ class RunWriter:
 
     def set_attrs(self, **attrs: Any) -> None:
         self.root.attrs.update(attrs)
+
+    def abandon(self) -> None:
+        """Release the lock without touching the store (after a failed check on resume)."""
+        self._lock.release()
+        self.closed = True
 
     def close(self, status: str, error: str | None = None) -> None:
         """Set ``status`` (and ``error``), consolidate metadata, release the lock (idempotent)."""

@@ -1,0 +1,317 @@
+"""Recorder: what any training loop calls to fill a run store (schema in :mod:`dynamics.store.schema`).
+
+The caller owns the step counter::
+
+    with Recorder("runs/mine.zarr", model, probe=(x_probe, y_probe), schedule=log_spaced(1000, 20)) as rec:
+        for step in range(1000):
+            loss = train_step()
+            rec.log(step, loss=loss, lr=lr)                  # buffered; cheap
+            rec.checkpoint(step, test_acc=evaluate())        # stores when the schedule says so
+
+``log`` keeps rows in memory and writes them in blocks (``flush_every`` rows, and before every
+checkpoint, truncation and close). ``checkpoint`` stores the given scalars, the trained parameters,
+the traced empirical NTK on the probe inputs (:func:`dynamics.ntk.empirical_ntk`, (probe, probe_))
+and the representations of ``layers`` (:func:`dynamics.capture.capture_representations`,
+(probe, unit_<layer>)). Leaving the ``with`` block marks the store "complete", or "failed" with the
+error text ("interrupted" for KeyboardInterrupt).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dynamics.errors import StoreError
+from dynamics.schedules import as_schedule
+from dynamics.store import schema
+from dynamics.store.writer import RunWriter
+
+
+def _probe_array(name: str, value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"probe {name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
+    if value.dtype.kind not in "biuf":
+        raise TypeError(f"probe {name} must hold numbers, got dtype {value.dtype}")
+    if value.ndim == 0 or value.shape[0] == 0:
+        raise ValueError(f"probe {name} needs a leading sample dimension with at least one sample, "
+                         f"got shape {value.shape}")
+    if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+        raise ValueError(f"probe {name} contains NaN or Inf ({int(np.sum(~np.isfinite(value)))} values)")
+    return np.ascontiguousarray(value)
+
+
+def _check_positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+class Recorder:
+    """Records a training run into the zarr store at ``path`` (see the module docstring).
+
+    Args:
+        path: the store directory (``*.zarr``); must not exist unless ``resume=True``.
+        model: the ``nn.Module`` being trained; its trainable parameters are stored at checkpoints.
+        probe: (x, y): fixed probe inputs (N, ...) and labels/targets (N,) or (N, O); finite.
+        config: JSON-serialisable dict stored as the root attribute ``config``.
+        layers: modules whose outputs are recorded (None → ``capture.resolve_layers`` defaults;
+            an empty list → no representations).
+        schedule: step → bool deciding which ``checkpoint`` calls store (None → every call stores).
+        ntk: store the traced NTK on the probe inputs at each checkpoint.
+        resume: open an existing store, trim what lies past its ``committed`` mark, continue it.
+        ntk_chunk_size: passed to ``empirical_ntk(..., chunk_size=)``.
+        flush_every: metrics rows kept in memory before a write.
+
+    Raises StoreError for an existing store without ``resume``, a missing/foreign store with
+    ``resume``, a probe or config that differs from the stored one; StoreLockedError when another
+    process writes to the store.
+    """
+
+    def __init__(self, path: str | os.PathLike, model: nn.Module, probe: tuple[Any, Any], *,
+                 config: dict | None = None, layers: str | Iterable[str] | None = None,
+                 schedule: Callable[[int], bool] | None = None, ntk: bool = True, resume: bool = False,
+                 ntk_chunk_size: int | None = None, flush_every: int = 256) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(probe, (tuple, list)) or len(probe) != 2:
+            raise TypeError(f"probe must be a pair (x, y), got {type(probe).__name__}")
+        x, y = _probe_array("x", probe[0]), _probe_array("y", probe[1])
+        if x.dtype.kind != "f":
+            raise TypeError(f"probe x must be floating point, got dtype {x.dtype}")
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"probe x has {x.shape[0]} samples but y has {y.shape[0]}")
+        if config is not None and not isinstance(config, dict):
+            raise TypeError(f"config must be a dict or None, got {type(config).__name__}")
+        if not isinstance(ntk, bool):
+            raise TypeError(f"ntk must be True or False, got {ntk!r}")
+        if ntk_chunk_size is not None:
+            _check_positive("ntk_chunk_size", ntk_chunk_size)
+        self._flush_every = _check_positive("flush_every", flush_every)
+        self._schedule = None if schedule is None else as_schedule(schedule)
+        self.model, self.ntk, self.ntk_chunk_size = model, ntk, ntk_chunk_size
+        if layers is not None and not isinstance(layers, str) and len(list(layers)) == 0:
+            self.layers: list[str] = []
+        else:
+            from dynamics.capture import resolve_layers
+            self.layers = resolve_layers(model, layers)
+        self._x_probe = torch.as_tensor(x)
+        self.path = Path(path)
+        if resume:
+            self._writer = RunWriter.resume(self.path)
+            self._check_resumed(x, y, config)
+        else:
+            self._writer = RunWriter.create(self.path, config=config, probe_x=x, probe_y=y)
+        self._writer.set_attrs(status="running")
+        committed = self._writer.committed
+        self._last_logged: int | None = committed["step"]
+        self._last_checkpoint_call: int | None = committed["checkpoint_step"]
+        self._checkpoint_steps = self._writer.stored_steps("checkpoints").tolist()
+        self._rows: list[tuple[int, float, dict[str, float]]] = []
+        self._names_ok: set[str] = set()
+
+    def _check_resumed(self, x: np.ndarray, y: np.ndarray, config: dict | None) -> None:
+        try:
+            stored_x, stored_y = self._writer.read_probe()
+            if not (np.array_equal(stored_x, x) and np.array_equal(stored_y, y)):
+                raise StoreError(f"{self.path}: the probe given differs from the probe stored in the run")
+            stored = self._writer.read_config()
+            if config is not None and config != stored:
+                keys = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
+                raise StoreError(f"{self.path}: config differs from the stored config in keys {keys}")
+        except BaseException:
+            self._writer.abandon()
+            raise
+        if "error" in self._writer.root.attrs:
+            del self._writer.root.attrs["error"]
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def last_step(self) -> int | None:
+        """The last committed metrics step (rows still buffered in memory are not counted)."""
+        return self._writer.committed["step"]
+
+    @property
+    def checkpoint_steps(self) -> list[int]:
+        """Steps of the committed checkpoints, in order."""
+        return list(self._checkpoint_steps)
+
+    @property
+    def closed(self) -> bool:
+        return self._writer.closed
+
+    def _check_open(self) -> None:
+        if self._writer.closed:
+            raise RuntimeError(f"the Recorder of {self.path} is closed")
+
+    def _scalars(self, group: str, step: int, scalars: dict[str, Any]) -> dict[str, float]:
+        values = {}
+        for name, value in scalars.items():
+            if name not in self._names_ok:
+                schema.check_scalar_name(name, group)
+                self._names_ok.add(name)
+            number = schema.scalar_value(name, value)
+            if not math.isfinite(number):
+                warnings.warn(f"non-finite {name}={number} at step {step} is stored as NaN", RuntimeWarning,
+                              stacklevel=3)
+                schema.count_nonfinite(self._writer.nonfinite, group, name, step)
+                number = math.nan
+            values[name] = number
+        return values
+
+    def _epoch(self, epoch: Any) -> float:
+        return math.nan if epoch is None else schema.scalar_value("epoch", epoch)
+
+    # ------------------------------------------------------------------ recording
+    def log(self, step: int, epoch: Any = None, **scalars: Any) -> None:
+        """Buffer one metrics row: ``step`` (int, strictly after the previous one), ``epoch`` (optional
+        coordinate) and any real scalars by name. Non-finite values are stored as NaN, counted in the
+        root attribute ``nonfinite`` and warned about; non-scalars → TypeError naming the key."""
+        self._check_open()
+        step = schema.check_step(step)
+        if self._last_logged is not None and step <= self._last_logged:
+            raise ValueError(f"log step {step} is not after the previous step {self._last_logged}; steps must "
+                             f"increase strictly")
+        row = (step, self._epoch(epoch), self._scalars("metrics", step, scalars))
+        self._last_logged = step
+        self._rows.append(row)
+        if len(self._rows) >= self._flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write and commit the buffered metrics rows."""
+        if not self._rows:
+            return
+        rows, self._rows = self._rows, []
+        names = list(dict.fromkeys(name for _, _, values in rows for name in values))
+        columns = {name: np.array([values.get(name, math.nan) for _, _, values in rows]) for name in names}
+        self._writer.append_metrics(np.array([r[0] for r in rows], dtype=np.int64),
+                                    np.array([r[1] for r in rows], dtype=np.float64), columns)
+
+    def checkpoint(self, step: int, epoch: Any = None, **scalars: Any) -> bool:
+        """Store a checkpoint at ``step`` if the schedule says so; returns whether it stored.
+
+        Stored: the scalars given (any names), the parameters (group ``params``), the traced NTK
+        ``ntk`` (probe, probe_) unless ``ntk=False``, and ``rep_<layer>`` (probe, unit_<layer>).
+        """
+        self._check_open()
+        step = schema.check_step(step)
+        if self._last_checkpoint_call is not None and step <= self._last_checkpoint_call:
+            raise ValueError(f"checkpoint step {step} is not after the previous checkpoint step "
+                             f"{self._last_checkpoint_call}")
+        for name in scalars:
+            schema.check_scalar_name(name, "checkpoints")
+            schema.scalar_value(name, scalars[name])
+        epoch_value = self._epoch(epoch)
+        self._last_checkpoint_call = step
+        if self._schedule is not None and not self._schedule(step):
+            return False
+        values = self._scalars("checkpoints", step, scalars)
+        self.flush()
+        arrays, params = self._model_arrays()
+        self._writer.append_checkpoint(step, epoch_value, values, arrays, params)
+        self._checkpoint_steps.append(step)
+        return True
+
+    def _model_arrays(self) -> tuple[dict, dict]:
+        params = {}
+        first = None
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            first = p if first is None else first
+            key = schema.store_name(name)
+            data = p.detach()
+            data = data.float() if data.dtype in (torch.bfloat16, torch.float16) else data
+            params[key] = (tuple(f"{key}_dim{i}" for i in range(p.dim())), data.cpu().numpy().copy())
+        arrays = {}
+        x = self._x_probe
+        if first is not None:
+            x = x.to(device=first.device, dtype=first.dtype if x.is_floating_point() else x.dtype)
+        if self.ntk:
+            from dynamics.ntk import empirical_ntk
+            kernel = empirical_ntk(self.model, x, trace=True, chunk_size=self.ntk_chunk_size)
+            arrays["ntk"] = (("probe", "probe_"), kernel.detach().cpu().numpy())
+        if self.layers:
+            from dynamics.capture import capture_representations
+            for layer, rep in capture_representations(self.model, x, self.layers).items():
+                key = schema.store_name(layer)
+                arrays[f"rep_{key}"] = (("probe", f"unit_{key}"), rep.detach().cpu().numpy())
+        return arrays, params
+
+    def truncate(self, step: int) -> None:
+        """Drop committed (and buffered) metrics and checkpoints with step > ``step``."""
+        self._check_open()
+        step = schema.check_step(step)
+        self.flush()
+        self._writer.truncate(step)
+        self._last_logged = self._writer.committed["step"]
+        self._last_checkpoint_call = self._writer.committed["checkpoint_step"]
+        self._checkpoint_steps = [s for s in self._checkpoint_steps if s <= step]
+
+    # ------------------------------------------------------------------ resume state
+    @property
+    def state_path(self) -> Path:
+        return self.path / "resume" / "state.pt"
+
+    def save_state(self, state: dict) -> None:
+        """Save a trainer's resume state (tensors, numbers, strings, lists, dicts) atomically to
+        ``<store>/resume/state.pt`` (torch.save to a temporary file, then os.replace)."""
+        self._check_open()
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict, got {type(state).__name__}")
+        self.state_path.parent.mkdir(exist_ok=True)
+        tmp = self.state_path.with_name(f"state.pt.{os.getpid()}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.state_path)
+
+    def load_state(self) -> dict | None:
+        """The state saved by :meth:`save_state` (``torch.load(weights_only=True)``), or None."""
+        if not self.state_path.is_file():
+            return None
+        return torch.load(self.state_path, weights_only=True, map_location="cpu")
+
+    # ------------------------------------------------------------------ closing
+    def close(self, status: str = "complete", error: str | None = None) -> None:
+        """Flush, set ``status`` ("complete" | "interrupted" | "failed") and ``error``, consolidate the
+        metadata and release the lock. Calling it again does nothing."""
+        if status not in schema.STATUSES or status == "running":
+            raise ValueError(f"status must be 'complete', 'interrupted' or 'failed', got {status!r}")
+        if error is not None and not isinstance(error, str):
+            raise TypeError(f"error must be a string or None, got {type(error).__name__}")
+        if self._writer.closed:
+            return
+        try:
+            self.flush()
+        except BaseException as err:
+            self._writer.close("failed", f"{type(err).__name__}: {err}")
+            raise
+        self._writer.close(status, error)
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self.close("complete")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.close("interrupted")
+        else:
+            self.close("failed", f"{exc_type.__name__}: {exc}")
+        return False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._writer.closed else "open"
+        return (f"Recorder({str(self.path)!r}, {state}, last_step={self.last_step}, "
+                f"checkpoints={len(self._checkpoint_steps)}, schedule={self._schedule!r})")
