@@ -29,7 +29,7 @@ def _plot_checkpoints(ax, ds, name, runs: list[RunInfo], scale=1.0, **sel) -> np
     for r in runs:
         x, y = checkpoint_series(ds, name, r.index, **sel)
         if y.size:
-            ax.plot(x, y * scale, color=r.color, ls=r.linestyle, marker="o", ms=3, label=r.label)
+            ax.plot(x, y * scale, color=r.color, ls=r.linestyle, marker="o", ms=3, label=p.short(r.label))
             xs.append(x)
     return np.concatenate(xs) if xs else np.array([])
 
@@ -71,8 +71,8 @@ def batch_loss_change(ds: xr.Dataset) -> Figure:
     for r in runs:
         x1, y1 = step_series(ds, own, r.index)
         x2, y2 = step_series(ds, other, r.index)
-        ax.plot(x1, y1, color=r.color, ls="-", label=f"{r.label}: own batch")
-        ax.plot(x2, y2, color=r.color, ls=":", lw=2, label=f"{r.label}: other batch")
+        ax.plot(x1, y1, color=r.color, ls="-", label=f"{p.short(r.label)}: own batch")
+        ax.plot(x2, y2, color=r.color, ls=":", lw=2, label=f"{p.short(r.label)}: other batch")
         xs.extend([x1, x2])
         means.append((r, np.nanmean(step_series(ds, "own_change", r.index)[1]) if has_values(ds, "own_change")
                       else np.nanmean(y1), np.nanmean(step_series(ds, "other_change", r.index)[1])
@@ -88,7 +88,7 @@ def batch_loss_change(ds: xr.Dataset) -> Figure:
     bar_ax.bar(pos + 0.2, [m[2] for m in means], 0.4, color=[m[0].color for m in means], alpha=0.45,
                hatch="//", label="other batch")
     bar_ax.axhline(0, color="0.5", lw=0.8)
-    bar_ax.set_xticks(pos, [m[0].label for m in means], rotation=30 if len(means) > 4 else 0)
+    bar_ax.set_xticks(pos, [p.short(m[0].label) for m in means], rotation=30 if len(means) > 4 else 0)
     bar_ax.set_ylabel("mean loss change per step (%)")
     bar_ax.set_title("average over all steps")
     bar_ax.legend(fontsize="small", frameon=False)
@@ -165,8 +165,8 @@ def cka_between_optimizers(ds: xr.Dataset) -> Figure:
         raise ValueError(f"cka_between needs at least two runs, the Dataset has {len(runs)}")
     between = ds["cka_between"].transpose("checkpoint", "layer", "run", "run_").values
     k = _final_index(between)
-    fig, axes, layers = _layer_grid(ds, width=1.0 + 0.75 * len(runs), height=0.9 + 0.7 * len(runs))
-    labels = [r.label for r in runs]
+    fig, axes, layers = _layer_grid(ds, width=max(3.2, 1.0 + 0.75 * len(runs)), height=max(3.0, 0.9 + 0.7 * len(runs)))
+    labels = [p.short(r.label) for r in runs]
     image = None
     for li, (ax, layer) in enumerate(zip(axes, layers)):
         matrix = between[k, li]
@@ -196,8 +196,8 @@ def _plot_by_layer(ax, ds, name, runs, scale=1.0) -> None:
         last = values[_final_index(values)]
         if first is None:
             continue
-        ax.plot(pos, last, color=r.color, ls="-", marker="o", label=f"{r.label} (end)")
-        ax.plot(pos, first, color=r.color, ls=":", marker=".", alpha=0.8, label=f"{r.label} (init)")
+        ax.plot(pos, last, color=r.color, ls="-", marker="o", label=f"{p.short(r.label)} (end)")
+        ax.plot(pos, first, color=r.color, ls=":", marker=".", alpha=0.8, label=f"{p.short(r.label)} (init)")
     ax.set_xticks(pos, [p.display_name(layer) for layer in layers], rotation=30 if len(layers) > 4 else 0)
     ax.set_xlabel("layer (input → output)")
     ax.grid(alpha=0.3)
@@ -249,7 +249,7 @@ def gn_residual(ds: xr.Dataset) -> Figure:
     xs = []
     for r in runs:
         x, y = step_series(ds, "gn_residual", r.index)
-        ax.plot(x, np.maximum(y, 1e-300), color=r.color, ls=r.linestyle, lw=1, label=r.label)
+        ax.plot(x, np.maximum(y, 1e-300), color=r.color, ls=r.linestyle, lw=1, label=p.short(r.label))
         xs.append(x)
     ax.set_yscale("log")
     p.set_step_axis(ax, np.concatenate(xs))
@@ -275,9 +275,9 @@ def weight_change(ds: xr.Dataset) -> Figure:
         keep = np.isfinite(values).any(axis=1) & np.isfinite(checkpoint_steps(ds, r.index))
         x = checkpoint_steps(ds, r.index)[keep]
         v = values[keep]
-        ax.plot(x, np.nanmean(v, axis=1), color=r.color, ls=r.linestyle, marker="o", ms=3, label=r.label)
+        ax.plot(x, np.nanmean(v, axis=1), color=r.color, ls=r.linestyle, marker="o", ms=3, label=p.short(r.label))
         ax.fill_between(x, np.nanmin(v, axis=1), np.nanmax(v, axis=1), color=r.color, alpha=0.15)
-        end_ax.plot(pos, values[_final_index(values)], color=r.color, ls="none", marker="o", label=r.label)
+        end_ax.plot(pos, values[_final_index(values)], color=r.color, ls="none", marker="o", label=p.short(r.label))
         xs.append(x)
     p.set_step_axis(ax, np.concatenate(xs))
     ax.set_ylabel("relative weight change (%)")

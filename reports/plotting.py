@@ -78,6 +78,12 @@ def display_name(store_name: str) -> str:
     return str(store_name).replace("__", ".")
 
 
+def short(text: str, width: int = 22) -> str:
+    """``text`` cut to ``width`` characters with an ellipsis (long run names would squash the plot)."""
+    text = str(text)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def figure_png(fig: Figure, dpi: int = 100) -> bytes:
     """The figure rendered to PNG bytes with the Agg canvas."""
     buffer = io.BytesIO()
