@@ -89,7 +89,7 @@ def test_missing_quantities_are_listed_not_drawn():
         assert needed in not_shown
     findings = page.split("<h2>Findings</h2>")[1].split("<h2>Figures</h2>")[0]
     sentences = findings.split('<ul class="findings">')[1]
-    assert "NTK" not in sentences and "residual" not in sentences and "SGD's updates" in sentences
+    assert "NTK" not in sentences and "residual" not in sentences and "SGD&#x27;s updates" in sentences
     sgd_row = findings.split("SGD</td>")[1].split("</tr>")[0]
     assert sgd_row.count("—") == 1  # the NTK alignment cell
 
