@@ -251,9 +251,13 @@ class Recorder:
         return arrays, params
 
     def truncate(self, step: int) -> None:
-        """Drop committed (and buffered) metrics and checkpoints with step > ``step``."""
+        """Drop committed (and buffered) metrics and checkpoints with step > ``step`` (−1 drops all)."""
         self._check_open()
-        step = schema.check_step(step)
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+            raise TypeError(f"truncate step must be an int, got {step!r} ({type(step).__name__})")
+        if step < -1:
+            raise ValueError(f"truncate step must be >= -1 (-1 drops everything), got {step}")
+        step = int(step)
         self.flush()
         self._writer.truncate(step)
         self._last_logged = self._writer.committed["step"]

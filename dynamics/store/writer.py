@@ -11,6 +11,7 @@ Consolidated metadata is written at close and removed by the next writer before 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
+from zarr.core.sync import sync as zarr_sync  # runs a coroutine on zarr's own event loop
 
 from dynamics.errors import StoreError
 from dynamics.store import schema
@@ -213,15 +215,17 @@ class RunWriter:
             self._arrays[(group, name)] = _create_array(self.root[group], name, (row_dim,) + dims,
                                                         (rows,) + data.shape[1:], chunks, data.dtype, attrs)
             names.append(name)
-        arrays = {name: self._array(group, name) for name in names}
-        for array in arrays.values():
-            array.resize((rows + n_new,) + array.shape[1:])
-        for name, array in arrays.items():
-            if name in columns:
-                array[rows:rows + n_new] = columns[name][1]
-            else:
-                array[rows:rows + n_new] = np.full((n_new,) + array.shape[1:], _FILL.get(array.dtype.kind, 0),
-                                                   dtype=array.dtype)
+        arrays = {name: self._array(group, name).async_array for name in names}
+        values = {name: columns[name][1] if name in columns else
+                  np.full((n_new,) + array.shape[1:], _FILL.get(np.dtype(array.dtype).kind, 0), dtype=array.dtype)
+                  for name, array in arrays.items()}
+
+        async def grow_then_write() -> None:
+            # Every array is grown before any row is written; each await is one concurrent batch.
+            await asyncio.gather(*(a.resize((rows + n_new,) + a.shape[1:]) for a in arrays.values()))
+            await asyncio.gather(*(a.setitem(slice(rows, rows + n_new), values[name]) for name, a in arrays.items()))
+
+        zarr_sync(grow_then_write())
         return names
 
     def append_metrics(self, steps: np.ndarray, epochs: np.ndarray, scalars: dict[str, np.ndarray]) -> None:

@@ -1,0 +1,70 @@
+"""A small deterministic training run that records into a store; the kill test SIGKILLs it.
+
+``train(path, n_steps, resume=...)`` trains an MLP (float64, SGD with momentum) on fixed data,
+logging every step and storing a checkpoint (parameters, NTK, representations) every
+``CHECKPOINT_EVERY`` steps, after which it saves the resume state (model, optimizer, next step).
+With ``resume=True`` it loads that state, truncates the store to it and continues, so a run killed
+at any moment and resumed must end with exactly the values of an uninterrupted run.
+
+Run as a script: ``python kill_writer.py STORE N_STEPS`` prints "ready" once the store exists.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from dynamics.models import MLP
+from dynamics.recorder import Recorder
+from dynamics.schedules import every
+
+CHECKPOINT_EVERY = 5
+FLUSH_EVERY = 8
+
+
+def _data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 6, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (64,), generator=gen)
+    return x, y, x[:10], y[:10]
+
+
+def train(path: str, n_steps: int, *, resume: bool = False, announce: bool = False) -> None:
+    torch.set_num_threads(1)
+    x, y, x_probe, y_probe = _data()
+    model = MLP(6, 8, 2, 3, seed=0, dtype=torch.float64)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    rec = Recorder(path, model, (x_probe, y_probe), config={"n_steps": n_steps}, resume=resume,
+                   schedule=every(CHECKPOINT_EVERY), flush_every=FLUSH_EVERY)
+    start = 0
+    if resume:
+        state = rec.load_state()
+        if state is None:
+            rec.truncate(-1)
+        else:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start = state["next_step"]
+            rec.truncate(start - 1)
+    if announce:
+        print("ready", flush=True)
+    with rec:
+        for step in range(start, n_steps):
+            batch = slice(8 * (step % 8), 8 * (step % 8) + 8)
+            loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            grad_norm = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))
+            optimizer.step()
+            rec.log(step, epoch=step // 8, loss=loss, grad_norm=grad_norm,
+                    **({"late": float(step)} if step >= 13 else {}))
+            with torch.no_grad():
+                train_loss = torch.nn.functional.cross_entropy(model(x), y)
+            if rec.checkpoint(step, epoch=step // 8, train_loss=train_loss):
+                rec.save_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                "next_step": step + 1})
+
+
+if __name__ == "__main__":
+    train(sys.argv[1], int(sys.argv[2]), announce=True)

@@ -1,0 +1,90 @@
+"""Crash safety: a writer process SIGKILLed at random moments leaves a store that opens, shows only
+committed rows (each equal to the uninterrupted run's), and resumes to exactly the uninterrupted result."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import dynamics
+
+sys.path.insert(0, str(Path(__file__).parent))
+import kill_writer  # noqa: E402
+
+N_STEPS = 120
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> xr.DataTree:
+    path = tmp_path_factory.mktemp("kill") / "reference.zarr"
+    kill_writer.train(str(path), N_STEPS)
+    return dynamics.open_run(path).load()
+
+
+def _start_and_kill(path: Path, delay: float) -> None:
+    proc = subprocess.Popen([sys.executable, str(Path(kill_writer.__file__)), str(path), str(N_STEPS)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.strip() == "ready", proc.stderr.read()
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def _assert_prefix(run: xr.DataTree, reference: xr.DataTree) -> None:
+    """Every committed row of ``run`` equals the reference row at the same position."""
+    committed = json.loads(run.attrs["committed"])
+    assert run["metrics"].sizes["step"] == committed["metrics"]
+    assert run["checkpoints"].sizes["checkpoint"] == committed["checkpoint"]
+    for group, dim in (("metrics", "step"), ("checkpoints", "checkpoint"), ("params", "checkpoint")):
+        ours = run[group].to_dataset().load()
+        ref = reference[group].to_dataset().isel({dim: slice(0, ours.sizes[dim])})
+        for name in ours.variables:
+            np.testing.assert_array_equal(ours[name].values, ref[name].values, err_msg=f"{group}/{name}")
+
+
+def _trial(tmp_path: Path, reference: xr.DataTree, delay: float) -> None:
+    path = tmp_path / f"killed-{delay:.3f}.zarr"
+    _start_and_kill(path, delay)
+    if not path.exists():  # killed before the store was renamed into place: nothing to check
+        return
+    run = dynamics.open_run(path)                      # never fails, committed rows only
+    _assert_prefix(run, reference)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # the stale lock of the killed pid is taken over
+        kill_writer.train(str(path), N_STEPS, resume=True)
+    resumed = dynamics.open_run(path)
+    assert resumed.attrs["status"] == "complete"
+    for group in ("metrics", "checkpoints", "params", "probe"):
+        xr.testing.assert_identical(resumed[group].to_dataset().load(), reference[group].to_dataset())
+    plain = xr.open_datatree(path, engine="zarr")        # plain xarray, consolidated metadata, no trimming
+    for group in ("metrics", "checkpoints", "params"):
+        xr.testing.assert_equal(plain[group].to_dataset().load(), reference[group].to_dataset())
+    assert not (path / ".lock").exists()
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.2])
+def test_kill_then_open_and_resume(tmp_path, reference, delay):
+    _trial(tmp_path, reference, delay)
+
+
+@pytest.mark.slow
+def test_kill_at_random_moments(tmp_path, reference):
+    rng = random.Random(20241107)
+    for _ in range(24):
+        _trial(tmp_path, reference, rng.uniform(0.0, 3.0))
