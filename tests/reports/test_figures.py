@@ -1,0 +1,132 @@
+"""Every figure: draws from the §6 Dataset, labels its axes, keeps one colour per optimiser,
+uses a log step axis when steps span decades, and refuses clearly when its quantity is missing."""
+
+import matplotlib.colors as mcolors
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+from synthetic import make_analysis
+
+from reports import figures
+from reports.catalog import FIGURES
+from reports.palette import optimizer_color
+from reports.plotting import figure_png
+
+
+@pytest.fixture(scope="module")
+def drawn(analysis_ds):
+    return {spec.name: spec.draw(analysis_ds) for spec in FIGURES}
+
+
+def _visible_axes(fig):
+    return [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
+
+
+@pytest.mark.parametrize("name", [spec.name for spec in FIGURES])
+def test_figure_has_labelled_axes_and_renders(drawn, name):
+    fig = drawn[name]
+    assert isinstance(fig, Figure)
+    axes = _visible_axes(fig)
+    assert axes
+    for ax in axes:
+        assert ax.get_xlabel() or ax.get_xticklabels(), name
+        assert ax.get_ylabel() or name == "cka_between_optimizers", name
+        assert ax.get_title() or ax.get_ylabel()
+    png = figure_png(fig, dpi=40)
+    assert png[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("name", ["loss_accuracy", "ntk_dynamics", "cka_to_init", "effective_rank",
+                                  "probe_accuracy", "gn_residual", "weight_change", "batch_loss_change"])
+def test_lines_use_the_optimizer_colour(drawn, name, analysis_ds):
+    seen = {}
+    for ax in _visible_axes(drawn[name]):
+        for line in ax.get_lines():
+            label = line.get_label().split(":")[0].split(" (")[0]
+            if label in ("gn", "sgd", "adam"):
+                seen.setdefault(label, set()).add(mcolors.to_hex(line.get_color()).upper())
+    expected = {"gn", "sgd", "adam"} if name != "gn_residual" else {"gn"}
+    assert set(seen) == expected
+    for label, colors in seen.items():
+        assert colors == {optimizer_color(label).upper()}
+
+
+def test_legends_name_the_runs(drawn):
+    for name in ("loss_accuracy", "ntk_dynamics", "gn_residual", "weight_change"):
+        texts = {t.get_text() for ax in drawn[name].axes if ax.get_legend() for t in ax.get_legend().get_texts()}
+        assert "gn" in texts, name
+
+
+def test_step_axis_is_log_when_steps_span_decades(drawn):
+    ax = drawn["ntk_dynamics"].axes[0]
+    assert ax.get_xscale() == "symlog" and "log scale" in ax.get_xlabel()
+    short = make_analysis(n_steps=40)
+    short = short.assign_coords(checkpoint_step=("checkpoint", np.linspace(30, 39, short.sizes["checkpoint"])))
+    ax = figures.ntk_dynamics(short).axes[0]
+    assert ax.get_xscale() == "linear" and ax.get_xlabel() == "training step (updates)"
+
+
+def test_accuracy_axes_are_in_percent(drawn, analysis_ds):
+    ax = drawn["loss_accuracy"].axes[3]  # test accuracy
+    y = np.concatenate([line.get_ydata() for line in ax.get_lines()])
+    expected = 100 * analysis_ds["test_acc"].values
+    np.testing.assert_allclose(np.sort(y), np.sort(expected[np.isfinite(expected)].ravel()), rtol=0, atol=1e-12)
+    assert ax.get_ylabel() == "accuracy (%)"
+
+
+def test_plotted_values_are_the_dataset_values(drawn, analysis_ds):
+    ax = drawn["cka_to_init"].axes[2]  # third layer
+    gn = [line for line in ax.get_lines() if line.get_label() == "gn"][0]
+    np.testing.assert_array_equal(gn.get_xdata(), analysis_ds["checkpoint_step"].values)
+    np.testing.assert_array_equal(gn.get_ydata(), analysis_ds["cka_init"].sel(run="gn").isel(layer=2).values)
+    heat = drawn["cka_between_optimizers"].axes[1].get_images()[0].get_array()
+    np.testing.assert_array_equal(heat, analysis_ds["cka_between"].isel(checkpoint=-1, layer=1).values)
+
+
+def test_gn_residual_leaves_out_first_order_runs_and_needs_a_gn_run(analysis_ds):
+    labels = [line.get_label() for line in figures.gn_residual(analysis_ds).axes[0].get_lines()]
+    assert labels == ["gn"]
+    first_order = analysis_ds.sel(run=["sgd", "adam"], run_=["sgd", "adam"])
+    with pytest.raises(ValueError, match="gn_residual"):
+        figures.gn_residual(first_order)
+
+
+def test_missing_variables_raise_naming_them(analysis_ds):
+    no_ntk = analysis_ds.drop_vars(["ntk_alignment_init", "ntk_velocity"])
+    with pytest.raises(ValueError, match="ntk_alignment_init"):
+        figures.ntk_dynamics(no_ntk)
+    only_rep = analysis_ds.drop_vars("ntk_effective_rank")
+    assert len(_visible_axes(figures.effective_rank(only_rep))) == 1
+    with pytest.raises(ValueError, match="ntk_effective_rank"):
+        figures.effective_rank(only_rep.drop_vars("rep_effective_rank"))
+    with pytest.raises(ValueError, match="at least two runs"):
+        figures.cka_between_optimizers(analysis_ds.isel(run=[0], run_=[0]))
+    with pytest.raises(TypeError, match="xarray.Dataset"):
+        figures.loss_accuracy(analysis_ds["test_acc"])
+
+
+def test_single_run_dataset_without_run_dim(analysis_ds):
+    one = analysis_ds.isel(run=0, drop=True).drop_vars("cka_between")
+    one.attrs = {"optimizer": "gn", "seed": 3}
+    fig = figures.loss_accuracy(one)
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == ["gn"]
+
+
+def test_seeds_get_distinct_line_styles(analysis_seeds):
+    lines = figures.ntk_dynamics(analysis_seeds).axes[0].get_lines()
+    styles = {line.get_label(): line.get_linestyle() for line in lines}
+    assert styles["gn-seed0"] != styles["gn-seed1"]
+    assert styles["gn-seed0"] == styles["adam-seed0"]
+
+
+def test_ragged_runs_drop_padding(analysis_ds):
+    ragged = analysis_ds.copy(deep=True)
+    ragged["test_acc"].loc[{"run": "sgd", "checkpoint": [10, 11]}] = np.nan
+    ragged["own_change_smooth"].loc[{"run": "sgd"}] = np.where(np.arange(ragged.sizes["step"]) > 100, np.nan,
+                                                                ragged["own_change_smooth"].sel(run="sgd"))
+    fig = figures.loss_accuracy(ragged)
+    sgd = [line for line in fig.axes[3].get_lines() if line.get_label() == "sgd"][0]
+    assert len(sgd.get_xdata()) == ragged.sizes["checkpoint"] - 2 and np.isfinite(sgd.get_ydata()).all()
+    own = [line for line in figures.batch_loss_change(ragged).axes[0].get_lines()
+           if line.get_label() == "sgd: own batch"][0]
+    assert own.get_xdata().max() == 100

@@ -1,0 +1,81 @@
+"""Headline numbers against a direct numpy computation, and the sentences built from them."""
+
+import numpy as np
+import pytest
+from synthetic import make_analysis
+
+from reports.findings import finding_sentences, headlines
+
+
+def _direct(ds, run):
+    r = ds.sel(run=run)
+    own = np.nanmean(r["own_change"].values)
+    other = np.nanmean(r["other_change"].values)
+    return {"own_change": own, "other_change": other, "transfer": other / own,
+            "ntk_alignment": r["ntk_alignment_init"].values[-1],
+            "cka_init": r["cka_init"].isel(checkpoint=-1).values.mean(),
+            "test_acc": 100 * r["test_acc"].values[-1], "train_acc": 100 * r["train_acc"].values[-1],
+            "gn_residual_median": np.nanmedian(r["gn_residual"].values)
+            if np.isfinite(r["gn_residual"].values).any() else np.nan}
+
+
+def test_headlines_match_direct_computation(analysis_ds):
+    hs = headlines(analysis_ds)
+    assert [h.optimizer for h in hs] == ["gn", "sgd", "adam"]
+    for h in hs:
+        for key, value in _direct(analysis_ds, h.optimizer).items():
+            np.testing.assert_allclose(h.mean(key), value, rtol=1e-12, equal_nan=True, err_msg=key)
+            assert np.isnan(h.std(key))
+
+
+def test_seeds_are_averaged_with_spread(analysis_seeds):
+    hs = headlines(analysis_seeds)
+    assert [(h.optimizer, h.runs) for h in hs] == [("gn", ["gn-seed0", "gn-seed1"]),
+                                                  ("adam", ["adam-seed0", "adam-seed1"])]
+    per_seed = [_direct(analysis_seeds, f"gn-seed{s}")["test_acc"] for s in (0, 1)]
+    assert hs[0].mean("test_acc") == pytest.approx(np.mean(per_seed), rel=1e-12)
+    assert hs[0].std("test_acc") == pytest.approx(np.std(per_seed, ddof=1), rel=1e-12)
+
+
+def test_final_values_skip_nan_padding(analysis_ds):
+    ragged = analysis_ds.copy(deep=True)
+    ragged["ntk_alignment_init"].loc[{"run": "adam", "checkpoint": 11}] = np.nan
+    adam = headlines(ragged)[2]
+    assert adam.mean("ntk_alignment") == ragged["ntk_alignment_init"].sel(run="adam", checkpoint=10).item()
+
+
+def test_sentences_state_the_numbers(analysis_ds):
+    hs = headlines(analysis_ds)
+    text = " ".join(finding_sentences(hs))
+    gn = hs[0]
+    assert (f"GN's updates reduce the loss of the batch they were computed on by {abs(gn.mean('own_change')):.1f}% "
+            f"on average, but reduce the loss of another batch by only {abs(gn.mean('other_change')):.1f}% "
+            f"(transfer {gn.mean('transfer'):.2f})") in text
+    assert f"is lowest for GN ({gn.mean('transfer'):.2f})" in text
+    assert f"least under GN ({gn.mean('ntk_alignment'):.2f})" in text
+    assert f"most under Adam (final alignment to initialisation {hs[2].mean('ntk_alignment'):.2f}" in text
+    assert f"highest for Adam ({hs[2].mean('test_acc'):.1f}%)" in text
+    assert "The largest train–test gap is GN's" in text
+    assert "SGD's steps" not in text and "GN's steps move the linearised outputs" in text
+
+
+def test_sentences_follow_signs_and_sizes():
+    ds = make_analysis(optimizers=("sgd",), n_steps=50)
+    ds["own_change"][:] = -4.0
+    ds["other_change"][:] = 1.0
+    (sentence,) = [s for s in finding_sentences(headlines(ds)) if "updates" in s]
+    assert sentence == ("SGD's updates reduce the loss of the batch they were computed on by 4.0% on average, "
+                        "but increase the loss of another batch by 1.0% (transfer -0.25).")
+    ds["other_change"][:] = -3.0
+    (sentence,) = [s for s in finding_sentences(headlines(ds)) if "updates" in s]
+    assert "and reduce the loss of another batch by 3.0% (transfer 0.75)" in sentence
+
+
+def test_missing_variables_drop_their_sentences():
+    ds = make_analysis(optimizers=("adam",), n_steps=50)
+    ds = ds.drop_vars(["ntk_alignment_init", "own_change", "test_acc"])
+    hs = headlines(ds)
+    assert np.isnan(hs[0].mean("ntk_alignment")) and np.isnan(hs[0].mean("transfer"))
+    text = " ".join(finding_sentences(hs))
+    assert "NTK" not in text and "updates" not in text and "test accuracy" not in text
+    assert "Under Adam the hidden representations end with CKA" in text
