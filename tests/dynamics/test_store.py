@@ -1,0 +1,228 @@
+"""Run store layer: exact round trips, plain-xarray reading, consolidated metadata refresh, trimming,
+locking and every bad input (each leaves what was written intact)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from dynamics.errors import StoreError, StoreLockedError
+from dynamics.store import RunWriter, check_store, open_run
+
+
+def _probe(rng, n=6, d=4, dtype=np.float32):
+    return rng.standard_normal((n, d)).astype(dtype), rng.integers(0, 3, n)
+
+
+def _write_random_run(path, seed, dtype):
+    """Write a run with random blocks; return the expected content as plain numpy, built independently."""
+    rng = np.random.default_rng(seed)
+    x, y = _probe(rng, dtype=dtype)
+    writer = RunWriter.create(path, config={"seed": seed}, probe_x=x, probe_y=y)
+    steps, expected = [], {"loss": [], "lr": []}
+    step = 0
+    for block in range(4):
+        k = int(rng.integers(1, 7))
+        block_steps = step + np.cumsum(rng.integers(1, 4, k))
+        step = int(block_steps[-1])
+        loss = rng.standard_normal(k)
+        cols = {"loss": loss}
+        if block >= 2:                                  # a name first seen in a later block
+            cols["lr"] = rng.random(k)
+        writer.append_metrics(block_steps, block_steps / 10, cols)
+        steps += block_steps.tolist()
+        expected["loss"] += loss.tolist()
+        expected["lr"] += cols["lr"].tolist() if "lr" in cols else [np.nan] * k
+    ckpts = []
+    for c in range(3):
+        ntk = rng.standard_normal((6, 6)).astype(dtype)
+        weight = rng.standard_normal((2, 3)).astype(dtype)
+        scalars = {"acc": float(rng.random())} if c != 1 else {}
+        writer.append_checkpoint(10 * c + 1, float(c), scalars, {"ntk": (("probe", "probe_"), ntk)},
+                                 {"w": (("w_dim0", "w_dim1"), weight)})
+        ckpts.append((10 * c + 1, float(c), scalars.get("acc", np.nan), ntk, weight))
+    writer.close("complete")
+    return x, y, np.array(steps), expected, ckpts
+
+
+def _check_content(tree, x, y, steps, expected, ckpts):
+    m = tree["metrics"]
+    np.testing.assert_array_equal(m["step"].values, steps)
+    np.testing.assert_array_equal(m["epoch"].values, steps / 10)
+    for name, values in expected.items():
+        np.testing.assert_array_equal(m[name].values, np.array(values))
+    c = tree["checkpoints"]
+    np.testing.assert_array_equal(c["checkpoint"].values, np.arange(len(ckpts)))
+    np.testing.assert_array_equal(c["step"].values, [k[0] for k in ckpts])
+    np.testing.assert_array_equal(c["epoch"].values, [k[1] for k in ckpts])
+    np.testing.assert_array_equal(c["acc"].values, [k[2] for k in ckpts])
+    np.testing.assert_array_equal(c["ntk"].values, np.stack([k[3] for k in ckpts]))
+    assert c["ntk"].dims == ("checkpoint", "probe", "probe_") and c["ntk"].dtype == x.dtype
+    np.testing.assert_array_equal(tree["params"]["w"].values, np.stack([k[4] for k in ckpts]))
+    np.testing.assert_array_equal(tree["probe"]["x"].values, x)
+    np.testing.assert_array_equal(tree["probe"]["y"].values, y)
+    assert tree["probe"]["x"].dims == ("probe", "feature")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_round_trip_is_exact_with_open_run_and_plain_xarray(tmp_path, seed, dtype):
+    path = tmp_path / "run.zarr"
+    content = _write_random_run(path, seed, dtype)
+    _check_content(open_run(path), *content)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                  # closed store: consolidated, no fallback warning
+        plain = xr.open_datatree(path, engine="zarr")
+        metrics = xr.open_zarr(path, group="metrics")
+    _check_content(plain, *content)
+    assert "epoch" in metrics.coords and metrics["loss"].dims == ("step",)
+    attrs = open_run(path).attrs
+    assert attrs["schema"] == "dynamics.run/1" and attrs["status"] == "complete"
+    assert json.loads(attrs["config"]) == {"seed": seed}
+    assert set(json.loads(attrs["versions"])) == {"python", "torch", "numpy", "xarray", "zarr", "dynamics"}
+    committed = json.loads(attrs["committed"])
+    assert committed["metrics"] == len(content[2]) and committed["step"] == int(content[2][-1])
+    assert committed["checkpoint"] == 3 and committed["checkpoint_step"] == 21
+
+
+def test_resume_refreshes_consolidated_metadata(tmp_path):
+    path = tmp_path / "run.zarr"
+    x, y = _probe(np.random.default_rng(0))
+    w = RunWriter.create(path, config=None, probe_x=x, probe_y=y)
+    w.append_metrics(np.arange(5), np.zeros(5), {"loss": np.arange(5.0)})
+    w.close("complete")
+    assert "consolidated_metadata" in json.loads((path / "zarr.json").read_text())
+    w = RunWriter.resume(path)
+    assert "consolidated_metadata" not in json.loads((path / "zarr.json").read_text())
+    w.append_metrics(np.arange(5, 12), np.zeros(7), {"loss": np.arange(5.0, 12.0), "new": np.ones(7)})
+    w.close("complete")
+    plain = xr.open_zarr(path, group="metrics")          # consolidated metadata again, with the new shapes
+    np.testing.assert_array_equal(plain["loss"].values, np.arange(12.0))
+    np.testing.assert_array_equal(plain["new"].values, [np.nan] * 5 + [1.0] * 7)
+    np.testing.assert_array_equal(xr.open_datatree(path, engine="zarr")["metrics"]["step"].values, np.arange(12))
+
+
+def test_uncommitted_rows_are_hidden_and_trimmed(tmp_path):
+    """Simulate a kill after the data were written but before the mark: grow arrays by hand."""
+    path = tmp_path / "run.zarr"
+    x, y = _probe(np.random.default_rng(0))
+    w = RunWriter.create(path, config=None, probe_x=x, probe_y=y)
+    w.append_metrics(np.arange(4), np.zeros(4), {"loss": np.arange(4.0)})
+    group = zarr.open_group(str(path), mode="r+")
+    group["metrics"]["loss"].resize((9,))               # unequal lengths: plain xarray would refuse
+    group["metrics"]["loss"][4:9] = 99.0
+    group["metrics"].create_array("ghost", shape=(4,), dtype="f8", dimension_names=["step"])
+    w.abandon()
+    tree = open_run(path)
+    np.testing.assert_array_equal(tree["metrics"]["loss"].values, np.arange(4.0))
+    assert "ghost" not in tree["metrics"]
+    w = RunWriter.resume(path)
+    assert zarr.open_group(str(path))["metrics"]["loss"].shape == (4,)
+    assert "ghost" not in zarr.open_group(str(path))["metrics"]
+    w.append_metrics(np.arange(4, 6), np.zeros(2), {})
+    w.close("complete")
+    np.testing.assert_array_equal(xr.open_zarr(path, group="metrics")["loss"].values, [0, 1, 2, 3, np.nan, np.nan])
+
+
+def test_truncate_keeps_nonfinite_counts_exact(tmp_path):
+    path = tmp_path / "run.zarr"
+    x, y = _probe(np.random.default_rng(0))
+    w = RunWriter.create(path, config=None, probe_x=x, probe_y=y)
+    w.nonfinite = {"metrics": {"loss": {"count": 4, "steps": [[2, 3], [7, 8]]}}}
+    w.append_metrics(np.arange(10), np.zeros(10), {"loss": np.arange(10.0)})
+    for s in (1, 4, 8):
+        w.append_checkpoint(s, 0.0, {}, {}, {})
+    w.truncate(7)
+    w.close("interrupted")
+    tree = open_run(path)
+    np.testing.assert_array_equal(tree["metrics"]["step"].values, np.arange(8))
+    np.testing.assert_array_equal(tree["checkpoints"]["step"].values, [1, 4])
+    assert json.loads(tree.attrs["nonfinite"]) == {"metrics": {"loss": {"count": 3, "steps": [[2, 3], [7, 7]]}}}
+    assert tree.attrs["status"] == "interrupted"
+
+
+def test_bad_steps_raise_and_lose_nothing(tmp_path):
+    path = tmp_path / "run.zarr"
+    x, y = _probe(np.random.default_rng(0))
+    w = RunWriter.create(path, config=None, probe_x=x, probe_y=y)
+    w.append_metrics(np.arange(3), np.zeros(3), {"loss": np.ones(3)})
+    w.append_checkpoint(2, 0.0, {}, {}, {"w": (("w_dim0",), np.ones(3))})
+    with pytest.raises(StoreError, match=r"\[2, 3\]"):
+        w.append_metrics(np.array([2, 3]), np.zeros(2), {"loss": np.ones(2)})
+    with pytest.raises(StoreError, match="checkpoint step 2"):
+        w.append_checkpoint(2, 0.0, {}, {}, {})
+    with pytest.raises(StoreError, match=r"params/w has shape \(3,\)"):
+        w.append_checkpoint(5, 0.0, {}, {}, {"w": (("w_dim0",), np.ones(4))})
+    w.close("complete")
+    tree = open_run(path)
+    assert tree["metrics"].sizes["step"] == 3 and tree["checkpoints"].sizes["checkpoint"] == 1
+
+
+def test_paths_that_are_not_run_stores(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        open_run(tmp_path / "missing.zarr")
+    (tmp_path / "file.zarr").write_text("hello")
+    with pytest.raises(StoreError, match="file.zarr is not a run store"):
+        open_run(tmp_path / "file.zarr")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StoreError, match="not a run store"):
+        RunWriter.resume(tmp_path / "empty")
+    zarr.create_group(str(tmp_path / "plain.zarr"), zarr_format=3)
+    with pytest.raises(StoreError, match="not a dynamics run store"):
+        check_store(tmp_path / "plain.zarr")
+    zarr.create_group(str(tmp_path / "v2.zarr"), zarr_format=2)
+    with pytest.raises(StoreError, match="not a run store"):
+        open_run(tmp_path / "v2.zarr")
+    zarr.create_group(str(tmp_path / "future.zarr"), zarr_format=3, attributes={"schema": "dynamics.run/2"})
+    with pytest.raises(StoreError, match="'dynamics.run/2'"):
+        RunWriter.resume(tmp_path / "future.zarr")
+    assert not (tmp_path / "future.zarr" / ".lock").exists()
+
+
+def test_create_refuses_existing_paths(tmp_path):
+    x, y = _probe(np.random.default_rng(0))
+    path = tmp_path / "run.zarr"
+    RunWriter.create(path, config=None, probe_x=x, probe_y=y).close("complete")
+    with pytest.raises(StoreError, match="already exists"):
+        RunWriter.create(path, config=None, probe_x=x, probe_y=y)
+    assert open_run(path).attrs["status"] == "complete"
+    with pytest.raises(TypeError, match="JSON"):
+        RunWriter.create(tmp_path / "other.zarr", config={"f": object()}, probe_x=x, probe_y=y)
+    assert not (tmp_path / "other.zarr").exists()
+
+
+def test_second_writer_is_refused_with_the_holder_pid(tmp_path):
+    x, y = _probe(np.random.default_rng(0))
+    path = tmp_path / "run.zarr"
+    w = RunWriter.create(path, config=None, probe_x=x, probe_y=y)
+    with pytest.raises(StoreLockedError, match=f"process {os.getpid()}"):
+        RunWriter.resume(path)
+    w.append_metrics(np.arange(2), np.zeros(2), {"a": np.ones(2)})
+    w.close("complete")
+    assert not (path / ".lock").exists()
+    RunWriter.resume(path).close("complete")
+
+
+def test_stale_lock_is_taken_over_and_foreign_host_refused(tmp_path):
+    x, y = _probe(np.random.default_rng(0))
+    path = tmp_path / "run.zarr"
+    RunWriter.create(path, config=None, probe_x=x, probe_y=y).close("complete")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    (path / ".lock").write_text(json.dumps({"pid": dead_pid, "host": socket.gethostname()}))
+    with pytest.warns(RuntimeWarning, match=f"stale lock .* of process {dead_pid}"):
+        w = RunWriter.resume(path)
+    assert json.loads((path / ".lock").read_text())["pid"] == os.getpid()
+    w.close("complete")
+    (path / ".lock").write_text(json.dumps({"pid": 1, "host": "elsewhere.example"}))
+    with pytest.raises(StoreLockedError, match="host 'elsewhere.example'"):
+        RunWriter.resume(path)
