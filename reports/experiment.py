@@ -74,7 +74,7 @@ def store_info(path) -> StoreInfo:
 
 
 def _newest_mtime(path: Path, skip_top: tuple[str, ...] = ()) -> float:
-    newest = path.stat().st_mtime
+    newest = 0.0  # files only: a folder's own mtime changes with every entry added, not with data
     for root, dirs, files in os.walk(path):
         if Path(root) == path:
             dirs[:] = [d for d in dirs if d not in skip_top]

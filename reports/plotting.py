@@ -79,9 +79,11 @@ def display_name(store_name: str) -> str:
 
 
 def short(text: str, width: int = 22) -> str:
-    """``text`` cut to ``width`` characters with an ellipsis (long run names would squash the plot)."""
+    """User text as a plot label: cut to ``width`` characters with an ellipsis (long run names would
+    squash the plot) and with ``$`` escaped, so matplotlib shows it as typed instead of parsing mathtext."""
     text = str(text)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    text = text if len(text) <= width else text[: width - 1] + "…"
+    return text.replace("$", r"\$")
 
 
 def figure_png(fig: Figure, dpi: int = 100) -> bytes:

@@ -1,0 +1,44 @@
+"""The report in headless Chromium: loads without console messages, every image decodes, screenshot.
+
+Needs Debian's ``chromium`` (CI's .ci/run installs it); skipped only when it is absent.
+"""
+
+import pytest
+from chromium import chromium_path, load_page, screenshot
+from experiment_dirs import make_experiment
+
+import reports
+from reports import html as h
+from reports.catalog import FIGURES
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(chromium_path() is None, reason="chromium is not installed")]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, analysis_ds):
+    return reports.write_report(make_experiment(tmp_path_factory.mktemp("browser") / "demo", analysis_ds))
+
+
+def test_report_loads_cleanly_and_every_image_decodes(report, tmp_path):
+    widths, console = load_page(report, tmp_path)
+    assert console == []
+    assert len(widths) == len(FIGURES)
+    html_widths = [int(part.split('"')[0]) for part in report.read_text().split('width="')[1:]]
+    assert widths == html_widths and min(widths) > 300
+
+
+def test_screenshot(report, tmp_path):
+    png = screenshot(report, tmp_path / "shot.png", width=1280, height=1600)
+    assert h.png_size(png.read_bytes()) == (1280, 1600)
+    assert png.stat().st_size > 20_000  # a blank page compresses to a few kB
+
+
+def test_probe_catches_broken_images_and_blocked_resources(report, tmp_path):
+    """Negative control: the same checks fail on a page with a corrupt image and an external one."""
+    broken = tmp_path / "broken.html"
+    broken.write_text(report.read_text().replace(
+        "</main>", '<img src="data:image/png;base64,iVBORw0KGgoAAAA"><img src="https://example.invalid/a.png"></main>'))
+    widths, console = load_page(broken, tmp_path)
+    assert widths[-2:] == [0, 0] and len(widths) == len(FIGURES) + 2
+    assert any("Content Security Policy" in line and "example.invalid" in line for line in console)

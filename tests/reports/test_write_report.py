@@ -1,0 +1,106 @@
+"""write_report and compare on experiment folders (run stores + analysis.zarr) on disk."""
+
+import json
+import os
+import time
+
+import pytest
+from experiment_dirs import make_experiment
+from htmlcheck import parse
+from synthetic import CONFIG, make_analysis
+
+import reports
+from reports.catalog import FIGURES
+from reports.compare import experiment_names
+from reports.experiment import analysis_is_fresh, load_analysis
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory, analysis_ds):
+    return make_experiment(tmp_path_factory.mktemp("exp") / "demo", analysis_ds)
+
+
+def test_write_report_writes_page_and_pngs(experiment):
+    out = reports.write_report(experiment)
+    assert out == experiment / "report.html" and out.is_file()
+    pngs = sorted(p.name for p in (experiment / "figures").glob("*.png"))
+    assert pngs == sorted(f"{spec.name}.png" for spec in FIGURES)
+    page = out.read_text(encoding="utf-8")
+    doc = parse(page)
+    assert doc.errors == [] and len(doc.images) == len(FIGURES)
+    assert "Training dynamics: demo" in doc.all_text("title")
+    text = doc.all_text("main")
+    assert "torch 2.13.0" in text and "complete" in text and "model.depth" in text
+    assert CONFIG["note"] in text and "&lt;b&gt;unescaped?&lt;/b&gt; &amp; &#x27;quotes&#x27;" in page
+    assert "optimizer.name" in text and "adam: adam · gn: gn · sgd: sgd" in text
+
+
+def test_write_report_custom_out(experiment, tmp_path):
+    out = reports.write_report(str(experiment), out=tmp_path / "sub" / "mine.html")
+    assert out.is_file() and len(list((tmp_path / "sub" / "mine-figures").glob("*.png"))) == len(FIGURES)
+
+
+def test_stale_analysis_is_recomputed(tmp_path, monkeypatch):
+    import analysis
+
+    ds = make_analysis(optimizers=("gn", "sgd"), n_steps=50)
+    root = make_experiment(tmp_path / "exp", ds)
+    calls = []
+    monkeypatch.setattr(analysis, "analyze_experiment", lambda d: calls.append(d) or ds, raising=False)
+    assert analysis_is_fresh(root)
+    load_analysis(root)
+    assert calls == []
+    later = time.time() + 5
+    os.utime(root / "gn.zarr" / "zarr.json", (later, later))  # a store written after the analysis
+    assert not analysis_is_fresh(root)
+    assert load_analysis(root).sizes["run"] == 2 and calls == [root]
+    os.utime(root / "gn.zarr" / "zarr.json", (later - 120, later - 120))
+    os.makedirs(root / "gn.zarr" / "analysis", exist_ok=True)
+    (root / "gn.zarr" / "analysis" / "zarr.json").write_text("{}")  # its own analysis group does not count
+    os.utime(root / "gn.zarr" / "analysis" / "zarr.json", (later, later))
+    assert analysis_is_fresh(root)
+
+
+def test_bad_arguments_name_the_value(tmp_path, experiment):
+    with pytest.raises(ValueError, match="nowhere"):
+        reports.write_report(tmp_path / "nowhere")
+    with pytest.raises(TypeError, match="42"):
+        reports.write_report(42)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no run stores"):
+        reports.write_report(tmp_path / "empty")
+    with pytest.raises(ValueError, match="is a folder"):
+        reports.write_report(experiment, out=tmp_path)
+    (tmp_path / "bad.zarr").mkdir()
+    (tmp_path / "bad.zarr" / "zarr.json").write_text("not json")
+    with pytest.raises(ValueError, match="bad.zarr"):
+        from reports.experiment import store_info
+        store_info(tmp_path / "bad.zarr")
+
+
+def test_compare_side_by_side(tmp_path, experiment):
+    other_ds = make_analysis(optimizers=("gn", "adam"), n_steps=80, rng_seed=1)
+    config = {**json.loads(other_ds.attrs["config"]), "data": {"name": "digits"}}
+    other = make_experiment(tmp_path / "digits", other_ds, {k: config for k in ("gn", "adam")})
+    out = reports.compare([experiment, other], tmp_path / "cmp.html")
+    page = out.read_text(encoding="utf-8")
+    doc = parse(page)
+    assert doc.errors == [] and "script" not in {t for t, _ in doc.tags}
+    assert doc.all_text("title") == "Comparison: demo vs digits"
+    assert len(doc.images) == 2 * len(FIGURES) - 0  # both have every quantity
+    text = doc.all_text("main")
+    assert "data.name" in text and "mnist1d" in text and "digits" in text
+    findings = page.split("<h2>Findings</h2>")[1].split("<h2>Figures</h2>")[0]
+    assert findings.count("<tr>") == 1 + 3 + 2  # header + demo's 3 optimisers + digits' 2
+
+
+def test_compare_names_and_errors(tmp_path):
+    assert experiment_names([tmp_path / "a" / "x", tmp_path / "b" / "x"]) == ["a/x", "b/x"]
+    with pytest.raises(ValueError, match="not distinct"):
+        experiment_names([tmp_path / "a", tmp_path / "a"])
+    with pytest.raises(TypeError, match="single path"):
+        reports.compare(str(tmp_path), tmp_path / "o.html")
+    with pytest.raises(ValueError, match="at least one"):
+        reports.compare([], tmp_path / "o.html")
+    with pytest.raises(ValueError, match="missing"):
+        reports.compare([tmp_path / "missing"], tmp_path / "o.html")
