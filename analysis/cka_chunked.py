@@ -97,6 +97,17 @@ class LinearCKAAccumulator:
             return nan_with_warning(f"linear CKA is undefined: HSIC({which}, {which}) is not positive")
         return float(hsic[0] / np.sqrt(hsic[1] * hsic[2]))
 
+    def centred_moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Centred XᵀX (D1, D1), YᵀY (D2, D2) and XᵀY (D1, D2) of all rows added so far.
+
+        The eigenvalues of the centred XᵀX are the squared singular values of the column-centred X.
+        """
+        if self.n == 0:
+            raise ValueError("no rows were added to the accumulator")
+        s, n = self._sums, self.n
+        return (s["xx"] - np.outer(s["s_x"], s["s_x"]) / n, s["yy"] - np.outer(s["s_y"], s["s_y"]) / n,
+                s["xy"] - np.outer(s["s_x"], s["s_y"]) / n)
+
     def _pair(self, pair: str) -> LinearPairTerms:
         """HSIC_1 terms of (X, Y), (X, X) or (Y, Y) from the accumulated sums (shifted rows)."""
         s = self._sums

@@ -20,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from analysis.arrays import as_float_matrix, as_labels
 
@@ -40,7 +41,9 @@ def linear_probe_accuracy(x: object, y: object, *, folds: int = 3, max_iter: int
         raise ValueError(f"{folds}-fold cross-validation needs at least {folds} samples, got {features.shape[0]}")
     splitter = StratifiedKFold(n_splits=int(folds), shuffle=True, random_state=int(seed))
     correct = 0
-    with warnings.catch_warnings():
+    # One BLAS thread: these fits are tiny, and with torch's OpenMP runtime loaded a multi-threaded
+    # BLAS makes each lbfgs iteration ~20x slower (threads spinning against each other).
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
         warnings.simplefilter("ignore", ConvergenceWarning)
         # "The least populated class has fewer members than n_splits": fine for a probe estimate.
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)

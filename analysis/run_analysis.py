@@ -1,0 +1,140 @@
+"""``analyze(run)``: every diagnostic of one run store as an xarray Dataset (DESIGN §6 "Analysis").
+
+By checkpoint: losses/accuracies copied from the store; NTK alignment to init, NTK velocity,
+kernel–target alignment and NTK entropy effective rank; per layer linear CKA to init, entropy
+effective rank of the centred representation and linear-probe accuracy (:mod:`analysis.probes`);
+per parameter relative change and cosine to init. By step: loss and GN residual copied from the
+metrics; own-/other-batch relative change, transfer and their moving averages
+(:mod:`analysis.overfitting`). A quantity the store does not hold (no NTK, a first-order run
+without ``gn_residual``) is all NaN, so every run's Dataset has the same variables.
+
+The result is written to the run's store as group ``analysis`` (replacing an earlier one; the
+training groups are not touched) and can be read back without recomputation with
+``xarray.open_zarr(store, group="analysis")``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from analysis.checkpoint_metrics import (checkpoints_selected, ntk_metrics, representation_metrics,
+                                         weight_metrics)
+from analysis.overfitting import default_window, moving_average, relative_change_percent, transfer_ratio
+from analysis.store_io import group, open_tree, run_identity, store_order, string_coord, write_analysis_group
+
+DEFAULT_MAX_MEMORY = 1 << 30  # bytes of one checkpoint's representation processed in memory
+CHECKPOINT_SCALARS = ("train_loss", "train_acc", "test_loss", "test_acc")
+
+
+def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int = 3, probe_max_iter: int = 100,
+            max_memory: int = DEFAULT_MAX_MEMORY, smoothing_window: int | None = None, write: bool = True,
+            store: str | os.PathLike | None = None) -> xr.Dataset:
+    """Analyse one run (a store path or the DataTree of :func:`dynamics.store.open_run`).
+
+    Args:
+        probe_checkpoints: where linear probes are fitted — "all" (default), "last", "ends", "none",
+            or checkpoint indices; elsewhere ``probe_accuracy`` is NaN. Probes are the costly part
+            (``probe_folds``-fold cross-validated logistic regression, ``probe_max_iter`` lbfgs steps).
+        max_memory: bytes (as float64) of one checkpoint's representation above which it is read in
+            probe chunks (CKA and rank from accumulated XᵀX, YᵀY, YᵀX; same values as in memory).
+        smoothing_window: steps of the trailing moving averages; default max(1, n_steps // 50).
+        write: write the result into the store as group ``analysis`` (needs a path: ``run`` itself
+            or ``store`` when ``run`` is a DataTree).
+
+    Returns the Dataset of DESIGN §6 with attrs ``config`` (JSON), ``optimizer``, ``seed`` and
+    ``analysis`` (JSON of the settings used).
+    """
+    if isinstance(max_memory, bool) or not isinstance(max_memory, (int, np.integer)) or max_memory < 1:
+        raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory!r}")
+    tree, path = open_tree(run)
+    if store is not None:
+        path = Path(store)
+    checkpoints, metrics = group(tree, "checkpoints"), group(tree, "metrics")
+    params, probe = group(tree, "params"), group(tree, "probe")
+    config_json, _, optimizer, seed = run_identity(tree, path)
+    n = checkpoints.sizes.get("checkpoint", 0)
+    targets = np.asarray(probe["y"].values)
+    labels = targets.argmax(axis=1) if targets.ndim == 2 else targets.astype(np.int64)
+    if targets.ndim == 1:
+        targets = labels
+    probe_at = checkpoints_selected(probe_checkpoints, n)
+
+    data: dict[str, tuple] = {}
+    for name in CHECKPOINT_SCALARS:
+        values = checkpoints[name].values if name in checkpoints else np.full(n, np.nan)
+        data[name] = ("checkpoint", np.asarray(values, dtype=np.float64))
+    ntk = checkpoints["ntk"] if "ntk" in checkpoints else None
+    for name, values in ntk_metrics(ntk, np.asarray(targets, dtype=np.float64) if targets.ndim == 2 else labels,
+                                    n, int(max_memory)).items():
+        data[name] = ("checkpoint", values)
+
+    rep_names = store_order(tree, "checkpoints", [name for name in checkpoints.data_vars if name.startswith("rep_")])
+    layers = [name.removeprefix("rep_") for name in rep_names]
+    per_layer = {name: np.full((n, len(layers)), np.nan) for name in ("cka_init", "rep_effective_rank", "probe_accuracy")}
+    for j, layer in enumerate(layers):
+        result = representation_metrics(checkpoints[f"rep_{layer}"], labels, probe_at, max_memory=int(max_memory),
+                                        folds=probe_folds, max_iter=probe_max_iter)
+        for name, values in result.items():
+            per_layer[name][:, j] = values
+    data.update({name: (("checkpoint", "layer"), values) for name, values in per_layer.items()})
+
+    param_names = store_order(tree, "params", [name for name in params.data_vars if name not in ("step", "epoch")])
+    rel, cos = np.full((n, len(param_names)), np.nan), np.full((n, len(param_names)), np.nan)
+    for j, name in enumerate(param_names):
+        rel[:, j], cos[:, j] = weight_metrics(params[name], int(max_memory))
+    data["weight_rel_change"] = (("checkpoint", "param"), rel)
+    data["weight_cosine_init"] = (("checkpoint", "param"), cos)
+
+    steps, step_data, window = step_metrics(metrics, smoothing_window)
+    data.update(step_data)
+
+    coords = {
+        "checkpoint": np.arange(n, dtype=np.int64),
+        "checkpoint_step": ("checkpoint", _coordinate(checkpoints, ("checkpoint_step", "step"), n, np.int64)),
+        "checkpoint_epoch": ("checkpoint", _coordinate(checkpoints, ("checkpoint_epoch", "epoch"), n, np.float64)),
+        "step": steps,
+        "epoch": ("step", _coordinate(metrics, ("epoch",), steps.size, np.float64)),
+        "layer": string_coord(layers), "param": string_coord(param_names),
+    }
+    settings = {"probe_checkpoints": np.flatnonzero(probe_at).tolist(), "probe_folds": probe_folds,
+                "probe_max_iter": probe_max_iter, "smoothing_window": window, "max_memory": int(max_memory)}
+    result = xr.Dataset(data, coords=coords, attrs={"config": config_json, "optimizer": optimizer, "seed": seed,
+                                                    "analysis": json.dumps(settings)})
+    if write:
+        if path is None:
+            raise ValueError("analyze(write=True) on a DataTree needs store=PATH to write the analysis group into")
+        write_analysis_group(path, result)
+    return result
+
+
+def step_metrics(metrics: xr.Dataset, window: int | None) -> tuple[np.ndarray, dict[str, tuple], int]:
+    """(steps, per-step variables, window used) from the run's ``metrics`` group."""
+    steps = np.asarray(metrics["step"].values if "step" in metrics.coords else [], dtype=np.int64)
+    s = steps.size
+
+    def column(name: str) -> np.ndarray:
+        return np.asarray(metrics[name].values, dtype=np.float64) if name in metrics else np.full(s, np.nan)
+
+    own = relative_change_percent(column("loss"), column("loss_after"))
+    other = relative_change_percent(column("other_loss"), column("other_loss_after"))
+    window = default_window(s) if window is None else window
+    own_smooth, other_smooth = moving_average(own, window), moving_average(other, window)
+    data = {
+        "loss": ("step", column("loss")), "gn_residual": ("step", column("gn_residual")),
+        "own_change": ("step", own), "other_change": ("step", other), "transfer": ("step", transfer_ratio(own, other)),
+        "own_change_smooth": ("step", own_smooth), "other_change_smooth": ("step", other_smooth),
+        "transfer_smooth": ("step", transfer_ratio(own_smooth, other_smooth)),
+    }
+    return steps, data, int(window)
+
+
+def _coordinate(ds: xr.Dataset, names: tuple[str, ...], n: int, dtype: type) -> np.ndarray:
+    for name in names:
+        if name in ds.variables:
+            return np.asarray(ds[name].values).astype(dtype)
+    return np.full(n, -1 if dtype is np.int64 else np.nan, dtype=dtype)

@@ -1,0 +1,128 @@
+"""Several runs at once: ``open_runs`` (combine analyses along ``run``), ``cka_between``,
+``analyze_experiment`` (DESIGN §6 "Analysis").
+
+Labels: a run is labelled by its optimizer; when an optimizer occurs more than once, by
+"<optimizer>-seed<seed>"; a label that still repeats gets the store's file name appended. The ``run``
+dimension is indexed by these labels, with coordinates ``optimizer``, ``seed`` and ``label``.
+Runs of different lengths are NaN-padded (outer join on ``checkpoint`` and ``step``); coordinates that
+differ between runs (``checkpoint_step``, ``epoch``...) gain the ``run`` dimension.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from analysis.cka import linear_cka
+from analysis.run_analysis import analyze
+from analysis.store_io import group, open_tree, read_analysis_group, run_identity, write_dataset
+
+EXPERIMENT_ANALYSIS = "analysis.zarr"
+
+
+def open_runs(paths: Iterable[str | os.PathLike], *, compute_missing: bool = True) -> xr.Dataset:
+    """Stored analyses of the run stores ``paths`` along dim ``run``, plus ``cka_between``.
+
+    A store without an ``analysis`` group is analysed first (and the group written) when
+    ``compute_missing`` is true; otherwise it raises ValueError naming the store.
+    Attrs: ``configs`` (JSON: label → config) and ``config`` (the first run's config JSON).
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    stores = [Path(p) for p in paths]
+    if not stores:
+        raise ValueError("open_runs needs at least one run store path, got none")
+    analyses = []
+    for store in stores:
+        result = read_analysis_group(store) if (store / "zarr.json").is_file() else None
+        if result is None:
+            if not compute_missing:
+                raise ValueError(f"run store {str(store)!r} has no analysis group; run analysis.analyze on it first")
+            result = analyze(store)
+        analyses.append(result)
+    labels = run_labels([(a.attrs["optimizer"], int(a.attrs["seed"])) for a in analyses], stores)
+    combined = xr.concat([a.drop_attrs() for a in analyses], dim="run", join="outer", coords="different",
+                         compat="equals", data_vars="all", fill_value=np.nan)
+    combined = combined.assign_coords(run=labels, optimizer=("run", [str(a.attrs["optimizer"]) for a in analyses]),
+                                      seed=("run", np.asarray([int(a.attrs["seed"]) for a in analyses], dtype=np.int64)),
+                                      label=("run", labels))
+    combined["cka_between"] = cka_between(stores, labels=labels, layers=[str(v) for v in combined["layer"].values],
+                                          n_checkpoints=combined.sizes["checkpoint"])
+    configs = {label: json.loads(a.attrs["config"]) for label, a in zip(labels, analyses)}
+    combined.attrs = {"config": analyses[0].attrs["config"], "configs": json.dumps(configs, sort_keys=True)}
+    return combined
+
+
+def cka_between(runs: list[object], *, labels: list[str] | None = None, layers: list[str] | None = None,
+                n_checkpoints: int | None = None) -> xr.DataArray:
+    """Linear CKA between the representations of run i and run j at the same checkpoint index, per layer.
+
+    Dims (run, run_, checkpoint, layer); NaN where a run lacks that checkpoint or layer. Runs whose
+    probe inputs differ (other data, other probe set) are not comparable: their entries are NaN and
+    a RuntimeWarning says so. The diagonal is 1 wherever a representation is defined.
+    """
+    trees = [open_tree(run)[0] for run in runs]
+    labels = labels or [str(i) for i in range(len(trees))]
+    checkpoint_groups = [group(tree, "checkpoints") for tree in trees]
+    if layers is None:
+        layers = sorted({v.removeprefix("rep_") for ck in checkpoint_groups for v in ck.data_vars if v.startswith("rep_")})
+    if n_checkpoints is None:
+        n_checkpoints = max((ck.sizes.get("checkpoint", 0) for ck in checkpoint_groups), default=0)
+    probes = [np.asarray(group(tree, "probe")["x"].values) for tree in trees]
+    r = len(trees)
+    comparable = np.ones((r, r), dtype=bool)
+    for i in range(r):
+        for j in range(i + 1, r):
+            if probes[i].shape != probes[j].shape or not np.array_equal(probes[i], probes[j]):
+                comparable[i, j] = comparable[j, i] = False
+                warnings.warn(f"runs {labels[i]!r} and {labels[j]!r} have different probe inputs: their CKA is NaN",
+                              RuntimeWarning, stacklevel=2)
+    out = np.full((r, r, n_checkpoints, len(layers)), np.nan)
+    for k, layer in enumerate(layers):
+        name = f"rep_{layer}"
+        for c in range(n_checkpoints):  # one checkpoint of every run in memory at a time
+            reps = {i: ck[name].isel(checkpoint=c).values for i, ck in enumerate(checkpoint_groups)
+                    if name in ck and c < ck.sizes["checkpoint"]}
+            for i in reps:
+                for j in reps:
+                    if j >= i and comparable[i, j]:
+                        out[i, j, c, k] = out[j, i, c, k] = linear_cka(reps[i], reps[j]) if i != j else 1.0
+    return xr.DataArray(out, dims=("run", "run_", "checkpoint", "layer"),
+                        coords={"run": labels, "run_": labels, "checkpoint": np.arange(n_checkpoints),
+                                "layer": np.asarray(layers, dtype=str)})
+
+
+def analyze_experiment(run_dir: str | os.PathLike, **analyze_options: object) -> xr.Dataset:
+    """``analyze`` every run store (``*.zarr``, except ``analysis.zarr``) of ``run_dir``, then ``open_runs``.
+
+    The combined Dataset is also written to ``run_dir/analysis.zarr`` (replaced). Options are passed
+    to :func:`analysis.analyze`. ValueError when the folder holds no run store.
+    """
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        raise ValueError(f"run_dir {str(folder)!r} is not a directory")
+    stores = sorted(p for p in folder.glob("*.zarr") if p.is_dir() and p.name != EXPERIMENT_ANALYSIS)
+    if not stores:
+        raise ValueError(f"run_dir {str(folder)!r} holds no run stores (*.zarr)")
+    for store in stores:
+        analyze(store, **analyze_options)
+    combined = open_runs(stores, compute_missing=False)
+    write_dataset(folder / EXPERIMENT_ANALYSIS, combined)
+    return combined
+
+
+def run_labels(identities: list[tuple[str, int]], stores: list[Path]) -> list[str]:
+    """Labels of runs (optimizer, seed): the optimizer, or "<optimizer>-seed<seed>" when it repeats."""
+    per_optimizer = Counter(opt for opt, _ in identities)
+    labels = [opt if per_optimizer[opt] == 1 else f"{opt}-seed{seed}" for opt, seed in identities]
+    counts = Counter(labels)
+    return [f"{label}-{store.name.removesuffix('.zarr')}" if counts[label] > 1 else label
+            for label, store in zip(labels, stores)]
+
