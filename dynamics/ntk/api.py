@@ -84,7 +84,7 @@ def empirical_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
         method: "auto", "structured" or "jacobian".
         chunk_size: samples per chunk; at most two chunks' features (structured: layer inputs and
             output-gradients; jacobian: Jacobians) are held at once. None → structured: all samples
-            in one chunk; jacobian: the largest chunk whose Jacobian holds ≤ 2**25 numbers.
+            in one chunk; jacobian: the largest chunk whose Jacobian holds ≤ 2**27 numbers.
         dtype: compute in this floating dtype. When the model's parameters or buffers have another
             dtype, a deep copy of the model cast with ``.to(dtype)`` is used (the model itself is not
             touched); None → the trained parameters' dtype.

@@ -18,7 +18,7 @@ from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
 #: Default bound on the numbers in one chunk's Jacobian (c · O · P) when chunk_size is None.
-JACOBIAN_BUDGET = 2 ** 25
+JACOBIAN_BUDGET = 2 ** 27
 
 
 def split_parameters(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

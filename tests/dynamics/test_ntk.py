@@ -18,6 +18,7 @@ from torch.func import functional_call, jacrev
 
 from dynamics.models import MLP, RevMLP
 from dynamics.ntk import empirical_ntk, structured_problem
+from dynamics.ntk.blocks import assemble_kernel
 
 F64 = dict(rtol=1e-10, atol=1e-12)
 
@@ -155,6 +156,7 @@ def test_float64_matches_dense_reference(name, method):
     model, shape = MODELS[name]()
     x1, x2 = _x(7, shape, 10), _x(5, shape, 11)
     ref_sym, ref_cross = dense_ntk(model, x1), dense_ntk(model, x1, x2)
+    assert structured_problem(model, x1) is None  # so "auto" takes the structured path
     for trace, chunk in itertools.product([False, True], [None, 1, 3]):
         sym = empirical_ntk(model, x1, trace=trace, method=method, chunk_size=chunk)
         cross = empirical_ntk(model, x1, x2, trace=trace, method=method, chunk_size=chunk)
@@ -302,3 +304,66 @@ def test_bad_inputs():
 class _Pool(nn.Module):
     def forward(self, h):
         return h.mean(0)
+
+
+class _BatchSizes(nn.Module):
+    """Wraps a model and records the batch size of every forward call."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner, self.sizes = inner, []
+
+    def forward(self, x):
+        self.sizes.append(x.shape[0])
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5])
+def test_structured_forward_passes_never_exceed_the_chunk(chunk):
+    model = _BatchSizes(MLP(4, 6, 2, 3, seed=0, dtype=torch.float64))
+    x1, x2 = _x(11, 4, 90), _x(7, 4, 91)
+    got = empirical_ntk(model, x1, x2, trace=False, method="structured", chunk_size=chunk)
+    torch.testing.assert_close(got, dense_ntk(model.inner, x1, x2), **F64)
+    probe, *passes = model.sizes
+    assert probe == 4 and passes and max(passes) <= chunk
+
+
+def test_assemble_kernel_blocks_and_feature_reuse():
+    calls = []
+
+    def features(x):
+        calls.append(x.shape[0])
+        return x
+
+    def contract(a, b):
+        return a @ b.T
+
+    x1, x2 = _x(10, 3, 92), _x(4, 3, 93)
+    torch.testing.assert_close(assemble_kernel(features, contract, x1, x2, 3), x1 @ x2.T, **F64)
+    assert calls == [3, 3, 1] * 3 + [1, 3, 1]  # outer chunk, then its inner chunks recomputed
+    calls.clear()
+    torch.testing.assert_close(assemble_kernel(features, contract, x1, x2, 4), x1 @ x2.T, **F64)
+    assert calls == [4, 4, 4, 2]  # the single inner chunk is computed once
+    calls.clear()
+    sym = assemble_kernel(features, contract, x1, None, 4)
+    torch.testing.assert_close(sym, x1 @ x1.T, **F64)
+    assert calls == [4, 4, 2, 4, 2, 2]  # upper triangle only: (0,0) (0,1) (0,2) (1,1) (1,2) (2,2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(6))
+def test_seeded_shape_grid(seed):
+    g = torch.Generator().manual_seed(seed)
+    pick = lambda *v: v[torch.randint(len(v), (1,), generator=g).item()]  # noqa: E731
+    if seed % 2:
+        model = RevMLP(pick(4, 8, 10), pick(3, 7, 16), pick(1, 2, 4), 3, first_linear=bool(seed % 3),
+                       activation=pick("relu", "tanh", "gelu"), seed=seed, dtype=torch.float64)
+    else:
+        model = MLP(pick(3, 9), pick(5, 12), pick(1, 2, 4), pick(1, 4), activation=pick("relu", "tanh", "gelu"),
+                    seed=seed, dtype=torch.float64)
+    n1, n2 = pick(1, 6, 13), pick(1, 5, 9)
+    x1, x2 = _x(n1, model.dim, seed), _x(n2, model.dim, seed + 100)
+    ref = dense_ntk(model, x1, x2)
+    for method, chunk, trace in itertools.product(["structured", "jacobian"], [None, 4], [False, True]):
+        got = empirical_ntk(model, x1, x2, trace=trace, method=method, chunk_size=chunk)
+        torch.testing.assert_close(got, traced(ref) if trace else ref, **F64)
