@@ -193,11 +193,11 @@ class RunWriter:
         self.root.attrs.update({"committed": json.dumps(self.committed), "nonfinite": json.dumps(self.nonfinite)})
 
     # ----------------------------------------------------------------- appends
-    def _append_rows(self, group: str, columns: dict[str, tuple[tuple[str, ...], np.ndarray]], n_new: int) -> list[str]:
-        """Grow every variable of ``group`` by ``n_new`` rows and write them; returns the variable list.
+    def _plan_rows(self, group: str, columns: dict[str, tuple[tuple[str, ...], np.ndarray]], n_new: int) -> tuple:
+        """Validate and create what growing ``group`` by ``n_new`` rows needs; returns (names, plan).
 
         ``columns`` maps names to (dims after the row dim, data with ``n_new`` leading rows); committed
-        variables missing from it get their fill value (NaN for floats). New names are created.
+        variables missing from it get their fill value (NaN for floats). New names are created here.
         """
         rows = self._rows(group)
         names = self.variables(group)
@@ -215,18 +215,21 @@ class RunWriter:
             self._arrays[(group, name)] = _create_array(self.root[group], name, (row_dim,) + dims,
                                                         (rows,) + data.shape[1:], chunks, data.dtype, attrs)
             names.append(name)
-        arrays = {name: self._array(group, name).async_array for name in names}
-        values = {name: columns[name][1] if name in columns else
-                  np.full((n_new,) + array.shape[1:], _FILL.get(np.dtype(array.dtype).kind, 0), dtype=array.dtype)
-                  for name, array in arrays.items()}
+        plan = []
+        for name in names:
+            array = self._array(group, name).async_array
+            value = columns[name][1] if name in columns else np.full(
+                (n_new,) + array.shape[1:], _FILL.get(np.dtype(array.dtype).kind, 0), dtype=array.dtype)
+            plan.append((array, rows, n_new, value))
+        return names, plan
 
-        async def grow_then_write() -> None:
-            # Every array is grown before any row is written; each await is one concurrent batch.
-            await asyncio.gather(*(a.resize((rows + n_new,) + a.shape[1:]) for a in arrays.values()))
-            await asyncio.gather(*(a.setitem(slice(rows, rows + n_new), values[name]) for name, a in arrays.items()))
-
-        zarr_sync(grow_then_write())
-        return names
+    @staticmethod
+    def _grow_then_write(plan: list) -> None:
+        """Grow every planned array, then write every new row: two concurrent batches on zarr's loop."""
+        async def run() -> None:
+            await asyncio.gather(*(a.resize((rows + n,) + a.shape[1:]) for a, rows, n, _ in plan))
+            await asyncio.gather(*(a.setitem(slice(rows, rows + n), v) for a, rows, n, v in plan))
+        zarr_sync(run())
 
     def append_metrics(self, steps: np.ndarray, epochs: np.ndarray, scalars: dict[str, np.ndarray]) -> None:
         """Append rows: ``steps`` (k,) int64 strictly increasing after the stored ones, ``epochs`` (k,),
@@ -239,7 +242,8 @@ class RunWriter:
             raise StoreError(f"metrics steps must increase strictly: got {steps[:5].tolist()}... after {last}")
         columns = {"step": ((), steps), "epoch": ((), np.asarray(epochs, dtype=np.float64))}
         columns.update({name: ((), np.asarray(v, dtype=np.float64)) for name, v in scalars.items()})
-        names = self._append_rows("metrics", columns, len(steps))
+        names, plan = self._plan_rows("metrics", columns, len(steps))
+        self._grow_then_write(plan)
         variables = dict(self.committed["variables"], metrics=names)
         self._commit(metrics=self.committed["metrics"] + len(steps), step=int(steps[-1]), variables=variables)
 
@@ -258,8 +262,9 @@ class RunWriter:
         cols.update({name: (dims, data[None]) for name, (dims, data) in checkpoint_arrays.items()})
         params = dict(coords)
         params.update({name: (dims, data[None]) for name, (dims, data) in param_arrays.items()})
-        names_c = self._append_rows("checkpoints", cols, 1)
-        names_p = self._append_rows("params", params, 1)
+        names_c, plan_c = self._plan_rows("checkpoints", cols, 1)
+        names_p, plan_p = self._plan_rows("params", params, 1)
+        self._grow_then_write(plan_c + plan_p)
         variables = dict(self.committed["variables"], checkpoints=names_c, params=names_p)
         self._commit(checkpoint=index + 1, checkpoint_step=int(step), variables=variables)
 
