@@ -1,0 +1,156 @@
+"""The ``dynamics`` command line, the one composition root of the project.
+
+Subcommands import the upper layers (trainers, analysis, reports) lazily, so ``dynamics --help`` is
+fast and the core package never imports them at module level. User errors
+(:class:`dynamics.errors.DynamicsError`: a bad config key, a missing data file, a foreign store)
+print one line to stderr and exit with status 2; Ctrl-C exits with 130 and leaves a store that
+``--resume`` continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dynamics.errors import DynamicsError
+
+EXAMPLES = """examples:
+  dynamics run                                   # default preset mnist1d: gn, sgd, adam → runs/mnist1d/report.html
+  dynamics run --preset digits --seeds 0,1,2     # three seeds per optimiser
+  dynamics run --config my.toml --out runs/mine  # a TOML file overriding a preset (preset = "..." inside)
+  dynamics run --preset paper-mnist --data-dir ~/data/mnist
+  dynamics run --resume                          # continue after Ctrl-C
+  dynamics train --optimizer adam --out runs/one/adam.zarr
+  dynamics analyze runs/mnist1d runs/digits
+  dynamics report runs/mnist1d
+  dynamics compare runs/mnist1d runs/digits --out comparison.html
+"""
+
+
+def seed_list(text: str) -> list[int]:
+    """"0,1,2" → [0, 1, 2] (distinct integers ≥ 0)."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds must list distinct integers >= 0, got {text!r}")
+    return seeds
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", help="preset name (default mnist1d, or the config file's preset key)")
+    parser.add_argument("--config", type=Path, help="TOML file overriding the preset")
+    parser.add_argument("--data-dir", help="directory (or .npz file) of local data; sets data.data_dir")
+    parser.add_argument("--resume", action="store_true", help="continue interrupted stores instead of failing")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dynamics", formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     description="Training dynamics of exact Gauss-Newton vs first-order "
+                                                 "optimisers: train, analyse, report.", epilog=EXAMPLES)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="train every optimiser of a preset, analyse, write the report",
+                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
+    add_config_arguments(run)
+    run.add_argument("--out", type=Path, help="experiment folder (default runs/<name>)")
+    run.add_argument("--seeds", type=seed_list, help="comma-separated seeds (default: train.seed)")
+    train = commands.add_parser("train", help="train one optimiser into one store")
+    add_config_arguments(train)
+    train.add_argument("--optimizer", required=True, help="a name of [optimizers] or gn, kgn, sgd, adam, AdamW, ...")
+    train.add_argument("--out", type=Path, required=True, help="store path, e.g. runs/one/gn.zarr")
+    train.add_argument("--seed", type=int, help="seed (default: train.seed)")
+    analyze = commands.add_parser("analyze", help="analyse every store of experiment folders")
+    analyze.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
+    report = commands.add_parser("report", help="write DIR/report.html")
+    report.add_argument("dir", type=Path, metavar="DIR")
+    compare = commands.add_parser("compare", help="compare experiment folders in one HTML page")
+    compare.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
+    compare.add_argument("--out", type=Path, required=True, help="HTML file to write")
+    return parser
+
+
+def config_from(args: argparse.Namespace) -> dict:
+    from trainers.config import load_config
+
+    config = load_config(args.preset, args.config)
+    if args.data_dir is not None:
+        config["data"]["data_dir"] = args.data_dir
+    return config
+
+
+def say(args: argparse.Namespace, message: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(message, file=sys.stderr)
+
+
+def command_train(args: argparse.Namespace) -> None:
+    from trainers import train
+
+    config = config_from(args)
+    if args.seed is not None and args.seed < 0:
+        raise DynamicsError(f"--seed must be >= 0, got {args.seed}")
+    path = train(config, args.optimizer, args.out, seed=args.seed, resume=args.resume, progress=not args.quiet)
+    print(path)
+
+
+def command_run(args: argparse.Namespace) -> None:
+    from analysis import analyze_experiment
+    from reports import write_report
+    from trainers import store_name, train
+
+    config = config_from(args)
+    out = args.out or Path("runs") / config["name"]
+    seeds = args.seeds or [config["train"]["seed"]]
+    for seed in seeds:
+        for optimizer in config["train"]["optimizers"]:
+            path = out / store_name(optimizer, seed, len(seeds))
+            train(config, optimizer, path, seed=seed, resume=args.resume, progress=not args.quiet)
+            say(args, f"trained {path}")
+    analyze_experiment(out)
+    say(args, f"analysed {out}")
+    print(write_report(out))
+
+
+def command_analyze(args: argparse.Namespace) -> None:
+    from analysis import analyze_experiment
+
+    for directory in args.dirs:
+        analyze_experiment(directory)
+        print(directory / "analysis.zarr")
+
+
+def command_report(args: argparse.Namespace) -> None:
+    from reports import write_report
+
+    print(write_report(args.dir))
+
+
+def command_compare(args: argparse.Namespace) -> None:
+    from reports import compare
+
+    print(compare(args.dirs, args.out))
+
+
+COMMANDS = {"run": command_run, "train": command_train, "analyze": command_analyze,
+            "report": command_report, "compare": command_compare}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``dynamics``; returns the exit status (0 ok, 2 user error, 130 Ctrl-C)."""
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except DynamicsError as error:
+        print(f"dynamics {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dynamics {args.command}: interrupted; run it again with --resume to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

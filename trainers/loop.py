@@ -1,0 +1,240 @@
+"""The training loop: one optimiser, one seed → one run store (DESIGN §4 "Run store").
+
+Per step t = 1 … T (the update that turns the parameters θ_{t−1} into θ_t) the metrics group gets
+- ``loss``: batch loss L_B(θ_{t−1}) of the mini-batch B (from the optimiser's own forward pass);
+- ``loss_after``: L_B(θ_t), the same batch after the update (one extra forward);
+- ``other_loss`` / ``other_loss_after``: the fixed other batch (see :mod:`trainers.setup`) before and
+  after; ``other_loss`` at step t *is* ``other_loss_after`` of step t − 1 (reused, not recomputed);
+- ``lr``; ``grad_norm`` ‖∇L_B(θ_{t−1})‖ for every optimiser (GN too); ``update_norm`` ‖θ_t − θ_{t−1}‖;
+  ``gn_residual`` ρ from the GN step report (NaN for first-order); ``time``: wall seconds of the update.
+Checkpoints at step 0 and log-spaced steps up to T store train/test loss and accuracy, the
+parameters, the probe-set NTK and representations (the Recorder does the last three).
+
+Data order: a ``torch.Generator`` seeded with the run's seed draws one permutation of the pool per
+epoch. The resume state (saved at every checkpoint and on Ctrl-C) holds that generator's state at the
+start of the current epoch, the position in it, the model and optimiser ``state_dict`` s and the last
+other-batch loss, so a resumed run equals an uninterrupted one bit for bit (CPU).
+Ctrl-C is deferred to the end of the current step; a second Ctrl-C interrupts at once (then the state
+saved at the last checkpoint is the one a resume starts from).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from dynamics import Recorder
+from dynamics.errors import ConfigError, StoreError
+from dynamics.schedules import at
+from trainers.config import resolve_optimizer
+from trainers.optimizers import batch_loss, make_optimizer
+from trainers.setup import Experiment, build_model, prepare
+
+EVAL_CHUNK = 4096
+
+
+def store_name(optimizer: str, seed: int, n_seeds: int) -> str:
+    """``gn.zarr`` for a single seed, ``gn-seed1.zarr`` when ``n_seeds`` > 1."""
+    return f"{optimizer}.zarr" if n_seeds <= 1 else f"{optimizer}-seed{seed}.zarr"
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str) -> tuple[float, float]:
+    """Mean loss and accuracy (fraction of argmax = label) over (x, y), in chunks of EVAL_CHUNK rows."""
+    total, correct = 0.0, 0
+    for start in range(0, len(y), EVAL_CHUNK):
+        logits = model(x[start:start + EVAL_CHUNK])
+        labels = y[start:start + EVAL_CHUNK]
+        total += float(batch_loss(logits, labels, loss)) * len(labels)
+        correct += int((logits.argmax(dim=1) == labels).sum())
+    return total / len(y), correct / len(y)
+
+
+def parameter_vector(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).clone()
+
+
+@contextmanager
+def deferred_interrupt():
+    """Yield a dict whose "requested" turns True on the first SIGINT; the second SIGINT raises at once.
+
+    Only in the main thread (elsewhere Ctrl-C raises KeyboardInterrupt as usual)."""
+    flag = {"requested": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        if flag["requested"]:
+            raise KeyboardInterrupt
+        flag["requested"] = True
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def resolved_config(config: dict, optimizer: str, seed: int, experiment: Experiment) -> dict:
+    """The config as stored in the run: the validated config plus this run's optimiser, seed and schedule."""
+    out = json.loads(json.dumps(config))
+    out["train"]["seed"] = seed
+    out["optimizer"] = optimizer
+    out["optimizer_options"] = resolve_optimizer(config, optimizer)
+    out["seed"] = seed
+    out["schedule"] = {"total_steps": experiment.total_steps, "steps_per_epoch": experiment.steps_per_epoch,
+                       "checkpoint_steps": experiment.checkpoint_steps,
+                       "other_batch": "fixed held-out training batch (never trained on)"}
+    return out
+
+
+def train(config: dict, optimizer: str, out: str | Path, *, seed: int | None = None, resume: bool = False,
+          progress: bool = True, callback: Callable[[int], None] | None = None) -> Path:
+    """Train ``config``'s model with ``optimizer`` (a name in ``config["optimizers"]`` or a kind) into the
+    store ``out``; returns its path. ``seed`` overrides ``train.seed``; ``resume`` continues an
+    interrupted store (a missing store starts fresh); ``callback(step)`` runs after every step
+    (tests raise KeyboardInterrupt from it)."""
+    out = Path(out)
+    seed = config["train"]["seed"] if seed is None else seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be an int >= 0, got {seed!r}")
+    experiment = prepare(config)
+    stored_config = resolved_config(config, optimizer, seed, experiment)
+    model = build_model(config["model"], experiment.x.shape[1], experiment.n_classes, seed)
+    loss = config["train"]["loss"]
+    stepper = make_optimizer(optimizer, stored_config["optimizer_options"], model, loss)
+    resuming = resume and out.exists()
+    recorder = Recorder(out, model, probe=(experiment.x[experiment.probe], experiment.y[experiment.probe]),
+                        config=stored_config, schedule=at(experiment.checkpoint_steps),
+                        ntk=config["train"]["ntk"], resume=resuming)
+    run = RunState(experiment, model, stepper, recorder, loss, seed, stored_config)
+    try:
+        if resuming:
+            run.restore(recorder.load_state(), out)
+        else:
+            run.checkpoint()
+        run.boundary = True
+        with deferred_interrupt() as interrupt, tqdm(total=experiment.total_steps, initial=run.step,
+                                                      disable=not progress or not sys.stderr.isatty(),
+                                                      desc=f"{optimizer} seed {seed}", unit="step") as bar:
+            while run.step < experiment.total_steps:
+                run.boundary = False
+                run.advance()
+                run.boundary = True
+                bar.update(1)
+                bar.set_postfix(loss=f"{run.last_loss:.4f}", refresh=False)
+                if callback is not None:
+                    callback(run.step)
+                if interrupt["requested"]:
+                    raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        if run.boundary:
+            recorder.save_state(run.state())
+        recorder.close(status="interrupted")
+        raise
+    except BaseException as error:
+        recorder.close(status="failed", error=f"{type(error).__name__}: {error}")
+        raise
+    recorder.close(status="complete")
+    return out
+
+
+class RunState:
+    """The mutable state of a run between steps: step, epoch order, other-batch loss."""
+
+    def __init__(self, experiment: Experiment, model, stepper, recorder, loss: str, seed: int, config: dict) -> None:
+        self.experiment, self.model, self.stepper, self.recorder, self.loss = experiment, model, stepper, recorder, loss
+        self.config = config
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch_state = self.generator.get_state()
+        self.order: torch.Tensor | None = None
+        self.step, self.epoch, self.position = 0, 0, 0
+        self.other_loss = self.batch_loss(experiment.other)
+        self.last_loss = math.nan
+        self.boundary = False   # True between steps, when the state is consistent
+
+    @torch.no_grad()
+    def batch_loss(self, indices: torch.Tensor) -> float:
+        return float(batch_loss(self.model(self.experiment.x[indices]), self.experiment.y[indices], self.loss))
+
+    def next_batch(self) -> torch.Tensor:
+        """Indices of the next mini-batch; draws the epoch's permutation at its first batch."""
+        e = self.experiment
+        if self.position == 0:
+            self.epoch_state = self.generator.get_state()
+            self.order = torch.randperm(len(e.pool), generator=self.generator)
+        chosen = self.order[self.position * e.batch_size: (self.position + 1) * e.batch_size]
+        return e.pool[chosen]
+
+    def advance(self) -> None:
+        """One update, its metrics, and a checkpoint (with resume state) when the schedule says so."""
+        e = self.experiment
+        indices = self.next_batch()
+        before = parameter_vector(self.model)
+        result = self.stepper.step(e.x[indices], e.y[indices])
+        update_norm = float((parameter_vector(self.model) - before).double().norm())
+        loss_after = self.batch_loss(indices)
+        other_after = self.batch_loss(e.other)
+        if not (math.isfinite(loss_after) and math.isfinite(other_after)):
+            raise ConfigError(f"optimizer {self.config['optimizer']!r} diverged at step {self.step + 1} "
+                              f"(non-finite loss after the update); lower its lr in [optimizers."
+                              f"{self.config['optimizer']}]")
+        self.step += 1
+        self.position += 1
+        if self.position == e.steps_per_epoch:
+            self.position, self.epoch = 0, self.epoch + 1
+        self.recorder.log(self.step, epoch=self.step / e.steps_per_epoch, loss=result.loss, loss_after=loss_after,
+                          other_loss=self.other_loss, other_loss_after=other_after, lr=self.stepper.lr,
+                          grad_norm=result.grad_norm, update_norm=update_norm, gn_residual=result.residual,
+                          time=result.seconds)
+        self.other_loss, self.last_loss = other_after, result.loss
+        if self.step in e.checkpoint_steps:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        e = self.experiment
+        train_loss, train_acc = evaluate(self.model, *e.eval_train, self.loss)
+        test_loss, test_acc = evaluate(self.model, *e.eval_test, self.loss)
+        self.recorder.checkpoint(self.step, epoch=self.step / e.steps_per_epoch, train_loss=train_loss,
+                                 train_acc=train_acc, test_loss=test_loss, test_acc=test_acc)
+        self.recorder.save_state(self.state())
+
+    def state(self) -> dict:
+        """Resume state after the current step (tensors, numbers, strings, dicts only)."""
+        generator = self.epoch_state if self.position > 0 else self.generator.get_state()
+        return {"step": self.step, "epoch": self.epoch, "position": self.position, "generator": generator.clone(),
+                "model": {k: v.clone() for k, v in self.model.state_dict().items()},
+                "optimizer": self.stepper.state_dict(), "other_loss": self.other_loss,
+                "config": json.dumps(self.config, sort_keys=True)}
+
+    def restore(self, state: dict | None, path: Path) -> None:
+        """Continue from ``state`` (saved by :meth:`state`); the store must have the same config."""
+        if state is None:
+            raise StoreError(f"store '{path}' holds no resume state (it stopped before its first checkpoint); "
+                             f"delete it to start over")
+        saved = json.loads(state["config"])
+        config = json.loads(json.dumps(self.config))
+        changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+        if changed:
+            raise ConfigError(f"cannot resume '{path}': its config differs in {changed}; resume with the "
+                              f"config it was started with")
+        self.model.load_state_dict(state["model"])
+        self.stepper.load_state_dict(state["optimizer"])
+        self.step, self.epoch, self.position = int(state["step"]), int(state["epoch"]), int(state["position"])
+        self.generator.set_state(state["generator"])
+        self.epoch_state = state["generator"]
+        if self.position > 0:
+            self.order = torch.randperm(len(self.experiment.pool), generator=self.generator)
+        self.other_loss = float(state["other_loss"])
+        self.recorder.truncate(self.step)
