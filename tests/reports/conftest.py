@@ -20,3 +20,12 @@ def analysis_ds():
 def analysis_seeds():
     """GN and Adam with two seeds each."""
     return make_analysis(optimizers=("gn", "adam"), seeds=(0, 1), n_steps=200)
+
+
+@pytest.fixture(scope="session")
+def written_report(tmp_path_factory, analysis_ds):
+    """``reports.write_report`` on an experiment folder made from ``analysis_ds`` (stores + analysis.zarr)."""
+    import reports
+    from experiment_dirs import make_experiment
+
+    return reports.write_report(make_experiment(tmp_path_factory.mktemp("written") / "demo", analysis_ds))

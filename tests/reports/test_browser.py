@@ -5,9 +5,7 @@ Needs Debian's ``chromium`` (CI's .ci/run installs it); skipped only when it is 
 
 import pytest
 from chromium import chromium_path, load_page, screenshot
-from experiment_dirs import make_experiment
 
-import reports
 from reports import html as h
 from reports.catalog import FIGURES
 
@@ -16,8 +14,8 @@ pytestmark = [pytest.mark.browser,
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory, analysis_ds):
-    return reports.write_report(make_experiment(tmp_path_factory.mktemp("browser") / "demo", analysis_ds))
+def report(written_report):
+    return written_report
 
 
 def test_report_loads_cleanly_and_every_image_decodes(report, tmp_path):

@@ -4,9 +4,12 @@ import re
 import subprocess
 import sys
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from reports import palette
 from reports.palette import KNOWN_OPTIMIZER_COLORS, OKABE_ITO, optimizer_color, seed_linestyle
 from reports.runs import as_combined, checkpoint_series, checkpoint_steps, run_infos, step_series
 
@@ -22,7 +25,9 @@ def test_other_names_get_a_palette_colour_stable_across_processes():
     names = ["lion", "shampoo", "adagrad", "rmsprop", "muon"]
     here = [optimizer_color(n) for n in names]
     assert set(here) <= set(OKABE_ITO.values()) and len(set(here)) > 1
-    code = f"from reports.palette import optimizer_color; print([optimizer_color(n) for n in {names!r}])"
+    code = ("import importlib.util as u; s = u.spec_from_file_location('palette', {path!r}); m = u.module_from_spec(s); "
+            "s.loader.exec_module(m); print([m.optimizer_color(n) for n in {names!r}])").format(
+        path=str(Path(palette.__file__)), names=names)
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": "123"}).stdout
     assert re.findall(r"#[0-9A-F]{6}", other) == here
