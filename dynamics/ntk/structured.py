@@ -43,7 +43,7 @@ class LayerFeatures:
 class ChunkFeatures:
     n: int
     n_out: int
-    layers: list[LayerFeatures]
+    layers: dict[str, LayerFeatures]  # layers that ran on this chunk, by module name
     like: torch.Tensor  # carries dtype and device
 
 
@@ -125,13 +125,13 @@ def linear_features(model: nn.Module, layers: dict[str, nn.Linear], x: torch.Ten
             basis = torch.eye(n_out, dtype=out.dtype, device=out.device)[:, None, :].repeat(1, n, 1)
             grads = list(torch.autograd.grad(out, [used[k][1] for k in names], grad_outputs=basis,
                                              is_grads_batched=True, allow_unused=True))
-    features = []
+    features = {}
     for name, grad in zip(names, grads):
         layer = layers[name]
-        features.append(LayerFeatures(
+        features[name] = LayerFeatures(
             inputs=used[name][0].detach() if layer.weight.requires_grad else None,
             grads=None if grad is None else grad.transpose(0, 1),  # (c, O, out)
-            bias=layer.bias is not None and layer.bias.requires_grad))
+            bias=layer.bias is not None and layer.bias.requires_grad)
     return ChunkFeatures(n, n_out, features, out.detach())
 
 
@@ -139,18 +139,20 @@ def contract_features(f1: ChunkFeatures, f2: ChunkFeatures, trace: bool) -> torc
     """Θ block (c1, c2) traced over outputs, or (c1, c2, O, O), from two chunks' features."""
     shape = (f1.n, f2.n) if trace else (f1.n, f2.n, f1.n_out, f1.n_out)
     total = f1.like.new_zeros(shape)
-    for l1, l2 in zip(f1.layers, f2.layers):
-        if l1.grads is None or l2.grads is None:
+    for name, l1 in f1.layers.items():
+        l2 = f2.layers.get(name)  # a layer that did not run on one chunk contributes nothing
+        if l2 is None or l1.grads is None or l2.grads is None:
             continue
         gram = l1.inputs @ l2.inputs.T if l1.inputs is not None else f1.like.new_zeros(f1.n, f2.n)
         if l1.bias:
             gram = gram + 1
         if trace:
-            total += gram * (l1.grads.reshape(f1.n, -1) @ l2.grads.reshape(f2.n, -1).T)
+            total.addcmul_(gram, l1.grads.reshape(f1.n, -1) @ l2.grads.reshape(f2.n, -1).T)
         else:
             width = l1.grads.shape[-1]
             out_gram = l1.grads.reshape(-1, width) @ l2.grads.reshape(-1, width).T
-            total += gram[:, :, None, None] * out_gram.reshape(f1.n, f1.n_out, f2.n, f2.n_out).permute(0, 2, 1, 3)
+            out_gram = out_gram.reshape(f1.n, f1.n_out, f2.n, f2.n_out).permute(0, 2, 1, 3)
+            total.addcmul_(gram[:, :, None, None], out_gram)
     return total
 
 
