@@ -31,7 +31,7 @@ def as_tangents(model: nn.Module, update: object) -> dict[str, torch.Tensor]:
             raise ValueError(f"a flat update must have shape ({total},), got shape {tuple(update.shape)}")
         pieces = update.split([p.numel() for p in params.values()])
         tangents = {n: piece.view_as(p) for (n, p), piece in zip(params.items(), pieces)}
-    elif isinstance(update, Sequence):
+    elif isinstance(update, Sequence) and not isinstance(update, (str, bytes)):
         if len(update) != len(params):
             raise ValueError(f"update has {len(update)} tensors, the model has {len(params)} trained parameters")
         tangents = dict(zip(params, update))

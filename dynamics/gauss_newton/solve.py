@@ -29,6 +29,22 @@ def default_rtol(n: int, dtype: torch.dtype) -> float:
     return n * torch.finfo(dtype).eps
 
 
+def gram_with_bias(features: torch.Tensor, pieces: int | None = None) -> torch.Tensor:
+    """A Aᵀ = a aᵀ + 1 1ᵀ (N × N) from the lower block-triangle only, then mirrored.
+
+    The rows are cut into ``pieces`` slices (default: one per 64 rows, at most 4); slice i is
+    multiplied with rows [0, end_i) only, so (pieces + 1) / (2 · pieces) of the full N²H flops.
+    """
+    n = features.shape[0]
+    pieces = max(1, min(4, n // 64)) if pieces is None else pieces
+    bounds = [round(i * n / pieces) for i in range(pieces + 1)]
+    gram = features.new_empty(n, n)
+    for start, end in zip(bounds, bounds[1:]):
+        gram[start:end, :end] = torch.addmm(features.new_ones(()), features[start:end], features[:end].T)
+    lower = gram.tril()
+    return lower + lower.tril(-1).T
+
+
 def _keep(eigenvalues: torch.Tensor, rtol: float, atol: float) -> torch.Tensor:
     """Mask of eigenvalues λ > max(atol, rtol · λ_max)."""
     top = eigenvalues.max() if eigenvalues.numel() else eigenvalues.new_zeros(())
@@ -43,11 +59,11 @@ def _split(weight_aug_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class GramSolver:
     """Cholesky (eigh where rank-deficient) of the N × N Gram of features ``a`` (N, H) plus a bias column."""
 
-    def __init__(self, features: torch.Tensor, rtol: float | None, atol: float) -> None:
+    def __init__(self, features: torch.Tensor, rtol: float | None, atol: float, pieces: int | None = None) -> None:
         n = features.shape[0]
         self.features = features
         self.rtol = default_rtol(n, features.dtype) if rtol is None else rtol
-        gram = torch.addmm(features.new_ones(n, n), features, features.T)
+        gram = gram_with_bias(features, pieces)
         self.gram = gram
         self.chol = None
         if n <= features.shape[1] + 1:
