@@ -39,7 +39,9 @@ def seeded_linear(
 
     The same distribution as torch's default initialisation, but reproducible from a local seed.
     """
-    layer = nn.Linear(in_features, out_features, bias=bias, dtype=dtype, device=device)
+    # skip_init: no default (global-RNG) initialisation before the seeded one below
+    layer = nn.utils.skip_init(nn.Linear, in_features, out_features, bias=bias, dtype=dtype,
+                               device=torch.get_default_device() if device is None else device)
     bound = 1.0 / math.sqrt(in_features)
     with torch.no_grad():
         weight = torch.rand(out_features, in_features, generator=generator, dtype=torch.float64)
