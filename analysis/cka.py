@@ -47,11 +47,11 @@ def linear_cka(x: object, y: object, *, debiased: bool = False, chunk_size: int 
             accumulator.update(x_chunk, y_chunk)
         return accumulator.cka(debiased=debiased)
     a, b = _paired_matrices(x, y, MIN_SAMPLES_UNBIASED if debiased else 2)
-    for name, raw in (("X", a), ("Y", b)):
-        centred = raw - raw.mean(axis=0)
-        if not np.sum(centred ** 2) > 1e-24 * np.sum(raw ** 2):  # zero up to round-off of the mean
-            return nan_with_warning(f"linear CKA is undefined: {name} is constant over the samples")
+    raw_norms = float(np.einsum("ij,ij->", a, a)), float(np.einsum("ij,ij->", b, b))
     a, b = a - a.mean(axis=0), b - b.mean(axis=0)
+    for name, centred, raw_norm in (("X", a, raw_norms[0]), ("Y", b, raw_norms[1])):
+        if not float(np.einsum("ij,ij->", centred, centred)) > 1e-24 * raw_norm:  # zero up to round-off
+            return nan_with_warning(f"linear CKA is undefined: {name} is constant over the samples")
     pair_xy, pair_xx, pair_yy = linear_pair_terms(a, b), linear_pair_terms(a, a), linear_pair_terms(b, b)
     if debiased:
         return cka_from_hsic(pair_xy.unbiased_hsic(), pair_xx.unbiased_hsic(), pair_yy.unbiased_hsic())

@@ -17,8 +17,22 @@ def blob_data(n, dim, classes, seed):
 
 def write_run(path, *, optimizer="sgd", seed=0, steps=30, checkpoint_every=10, lr=0.1, probe_size=24,
               dim=8, hidden=16, depth=2, classes=3, ntk=True, other_batch=True):
-    """Train a small RevMLP with SGD or Adam on Gaussian blobs; log per-batch before/after losses."""
-    torch.manual_seed(seed)
+    """Train a small RevMLP with SGD or Adam on Gaussian blobs; log per-batch before/after losses.
+
+    Runs torch on one thread (restored afterwards): these matrices are tiny, and on a busy 2-core
+    machine two OpenMP threads per process mostly wait for each other.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _write_run(path, optimizer, seed, steps, checkpoint_every, lr, probe_size, dim, hidden, depth,
+                          classes, ntk, other_batch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _write_run(path, optimizer, seed, steps, checkpoint_every, lr, probe_size, dim, hidden, depth, classes, ntk,
+               other_batch):
     model = RevMLP(dim, hidden, depth, classes, seed=seed, dtype=torch.float64)
     x, y = blob_data(200, dim, classes, seed=123)  # the data (and so the probe) do not depend on the seed
     probe = (x[:probe_size], y[:probe_size])
