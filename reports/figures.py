@@ -59,7 +59,11 @@ def loss_accuracy(ds: xr.Dataset) -> Figure:
 
 
 def batch_loss_change(ds: xr.Dataset) -> Figure:
-    """Per-step relative loss change on the batch just trained on vs on another fixed batch."""
+    """Per-step relative loss change on the batch just trained on vs on another fixed batch.
+
+    Long runs are drawn with at most ~1500 points per line (means over consecutive steps); the bar
+    panel averages every step.
+    """
     ds = as_combined(ds)
     own = "own_change_smooth" if has_values(ds, "own_change_smooth") else "own_change"
     other = "other_change_smooth" if has_values(ds, "other_change_smooth") else "other_change"
@@ -69,8 +73,8 @@ def batch_loss_change(ds: xr.Dataset) -> Figure:
     ax, bar_ax = axes[0]
     xs, means = [], []
     for r in runs:
-        x1, y1 = step_series(ds, own, r.index)
-        x2, y2 = step_series(ds, other, r.index)
+        x1, y1 = p.thin(*step_series(ds, own, r.index))
+        x2, y2 = p.thin(*step_series(ds, other, r.index))
         ax.plot(x1, y1, color=r.color, ls="-", label=f"{p.short(r.label)}: own batch")
         ax.plot(x2, y2, color=r.color, ls=":", lw=2, label=f"{p.short(r.label)}: other batch")
         xs.extend([x1, x2])
@@ -240,7 +244,10 @@ def probe_accuracy(ds: xr.Dataset) -> Figure:
 
 
 def gn_residual(ds: xr.Dataset) -> Figure:
-    """Relative residual ρ = ‖J δθ + α ε‖ / ‖α ε‖ of every Gauss–Newton step (log scale)."""
+    """Relative residual ρ = ‖J δθ + α ε‖ / ‖α ε‖ of every Gauss–Newton step (log scale).
+
+    Long runs are drawn with at most ~1500 points per line, each the worst (max) ρ of its steps.
+    """
     ds = as_combined(ds)
     _require(ds, "gn_residual")
     runs = [r for r in run_infos(ds) if step_series(ds, "gn_residual", r.index)[1].size]
@@ -248,7 +255,7 @@ def gn_residual(ds: xr.Dataset) -> Figure:
     ax = axes[0, 0]
     xs = []
     for r in runs:
-        x, y = step_series(ds, "gn_residual", r.index)
+        x, y = p.thin(*step_series(ds, "gn_residual", r.index), reduce=np.max)
         ax.plot(x, np.maximum(y, 1e-300), color=r.color, ls=r.linestyle, lw=1, label=p.short(r.label))
         xs.append(x)
     ax.set_yscale("log")

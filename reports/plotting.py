@@ -45,6 +45,19 @@ def set_log_y_if_wide(ax, values) -> None:
         ax.set_yscale("log")
 
 
+def thin(x: np.ndarray, y: np.ndarray, max_points: int = 1500, reduce=np.mean) -> tuple[np.ndarray, np.ndarray]:
+    """At most ~``max_points`` points of a per-step series for drawing: consecutive bins of
+    k = ceil(n / max_points) points become (first x of the bin, ``reduce`` of its y), e.g. ``np.max``
+    to keep the worst value of every bin. Series with n ≤ max_points are returned unchanged.
+    """
+    n = len(x)
+    if n <= max_points:
+        return x, y
+    k = -(-n // max_points)
+    starts = np.arange(0, n, k)
+    return x[starts], np.array([reduce(y[s:s + k]) for s in starts])
+
+
 def accuracy_scale(values) -> float:
     """Factor that turns accuracies into percent: 100 for fractions in [0, 1], 1 if already in percent."""
     v = np.asarray(values, dtype=float)

@@ -64,7 +64,7 @@ def run_infos(ds: xr.Dataset) -> list[RunInfo]:
         seed = _run_coord(ds, "seed", i)
         label = str(label) if label is not None else str(run_value)
         optimizer = str(optimizer) if optimizer is not None else label
-        seed = int(seed) if seed is not None and np.isfinite(float(seed)) else None
+        seed = int(seed) if seed is not None and np.isfinite(float(seed)) and int(seed) >= 0 else None
         raw.append((i, label, optimizer, seed))
     infos = []
     for i, label, optimizer, seed in raw:

@@ -130,3 +130,25 @@ def test_ragged_runs_drop_padding(analysis_ds):
     own = [line for line in figures.batch_loss_change(ragged).axes[0].get_lines()
            if line.get_label() == "sgd: own batch"][0]
     assert own.get_xdata().max() == 100
+
+
+def test_thin_bins_long_series_against_a_loop():
+    from reports.plotting import thin
+
+    rng = np.random.default_rng(0)
+    for n, cap in [(10, 20), (1000, 100), (1001, 100), (12345, 1500)]:
+        x, y = np.arange(n) * 2.0, rng.standard_normal(n)
+        tx, ty = thin(x, y, cap, reduce=np.max)
+        if n <= cap:
+            assert tx is x and ty is y
+            continue
+        k = -(-n // cap)
+        expected = [max(y[i:i + k]) for i in range(0, n, k)]
+        assert len(tx) <= cap and np.array_equal(tx, x[::k]) and np.array_equal(ty, expected)
+
+
+def test_long_runs_are_thinned_but_keep_the_worst_residual():
+    ds = make_analysis(optimizers=("gn",), n_steps=6000)
+    ds["gn_residual"][0, 4321] = 1e-3  # one bad step
+    (line,) = figures.gn_residual(ds).axes[0].get_lines()
+    assert len(line.get_xdata()) <= 1500 and line.get_ydata().max() == 1e-3
