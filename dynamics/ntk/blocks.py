@@ -17,6 +17,25 @@ import torch
 
 Features = TypeVar("Features")
 
+#: Longest inner dimension multiplied in one matmul by :func:`row_gram`.
+GRAM_BLOCK = 2 ** 16
+
+
+def row_gram(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a bᵀ for a (m, K), b (n, K), accurate also for a very long K in low precision.
+
+    CPU matmuls with few rows accumulate a long K almost sequentially (measured in float32:
+    relative error 2e-3 for m = n = 2, K = 3.1e7, against 9e-7 for K = 1e5), so K is cut into
+    blocks of at most :data:`GRAM_BLOCK` whose products are summed in float64 (when the inputs are
+    of lower precision) and the result is cast back to the input dtype.
+    """
+    if a.shape[1] <= GRAM_BLOCK:
+        return a @ b.T
+    total = a.new_zeros((a.shape[0], b.shape[0]), dtype=torch.promote_types(a.dtype, torch.float64))
+    for start in range(0, a.shape[1], GRAM_BLOCK):
+        total += a[:, start:start + GRAM_BLOCK] @ b[:, start:start + GRAM_BLOCK].T
+    return total.to(a.dtype)
+
 
 def _transpose_block(block: torch.Tensor) -> torch.Tensor:
     """Θ(x', x) from Θ(x, x'): swap the sample axes and, when present, the output axes."""

@@ -6,7 +6,8 @@ trained parameter k comes from ``vmap(jacrev(f))`` over single samples, f = the 
 
     Θ[n, m, o, p] = Σ_k Σ_i J_k[n, o, i] J_k[m, p, i]        (traced: Σ_o Θ[n, m, o, o]),
 
-one parameter at a time (a (c·O, P_k) × (P_k, c'·O) product), so at most two chunks' Jacobians are
+one parameter at a time (a (c·O, P_k) × (P_k, c'·O) product, cut into blocks along P_k for
+accuracy, see :func:`dynamics.ntk.blocks.row_gram`), so at most two chunks' Jacobians are
 alive at once. This is the reference the structured path is tested against (as in neural-tangents'
 "jacobian contraction" implementation, Novak et al. 2022).
 """
@@ -16,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
+
+from dynamics.ntk.blocks import row_gram
 
 #: Default bound on the numbers in one chunk's Jacobian (c · O · P) when chunk_size is None.
 JACOBIAN_BUDGET = 2 ** 27
@@ -56,9 +59,9 @@ def contract_jacobians(j1: dict[str, torch.Tensor], j2: dict[str, torch.Tensor],
         c1, n_out, _ = a.shape
         c2 = b.shape[0]
         if trace:
-            block = a.reshape(c1, -1) @ b.reshape(c2, -1).T
+            block = row_gram(a.reshape(c1, -1), b.reshape(c2, -1))
         else:
-            block = (a.reshape(c1 * n_out, -1) @ b.reshape(c2 * n_out, -1).T)
+            block = row_gram(a.reshape(c1 * n_out, -1), b.reshape(c2 * n_out, -1))
             block = block.reshape(c1, n_out, c2, n_out).permute(0, 2, 1, 3)
         total = block if total is None else total + block
     return total.contiguous()

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dynamics.ntk.blocks import row_gram
+
 
 class StructuredUnsupported(ValueError):
     """The model breaks an assumption of the structured path; the message says which."""
@@ -143,14 +145,14 @@ def contract_features(f1: ChunkFeatures, f2: ChunkFeatures, trace: bool) -> torc
         l2 = f2.layers.get(name)  # a layer that did not run on one chunk contributes nothing
         if l2 is None or l1.grads is None or l2.grads is None:
             continue
-        gram = l1.inputs @ l2.inputs.T if l1.inputs is not None else f1.like.new_zeros(f1.n, f2.n)
+        gram = row_gram(l1.inputs, l2.inputs) if l1.inputs is not None else f1.like.new_zeros(f1.n, f2.n)
         if l1.bias:
             gram = gram + 1
         if trace:
-            total.addcmul_(gram, l1.grads.reshape(f1.n, -1) @ l2.grads.reshape(f2.n, -1).T)
+            total.addcmul_(gram, row_gram(l1.grads.reshape(f1.n, -1), l2.grads.reshape(f2.n, -1)))
         else:
             width = l1.grads.shape[-1]
-            out_gram = l1.grads.reshape(-1, width) @ l2.grads.reshape(-1, width).T
+            out_gram = row_gram(l1.grads.reshape(-1, width), l2.grads.reshape(-1, width))
             out_gram = out_gram.reshape(f1.n, f1.n_out, f2.n, f2.n_out).permute(0, 2, 1, 3)
             total.addcmul_(gram[:, :, None, None], out_gram)
     return total
