@@ -6,6 +6,7 @@
 """
 
 from reports.compare import compare
+from reports.experiment import ReportError
 from reports.report import write_report
 
-__all__ = ["write_report", "compare"]
+__all__ = ["write_report", "compare", "ReportError"]

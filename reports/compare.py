@@ -12,7 +12,7 @@ from pathlib import Path
 
 from reports import html as h
 from reports.catalog import FIGURES
-from reports.experiment import experiment_dir, load_analysis, run_stores, store_info
+from reports.experiment import ReportError, experiment_dir, load_analysis, run_stores, store_info
 from reports.findings import finding_sentences, headlines
 from reports.report import FINDINGS_HEADER, FINDINGS_NOTE, render_figures
 from reports.runs import as_combined
@@ -25,7 +25,7 @@ def experiment_names(paths: list[Path]) -> list[str]:
         names = [str(Path(*p.parts[-depth:])) for p in resolved]
         if len(set(names)) == len(names):
             return names
-    raise ValueError(f"experiment folders are not distinct: {[str(p) for p in paths]}")
+    raise ReportError(f"experiment folders are not distinct: {[str(p) for p in paths]}")
 
 
 def _check_dirs(dirs) -> list[Path]:
@@ -33,7 +33,7 @@ def _check_dirs(dirs) -> list[Path]:
         raise TypeError(f"dirs must be a list of folders, got the single path {str(dirs)!r}")
     paths = [experiment_dir(d) for d in dirs]
     if not paths:
-        raise ValueError("compare needs at least one experiment folder, got none")
+        raise ReportError("compare needs at least one experiment folder, got none")
     return paths
 
 
@@ -56,7 +56,7 @@ def compare(dirs, out) -> Path:
         raise TypeError(f"out must be a file path, got {out!r}")
     out = Path(out)
     if out.is_dir():
-        raise ValueError(f"out {str(out)!r} is a folder; give the comparison's file name")
+        raise ReportError(f"out {str(out)!r} is a folder; give the comparison's file name")
     names = experiment_names(paths)
     datasets = [as_combined(load_analysis(p)) for p in paths]
     stores = [[store_info(s) for s in run_stores(p)] for p in paths]

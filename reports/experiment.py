@@ -15,7 +15,14 @@ from pathlib import Path
 import xarray as xr
 import zarr
 
+from dynamics.errors import DynamicsError
+
 ANALYSIS_STORE = "analysis.zarr"
+
+
+class ReportError(DynamicsError, ValueError):
+    """A report cannot be made from what the user pointed at (missing folder, no runs, bad output path);
+    the command line prints it as one line and exits with status 2."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +43,7 @@ def experiment_dir(run_dir) -> Path:
         raise TypeError(f"run_dir must be a path, got {run_dir!r} ({type(run_dir).__name__})")
     path = Path(run_dir)
     if not path.is_dir():
-        raise ValueError(f"run_dir {str(path)!r} is not an existing folder")
+        raise ReportError(f"run_dir {str(path)!r} is not an existing folder")
     return path
 
 
@@ -67,7 +74,7 @@ def store_info(path) -> StoreInfo:
     try:
         attrs = dict(zarr.open_group(str(path), mode="r").attrs)
     except Exception as error:  # zarr raises several types for "not a group"
-        raise ValueError(f"{str(path)!r} is not a readable zarr run store: {error}") from error
+        raise ReportError(f"{str(path)!r} is not a readable zarr run store: {error}") from error
     return StoreInfo(path, path.name.removesuffix(".zarr"), as_dict(attrs.get("config"), "config"),
                      as_dict(attrs.get("versions"), "versions"), str(attrs.get("status", "unknown")),
                      str(attrs.get("schema", "unknown")))
@@ -98,7 +105,7 @@ def load_analysis(run_dir) -> xr.Dataset:
     path = experiment_dir(run_dir)
     if not analysis_is_fresh(path):
         if not run_stores(path):
-            raise ValueError(f"run_dir {str(path)!r} holds no run stores (*.zarr) and no {ANALYSIS_STORE}")
+            raise ReportError(f"run_dir {str(path)!r} holds no run stores (*.zarr) and no {ANALYSIS_STORE}")
         from analysis import analyze_experiment  # the reports layer sits above analysis
 
         return analyze_experiment(path).load()

@@ -14,7 +14,7 @@ import xarray as xr
 
 from reports import html as h
 from reports.catalog import FIGURES, FigureSpec
-from reports.experiment import StoreInfo, as_dict, experiment_dir, load_analysis, run_stores, store_info
+from reports.experiment import ReportError, StoreInfo, as_dict, experiment_dir, load_analysis, run_stores, store_info
 from reports.findings import finding_sentences, headlines
 from reports.plotting import figure_png
 from reports.runs import as_combined, has_values, run_infos, step_series
@@ -125,7 +125,7 @@ def write_report(run_dir, out=None) -> Path:
     path = experiment_dir(run_dir)
     out = path / "report.html" if out is None else Path(out)
     if out.exists() and out.is_dir():
-        raise ValueError(f"out {str(out)!r} is a folder; give the report's file name")
+        raise ReportError(f"out {str(out)!r} is a folder; give the report's file name")
     ds = load_analysis(path)
     stores = [store_info(s) for s in run_stores(path)]
     drawn, skipped = render_figures(as_combined(ds))

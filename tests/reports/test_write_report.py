@@ -106,3 +106,19 @@ def test_compare_names_and_errors(tmp_path):
         reports.compare([], tmp_path / "o.html")
     with pytest.raises(ValueError, match="missing"):
         reports.compare([tmp_path / "missing"], tmp_path / "o.html")
+
+
+def test_user_errors_are_dynamics_errors_and_the_cli_prints_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from dynamics.errors import DynamicsError
+
+    with pytest.raises(DynamicsError):
+        reports.write_report(tmp_path / "missing")
+    result = subprocess.run([sys.executable, "-m", "dynamics.cli", "report", str(tmp_path / "missing")],
+                            capture_output=True, text=True)
+    if "No module named dynamics.cli" in result.stderr:
+        pytest.skip("dynamics.cli not present")
+    assert result.returncode == 2, result.stderr
+    assert "missing" in result.stderr and "Traceback" not in result.stderr
