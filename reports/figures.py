@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from reports import plotting as p
 from reports.runs import (RunInfo, as_combined, checkpoint_series, checkpoint_steps, dim_values,
-                          has_values, run_infos, step_series)
+                          has_values, run_infos, step_mean, step_series)
 
 
 def _require(ds: xr.Dataset, *names: str) -> None:
@@ -68,6 +68,8 @@ def batch_loss_change(ds: xr.Dataset) -> Figure:
     own = "own_change_smooth" if has_values(ds, "own_change_smooth") else "own_change"
     other = "other_change_smooth" if has_values(ds, "other_change_smooth") else "other_change"
     _require(ds, own, other)
+    raw_own = "own_change" if has_values(ds, "own_change") else own
+    raw_other = "other_change" if has_values(ds, "other_change") else other
     runs = run_infos(ds)
     fig, axes = p.new_figure(2, width=5.2)
     ax, bar_ax = axes[0]
@@ -78,9 +80,7 @@ def batch_loss_change(ds: xr.Dataset) -> Figure:
         ax.plot(x1, y1, color=r.color, ls="-", label=f"{p.short(r.label)}: own batch")
         ax.plot(x2, y2, color=r.color, ls=":", lw=2, label=f"{p.short(r.label)}: other batch")
         xs.extend([x1, x2])
-        means.append((r, np.nanmean(step_series(ds, "own_change", r.index)[1]) if has_values(ds, "own_change")
-                      else np.nanmean(y1), np.nanmean(step_series(ds, "other_change", r.index)[1])
-                      if has_values(ds, "other_change") else np.nanmean(y2)))
+        means.append((r, step_mean(ds, raw_own, r.index), step_mean(ds, raw_other, r.index)))
     ax.axhline(0, color="0.5", lw=0.8)
     p.set_step_axis(ax, np.concatenate(xs))
     ax.set_ylabel("loss change by the step (%)")

@@ -152,3 +152,11 @@ def test_long_runs_are_thinned_but_keep_the_worst_residual():
     ds["gn_residual"][0, 4321] = 1e-3  # one bad step
     (line,) = figures.gn_residual(ds).axes[0].get_lines()
     assert len(line.get_xdata()) <= 1500 and line.get_ydata().max() == 1e-3
+
+
+def test_bar_panel_shows_mean_raw_changes(drawn, analysis_ds):
+    bars = drawn["batch_loss_change"].axes[1].patches
+    heights = [b.get_height() for b in bars]
+    own = [analysis_ds["own_change"].sel(run=r).mean().item() for r in ("gn", "sgd", "adam")]
+    other = [analysis_ds["other_change"].sel(run=r).mean().item() for r in ("gn", "sgd", "adam")]
+    np.testing.assert_allclose(heights, own + other, rtol=1e-12)
