@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from threadpoolctl import threadpool_limits
 
 from analysis.checkpoint_metrics import (checkpoints_selected, ntk_metrics, representation_metrics,
                                          weight_metrics)
@@ -28,6 +29,7 @@ from analysis.overfitting import default_window, moving_average, relative_change
 from analysis.store_io import group, open_tree, run_identity, store_order, string_coord, write_analysis_group
 
 DEFAULT_MAX_MEMORY = 1 << 30  # bytes of one checkpoint's representation processed in memory
+SINGLE_THREAD_ELEMENTS = 1 << 22  # per-checkpoint matrices up to this size use one BLAS thread
 CHECKPOINT_SCALARS = ("train_loss", "train_acc", "test_loss", "test_acc")
 
 
@@ -64,34 +66,14 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
         targets = labels
     probe_at = checkpoints_selected(probe_checkpoints, n)
 
-    data: dict[str, tuple] = {}
-    for name in CHECKPOINT_SCALARS:
-        values = checkpoints[name].values if name in checkpoints else np.full(n, np.nan)
-        data[name] = ("checkpoint", np.asarray(values, dtype=np.float64))
-    ntk = checkpoints["ntk"] if "ntk" in checkpoints else None
-    for name, values in ntk_metrics(ntk, np.asarray(targets, dtype=np.float64) if targets.ndim == 2 else labels,
-                                    n, int(max_memory)).items():
-        data[name] = ("checkpoint", values)
-
-    rep_names = store_order(tree, "checkpoints", [name for name in checkpoints.data_vars if name.startswith("rep_")])
-    layers = [name.removeprefix("rep_") for name in rep_names]
-    per_layer = {name: np.full((n, len(layers)), np.nan) for name in ("cka_init", "rep_effective_rank", "probe_accuracy")}
-    for j, layer in enumerate(layers):
-        result = representation_metrics(checkpoints[f"rep_{layer}"], labels, probe_at, max_memory=int(max_memory),
-                                        folds=probe_folds, max_iter=probe_max_iter)
-        for name, values in result.items():
-            per_layer[name][:, j] = values
-    data.update({name: (("checkpoint", "layer"), values) for name, values in per_layer.items()})
-
-    param_names = store_order(tree, "params", [name for name in params.data_vars if name not in ("step", "epoch")])
-    rel, cos = np.full((n, len(param_names)), np.nan), np.full((n, len(param_names)), np.nan)
-    for j, name in enumerate(param_names):
-        rel[:, j], cos[:, j] = weight_metrics(params[name], int(max_memory))
-    data["weight_rel_change"] = (("checkpoint", "param"), rel)
-    data["weight_cosine_init"] = (("checkpoint", "param"), cos)
-
-    steps, step_data, window = step_metrics(metrics, smoothing_window)
-    data.update(step_data)
+    # Small per-checkpoint matrices (a 256×256 NTK, 256×40 representations) gain nothing from BLAS
+    # threads, and on a busy machine spinning threads make each eigvalsh/svd up to ~100x slower.
+    largest = max([int(np.prod(checkpoints[v].shape[1:])) for v in checkpoints.data_vars
+                   if v == "ntk" or v.startswith("rep_")], default=0)
+    with threadpool_limits(limits=1 if largest <= SINGLE_THREAD_ELEMENTS else None, user_api="blas"):
+        data, (layers, param_names, steps, window) = _compute(
+            checkpoints, metrics, params, tree, targets, labels, probe_at, n, int(max_memory), probe_folds,
+            probe_max_iter, smoothing_window)
 
     coords = {
         "checkpoint": np.arange(n, dtype=np.int64),
@@ -110,6 +92,41 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
             raise ValueError("analyze(write=True) on a DataTree needs store=PATH to write the analysis group into")
         write_analysis_group(path, result)
     return result
+
+
+def _compute(checkpoints: xr.Dataset, metrics: xr.Dataset, params: xr.Dataset, tree: xr.DataTree,
+             targets: np.ndarray, labels: np.ndarray, probe_at: np.ndarray, n: int, max_memory: int,
+             probe_folds: int, probe_max_iter: int, smoothing_window: int | None) -> tuple[dict, tuple]:
+    """Every variable of the analysis Dataset, and (layers, parameter names, steps, window)."""
+    data: dict[str, tuple] = {}
+    for name in CHECKPOINT_SCALARS:
+        values = checkpoints[name].values if name in checkpoints else np.full(n, np.nan)
+        data[name] = ("checkpoint", np.asarray(values, dtype=np.float64))
+    ntk = checkpoints["ntk"] if "ntk" in checkpoints else None
+    for name, values in ntk_metrics(ntk, np.asarray(targets, dtype=np.float64) if targets.ndim == 2 else labels,
+                                    n, max_memory).items():
+        data[name] = ("checkpoint", values)
+
+    rep_names = store_order(tree, "checkpoints", [name for name in checkpoints.data_vars if name.startswith("rep_")])
+    layers = [name.removeprefix("rep_") for name in rep_names]
+    per_layer = {name: np.full((n, len(layers)), np.nan) for name in ("cka_init", "rep_effective_rank", "probe_accuracy")}
+    for j, layer in enumerate(layers):
+        result = representation_metrics(checkpoints[f"rep_{layer}"], labels, probe_at, max_memory=max_memory,
+                                        folds=probe_folds, max_iter=probe_max_iter)
+        for name, values in result.items():
+            per_layer[name][:, j] = values
+    data.update({name: (("checkpoint", "layer"), values) for name, values in per_layer.items()})
+
+    param_names = store_order(tree, "params", [name for name in params.data_vars if name not in ("step", "epoch")])
+    rel, cos = np.full((n, len(param_names)), np.nan), np.full((n, len(param_names)), np.nan)
+    for j, name in enumerate(param_names):
+        rel[:, j], cos[:, j] = weight_metrics(params[name], max_memory)
+    data["weight_rel_change"] = (("checkpoint", "param"), rel)
+    data["weight_cosine_init"] = (("checkpoint", "param"), cos)
+
+    steps, step_data, window = step_metrics(metrics, smoothing_window)
+    data.update(step_data)
+    return data, (layers, param_names, steps, window)
 
 
 def step_metrics(metrics: xr.Dataset, window: int | None) -> tuple[np.ndarray, dict[str, tuple], int]:

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from threadpoolctl import threadpool_limits
 
 from analysis.cka import linear_cka
-from analysis.run_analysis import analyze
-from analysis.store_io import group, open_tree, read_analysis_group, run_identity, write_dataset
+from analysis.run_analysis import SINGLE_THREAD_ELEMENTS, analyze
+from analysis.store_io import group, open_tree, read_analysis_group, write_dataset
 
 EXPERIMENT_ANALYSIS = "analysis.zarr"
 
@@ -66,7 +67,7 @@ def cka_between(runs: list[object], *, labels: list[str] | None = None, layers: 
 
     Dims (run, run_, checkpoint, layer); NaN where a run lacks that checkpoint or layer. Runs whose
     probe inputs differ (other data, other probe set) are not comparable: their entries are NaN and
-    a RuntimeWarning says so. The diagonal is 1 wherever a representation is defined.
+    a RuntimeWarning says so. The diagonal is 1 wherever a representation is not constant.
     """
     trees = [open_tree(run)[0] for run in runs]
     labels = labels or [str(i) for i in range(len(trees))]
@@ -85,6 +86,18 @@ def cka_between(runs: list[object], *, labels: list[str] | None = None, layers: 
                 warnings.warn(f"runs {labels[i]!r} and {labels[j]!r} have different probe inputs: their CKA is NaN",
                               RuntimeWarning, stacklevel=2)
     out = np.full((r, r, n_checkpoints, len(layers)), np.nan)
+    largest = max([int(np.prod(ck[f"rep_{layer}"].shape[1:])) for ck in checkpoint_groups for layer in layers
+                   if f"rep_{layer}" in ck], default=0)
+    with threadpool_limits(limits=1 if largest <= SINGLE_THREAD_ELEMENTS else None, user_api="blas"):
+        _fill_between(out, checkpoint_groups, layers, comparable, n_checkpoints)
+    return xr.DataArray(out, dims=("run", "run_", "checkpoint", "layer"),
+                        coords={"run": labels, "run_": labels, "checkpoint": np.arange(n_checkpoints),
+                                "layer": np.asarray(layers, dtype=str)})
+
+
+def _fill_between(out: np.ndarray, checkpoint_groups: list[xr.Dataset], layers: list[str], comparable: np.ndarray,
+                  n_checkpoints: int) -> None:
+    """out[i, j, c, k] = linear CKA of run i and run j at checkpoint c, layer k (symmetric), in place."""
     for k, layer in enumerate(layers):
         name = f"rep_{layer}"
         for c in range(n_checkpoints):  # one checkpoint of every run in memory at a time
@@ -93,11 +106,7 @@ def cka_between(runs: list[object], *, labels: list[str] | None = None, layers: 
             for i in reps:
                 for j in reps:
                     if j >= i and comparable[i, j]:
-                        out[i, j, c, k] = out[j, i, c, k] = linear_cka(reps[i], reps[j]) if i != j else 1.0
-    return xr.DataArray(out, dims=("run", "run_", "checkpoint", "layer"),
-                        coords={"run": labels, "run_": labels, "checkpoint": np.arange(n_checkpoints),
-                                "layer": np.asarray(layers, dtype=str)})
-
+                        out[i, j, c, k] = out[j, i, c, k] = linear_cka(reps[i], reps[j])
 
 def analyze_experiment(run_dir: str | os.PathLike, **analyze_options: object) -> xr.Dataset:
     """``analyze`` every run store (``*.zarr``, except ``analysis.zarr``) of ``run_dir``, then ``open_runs``.

@@ -1,10 +1,13 @@
 """open_runs, cka_between and analyze_experiment over several Recorder-written stores."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import xarray as xr
 
-from analysis import analyze, analyze_experiment, cka_between, open_runs
+from analysis import analyze_experiment, cka_between, open_runs
 from analysis.runs import run_labels
 from analysis_runs_fixture import write_run
 from analysis_textbook import linear_cka_textbook
@@ -35,7 +38,7 @@ def test_runs_are_labelled_and_padded(combined):
     np.testing.assert_array_equal(combined["checkpoint_step"].sel(run="adam").values, [0, 5, 10])
     np.testing.assert_array_equal(combined["checkpoint_step"].sel(run="sgd-seed1").values, [0, 10, 20])
     assert combined["cka_init"].dims == ("run", "checkpoint", "layer")
-    assert set(__import__("json").loads(combined.attrs["configs"])) == {"adam", "sgd-seed0", "sgd-seed1"}
+    assert set(json.loads(combined.attrs["configs"])) == {"adam", "sgd-seed0", "sgd-seed1"}
 
 
 def test_combined_values_equal_the_per_run_analyses(experiment, combined):
@@ -84,7 +87,6 @@ def test_different_probe_sets_give_nan_with_warning(tmp_path):
 
 def test_labels():
     assert run_labels([("gn", 0), ("sgd", 0)], [None, None]) == ["gn", "sgd"]
-    from pathlib import Path
     assert run_labels([("gn", 0), ("gn", 1)], [Path("a"), Path("b")]) == ["gn-seed0", "gn-seed1"]
     assert run_labels([("gn", 0), ("gn", 0)], [Path("x/gn.zarr"), Path("y/gn2.zarr")]) == ["gn-seed0-gn", "gn-seed0-gn2"]
 
