@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import xarray as xr
+from threadpoolctl import threadpool_limits
 
 from analysis import analyze
 from dynamics import Recorder
@@ -70,7 +71,14 @@ def _train(path: Path, steps: int, probe: int, checkpoints: int) -> float:
 
 
 def textbook_representation_metrics(path: Path) -> float:
-    """n×n CKA to init with H explicit, for every layer and checkpoint; returns the wall time."""
+    """n×n CKA to init with H explicit, for every layer and checkpoint; returns the wall time.
+
+    Run with one BLAS thread, like ``analyze`` for matrices of this size, so the comparison is fair."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _textbook(path)
+
+
+def _textbook(path: Path) -> float:
     start = time.perf_counter()
     ds = xr.open_zarr(path, group="checkpoints", consolidated=False)
     for name in [v for v in ds.data_vars if v.startswith("rep_")]:
