@@ -114,10 +114,18 @@ def command_run(args: argparse.Namespace) -> None:
     print(write_report(out))
 
 
+def existing_dirs(dirs: list[Path]) -> list[Path]:
+    """``dirs`` if each is a directory; else a DynamicsError naming the first that is not."""
+    for directory in dirs:
+        if not directory.is_dir():
+            raise DynamicsError(f"experiment folder '{directory}' does not exist or is not a directory")
+    return dirs
+
+
 def command_analyze(args: argparse.Namespace) -> None:
     from analysis import analyze_experiment
 
-    for directory in args.dirs:
+    for directory in existing_dirs(args.dirs):
         analyze_experiment(directory)
         print(directory / "analysis.zarr")
 
@@ -125,13 +133,13 @@ def command_analyze(args: argparse.Namespace) -> None:
 def command_report(args: argparse.Namespace) -> None:
     from reports import write_report
 
-    print(write_report(args.dir))
+    print(write_report(existing_dirs([args.dir])[0]))
 
 
 def command_compare(args: argparse.Namespace) -> None:
     from reports import compare
 
-    print(compare(args.dirs, args.out))
+    print(compare(existing_dirs(args.dirs), args.out))
 
 
 COMMANDS = {"run": command_run, "train": command_train, "analyze": command_analyze,

@@ -25,6 +25,7 @@ import math
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -194,10 +195,12 @@ class RunState:
         self.position += 1
         if self.position == e.steps_per_epoch:
             self.position, self.epoch = 0, self.epoch + 1
-        self.recorder.log(self.step, epoch=self.step / e.steps_per_epoch, loss=result.loss, loss_after=loss_after,
-                          other_loss=self.other_loss, other_loss_after=other_after, lr=self.stepper.lr,
-                          grad_norm=result.grad_norm, update_norm=update_norm, gn_residual=result.residual,
-                          time=result.seconds)
+        with warnings.catch_warnings():  # first-order runs log gn_residual = NaN by design
+            warnings.filterwarnings("ignore", message="non-finite gn_residual", category=RuntimeWarning)
+            self.recorder.log(self.step, epoch=self.step / e.steps_per_epoch, loss=result.loss,
+                              loss_after=loss_after, other_loss=self.other_loss, other_loss_after=other_after,
+                              lr=self.stepper.lr, grad_norm=result.grad_norm, update_norm=update_norm,
+                              gn_residual=result.residual, time=result.seconds)
         self.other_loss, self.last_loss = other_after, result.loss
         if self.step in e.checkpoint_steps:
             self.checkpoint()
