@@ -14,7 +14,7 @@ from reports import html as h
 from reports.catalog import FIGURES
 from reports.experiment import ReportError, experiment_dir, load_analysis, run_stores, store_info
 from reports.findings import finding_sentences, headlines
-from reports.report import FINDINGS_HEADER, FINDINGS_NOTE, render_figures
+from reports.report import FINDINGS_HEADER, FINDINGS_NOTE, headline_row, render_figures
 from reports.runs import as_combined
 
 
@@ -68,22 +68,11 @@ def compare(dirs, out) -> Path:
             "<h2>Experiments</h2>",
             h.table(["experiment", "folder", "runs"], [[n, str(p), ", ".join(str(r) for r in ds["run"].values)]
                                                       for n, p, ds in zip(names, paths, datasets)])]
-    settings = _differing_settings({n: {s.label: s.config for s in st if s.config} for n, st in zip(names, stores)})
-    body.append("<h2>Settings that differ</h2>")
-    body.append(h.table(["setting", *names], settings) if settings else
-                '<p class="note">The experiments\' recorded configurations do not differ.</p>')
 
     rows, colors = [], []
     for name, ds in zip(names, datasets):
         for x in headlines(ds):
-            m, s = x.mean, x.std
-            rows.append([name, x.title, str(len(x.runs)),
-                         h.number(m("own_change"), s("own_change"), digits=1, unit="%", signed=True),
-                         h.number(m("other_change"), s("other_change"), digits=1, unit="%", signed=True),
-                         h.number(m("transfer"), s("transfer")), h.number(m("ntk_alignment"), s("ntk_alignment")),
-                         h.number(m("cka_init"), s("cka_init")),
-                         h.number(m("test_acc"), s("test_acc"), digits=1, unit="%"),
-                         h.number(m("train_acc"), s("train_acc"), digits=1, unit="%")])
+            rows.append([name, *headline_row(x)])
             colors.append(h.optimizer_colors([x.optimizer])[0])
     body += ["<h2>Findings</h2>", h.table(["experiment", *FINDINGS_HEADER], rows, numeric=set(range(2, 10)),
                                           swatch=1, colors=colors),
@@ -91,6 +80,15 @@ def compare(dirs, out) -> Path:
     for name, ds in zip(names, datasets):
         sentences = "".join(f"<li>{h.escape(s)}</li>" for s in finding_sentences(headlines(ds)))
         body.append(f'<h3>{h.escape(name)}</h3><ul class="findings">{sentences}</ul>')
+
+    settings = _differing_settings({n: {s.label: s.config for s in st if s.config} for n, st in zip(names, stores)})
+    body.append("<h2>Settings that differ</h2>")
+    if settings:
+        open_ = " open" if len(settings) <= 12 else ""
+        body.append(f"<details{open_}><summary>{len(settings)} settings differ between the experiments</summary>"
+                    f"{h.table(['setting', *names], settings)}</details>")
+    else:
+        body.append('<p class="note">The experiments\' recorded configurations do not differ.</p>')
 
     body.append("<h2>Figures</h2>")
     for number_, spec in enumerate(FIGURES, 1):

@@ -15,7 +15,7 @@ import xarray as xr
 from reports import html as h
 from reports.catalog import FIGURES, FigureSpec
 from reports.experiment import ReportError, StoreInfo, as_dict, experiment_dir, load_analysis, run_stores, store_info
-from reports.findings import finding_sentences, headlines
+from reports.findings import Headline, finding_sentences, headlines
 from reports.plotting import figure_png
 from reports.runs import as_combined, has_values, run_infos, step_series
 
@@ -44,19 +44,21 @@ def render_figures(ds: xr.Dataset, specs=FIGURES, dpi: int = 100):
     return drawn, skipped
 
 
+def headline_row(x: Headline) -> list[str]:
+    """Cells of one optimiser's row under FINDINGS_HEADER (mean ± sd over seeds; "—" when missing)."""
+    m, s = x.mean, x.std
+    return [x.title, str(len(x.runs)),
+            h.number(m("own_change"), s("own_change"), digits=1, unit="%", signed=True),
+            h.number(m("other_change"), s("other_change"), digits=1, unit="%", signed=True),
+            h.number(m("transfer"), s("transfer")), h.number(m("ntk_alignment"), s("ntk_alignment")),
+            h.number(m("cka_init"), s("cka_init")), h.number(m("test_acc"), s("test_acc"), digits=1, unit="%"),
+            h.number(m("train_acc"), s("train_acc"), digits=1, unit="%")]
+
+
 def findings_html(ds: xr.Dataset) -> str:
     """The findings table, its note and one sentence per finding."""
     hs = headlines(ds)
-    rows = []
-    for x in hs:
-        m, s = x.mean, x.std
-        rows.append([x.title, str(len(x.runs)),
-                     h.number(m("own_change"), s("own_change"), digits=1, unit="%", signed=True),
-                     h.number(m("other_change"), s("other_change"), digits=1, unit="%", signed=True),
-                     h.number(m("transfer"), s("transfer")), h.number(m("ntk_alignment"), s("ntk_alignment")),
-                     h.number(m("cka_init"), s("cka_init")),
-                     h.number(m("test_acc"), s("test_acc"), digits=1, unit="%"),
-                     h.number(m("train_acc"), s("train_acc"), digits=1, unit="%")])
+    rows = [headline_row(x) for x in hs]
     sentences = "".join(f"<li>{h.escape(s)}</li>" for s in finding_sentences(hs))
     return (h.table(FINDINGS_HEADER, rows, numeric=set(range(1, 9)), swatch=0,
                     colors=h.optimizer_colors([x.optimizer for x in hs]))

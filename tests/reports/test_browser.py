@@ -26,6 +26,17 @@ def test_report_loads_cleanly_and_every_image_decodes(report, tmp_path):
     assert widths == html_widths and min(widths) > 300
 
 
+def test_comparison_page_loads_cleanly(report, tmp_path):
+    import reports
+    from experiment_dirs import make_experiment
+    from synthetic import make_analysis
+
+    small = make_experiment(tmp_path / "small", make_analysis(optimizers=("gn",), n_steps=30))
+    page = reports.compare([report.parent, small], tmp_path / "compare.html")
+    widths, console = load_page(page, tmp_path)
+    assert console == [] and len(widths) == 2 * len(FIGURES) - 1 and min(widths) > 300
+
+
 def test_screenshot(report, tmp_path):
     png = screenshot(report, tmp_path / "shot.png", width=1280, height=1600)
     assert h.png_size(png.read_bytes()) == (1280, 1600)
