@@ -34,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from dynamics import Recorder
-from dynamics.errors import ConfigError, StoreError
+from dynamics.errors import ConfigError
 from dynamics.schedules import at
 from trainers.config import resolve_optimizer
 from trainers.optimizers import batch_loss, make_optimizer
@@ -121,9 +121,11 @@ def train(config: dict, optimizer: str, out: str | Path, *, seed: int | None = N
                         ntk=config["train"]["ntk"], resume=resuming)
     run = RunState(experiment, model, stepper, recorder, loss, seed, stored_config)
     try:
-        if resuming:
-            run.restore(recorder.load_state(), out)
-        else:
+        state = recorder.load_state() if resuming else None
+        if state is not None:
+            run.restore(state, out)
+        else:  # a fresh store, or one stopped before its first resume state: start from scratch
+            recorder.truncate(-1)
             run.checkpoint()
         run.boundary = True
         with deferred_interrupt() as interrupt, tqdm(total=experiment.total_steps, initial=run.step,
@@ -221,11 +223,8 @@ class RunState:
                 "optimizer": self.stepper.state_dict(), "other_loss": self.other_loss,
                 "config": json.dumps(self.config, sort_keys=True)}
 
-    def restore(self, state: dict | None, path: Path) -> None:
+    def restore(self, state: dict, path: Path) -> None:
         """Continue from ``state`` (saved by :meth:`state`); the store must have the same config."""
-        if state is None:
-            raise StoreError(f"store '{path}' holds no resume state (it stopped before its first checkpoint); "
-                             f"delete it to start over")
         saved = json.loads(state["config"])
         config = json.loads(json.dumps(self.config))
         changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))

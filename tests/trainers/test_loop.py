@@ -222,3 +222,13 @@ def test_mlp_with_kernel_gn_and_torch_optim_by_name(tmp_path, tiny):
 def test_store_name():
     assert store_name("gn", 0, 1) == "gn.zarr"
     assert store_name("gn", 1, 3) == "gn-seed1.zarr"
+
+
+def test_resume_of_store_without_state_starts_over(tmp_path, tiny, full_runs):
+    """Interrupted before the first resume state was saved: --resume trains from scratch in place."""
+    config = tiny()
+    path = tmp_path / "early.zarr"
+    train(config, "adam", path, seed=3, progress=False)
+    (path / "resume" / "state.pt").unlink()
+    train(config, "adam", path, seed=3, resume=True, progress=False)
+    assert_same_run(full_runs["adam"], read(path))
