@@ -232,3 +232,17 @@ def test_resume_of_store_without_state_starts_over(tmp_path, tiny, full_runs):
     (path / "resume" / "state.pt").unlink()
     train(config, "adam", path, seed=3, resume=True, progress=False)
     assert_same_run(full_runs["adam"], read(path))
+
+
+def test_float32_run_matches_recomputation(tmp_path, tiny):
+    """float32 model: stored losses equal a float32 recomputation to 1e-6 relative (same kernels)."""
+    config = tiny(model={"dtype": "float32"}, train={"steps": 4, "checkpoints": 2})
+    metrics, _, params, _ = read(train(config, "adam", tmp_path / "f.zarr", progress=False))
+    experiment, model = model_at(config, 0, params, 1)  # parameters after the last step
+    assert experiment.x.dtype == torch.float32
+    last = batches(experiment, 0, 4)[-1]
+    with torch.no_grad():
+        own = float(batch_loss(model(experiment.x[last]), experiment.y[last], "ce"))
+        other = float(batch_loss(model(experiment.x[experiment.other]), experiment.y[experiment.other], "ce"))
+    assert float(metrics["loss_after"].values[-1]) == pytest.approx(own, rel=1e-6)
+    assert float(metrics["other_loss_after"].values[-1]) == pytest.approx(other, rel=1e-6)
