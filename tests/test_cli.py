@@ -1,7 +1,6 @@
 """The `dynamics` command line end to end on a tiny config, its user errors and Ctrl-C."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dynamics.errors import DataError
 from trainers.data.raw import RawData
 
 DATASETS = ("mnist1d", "digits", "mnist5k", "mnist", "cifar10", "npz")
