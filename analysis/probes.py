@@ -8,6 +8,8 @@ stratified cross-validation of the probe set (pooled over folds),
 shuffled with a fixed ``seed``. Convergence warnings of lbfgs are silenced: with few iterations the
 solver stops early by design, and the accuracy is what is reported. Constant features are harmless
 (the scaler leaves them at 0). Fewer than two classes, or fewer samples than folds, raise ValueError.
+When even the largest class has fewer members than ``folds`` (tiny probe sets), the number of folds
+drops to that class size; if that leaves fewer than two folds the accuracy is NaN, with a warning.
 """
 
 from __future__ import annotations
@@ -39,7 +41,12 @@ def linear_probe_accuracy(x: object, y: object, *, folds: int = 3, max_iter: int
         raise ValueError(f"a probe needs at least two classes, got only label(s) {np.unique(labels).tolist()}")
     if features.shape[0] < folds:
         raise ValueError(f"{folds}-fold cross-validation needs at least {folds} samples, got {features.shape[0]}")
-    splitter = StratifiedKFold(n_splits=int(folds), shuffle=True, random_state=int(seed))
+    largest_class = int(np.bincount(labels).max())
+    if largest_class < 2:
+        warnings.warn(f"linear probe: every class has a single sample among {labels.size}; accuracy is NaN",
+                      RuntimeWarning, stacklevel=2)
+        return float("nan")
+    splitter = StratifiedKFold(n_splits=min(int(folds), largest_class), shuffle=True, random_state=int(seed))
     correct = 0
     # One BLAS thread: these fits are tiny, and with torch's OpenMP runtime loaded a multi-threaded
     # BLAS makes each lbfgs iteration ~20x slower (threads spinning against each other).

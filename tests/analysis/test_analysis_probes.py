@@ -52,3 +52,12 @@ def test_bad_inputs():
         linear_probe_accuracy(x, y[:5])
     with pytest.raises(ValueError, match="C must"):
         linear_probe_accuracy(x, y, C=0)
+
+
+def test_small_probe_sets_use_fewer_folds_and_unsplittable_ones_give_nan():
+    rng = np.random.default_rng(3)
+    # two samples per class: 3-fold stratification is impossible, 2-fold is used instead
+    x = np.concatenate([rng.normal(-5.0, 0.1, (2, 3)), rng.normal(5.0, 0.1, (2, 3))])
+    assert linear_probe_accuracy(x, np.array([0, 0, 1, 1]), folds=3) == 1.0
+    with pytest.warns(RuntimeWarning, match="single sample"):
+        assert np.isnan(linear_probe_accuracy(x, np.array([0, 1, 2, 3]), folds=3))
