@@ -51,6 +51,21 @@ def _keep(eigenvalues: torch.Tensor, rtol: float, atol: float) -> torch.Tensor:
     return eigenvalues > torch.clamp(rtol * top, min=atol)
 
 
+class TruncatedPinv:
+    """Truncated thin SVD M = U S Vᵀ of an N × k matrix, for M⁺ t = V S⁻¹ Uᵀ t and M M⁺ t = U Uᵀ t."""
+
+    def __init__(self, matrix: torch.Tensor, rtol: float, atol: float) -> None:
+        u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+        keep = _keep(s.square(), rtol, atol)
+        self.u, self.inv_s, self.v = u[:, keep], 1.0 / s[keep], vh[keep].T
+        self.rank = int(keep.sum())
+
+    def solve(self, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(M⁺ t, M M⁺ t): the min-norm least-squares solution and the part of t it realises."""
+        projected = self.u.T @ target
+        return self.v @ (self.inv_s[:, None] * projected), self.u @ projected
+
+
 def _split(weight_aug_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """δW_augᵀ ((H+1), half) → (δW (half, H), δb (half,))."""
     return weight_aug_t[:-1].T, weight_aug_t[-1]
@@ -104,17 +119,14 @@ class LinearSolver:
         if int(info) != 0:
             raise ValueError(f"the fixed projection (shape {tuple(proj.shape)}) does not have full column rank")
         inputs_aug = torch.cat([inputs, inputs.new_ones(n, 1)], dim=1)
-        u, s, vh = torch.linalg.svd(inputs_aug @ self.chol_k, full_matrices=False)
-        keep = _keep(s.square(), self.rtol, atol)
-        self.u, self.inv_s, self.v = u[:, keep], 1.0 / s[keep], vh[keep].T
-        self.rank = int(keep.sum())
+        self.pinv = TruncatedPinv(inputs_aug @ self.chol_k, self.rtol, atol)
+        self.rank = self.pinv.rank
         self.full_rank = self.rank == n
 
     def solve(self, target: torch.Tensor) -> Solution:
-        projected = self.u.T @ target
-        coef = self.v @ (self.inv_s[:, None] * projected)  # X̃⁺ t, (half+1, half)
+        coef, realised = self.pinv.solve(target)  # X̃⁺ t, (half+1, half)
         m = torch.linalg.solve_triangular(self.chol_k.T, coef, upper=True)  # L⁻ᵀ c
-        return (self.proj @ m[:-1]).T, m[-1], self.u @ projected
+        return (self.proj @ m[:-1]).T, m[-1], realised
 
 
 class SVDSolver:
@@ -124,15 +136,13 @@ class SVDSolver:
         n = features.shape[0]
         self.rtol = default_rtol(n, features.dtype) if rtol is None else rtol
         aug = torch.cat([features, features.new_ones(n, 1)], dim=1)
-        u, s, vh = torch.linalg.svd(aug, full_matrices=False)
-        keep = _keep(s.square(), self.rtol, atol)
-        self.u, self.inv_s, self.v = u[:, keep], 1.0 / s[keep], vh[keep].T
-        self.rank = int(keep.sum())
+        self.pinv = TruncatedPinv(aug, self.rtol, atol)
+        self.rank = self.pinv.rank
         self.full_rank = self.rank == n
 
     def solve(self, target: torch.Tensor) -> Solution:
-        projected = self.u.T @ target
-        return (*_split(self.v @ (self.inv_s[:, None] * projected)), self.u @ projected)
+        coef, realised = self.pinv.solve(target)
+        return (*_split(coef), realised)
 
 
 def make_solver(state, solver: str, rtol: float | None, atol: float):
