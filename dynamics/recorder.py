@@ -194,10 +194,15 @@ class Recorder:
         if not self._rows:
             return
         rows, self._rows = self._rows, []
+        self._writer.append_metrics(*self._columns(rows))
+
+    @staticmethod
+    def _columns(rows: list) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Buffered rows as (steps, epochs, name → column) for the writer."""
         names = list(dict.fromkeys(name for _, _, values in rows for name in values))
         columns = {name: np.array([values.get(name, math.nan) for _, _, values in rows]) for name in names}
-        self._writer.append_metrics(np.array([r[0] for r in rows], dtype=np.int64),
-                                    np.array([r[1] for r in rows], dtype=np.float64), columns)
+        return (np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.float64),
+                columns)
 
     def checkpoint(self, step: int, epoch: Any = None, **scalars: Any) -> bool:
         """Store a checkpoint at ``step`` if the schedule says so; returns whether it stored.
@@ -218,9 +223,20 @@ class Recorder:
         if self._schedule is not None and not self._schedule(step):
             return False
         values = self._scalars("checkpoints", step, scalars)
-        self.flush()
         arrays, params = self._model_arrays()
-        self._writer.append_checkpoint(step, epoch_value, values, arrays, params)
+        # the buffered metrics rows go into the same write batch and the same commit as the checkpoint
+        rows = self._rows
+        try:
+            self._writer.append_checkpoint(step, epoch_value, values, arrays, params,
+                                           metrics=self._columns(rows) if rows else None)
+        except BaseException:
+            if rows and self._rows is rows:      # the checkpoint failed: still store the metrics alone
+                try:
+                    self.flush()
+                except Exception:
+                    pass
+            raise
+        self._rows = []
         self._checkpoint_steps.append(step)
         return True
 

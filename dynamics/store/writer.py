@@ -225,11 +225,27 @@ class RunWriter:
 
     @staticmethod
     def _grow_then_write(plan: list) -> None:
-        """Grow every planned array, then write every new row: two concurrent batches on zarr's loop."""
+        """Grow every planned array, then write its new rows: one concurrent batch on zarr's loop.
+
+        Each array is resized before its own rows are written; arrays do not wait for each other.
+        Nothing here is visible as committed: ``committed`` is rewritten only after the batch.
+        """
+        async def grow_write(a: Any, rows: int, n: int, v: np.ndarray) -> None:
+            if a.shape[0] != rows + n:
+                await a.resize((rows + n,) + a.shape[1:])
+            await a.setitem(slice(rows, rows + n), v)
+
         async def run() -> None:
-            await asyncio.gather(*(a.resize((rows + n,) + a.shape[1:]) for a, rows, n, _ in plan))
-            await asyncio.gather(*(a.setitem(slice(rows, rows + n), v) for a, rows, n, v in plan))
+            await asyncio.gather(*(grow_write(*item) for item in plan))
         zarr_sync(run())
+
+    def _metrics_columns(self, steps: np.ndarray, epochs: np.ndarray, scalars: dict[str, np.ndarray]) -> dict:
+        last = self.committed["step"]
+        if (last is not None and steps[0] <= last) or np.any(np.diff(steps) <= 0):
+            raise StoreError(f"metrics steps must increase strictly: got {steps[:5].tolist()}... after {last}")
+        columns = {"step": ((), steps), "epoch": ((), np.asarray(epochs, dtype=np.float64))}
+        columns.update({name: ((), np.asarray(v, dtype=np.float64)) for name, v in scalars.items()})
+        return columns
 
     def append_metrics(self, steps: np.ndarray, epochs: np.ndarray, scalars: dict[str, np.ndarray]) -> None:
         """Append rows: ``steps`` (k,) int64 strictly increasing after the stored ones, ``epochs`` (k,),
@@ -237,23 +253,26 @@ class RunWriter:
         steps = np.asarray(steps, dtype=np.int64)
         if steps.size == 0:
             return
-        last = self.committed["step"]
-        if (last is not None and steps[0] <= last) or np.any(np.diff(steps) <= 0):
-            raise StoreError(f"metrics steps must increase strictly: got {steps[:5].tolist()}... after {last}")
-        columns = {"step": ((), steps), "epoch": ((), np.asarray(epochs, dtype=np.float64))}
-        columns.update({name: ((), np.asarray(v, dtype=np.float64)) for name, v in scalars.items()})
-        names, plan = self._plan_rows("metrics", columns, len(steps))
+        names, plan = self._plan_rows("metrics", self._metrics_columns(steps, epochs, scalars), len(steps))
         self._grow_then_write(plan)
         variables = dict(self.committed["variables"], metrics=names)
         self._commit(metrics=self.committed["metrics"] + len(steps), step=int(steps[-1]), variables=variables)
 
     def append_checkpoint(self, step: int, epoch: float, scalars: dict[str, float],
                           checkpoint_arrays: dict[str, tuple[tuple[str, ...], np.ndarray]],
-                          param_arrays: dict[str, tuple[tuple[str, ...], np.ndarray]]) -> None:
-        """Append one checkpoint (scalars, NTK/representations, parameters) and commit it."""
+                          param_arrays: dict[str, tuple[tuple[str, ...], np.ndarray]],
+                          metrics: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]] | None = None) -> None:
+        """Append one checkpoint (scalars, NTK/representations, parameters) and commit it.
+
+        ``metrics`` = (steps, epochs, scalars) as for :meth:`append_metrics` appends those rows in the
+        same write batch and the same commit (one ``committed`` rewrite for both)."""
         last = self.committed["checkpoint_step"]
         if last is not None and step <= last:
             raise StoreError(f"checkpoint step {step} is not after the last stored checkpoint step {last}")
+        m_steps = None
+        if metrics is not None:
+            m_steps = np.asarray(metrics[0], dtype=np.int64)
+            m_columns = self._metrics_columns(m_steps, metrics[1], metrics[2]) if m_steps.size else None
         index = self.committed["checkpoint"]
         coords = {"checkpoint": ((), np.array([index], dtype=np.int64)), "step": ((), np.array([step], dtype=np.int64)),
                   "epoch": ((), np.array([epoch], dtype=np.float64))}
@@ -262,11 +281,16 @@ class RunWriter:
         cols.update({name: (dims, data[None]) for name, (dims, data) in checkpoint_arrays.items()})
         params = dict(coords)
         params.update({name: (dims, data[None]) for name, (dims, data) in param_arrays.items()})
-        names_c, plan_c = self._plan_rows("checkpoints", cols, 1)
-        names_p, plan_p = self._plan_rows("params", params, 1)
-        self._grow_then_write(plan_c + plan_p)
-        variables = dict(self.committed["variables"], checkpoints=names_c, params=names_p)
-        self._commit(checkpoint=index + 1, checkpoint_step=int(step), variables=variables)
+        plan_m: list = []
+        changes: dict[str, Any] = {}
+        variables = dict(self.committed["variables"])
+        if m_steps is not None and m_steps.size:
+            variables["metrics"], plan_m = self._plan_rows("metrics", m_columns, len(m_steps))
+            changes.update(metrics=self.committed["metrics"] + len(m_steps), step=int(m_steps[-1]))
+        variables["checkpoints"], plan_c = self._plan_rows("checkpoints", cols, 1)
+        variables["params"], plan_p = self._plan_rows("params", params, 1)
+        self._grow_then_write(plan_m + plan_c + plan_p)
+        self._commit(checkpoint=index + 1, checkpoint_step=int(step), variables=variables, **changes)
 
     # ----------------------------------------------------------------- truncate / close
     def truncate(self, step: int) -> None:
