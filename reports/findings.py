@@ -95,6 +95,11 @@ def _verb(change: float) -> str:
     return "reduce" if change < 0 else "increase"
 
 
+def _significant(value: float) -> str:
+    """``value`` with two significant digits, never in scientific notation (0.0059, 4.5, 19)."""
+    return np.format_float_positional(value, precision=2, fractional=False, trim="-")
+
+
 def _batch_sentence(h: Headline) -> str | None:
     own, other, transfer = h.mean("own_change"), h.mean("other_change"), h.mean("transfer")
     if not (np.isfinite(own) and np.isfinite(other)):
@@ -103,9 +108,9 @@ def _batch_sentence(h: Headline) -> str | None:
     link = "but" if small or _verb(own) != _verb(other) else "and"
     only = "only " if small else ""
     text = (f"{h.title}'s updates {_verb(own)} the loss of the batch they were computed on by "
-            f"{abs(own):.1f}% on average, {link} {_verb(other)} the loss of another batch by {only}"
-            f"{abs(other):.1f}%")
-    return text + (f" (transfer {transfer:.2f})." if np.isfinite(transfer) else ".")
+            f"{_significant(abs(own))}% on average, {link} {_verb(other)} the loss of another batch by {only}"
+            f"{_significant(abs(other))}%")
+    return text + (f" (transfer {_significant(transfer)})." if np.isfinite(transfer) else ".")
 
 
 def _extremes_sentence(hs, name, low_text, high_text, single_text) -> str | None:

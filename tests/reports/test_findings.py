@@ -48,9 +48,12 @@ def test_sentences_state_the_numbers(analysis_ds):
     hs = headlines(analysis_ds)
     text = " ".join(finding_sentences(hs))
     gn = hs[0]
-    assert (f"GN's updates reduce the loss of the batch they were computed on by {abs(gn.mean('own_change')):.1f}% "
-            f"on average, but reduce the loss of another batch by only {abs(gn.mean('other_change')):.1f}% "
-            f"(transfer {gn.mean('transfer'):.2f})") in text
+    def two_digits(x):  # two significant digits, positional notation
+        return np.format_float_positional(x, precision=2, fractional=False, trim="-")
+
+    assert (f"GN's updates reduce the loss of the batch they were computed on by {two_digits(abs(gn.mean('own_change')))}% "
+            f"on average, but reduce the loss of another batch by only {two_digits(abs(gn.mean('other_change')))}% "
+            f"(transfer {two_digits(gn.mean('transfer'))})") in text
     assert f"is lowest for GN ({gn.mean('transfer'):.2f})" in text
     assert f"least under GN ({gn.mean('ntk_alignment'):.2f})" in text
     assert f"most under Adam (final alignment to initialisation {hs[2].mean('ntk_alignment'):.2f}" in text
@@ -64,11 +67,11 @@ def test_sentences_follow_signs_and_sizes():
     ds["own_change"][:] = -4.0
     ds["other_change"][:] = 1.0
     (sentence,) = [s for s in finding_sentences(headlines(ds)) if "updates" in s]
-    assert sentence == ("SGD's updates reduce the loss of the batch they were computed on by 4.0% on average, "
-                        "but increase the loss of another batch by 1.0% (transfer -0.25).")
+    assert sentence == ("SGD's updates reduce the loss of the batch they were computed on by 4% on average, "
+                        "but increase the loss of another batch by 1% (transfer -0.25).")
     ds["other_change"][:] = -3.0
     (sentence,) = [s for s in finding_sentences(headlines(ds)) if "updates" in s]
-    assert "and reduce the loss of another batch by 3.0% (transfer 0.75)" in sentence
+    assert "and reduce the loss of another batch by 3% (transfer 0.75)" in sentence
 
 
 def test_missing_variables_drop_their_sentences():
