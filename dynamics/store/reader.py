@@ -54,7 +54,12 @@ def check_store(path: str | os.PathLike) -> dict[str, Any]:
     """Root attributes of the run store at ``path``; StoreError when it is not one of schema
     "dynamics.run/1" (missing path, not a zarr v3 group, foreign or newer schema)."""
     path = Path(path)
-    attrs = _root_metadata(path).get("attributes", {})
+    return _checked_attrs(path, _root_metadata(path))
+
+
+def _checked_attrs(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """The attributes of root metadata ``meta`` of ``path``, after the schema check of :func:`check_store`."""
+    attrs = meta.get("attributes", {})
     found = attrs.get("schema")
     if found is None:
         raise StoreError(f"{path} is a zarr group but not a dynamics run store (no 'schema' attribute)")
@@ -91,15 +96,14 @@ def open_run(path: str | os.PathLike) -> Any:
     """
     import xarray as xr
     path = Path(path)
-    check_store(path)
     meta = _root_metadata(path)
-    attrs = meta.get("attributes", {})
+    attrs = _checked_attrs(path, meta)
     committed = schema.parse_json_attr(attrs, "committed", path)
     consolidated = "consolidated_metadata" in meta
     nodes: dict[str, Any] = {"/": xr.Dataset(attrs=attrs)}
     with quiet_zarr_warnings():
         for group in schema.ROW_DIM:
-            rows = committed["metrics" if group == "metrics" else "checkpoint"]
+            rows = schema.committed_rows(committed, group)
             nodes[f"/{group}"] = _committed_dataset(path, group, committed["variables"][group], rows, consolidated)
         for child in sorted(p.name for p in path.iterdir() if (p / "zarr.json").is_file()):
             if child in schema.ROW_DIM:

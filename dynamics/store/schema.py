@@ -33,7 +33,6 @@ Readers use the first ``rows`` / ``checkpoints`` entries of the listed variables
 from __future__ import annotations
 
 import json
-import math
 import numbers
 import re
 from typing import Any
@@ -98,6 +97,11 @@ def empty_committed() -> dict[str, Any]:
                           "params": list(CHECKPOINT_COORDS)}}
 
 
+def committed_rows(committed: dict[str, Any], group: str) -> int:
+    """Rows of ``group`` ("metrics", "checkpoints" or "params") under the ``committed`` mark."""
+    return committed["metrics" if group == "metrics" else "checkpoint"]
+
+
 def parse_json_attr(attrs: dict[str, Any], key: str, path: object) -> Any:
     """Root attribute ``key`` decoded from JSON; a missing or malformed one → StoreError naming it."""
     from dynamics.errors import StoreError
@@ -132,6 +136,3 @@ def trim_nonfinite(record: dict[str, Any], group: str, last_step: int) -> None:
     if group in record and not entries:
         del record[group]
 
-
-def is_finite(value: float) -> bool:
-    return math.isfinite(value)

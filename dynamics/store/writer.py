@@ -166,7 +166,7 @@ class RunWriter:
 
     # ----------------------------------------------------------------- state
     def _rows(self, group: str) -> int:
-        return self.committed["metrics" if group == "metrics" else "checkpoint"]
+        return schema.committed_rows(self.committed, group)
 
     def _array(self, group: str, name: str) -> zarr.Array:
         key = (group, name)
