@@ -17,8 +17,9 @@ from torch import nn
 from dynamics.gauss_newton.base import GaussNewtonOptimizer
 from dynamics.gauss_newton.report import GNStepReport
 from dynamics.gauss_newton.residual import trained_parameters
-from dynamics.gauss_newton.solve import default_rtol
+from dynamics.gauss_newton.solve import accepted_cholesky, default_rtol, keep_mask
 from dynamics.gauss_newton.targets import CE_TARGETS, LOSSES, batch_loss, check_targets, output_targets
+from dynamics.models.layers import eval_mode
 from dynamics.ntk import METHODS, empirical_ntk
 
 
@@ -28,12 +29,11 @@ def solve_kernel(kernel: torch.Tensor, rhs: torch.Tensor, damping: float, rtol: 
     n = kernel.shape[0]
     rtol = default_rtol(n, kernel.dtype) if rtol is None else rtol
     damped = kernel + damping * torch.eye(n, dtype=kernel.dtype, device=kernel.device)
-    chol, info = torch.linalg.cholesky_ex(damped)
-    threshold = max(atol, rtol * float(torch.linalg.matrix_norm(damped)))
-    if int(info) == 0 and float(chol.diagonal().square().min()) > threshold:
+    chol = accepted_cholesky(damped, rtol, atol)
+    if chol is not None:
         return torch.cholesky_solve(rhs, chol), n
     eigenvalues, vectors = torch.linalg.eigh(damped)
-    keep = eigenvalues > max(atol, rtol * float(eigenvalues.max()))
+    keep = keep_mask(eigenvalues, rtol, atol)
     vectors = vectors[:, keep]
     return vectors @ ((vectors.T @ rhs) / eigenvalues[keep, None]), int(keep.sum())
 
@@ -88,9 +88,7 @@ class KernelGN(GaussNewtonOptimizer):
         start = time.perf_counter()
         settings, model = self.settings, self.model
         params = trained_parameters(model)
-        modes = {m: m.training for m in model.modules()}
-        model.eval()
-        try:
+        with eval_mode(model):
             with torch.no_grad():
                 logits = self._outputs(x)
             n, n_outputs = logits.shape
@@ -108,9 +106,6 @@ class KernelGN(GaussNewtonOptimizer):
 
             _, pullback = torch.func.vjp(outputs, *(p.detach() for p in params.values()))
             update = pullback(coef.reshape(n, n_outputs))
-        finally:
-            for m, mode in modes.items():
-                m.training = mode
         target_norm = float(torch.linalg.vector_norm(desired))
         error = float(torch.linalg.vector_norm(kernel @ coef - desired.reshape(-1, 1)))
         update_norm = self.apply_update(list(zip(params.values(), update)))

@@ -45,10 +45,19 @@ def gram_with_bias(features: torch.Tensor, pieces: int | None = None) -> torch.T
     return lower + lower.tril(-1).T
 
 
-def _keep(eigenvalues: torch.Tensor, rtol: float, atol: float) -> torch.Tensor:
+def keep_mask(eigenvalues: torch.Tensor, rtol: float, atol: float) -> torch.Tensor:
     """Mask of eigenvalues λ > max(atol, rtol · λ_max)."""
     top = eigenvalues.max() if eigenvalues.numel() else eigenvalues.new_zeros(())
     return eigenvalues > torch.clamp(rtol * top, min=atol)
+
+
+def accepted_cholesky(gram: torch.Tensor, rtol: float, atol: float) -> torch.Tensor | None:
+    """Cholesky factor of ``gram`` if it succeeds with every pivot L_ii² > max(atol, rtol · ‖gram‖_F), else None."""
+    chol, info = torch.linalg.cholesky_ex(gram)
+    threshold = max(atol, rtol * float(torch.linalg.matrix_norm(gram)))
+    if int(info) == 0 and float(chol.diagonal().square().min()) > threshold:
+        return chol
+    return None
 
 
 class TruncatedPinv:
@@ -56,7 +65,7 @@ class TruncatedPinv:
 
     def __init__(self, matrix: torch.Tensor, rtol: float, atol: float) -> None:
         u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
-        keep = _keep(s.square(), rtol, atol)
+        keep = keep_mask(s.square(), rtol, atol)
         self.u, self.inv_s, self.v = u[:, keep], 1.0 / s[keep], vh[keep].T
         self.rank = int(keep.sum())
 
@@ -82,14 +91,12 @@ class GramSolver:
         self.gram = gram
         self.chol = None
         if n <= features.shape[1] + 1:
-            chol, info = torch.linalg.cholesky_ex(gram)
-            pivots = chol.diagonal().square()
-            threshold = max(atol, self.rtol * float(torch.linalg.matrix_norm(gram)))
-            if int(info) == 0 and float(pivots.min()) > threshold:
-                self.chol, self.rank = chol, n
-        if self.chol is None:
+            self.chol = accepted_cholesky(gram, self.rtol, atol)
+        if self.chol is not None:
+            self.rank = n
+        else:
             eigenvalues, vectors = torch.linalg.eigh(gram)
-            keep = _keep(eigenvalues, self.rtol, atol)
+            keep = keep_mask(eigenvalues, self.rtol, atol)
             self.vectors, self.inv_eigenvalues = vectors[:, keep], 1.0 / eigenvalues[keep]
             self.rank = int(keep.sum())
         self.full_rank = self.rank == n
