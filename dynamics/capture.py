@@ -13,6 +13,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from dynamics.models.layers import eval_mode
+
 #: Module types counted as "activations" when a model declares no ``representation_layers``.
 ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ReLU6, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
@@ -152,15 +154,9 @@ def capture_representations(model: nn.Module, x: torch.Tensor, layers: str | Ite
     all_modules = dict(model.named_modules())
     modules = {name: all_modules[name] for name in names}
     step = x.shape[0] if chunk_size is None else chunk_size
-    modes = {module: module.training for module in model.modules()}
     pieces: dict[str, list[torch.Tensor]] = {name: [] for name in names}
-    try:
-        model.eval()
-        with torch.no_grad():
-            for start in range(0, x.shape[0], step):
-                for name, out in _capture_chunk(model, modules, x[start:start + step]).items():
-                    pieces[name].append(out)
-    finally:
-        for module, training in modes.items():
-            module.training = training
+    with eval_mode(model), torch.no_grad():
+        for start in range(0, x.shape[0], step):
+            for name, out in _capture_chunk(model, modules, x[start:start + step]).items():
+                pieces[name].append(out)
     return {name: torch.cat(chunks, dim=0) for name, chunks in pieces.items()}

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from dynamics.models.layers import eval_mode
+
 
 def trained_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
     """Name → parameter for every parameter with requires_grad, in ``model.named_parameters()`` order."""
@@ -57,15 +59,9 @@ def output_change(model: nn.Module, x: torch.Tensor, update: object) -> torch.Te
     def outputs(*values: torch.Tensor) -> torch.Tensor:
         return torch.func.functional_call(model, dict(zip(names, values)), (x,), strict=False)
 
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            _, change = torch.func.jvp(outputs, tuple(p.detach() for p in params.values()),
-                                       tuple(tangents[n] for n in names))
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
+    with eval_mode(model), torch.no_grad():
+        _, change = torch.func.jvp(outputs, tuple(p.detach() for p in params.values()),
+                                   tuple(tangents[n] for n in names))
     return change.reshape(x.shape[0], -1)
 
 

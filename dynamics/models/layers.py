@@ -1,4 +1,4 @@
-"""Building blocks shared by the models: named activations and seeded ``nn.Linear`` layers.
+"""Building blocks shared by the models: named activations, seeded ``nn.Linear`` layers, eval mode.
 
 Models draw their initial weights from a local ``torch.Generator`` so that a seed fixes a model
 without touching torch's global random state.
@@ -7,6 +7,8 @@ without touching torch's global random state.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -69,3 +71,15 @@ def check_input(x: torch.Tensor, dim: int, dtype: torch.dtype, model: str) -> No
         raise ValueError(f"{model} expects inputs with {dim} features (last dimension), got shape {tuple(x.shape)}")
     if x.dtype != dtype:
         raise TypeError(f"{model} has dtype {dtype} but the input has dtype {x.dtype}; convert one of them")
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run the body with ``model`` in eval mode; every sub-module's train/eval flag is restored afterwards."""
+    modes = {module: module.training for module in model.modules()}
+    try:
+        model.eval()
+        yield model
+    finally:
+        for module, training in modes.items():
+            module.training = training

@@ -8,6 +8,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from dynamics.models.layers import eval_mode
 from dynamics.ntk.blocks import assemble_kernel
 from dynamics.ntk.generic import contract_jacobians, default_chunk_size, jacobian_features, split_parameters
 from dynamics.ntk.structured import (check_output, contract_features, linear_features, structured_problem,
@@ -107,14 +108,8 @@ def empirical_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
         trained = [p for p in model.parameters() if p.requires_grad]
     x1 = _prepare(x1, trained[0])
     x2 = None if x2 is None else _prepare(x2, trained[0])
-    modes = {module: module.training for module in model.modules()}
-    try:
-        model.eval()
-        with torch.inference_mode(False), torch.enable_grad():
-            return _compute(model, x1, x2, trace, method, chunk_size)
-    finally:
-        for module, training in modes.items():
-            module.training = training
+    with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+        return _compute(model, x1, x2, trace, method, chunk_size)
 
 
 def _compute(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None, trace: bool, method: str,
