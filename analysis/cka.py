@@ -25,8 +25,8 @@ import math
 import numpy as np
 
 from analysis.arrays import as_float_matrix, nan_with_warning
-from analysis.cka_chunked import LinearCKAAccumulator, is_lazy, iter_row_chunks
-from analysis.hsic import MIN_SAMPLES_UNBIASED, centered_kernel_product, linear_pair_terms, unbiased_hsic_kernels
+from analysis.cka_chunked import LinearCKAAccumulator, is_lazy, iter_row_chunks, row_count
+from analysis.hsic import MIN_SAMPLES_UNBIASED, double_centre, linear_pair_terms, unbiased_hsic_kernels
 
 
 def linear_cka(x: object, y: object, *, debiased: bool = False, chunk_size: int | None = None) -> float:
@@ -76,7 +76,8 @@ def rbf_cka(x: object, y: object, *, sigma: float | None = None, debiased: bool 
         return nan_with_warning(f"RBF CKA is undefined: all samples of {which} are equal (median distance 0)")
     if debiased:
         return cka_from_hsic(unbiased_hsic_kernels(k, l), unbiased_hsic_kernels(k, k), unbiased_hsic_kernels(l, l))
-    return cka_from_hsic(centered_kernel_product(k, l), centered_kernel_product(k, k), centered_kernel_product(l, l))
+    kc, lc = double_centre(k), double_centre(l)  # centre each kernel once for all three products
+    return cka_from_hsic(float(np.sum(kc * lc)), float(np.sum(kc * kc)), float(np.sum(lc * lc)))
 
 
 def rbf_kernel(a: np.ndarray, sigma: float) -> np.ndarray | None:
@@ -100,9 +101,9 @@ def minibatch_cka(x: object, y: object, *, batch_size: int) -> float:
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < MIN_SAMPLES_UNBIASED:
         raise ValueError(f"batch_size must be an int >= 4 (unbiased HSIC needs 4 samples), got {batch_size!r}")
-    n = _row_count(x, "X")
-    if _row_count(y, "Y") != n:
-        raise ValueError(f"X and Y must have the same number of samples, got {n} and {_row_count(y, 'Y')}")
+    n, n_y = row_count(x, "X"), row_count(y, "Y")
+    if n_y != n:
+        raise ValueError(f"X and Y must have the same number of samples, got {n} and {n_y}")
     if n < MIN_SAMPLES_UNBIASED:
         raise ValueError(f"minibatch CKA needs at least 4 samples, got N={n}")
     starts = list(range(0, n, int(batch_size)))
@@ -133,13 +134,6 @@ def _paired_matrices(x: object, y: object, min_rows: int) -> tuple[np.ndarray, n
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"X and Y must have the same number of samples, got {a.shape[0]} and {b.shape[0]}")
     return a, b
-
-
-def _row_count(x: object, name: str) -> int:
-    shape = getattr(x, "shape", None)
-    if shape is None or len(shape) == 0:
-        raise TypeError(f"{name} must be an array with a sample dimension, got {type(x).__name__}")
-    return int(shape[0])
 
 
 def _check_bool(name: str, value: object) -> None:

@@ -32,7 +32,7 @@ def iter_row_chunks(x: object, y: object, chunk_size: int | None) -> Iterator[tu
 
     ``chunk_size=None`` uses the first row chunk of a dask-backed input (else all rows at once).
     """
-    n_x, n_y = _rows(x, "X"), _rows(y, "Y")
+    n_x, n_y = row_count(x, "X"), row_count(y, "Y")
     if n_x != n_y:
         raise ValueError(f"X and Y must have the same number of samples, got {n_x} and {n_y}")
     if chunk_size is None:
@@ -81,16 +81,14 @@ class LinearCKAAccumulator:
         need = MIN_SAMPLES_UNBIASED if debiased else 2
         if self.n < need:
             raise ValueError(f"linear CKA{' (debiased)' if debiased else ''} needs at least {need} samples, got N={self.n}")
-        s, n = self._sums, self.n
-        centred_xx = s["xx"] - np.outer(s["s_x"], s["s_x"]) / n
-        centred_yy = s["yy"] - np.outer(s["s_y"], s["s_y"]) / n
+        s = self._sums
+        centred_xx, centred_yy, centred_xy = self.centred_moments()
         for name, centred, shifted in (("X", centred_xx, s["t_x"]), ("Y", centred_yy, s["t_y"])):
             if not np.trace(centred) > CONSTANT_TOLERANCE * shifted:
                 return nan_with_warning(f"linear CKA is undefined: {name} is constant over the samples")
         if debiased:
             hsic = [self._pair(p).unbiased_hsic() for p in ("xy", "xx", "yy")]
         else:
-            centred_xy = s["xy"] - np.outer(s["s_x"], s["s_y"]) / n
             hsic = [np.sum(centred_xy ** 2), np.sum(centred_xx ** 2), np.sum(centred_yy ** 2)]
         if not hsic[1] > 0.0 or not hsic[2] > 0.0:
             which = "X" if not hsic[1] > 0.0 else "Y"
@@ -125,7 +123,8 @@ class LinearCKAAccumulator:
         )
 
 
-def _rows(x: object, name: str) -> int:
+def row_count(x: object, name: str) -> int:
+    """Length of the sample (first) dimension of ``x``; TypeError naming ``name`` if it has none."""
     shape = getattr(x, "shape", None)
     if shape is None or len(shape) == 0:
         raise TypeError(f"{name} must be an array with a sample dimension, got {type(x).__name__}")

@@ -74,8 +74,11 @@ def unbiased_hsic_kernels(k: np.ndarray, l: np.ndarray) -> float:
     return float(value / (n * (n - 3)))
 
 
+def double_centre(k: np.ndarray) -> np.ndarray:
+    """H K H with H = I − 11ᵀ/N, as K − column means − row means + grand mean (no H formed). (N, N) → (N, N)."""
+    return k - k.mean(axis=0, keepdims=True) - k.mean(axis=1, keepdims=True) + k.mean()
+
+
 def centered_kernel_product(k: np.ndarray, l: np.ndarray) -> float:
     """tr(K H L H) = ⟨HKH, HLH⟩_F for symmetric (N, N) kernels, without forming H."""
-    kc = k - k.mean(axis=0, keepdims=True) - k.mean(axis=1, keepdims=True) + k.mean()
-    lc = l - l.mean(axis=0, keepdims=True) - l.mean(axis=1, keepdims=True) + l.mean()
-    return float(np.sum(kc * lc))
+    return float(np.sum(double_centre(k) * double_centre(l)))

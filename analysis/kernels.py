@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from analysis.arrays import as_float_array, as_labels, as_square_kernel, nan_with_warning
+from analysis.hsic import double_centre
 
 
 def center_kernel(k: object) -> np.ndarray:
@@ -23,8 +24,7 @@ def center_kernel(k: object) -> np.ndarray:
 
     Shapes: (N, N) → (N, N) float64. Reference: Cortes et al. 2012, Lemma 1.
     """
-    k = as_square_kernel(k, "K")
-    return k - k.mean(axis=0, keepdims=True) - k.mean(axis=1, keepdims=True) + k.mean()
+    return double_centre(as_square_kernel(k, "K"))
 
 
 def alignment(k1: object, k2: object, *, centered: bool = False) -> float:

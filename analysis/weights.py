@@ -4,7 +4,8 @@
     cosine to init    ⟨θ_t, θ_0⟩ / (‖θ_t‖ ‖θ_0‖)
 over all entries of one parameter tensor (flattened). A zero initial tensor (e.g. a bias initialised
 to 0) makes the relative change undefined and a zero tensor makes the cosine undefined: NaN with a
-RuntimeWarning. ``weight_change_table`` vectorises both over checkpoints for the run analysis.
+RuntimeWarning. ``weight_change_table`` vectorises both over the checkpoints of an in-memory history
+(the run analysis reads stored histories lazily instead: :func:`analysis.checkpoint_metrics.weight_metrics`).
 """
 
 from __future__ import annotations
