@@ -61,7 +61,8 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str
 
 
 def parameter_vector(model: torch.nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).clone()
+    """All parameters as one new flat tensor (``torch.cat`` copies, so later updates leave it unchanged)."""
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
 @contextmanager
