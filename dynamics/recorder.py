@@ -101,7 +101,9 @@ class Recorder:
         self._flush_every = _check_positive("flush_every", flush_every)
         self._schedule = None if schedule is None else as_schedule(schedule)
         self.model, self.ntk, self.ntk_chunk_size = model, ntk, ntk_chunk_size
-        if layers is not None and not isinstance(layers, str) and len(list(layers)) == 0:
+        if isinstance(layers, Iterable) and not isinstance(layers, str):
+            layers = list(layers)  # read a generator once, here, not again in resolve_layers
+        if layers == []:
             self.layers: list[str] = []
         else:
             from dynamics.capture import resolve_layers

@@ -269,10 +269,9 @@ class RunWriter:
         last = self.committed["checkpoint_step"]
         if last is not None and step <= last:
             raise StoreError(f"checkpoint step {step} is not after the last stored checkpoint step {last}")
-        m_steps = None
-        if metrics is not None:
-            m_steps = np.asarray(metrics[0], dtype=np.int64)
-            m_columns = self._metrics_columns(m_steps, metrics[1], metrics[2]) if m_steps.size else None
+        m_steps = np.asarray(metrics[0] if metrics is not None else (), dtype=np.int64)
+        if m_steps.size:
+            m_columns = self._metrics_columns(m_steps, metrics[1], metrics[2])
         index = self.committed["checkpoint"]
         coords = {"checkpoint": ((), np.array([index], dtype=np.int64)), "step": ((), np.array([step], dtype=np.int64)),
                   "epoch": ((), np.array([epoch], dtype=np.float64))}
@@ -284,7 +283,7 @@ class RunWriter:
         plan_m: list = []
         changes: dict[str, Any] = {}
         variables = dict(self.committed["variables"])
-        if m_steps is not None and m_steps.size:
+        if m_steps.size:
             variables["metrics"], plan_m = self._plan_rows("metrics", m_columns, len(m_steps))
             changes.update(metrics=self.committed["metrics"] + len(m_steps), step=int(m_steps[-1]))
         variables["checkpoints"], plan_c = self._plan_rows("checkpoints", cols, 1)

@@ -277,3 +277,10 @@ def test_lazy_exports_keep_import_light():
     assert dynamics.Recorder is Recorder and dynamics.open_run is open_run
     with pytest.raises(AttributeError, match="no_such_name"):
         dynamics.no_such_name  # noqa: B018
+
+
+def test_layers_given_as_a_generator_are_read_once(tmp_path):
+    model = MLP(6, 4, 1, 3)
+    with Recorder(tmp_path / "r.zarr", model, _probe(dtype=torch.float32), ntk=False,
+                  layers=(name for name in ["activations.0"])) as rec:
+        assert rec.layers == ["activations.0"]
