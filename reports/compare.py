@@ -69,16 +69,17 @@ def compare(dirs, out) -> Path:
             h.table(["experiment", "folder", "runs"], [[n, str(p), ", ".join(str(r) for r in ds["run"].values)]
                                                       for n, p, ds in zip(names, paths, datasets)])]
 
+    per_experiment = [headlines(ds) for ds in datasets]
     rows, colors = [], []
-    for name, ds in zip(names, datasets):
-        for x in headlines(ds):
+    for name, hs in zip(names, per_experiment):
+        for x in hs:
             rows.append([name, *headline_row(x)])
             colors.append(h.optimizer_colors([x.optimizer])[0])
     body += ["<h2>Findings</h2>", h.table(["experiment", *FINDINGS_HEADER], rows, numeric=set(range(2, 10)),
                                           swatch=1, colors=colors),
              f'<p class="note">{h.escape(FINDINGS_NOTE)}</p>']
-    for name, ds in zip(names, datasets):
-        sentences = "".join(f"<li>{h.escape(s)}</li>" for s in finding_sentences(headlines(ds)))
+    for name, hs in zip(names, per_experiment):
+        sentences = "".join(f"<li>{h.escape(s)}</li>" for s in finding_sentences(hs))
         body.append(f'<h3>{h.escape(name)}</h3><ul class="findings">{sentences}</ul>')
 
     settings = _differing_settings({n: {s.label: s.config for s in st if s.config} for n, st in zip(names, stores)})

@@ -250,12 +250,14 @@ def gn_residual(ds: xr.Dataset) -> Figure:
     """
     ds = as_combined(ds)
     _require(ds, "gn_residual")
-    runs = [r for r in run_infos(ds) if step_series(ds, "gn_residual", r.index)[1].size]
+    series = [(r, step_series(ds, "gn_residual", r.index)) for r in run_infos(ds)]
     fig, axes = p.new_figure(1, width=6.5)
     ax = axes[0, 0]
     xs = []
-    for r in runs:
-        x, y = p.thin(*step_series(ds, "gn_residual", r.index), reduce=np.max)
+    for r, (steps, rho) in series:
+        if not rho.size:  # a first-order run: no residual
+            continue
+        x, y = p.thin(steps, rho, reduce=np.max)
         ax.plot(x, np.maximum(y, 1e-300), color=r.color, ls=r.linestyle, lw=1, label=p.short(r.label))
         xs.append(x)
     ax.set_yscale("log")
@@ -279,8 +281,9 @@ def weight_change(ds: xr.Dataset) -> Figure:
     pos = np.arange(len(params))
     for r in runs:
         values = ds["weight_rel_change"].isel(run=r.index).transpose("checkpoint", "param").values * 100
-        keep = np.isfinite(values).any(axis=1) & np.isfinite(checkpoint_steps(ds, r.index))
-        x = checkpoint_steps(ds, r.index)[keep]
+        steps = checkpoint_steps(ds, r.index)
+        keep = np.isfinite(values).any(axis=1) & np.isfinite(steps)
+        x = steps[keep]
         v = values[keep]
         ax.plot(x, np.nanmean(v, axis=1), color=r.color, ls=r.linestyle, marker="o", ms=3, label=p.short(r.label))
         ax.fill_between(x, np.nanmin(v, axis=1), np.nanmax(v, axis=1), color=r.color, alpha=0.15)

@@ -88,7 +88,8 @@ def headlines(ds: xr.Dataset) -> list[Headline]:
 
 
 def _finite(hs: list[Headline], name: str) -> list[tuple[Headline, float]]:
-    return [(h, h.mean(name)) for h in hs if np.isfinite(h.mean(name))]
+    means = [(h, h.mean(name)) for h in hs]
+    return [(h, v) for h, v in means if np.isfinite(v)]
 
 
 def _verb(change: float) -> str:

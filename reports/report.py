@@ -126,7 +126,7 @@ def write_report(run_dir, out=None) -> Path:
     """
     path = experiment_dir(run_dir)
     out = path / "report.html" if out is None else Path(out)
-    if out.exists() and out.is_dir():
+    if out.is_dir():
         raise ReportError(f"out {str(out)!r} is a folder; give the report's file name")
     ds = load_analysis(path)
     stores = [store_info(s) for s in run_stores(path)]
