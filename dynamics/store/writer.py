@@ -1,12 +1,14 @@
 """Appending writer of a run store (layout in :mod:`dynamics.store.schema`), crash-safe by ordering.
 
-Every append first grows all arrays of the group (``resize``), then writes every new row of every
+Every append first grows all arrays of the group that lack room (``resize``, in blocks: most appends
+find room and rewrite no array metadata), then writes every new row of every
 variable (NaN where a name has no value), and only then rewrites the root attribute ``committed``.
 zarr's local store writes each file through a temporary file and a rename, so each chunk and each
 ``zarr.json`` is either the old or the new version; a process killed at any moment leaves a store
 whose committed rows are intact. Uncommitted rows (and variables) may be visible to a plain reader
 until the store is resumed, which trims them; :func:`dynamics.store.open_run` never shows them.
-Consolidated metadata is written at close and removed by the next writer before it changes anything.
+At close every row array is cut to its committed length, then metadata is consolidated; the next
+writer removes the consolidated metadata before it changes anything.
 """
 
 from __future__ import annotations
@@ -49,6 +51,14 @@ def _create_array(group: zarr.Group, name: str, dims: tuple[str, ...], shape: tu
     return group.create_array(name, overwrite=True, shape=shape, chunks=tuple(max(c, 1) for c in chunks), dtype=dtype,
                               fill_value=_FILL.get(dtype.kind, 0), dimension_names=list(dims),
                               attributes=attrs or {}, compressors=ZstdCodec(level=1))
+
+
+def _capacity(current: int, needed: int, chunk: int) -> int:
+    """Length to grow a row array to so that it holds ``needed`` rows: at least double ``current``,
+    rounded up to a whole number of chunks (growing rewrites the array's ``zarr.json``; writing rows
+    inside the capacity writes chunk data only)."""
+    target = max(needed, 2 * current, 1)
+    return -(-target // chunk) * chunk
 
 
 def _probe_dims(ndim: int, base: str) -> tuple[str, ...]:
@@ -228,11 +238,13 @@ class RunWriter:
         """Grow every planned array, then write its new rows: one concurrent batch on zarr's loop.
 
         Each array is resized before its own rows are written; arrays do not wait for each other.
+        Arrays grow in blocks (see :func:`_capacity`), so most appends rewrite no array metadata;
+        rows past ``committed`` are ignored by readers and cut off at close and on resume.
         Nothing here is visible as committed: ``committed`` is rewritten only after the batch.
         """
         async def grow_write(a: Any, rows: int, n: int, v: np.ndarray) -> None:
-            if a.shape[0] != rows + n:
-                await a.resize((rows + n,) + a.shape[1:])
+            if a.shape[0] < rows + n:
+                await a.resize((_capacity(a.shape[0], rows + n, a.chunks[0]),) + a.shape[1:])
             await a.setitem(slice(rows, rows + n), v)
 
         async def run() -> None:
@@ -319,6 +331,7 @@ class RunWriter:
             attrs: dict[str, Any] = {"status": status}
             if error is not None:
                 attrs["error"] = error
+            self._trim_to_committed()  # cut the spare capacity: plain readers see exact shapes
             self.root.attrs.update(attrs)
             with quiet_zarr_warnings():
                 zarr.consolidate_metadata(str(self.path))

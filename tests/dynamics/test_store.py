@@ -226,3 +226,28 @@ def test_stale_lock_is_taken_over_and_foreign_host_refused(tmp_path):
     (path / ".lock").write_text(json.dumps({"pid": 1, "host": "elsewhere.example"}))
     with pytest.raises(StoreLockedError, match="host 'elsewhere.example'"):
         RunWriter.resume(path)
+
+
+def test_arrays_grow_in_blocks_and_are_cut_to_committed_at_close(tmp_path):
+    """Most appends find room and write no array metadata; close (also after resume) leaves exact shapes."""
+    path = tmp_path / "run.zarr"
+    x, y = _probe(np.random.default_rng(0))
+    w = RunWriter.create(path, config=None, probe_x=x, probe_y=y)
+    meta = {}
+    for c in range(9):
+        w.append_checkpoint(c, 0.0, {"acc": 0.5}, {"ntk": (("probe", "probe_"), np.eye(6) * c)},
+                            {"w": (("w_dim0",), np.full(3, float(c)))},
+                            metrics=(np.array([c]), np.zeros(1), {"loss": np.array([float(c)])}))
+        meta[c] = {name: (path / name / "zarr.json").read_bytes()
+                   for name in ("metrics/loss", "checkpoints/ntk", "params/w")}
+    assert meta[4] == meta[5] == meta[6] == meta[7]     # capacity 8 after the 5th checkpoint
+    assert zarr.open_group(str(path))["checkpoints"]["ntk"].shape[0] == 16   # grown again by the 9th
+    np.testing.assert_array_equal(open_run(path)["checkpoints"]["step"].values, np.arange(9))
+    w.close("complete")
+    for _ in range(2):                                  # close, and resume-then-close with no appends
+        plain = xr.open_datatree(path, engine="zarr")
+        assert plain["metrics"].sizes["step"] == 9 and plain["checkpoints"].sizes["checkpoint"] == 9
+        assert plain["params"]["w"].shape == (9, 3)
+        np.testing.assert_array_equal(plain["checkpoints"]["ntk"].values[:, 0, 0], np.arange(9.0))
+        np.testing.assert_array_equal(xr.open_zarr(path, group="metrics")["loss"].values, np.arange(9.0))
+        RunWriter.resume(path).close("complete")
