@@ -8,8 +8,10 @@ The caller owns the step counter::
             rec.log(step, loss=loss, lr=lr)                  # buffered; cheap
             rec.checkpoint(step, test_acc=evaluate())        # stores when the schedule says so
 
-``log`` keeps rows in memory and writes them in blocks (``flush_every`` rows, and before every
-checkpoint, truncation and close). ``checkpoint`` stores the given scalars, the trained parameters,
+``log`` keeps rows in memory and writes them in blocks (every ``flush_every`` rows, on ``flush()``,
+and before ``save_state``, truncation and close); a checkpoint is written and committed on its own,
+so a process killed after it may have stored the checkpoint of step s but not yet the metrics rows
+logged just before s. ``checkpoint`` stores the given scalars, the trained parameters,
 the traced empirical NTK on the probe inputs (:func:`dynamics.ntk.empirical_ntk`, (probe, probe_))
 and the representations of ``layers`` (:func:`dynamics.capture.capture_representations`,
 (probe, unit_<layer>)). Leaving the ``with`` block marks the store "complete", or "failed" with the
@@ -72,7 +74,8 @@ class Recorder:
         ntk: store the traced NTK on the probe inputs at each checkpoint.
         resume: open an existing store, trim what lies past its ``committed`` mark, continue it.
         ntk_chunk_size: passed to ``empirical_ntk(..., chunk_size=)``.
-        flush_every: metrics rows kept in memory before a write.
+        flush_every: metrics rows kept in memory before a write (each write rewrites the open
+            chunk of every metrics variable, so fewer, larger writes cost less).
 
     Raises StoreError for an existing store without ``resume``, a missing/foreign store with
     ``resume``, a probe or config that differs from the stored one; StoreLockedError when another
@@ -82,7 +85,7 @@ class Recorder:
     def __init__(self, path: str | os.PathLike, model: nn.Module, probe: tuple[Any, Any], *,
                  config: dict | None = None, layers: str | Iterable[str] | None = None,
                  schedule: Callable[[int], bool] | None = None, ntk: bool = True, resume: bool = False,
-                 ntk_chunk_size: int | None = None, flush_every: int = 256) -> None:
+                 ntk_chunk_size: int | None = None, flush_every: int = 1024) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(probe, (tuple, list)) or len(probe) != 2:
@@ -226,19 +229,7 @@ class Recorder:
             return False
         values = self._scalars("checkpoints", step, scalars)
         arrays, params = self._model_arrays()
-        # the buffered metrics rows go into the same write batch and the same commit as the checkpoint
-        rows = self._rows
-        try:
-            self._writer.append_checkpoint(step, epoch_value, values, arrays, params,
-                                           metrics=self._columns(rows) if rows else None)
-        except BaseException:
-            if rows and self._rows is rows:      # the checkpoint failed: still store the metrics alone
-                try:
-                    self.flush()
-                except Exception:
-                    pass
-            raise
-        self._rows = []
+        self._writer.append_checkpoint(step, epoch_value, values, arrays, params)
         self._checkpoint_steps.append(step)
         return True
 
@@ -289,10 +280,14 @@ class Recorder:
 
     def save_state(self, state: dict) -> None:
         """Save a trainer's resume state (tensors, numbers, strings, lists, dicts) atomically to
-        ``<store>/resume/state.pt`` (torch.save to a temporary file, then os.replace)."""
+        ``<store>/resume/state.pt`` (torch.save to a temporary file, then os.replace).
+
+        The buffered metrics rows are written first, so the store holds every row logged before the
+        state was saved: resuming from it (``truncate(state_step)``) leaves no gap in ``metrics``."""
         self._check_open()
         if not isinstance(state, dict):
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
+        self.flush()
         self.state_path.parent.mkdir(exist_ok=True)
         tmp = self.state_path.with_name(f"state.pt.{os.getpid()}.tmp")
         torch.save(state, tmp)

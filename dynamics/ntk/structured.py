@@ -148,8 +148,9 @@ def contract_features(f1: ChunkFeatures, f2: ChunkFeatures, trace: bool) -> torc
         gram = row_gram(l1.inputs, l2.inputs) if l1.inputs is not None else f1.like.new_zeros(f1.n, f2.n)
         if l1.bias:
             gram = gram + 1
-        if trace:
-            total.addcmul_(gram, row_gram(l1.grads.reshape(f1.n, -1), l2.grads.reshape(f2.n, -1)))
+        if trace:  # Σ_o g1[:, o] · g2[:, o]ᵀ as a batch over o of (c1, out) × (out, c2): no copies
+            g1, g2 = l1.grads.transpose(0, 1), l2.grads.transpose(0, 1)
+            total.addcmul_(gram, torch.bmm(g1, g2.transpose(1, 2)).sum(0))
         else:
             width = l1.grads.shape[-1]
             out_gram = row_gram(l1.grads.reshape(-1, width), l2.grads.reshape(-1, width))

@@ -7,8 +7,9 @@ zarr's local store writes each file through a temporary file and a rename, so ea
 ``zarr.json`` is either the old or the new version; a process killed at any moment leaves a store
 whose committed rows are intact. Uncommitted rows (and variables) may be visible to a plain reader
 until the store is resumed, which trims them; :func:`dynamics.store.open_run` never shows them.
-At close every row array is cut to its committed length, then metadata is consolidated; the next
-writer removes the consolidated metadata before it changes anything.
+At close every row array is cut to its committed length (its spare chunks were never written, unless
+a write failed: then they are deleted), then metadata is consolidated; the next writer removes the
+consolidated metadata before it changes anything.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from typing import Any
 import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
+from zarr.core.buffer import Buffer
 from zarr.core.sync import sync as zarr_sync  # runs a coroutine on zarr's own event loop
+from zarr.storage import LocalStore
 
 from dynamics.errors import StoreError
 from dynamics.store import schema
@@ -45,19 +48,46 @@ def _versions() -> dict[str, str]:
             "xarray": xarray.__version__, "zarr": zarr.__version__, "dynamics": dynamics.__version__}
 
 
+#: Runtime settings of every array the writer touches: write each chunk as given, without first
+#: comparing it with the fill value (a writer's rows are data; the comparison only costs time).
+_ARRAY_CONFIG = {"write_empty_chunks": True}
+
+
+class _InlineWriteStore(LocalStore):
+    """zarr's LocalStore, writing each file in the event loop's own thread (``set_sync``: a temporary
+    file, then a rename, as ``set`` does) instead of handing it to a worker thread.
+
+    A checkpoint writes a few dozen small files; for those the hand-off costs more than the write
+    (benchmarks/recorder_overhead.py: about 50 ms less per 20-checkpoint run). What lands on disk is
+    the same, so any zarr reader opens the store.
+    """
+
+    async def set(self, key: str, value: Buffer) -> None:
+        self.set_sync(key, value)
+
+
+def _open_root(path: Path) -> zarr.Group:
+    return zarr.open_group(_InlineWriteStore(path), mode="r+", zarr_format=3, use_consolidated=False)
+
+
 def _create_array(group: zarr.Group, name: str, dims: tuple[str, ...], shape: tuple[int, ...],
                   chunks: tuple[int, ...], dtype: Any, attrs: dict | None = None) -> zarr.Array:
     dtype = np.dtype(dtype)
     return group.create_array(name, overwrite=True, shape=shape, chunks=tuple(max(c, 1) for c in chunks), dtype=dtype,
                               fill_value=_FILL.get(dtype.kind, 0), dimension_names=list(dims),
-                              attributes=attrs or {}, compressors=ZstdCodec(level=1))
+                              attributes=attrs or {}, compressors=ZstdCodec(level=1), config=_ARRAY_CONFIG)
+
+
+#: Rows a row array grows to at least: chunks never written take no space, so a large first block
+#: costs nothing and spares most runs any further growth of their checkpoint arrays.
+MIN_CAPACITY = 64
 
 
 def _capacity(current: int, needed: int, chunk: int) -> int:
-    """Length to grow a row array to so that it holds ``needed`` rows: at least double ``current``,
-    rounded up to a whole number of chunks (growing rewrites the array's ``zarr.json``; writing rows
-    inside the capacity writes chunk data only)."""
-    target = max(needed, 2 * current, 1)
+    """Length to grow a row array to so that it holds ``needed`` rows: at least double ``current``
+    and at least :data:`MIN_CAPACITY`, rounded up to a whole number of chunks (growing rewrites the
+    array's ``zarr.json``; writing rows inside the capacity writes chunk data only)."""
+    target = max(needed, 2 * current, MIN_CAPACITY)
     return -(-target // chunk) * chunk
 
 
@@ -92,6 +122,7 @@ class RunWriter:
         self.committed = schema.parse_json_attr(root.attrs, "committed", path)
         self.nonfinite = schema.parse_json_attr(root.attrs, "nonfinite", path)
         self._arrays: dict[tuple[str, str], zarr.Array] = {}
+        self._rows_past_committed = False  # a write that failed may have left rows past ``committed``
         self.closed = False
 
     # ----------------------------------------------------------------- opening
@@ -121,7 +152,7 @@ class RunWriter:
             shutil.rmtree(staging, ignore_errors=True)
         lock = StoreLock(path)
         lock.held = True
-        return cls(path, zarr.open_group(str(path), mode="r+", zarr_format=3, use_consolidated=False), lock)
+        return cls(path, _open_root(path), lock)
 
     @staticmethod
     def _build(path: Path, config_json: str, probe_x: np.ndarray, probe_y: np.ndarray) -> None:
@@ -154,15 +185,21 @@ class RunWriter:
         try:
             _remove_partial_files(path)
             _strip_consolidated(path)
-            writer = cls(path, zarr.open_group(str(path), mode="r+", zarr_format=3, use_consolidated=False), lock)
-            writer._trim_to_committed()
+            writer = cls(path, _open_root(path), lock)
+            writer._trim_to_committed(delete_rows=True)   # a killed writer may have left rows past the mark
         except BaseException:
             lock.release()
             raise
         return writer
 
-    def _trim_to_committed(self) -> None:
+    def _trim_to_committed(self, delete_rows: bool) -> None:
+        """Cut every row array to its committed length and delete uncommitted variables.
+
+        ``delete_rows``: also delete the chunk files past the committed rows. Needed where rows may
+        have been written there (after a kill, a truncation or a failed write batch); otherwise the
+        files do not exist and looking for each one would cost a file-system call per spare row."""
         self._arrays.clear()
+        resized = []
         with quiet_zarr_warnings():
             for group_name in schema.ROW_DIM:
                 group = self.root[group_name]
@@ -172,7 +209,13 @@ class RunWriter:
                     if name not in keep:
                         del group[name]
                     elif array.shape[0] != rows:
-                        array.resize((rows,) + array.shape[1:])
+                        resized.append(array.async_array.resize((rows,) + array.shape[1:], delete_rows))
+
+        async def run() -> None:
+            await asyncio.gather(*resized)
+        zarr_sync(run())
+        if delete_rows:
+            self._rows_past_committed = False
 
     # ----------------------------------------------------------------- state
     def _rows(self, group: str) -> int:
@@ -181,7 +224,7 @@ class RunWriter:
     def _array(self, group: str, name: str) -> zarr.Array:
         key = (group, name)
         if key not in self._arrays:
-            self._arrays[key] = self.root[group][name]
+            self._arrays[key] = self.root[group][name].with_config(_ARRAY_CONFIG)
         return self._arrays[key]
 
     def variables(self, group: str) -> list[str]:
@@ -200,7 +243,17 @@ class RunWriter:
 
     def _commit(self, **changes: Any) -> None:
         self.committed.update(changes)
-        self.root.attrs.update({"committed": json.dumps(self.committed), "nonfinite": json.dumps(self.nonfinite)})
+        self.root.update_attributes({"committed": json.dumps(self.committed), "nonfinite": json.dumps(self.nonfinite)})
+
+    def _write_and_commit(self, plan: list, **changes: Any) -> None:
+        """Write a batch (:meth:`_grow_then_write`), then commit ``changes``; if either fails, rows
+        past the mark may exist, and closing deletes them."""
+        try:
+            self._grow_then_write(plan)
+            self._commit(**changes)
+        except BaseException:
+            self._rows_past_committed = True
+            raise
 
     # ----------------------------------------------------------------- appends
     def _plan_rows(self, group: str, columns: dict[str, tuple[tuple[str, ...], np.ndarray]], n_new: int) -> tuple:
@@ -222,8 +275,9 @@ class RunWriter:
                 continue
             chunks = (schema.METRICS_CHUNK,) if group == "metrics" else (1,) + data.shape[1:]
             attrs = {} if name in ("step", "epoch", "checkpoint") else {"coordinates": coords}
+            length = _capacity(rows, rows + n_new, chunks[0])   # created with room: no resize at once
             self._arrays[(group, name)] = _create_array(self.root[group], name, (row_dim,) + dims,
-                                                        (rows,) + data.shape[1:], chunks, data.dtype, attrs)
+                                                        (length,) + data.shape[1:], chunks, data.dtype, attrs)
             names.append(name)
         plan = []
         for name in names:
@@ -251,39 +305,30 @@ class RunWriter:
             await asyncio.gather(*(grow_write(*item) for item in plan))
         zarr_sync(run())
 
-    def _metrics_columns(self, steps: np.ndarray, epochs: np.ndarray, scalars: dict[str, np.ndarray]) -> dict:
-        last = self.committed["step"]
-        if (last is not None and steps[0] <= last) or np.any(np.diff(steps) <= 0):
-            raise StoreError(f"metrics steps must increase strictly: got {steps[:5].tolist()}... after {last}")
-        columns = {"step": ((), steps), "epoch": ((), np.asarray(epochs, dtype=np.float64))}
-        columns.update({name: ((), np.asarray(v, dtype=np.float64)) for name, v in scalars.items()})
-        return columns
-
     def append_metrics(self, steps: np.ndarray, epochs: np.ndarray, scalars: dict[str, np.ndarray]) -> None:
         """Append rows: ``steps`` (k,) int64 strictly increasing after the stored ones, ``epochs`` (k,),
         ``scalars`` name → (k,) float64. Then commit them."""
         steps = np.asarray(steps, dtype=np.int64)
         if steps.size == 0:
             return
-        names, plan = self._plan_rows("metrics", self._metrics_columns(steps, epochs, scalars), len(steps))
-        self._grow_then_write(plan)
+        last = self.committed["step"]
+        if (last is not None and steps[0] <= last) or np.any(np.diff(steps) <= 0):
+            raise StoreError(f"metrics steps must increase strictly: got {steps[:5].tolist()}... after {last}")
+        columns = {"step": ((), steps), "epoch": ((), np.asarray(epochs, dtype=np.float64))}
+        columns.update({name: ((), np.asarray(v, dtype=np.float64)) for name, v in scalars.items()})
+        names, plan = self._plan_rows("metrics", columns, len(steps))
         variables = dict(self.committed["variables"], metrics=names)
-        self._commit(metrics=self.committed["metrics"] + len(steps), step=int(steps[-1]), variables=variables)
+        self._write_and_commit(plan, metrics=self.committed["metrics"] + len(steps), step=int(steps[-1]),
+                               variables=variables)
 
     def append_checkpoint(self, step: int, epoch: float, scalars: dict[str, float],
                           checkpoint_arrays: dict[str, tuple[tuple[str, ...], np.ndarray]],
-                          param_arrays: dict[str, tuple[tuple[str, ...], np.ndarray]],
-                          metrics: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]] | None = None) -> None:
-        """Append one checkpoint (scalars, NTK/representations, parameters) and commit it.
-
-        ``metrics`` = (steps, epochs, scalars) as for :meth:`append_metrics` appends those rows in the
-        same write batch and the same commit (one ``committed`` rewrite for both)."""
+                          param_arrays: dict[str, tuple[tuple[str, ...], np.ndarray]]) -> None:
+        """Append one checkpoint (scalars, NTK/representations, parameters) in one write batch, then
+        commit it."""
         last = self.committed["checkpoint_step"]
         if last is not None and step <= last:
             raise StoreError(f"checkpoint step {step} is not after the last stored checkpoint step {last}")
-        m_steps = np.asarray(metrics[0] if metrics is not None else (), dtype=np.int64)
-        if m_steps.size:
-            m_columns = self._metrics_columns(m_steps, metrics[1], metrics[2])
         index = self.committed["checkpoint"]
         coords = {"checkpoint": ((), np.array([index], dtype=np.int64)), "step": ((), np.array([step], dtype=np.int64)),
                   "epoch": ((), np.array([epoch], dtype=np.float64))}
@@ -292,16 +337,10 @@ class RunWriter:
         cols.update({name: (dims, data[None]) for name, (dims, data) in checkpoint_arrays.items()})
         params = dict(coords)
         params.update({name: (dims, data[None]) for name, (dims, data) in param_arrays.items()})
-        plan_m: list = []
-        changes: dict[str, Any] = {}
         variables = dict(self.committed["variables"])
-        if m_steps.size:
-            variables["metrics"], plan_m = self._plan_rows("metrics", m_columns, len(m_steps))
-            changes.update(metrics=self.committed["metrics"] + len(m_steps), step=int(m_steps[-1]))
         variables["checkpoints"], plan_c = self._plan_rows("checkpoints", cols, 1)
         variables["params"], plan_p = self._plan_rows("params", params, 1)
-        self._grow_then_write(plan_m + plan_c + plan_p)
-        self._commit(checkpoint=index + 1, checkpoint_step=int(step), variables=variables, **changes)
+        self._write_and_commit(plan_c + plan_p, checkpoint=index + 1, checkpoint_step=int(step), variables=variables)
 
     # ----------------------------------------------------------------- truncate / close
     def truncate(self, step: int) -> None:
@@ -313,7 +352,7 @@ class RunWriter:
             schema.trim_nonfinite(self.nonfinite, group, step)
         self._commit(metrics=keep_m, step=int(m_steps[keep_m - 1]) if keep_m else None,
                      checkpoint=keep_c, checkpoint_step=int(ck_steps[keep_c - 1]) if keep_c else None)
-        self._trim_to_committed()
+        self._trim_to_committed(delete_rows=True)
 
     def set_attrs(self, **attrs: Any) -> None:
         self.root.attrs.update(attrs)
@@ -331,7 +370,7 @@ class RunWriter:
             attrs: dict[str, Any] = {"status": status}
             if error is not None:
                 attrs["error"] = error
-            self._trim_to_committed()  # cut the spare capacity: plain readers see exact shapes
+            self._trim_to_committed(self._rows_past_committed)  # cut the spare capacity: exact shapes for plain readers
             self.root.attrs.update(attrs)
             with quiet_zarr_warnings():
                 zarr.consolidate_metadata(str(self.path))

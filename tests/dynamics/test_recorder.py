@@ -222,8 +222,11 @@ def test_truncate_and_resume_state(tmp_path):
         rec.log(step, loss=float(step))
         if step % 3 == 0:
             rec.checkpoint(step)
+    assert rec.last_step is None                       # checkpoints do not write the buffered rows
     state = {"model": model.state_dict(), "next_step": 4, "rng": torch.get_rng_state(), "tags": ["a", {"b": 1.5}]}
     rec.save_state(state)
+    assert rec.last_step == 9                          # save_state does: no gap when resuming from it
+    np.testing.assert_array_equal(open_run(path)["metrics"]["loss"].values, np.arange(10.0))
     rec.truncate(4)
     assert rec.last_step == 4 and rec.checkpoint_steps == [0, 3]
     rec.log(5, loss=50.0)

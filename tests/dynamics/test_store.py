@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ import zarr
 
 from dynamics.errors import StoreError, StoreLockedError
 from dynamics.store import RunWriter, check_store, open_run
+from dynamics.store.writer import MIN_CAPACITY
 
 
 def _probe(rng, n=6, d=4, dtype=np.float32):
@@ -234,20 +236,69 @@ def test_arrays_grow_in_blocks_and_are_cut_to_committed_at_close(tmp_path):
     x, y = _probe(np.random.default_rng(0))
     w = RunWriter.create(path, config=None, probe_x=x, probe_y=y)
     meta = {}
-    for c in range(9):
+    n = MIN_CAPACITY + 1
+    for c in range(n):
+        w.append_metrics(np.array([c]), np.zeros(1), {"loss": np.array([float(c)])})
         w.append_checkpoint(c, 0.0, {"acc": 0.5}, {"ntk": (("probe", "probe_"), np.eye(6) * c)},
-                            {"w": (("w_dim0",), np.full(3, float(c)))},
-                            metrics=(np.array([c]), np.zeros(1), {"loss": np.array([float(c)])}))
+                            {"w": (("w_dim0",), np.full(3, float(c)))})
         meta[c] = {name: (path / name / "zarr.json").read_bytes()
                    for name in ("metrics/loss", "checkpoints/ntk", "params/w")}
-    assert meta[4] == meta[5] == meta[6] == meta[7]     # capacity 8 after the 5th checkpoint
-    assert zarr.open_group(str(path))["checkpoints"]["ntk"].shape[0] == 16   # grown again by the 9th
-    np.testing.assert_array_equal(open_run(path)["checkpoints"]["step"].values, np.arange(9))
+    assert meta[0] == meta[MIN_CAPACITY - 1]            # one block of MIN_CAPACITY rows from the first append
+    assert zarr.open_group(str(path))["checkpoints"]["ntk"].shape[0] == 2 * MIN_CAPACITY   # doubled by the next
+    np.testing.assert_array_equal(open_run(path)["checkpoints"]["step"].values, np.arange(n))
     w.close("complete")
     for _ in range(2):                                  # close, and resume-then-close with no appends
         plain = xr.open_datatree(path, engine="zarr")
-        assert plain["metrics"].sizes["step"] == 9 and plain["checkpoints"].sizes["checkpoint"] == 9
-        assert plain["params"]["w"].shape == (9, 3)
-        np.testing.assert_array_equal(plain["checkpoints"]["ntk"].values[:, 0, 0], np.arange(9.0))
-        np.testing.assert_array_equal(xr.open_zarr(path, group="metrics")["loss"].values, np.arange(9.0))
+        assert plain["metrics"].sizes["step"] == n and plain["checkpoints"].sizes["checkpoint"] == n
+        assert plain["params"]["w"].shape == (n, 3)
+        np.testing.assert_array_equal(plain["checkpoints"]["checkpoint"].values, np.arange(n))
+        np.testing.assert_array_equal(plain["checkpoints"]["ntk"].values[:, 0, 0], np.arange(float(n)))
+        np.testing.assert_array_equal(xr.open_zarr(path, group="metrics")["loss"].values, np.arange(float(n)))
         RunWriter.resume(path).close("complete")
+
+
+def _chunk_rows(path: Path, array: str) -> set[int]:
+    """Row indices of the chunk files of a store array chunked one row per chunk (key c/<row>/...)."""
+    chunks = path / array / "c"
+    return {int(p.relative_to(chunks).parts[0]) for p in chunks.rglob("*") if p.is_file()}
+
+
+def test_failed_write_leaves_no_chunk_files_past_the_shape_after_close(tmp_path, monkeypatch):
+    """Rows a failed append wrote past the mark are deleted when the store is closed."""
+    path = tmp_path / "run.zarr"
+    x, y = _probe(np.random.default_rng(0))
+    w = RunWriter.create(path, config=None, probe_x=x, probe_y=y)
+    w.append_checkpoint(0, 0.0, {}, {}, {"w": (("w_dim0",), np.zeros(2))})
+    original = RunWriter._commit
+
+    def failing_commit(self, **changes):
+        raise OSError("disk full (simulated)")
+    monkeypatch.setattr(RunWriter, "_commit", failing_commit)
+    with pytest.raises(OSError, match="disk full"):
+        w.append_checkpoint(1, 0.0, {}, {}, {"w": (("w_dim0",), np.ones(2))})
+    monkeypatch.setattr(RunWriter, "_commit", original)
+    assert _chunk_rows(path, "params/w") == {0, 1}      # row 1 was written, not committed
+    w.append_metrics(np.array([5]), np.zeros(1), {"loss": np.ones(1)})   # a later commit elsewhere
+    w.close("failed", "disk full")
+    assert _chunk_rows(path, "params/w") == {0}
+    assert xr.open_datatree(path, engine="zarr")["params"]["w"].shape == (1, 2)
+
+
+def test_checkpoint_index_reads_as_arange_after_truncation_and_regrowth(tmp_path):
+    """The ``checkpoint`` coordinate reads 0..n-1 in both groups, also after a truncation shrank the
+    arrays (deleting the truncated rows' files) and they grew again."""
+    path = tmp_path / "run.zarr"
+    x, y = _probe(np.random.default_rng(0))
+    w = RunWriter.create(path, config=None, probe_x=x, probe_y=y)
+    for c in range(5):
+        w.append_checkpoint(10 * c, 0.0, {}, {}, {"w": (("w_dim0",), np.full(2, float(c)))})
+    w.truncate(15)                                      # keeps steps 0 and 10
+    assert _chunk_rows(path, "params/w") == {0, 1}
+    for c in range(2, 7):
+        w.append_checkpoint(10 * c, 0.0, {}, {}, {"w": (("w_dim0",), np.full(2, float(c)))})
+    w.close("complete")
+    plain = xr.open_datatree(path, engine="zarr")
+    for group in ("checkpoints", "params"):
+        np.testing.assert_array_equal(plain[group]["checkpoint"].values, np.arange(7))
+        np.testing.assert_array_equal(plain[group]["step"].values, 10 * np.arange(7))
+    np.testing.assert_array_equal(plain["params"]["w"].values[:, 0], np.arange(7.0))
