@@ -52,6 +52,22 @@ def _probe_array(name: str, value: Any) -> np.ndarray:
     return np.ascontiguousarray(value)
 
 
+def _check_parameter_names(model: nn.Module) -> None:
+    """ValueError when two trained parameters share a store name, or one is named like a coordinate
+    of the ``params`` group (``checkpoint``, ``step``, ``epoch``)."""
+    seen: dict[str, str] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        key = schema.store_name(name)
+        if key in schema.CHECKPOINT_COORDS:
+            raise ValueError(f"parameter {name!r} would be stored as {key!r}, the name of a coordinate of the "
+                             f"params group; rename it")
+        if key in seen:
+            raise ValueError(f"parameters {seen[key]!r} and {name!r} would both be stored as {key!r}; rename one")
+        seen[key] = name
+
+
 def _check_positive(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {value!r}")
@@ -111,6 +127,7 @@ class Recorder:
         else:
             from dynamics.capture import resolve_layers
             self.layers = resolve_layers(model, layers)
+        _check_parameter_names(model)
         self._x_probe = torch.as_tensor(x)
         self.path = Path(path)
         if resume:
@@ -220,9 +237,11 @@ class Recorder:
         if self._last_checkpoint_call is not None and step <= self._last_checkpoint_call:
             raise ValueError(f"checkpoint step {step} is not after the previous checkpoint step "
                              f"{self._last_checkpoint_call}")
-        for name in scalars:
-            schema.check_scalar_name(name, "checkpoints")
-            schema.scalar_value(name, scalars[name])
+        for name, value in scalars.items():   # checked at every call, stored or not: errors show early
+            if name not in self._names_ok:
+                schema.check_scalar_name(name, "checkpoints")
+                self._names_ok.add(name)
+            schema.scalar_value(name, value)
         epoch_value = self._epoch(epoch)
         self._last_checkpoint_call = step
         if self._schedule is not None and not self._schedule(step):

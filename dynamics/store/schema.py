@@ -16,6 +16,9 @@ A run store is one zarr v3 group (DESIGN §4):
 - ``probe``: ``x`` (probe, feature) — (probe, feature_0, feature_1, …) for inputs of rank > 2 —
   and ``y`` (probe) or (probe, output).
 
+Chunks: metrics variables hold :data:`METRICS_CHUNK` steps per chunk, ``checkpoints`` and ``params``
+variables one checkpoint per chunk; zstd level 1; chunk keys use the "." separator (``c.5.0.0``).
+
 ``committed`` is the crash-safety mark, written after the data it describes::
 
     {"metrics": rows, "step": last metrics step | null,

@@ -75,7 +75,8 @@ def _create_array(group: zarr.Group, name: str, dims: tuple[str, ...], shape: tu
     dtype = np.dtype(dtype)
     return group.create_array(name, overwrite=True, shape=shape, chunks=tuple(max(c, 1) for c in chunks), dtype=dtype,
                               fill_value=_FILL.get(dtype.kind, 0), dimension_names=list(dims),
-                              attributes=attrs or {}, compressors=ZstdCodec(level=1), config=_ARRAY_CONFIG)
+                              attributes=attrs or {}, compressors=ZstdCodec(level=1), config=_ARRAY_CONFIG,
+                              chunk_key_encoding={"name": "default", "separator": "."})
 
 
 #: Rows a row array grows to at least: chunks never written take no space, so a large first block

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
 import xarray as xr
 
 import dynamics
@@ -161,6 +162,17 @@ def test_step_order_and_names_are_validated(tmp_path):
         assert rec.checkpoint_steps == [4]
 
 
+def _with_parameter(model: nn.Module, *path: str) -> nn.Module:
+    """``model`` with a trained parameter at the dotted ``path`` (sub-modules made as needed)."""
+    owner = model
+    for part in path[:-1]:
+        if not hasattr(owner, part):
+            owner.add_module(part, nn.Module())
+        owner = getattr(owner, part)
+    owner.register_parameter(path[-1], nn.Parameter(torch.zeros(2)))
+    return model
+
+
 def test_bad_constructor_arguments(tmp_path):
     model = MLP(6, 4, 1, 3)
     x, y = _probe(dtype=torch.float32)
@@ -177,6 +189,9 @@ def test_bad_constructor_arguments(tmp_path):
         (dict(schedule=3), TypeError, "3"),
         (dict(ntk_chunk_size=0), ValueError, "ntk_chunk_size must be >= 1, got 0"),
         (dict(flush_every=1.5), TypeError, "1.5"),
+        (dict(model=_with_parameter(MLP(6, 4, 1, 3), "step")), ValueError, "'step', the name of a coordinate"),
+        (dict(model=_with_parameter(_with_parameter(nn.Sequential(), "a__b"), "a", "b"), layers=[]), ValueError,
+         "'a__b' and 'a.b' would both be stored as 'a__b'"),
     ]
     for override, error, text in cases:
         kwargs = dict(model=model, probe=(x, y))

@@ -258,9 +258,8 @@ def test_arrays_grow_in_blocks_and_are_cut_to_committed_at_close(tmp_path):
 
 
 def _chunk_rows(path: Path, array: str) -> set[int]:
-    """Row indices of the chunk files of a store array chunked one row per chunk (key c/<row>/...)."""
-    chunks = path / array / "c"
-    return {int(p.relative_to(chunks).parts[0]) for p in chunks.rglob("*") if p.is_file()}
+    """Row indices of the chunk files of a store array chunked one row per chunk (key c.<row>.0...)."""
+    return {int(p.name.split(".")[1]) for p in (path / array).glob("c.*")}
 
 
 def test_failed_write_leaves_no_chunk_files_past_the_shape_after_close(tmp_path, monkeypatch):
