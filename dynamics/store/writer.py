@@ -48,26 +48,50 @@ def _versions() -> dict[str, str]:
             "xarray": xarray.__version__, "zarr": zarr.__version__, "dynamics": dynamics.__version__}
 
 
+# zarr runs every file read, file write, compression and decompression of a chunk as a task on a
+# worker thread. A checkpoint touches a few dozen small chunks, and in a training loop the worker
+# threads are asleep between checkpoints: waking one costs more than the work it is handed
+# (benchmarks/recorder_overhead.py: a checkpoint's writes took about 20 ms with the hand-offs and
+# 7 ms without). The writer therefore runs that work in zarr's event-loop thread itself. The bytes on
+# disk and the metadata are zarr's own, so any zarr reader opens the store.
+
 #: Runtime settings of every array the writer touches: write each chunk as given, without first
 #: comparing it with the fill value (a writer's rows are data; the comparison only costs time).
 _ARRAY_CONFIG = {"write_empty_chunks": True}
 
 
-class _InlineWriteStore(LocalStore):
-    """zarr's LocalStore, writing each file in the event loop's own thread (``set_sync``: a temporary
-    file, then a rename, as ``set`` does) instead of handing it to a worker thread.
+class _InlineLocalStore(LocalStore):
+    """zarr's LocalStore, reading and writing files in the calling (event-loop) thread through its
+    ``get_sync``/``set_sync`` (a write goes to a temporary file, then a rename, as ``set`` does)."""
 
-    A checkpoint writes a few dozen small files; for those the hand-off costs more than the write
-    (benchmarks/recorder_overhead.py: about 50 ms less per 20-checkpoint run). What lands on disk is
-    the same, so any zarr reader opens the store.
-    """
+    async def get(self, key: str, prototype: Any = None, byte_range: Any = None) -> Buffer | None:
+        return self.get_sync(key, prototype=prototype, byte_range=byte_range)
 
     async def set(self, key: str, value: Buffer) -> None:
         self.set_sync(key, value)
 
 
+class _InlineZstdCodec(ZstdCodec):
+    """zarr's zstd codec (same bytes, same metadata ``{"name": "zstd", ...}``), compressing and
+    decompressing in the calling thread."""
+
+    async def _encode_single(self, chunk_bytes: Buffer, chunk_spec: Any) -> Buffer | None:
+        return self._encode_sync(chunk_bytes, chunk_spec)
+
+    async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: Any) -> Buffer:
+        return self._decode_sync(chunk_bytes, chunk_spec)
+
+
+def _for_writing(array: zarr.Array) -> zarr.Array:
+    """The same stored array, opened with :class:`_InlineZstdCodec` and :data:`_ARRAY_CONFIG`."""
+    meta = array.metadata.to_dict()
+    meta["codecs"] = [_InlineZstdCodec(**codec["configuration"]) if codec["name"] == "zstd" else codec
+                      for codec in meta["codecs"]]
+    return zarr.Array(zarr.AsyncArray(meta, array.store_path, config=_ARRAY_CONFIG))
+
+
 def _open_root(path: Path) -> zarr.Group:
-    return zarr.open_group(_InlineWriteStore(path), mode="r+", zarr_format=3, use_consolidated=False)
+    return zarr.open_group(_InlineLocalStore(path), mode="r+", zarr_format=3, use_consolidated=False)
 
 
 def _create_array(group: zarr.Group, name: str, dims: tuple[str, ...], shape: tuple[int, ...],
@@ -75,7 +99,7 @@ def _create_array(group: zarr.Group, name: str, dims: tuple[str, ...], shape: tu
     dtype = np.dtype(dtype)
     return group.create_array(name, overwrite=True, shape=shape, chunks=tuple(max(c, 1) for c in chunks), dtype=dtype,
                               fill_value=_FILL.get(dtype.kind, 0), dimension_names=list(dims),
-                              attributes=attrs or {}, compressors=ZstdCodec(level=1), config=_ARRAY_CONFIG,
+                              attributes=attrs or {}, compressors=_InlineZstdCodec(level=1), config=_ARRAY_CONFIG,
                               chunk_key_encoding={"name": "default", "separator": "."})
 
 
@@ -225,7 +249,7 @@ class RunWriter:
     def _array(self, group: str, name: str) -> zarr.Array:
         key = (group, name)
         if key not in self._arrays:
-            self._arrays[key] = self.root[group][name].with_config(_ARRAY_CONFIG)
+            self._arrays[key] = _for_writing(self.root[group][name])
         return self._arrays[key]
 
     def variables(self, group: str) -> list[str]:
