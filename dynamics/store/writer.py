@@ -195,7 +195,7 @@ class RunWriter:
             dims = ("probe",) if data.ndim == 1 else _probe_dims(data.ndim, base)
             array = _create_array(probe, name, dims, data.shape, data.shape, data.dtype)
             array[...] = data
-        root.attrs.update({"schema": schema.SCHEMA, "config": config_json, "versions": json.dumps(_versions()),
+        root.update_attributes({"schema": schema.SCHEMA, "config": config_json, "versions": json.dumps(_versions()),
                            "status": "running", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                            "committed": json.dumps(schema.empty_committed()), "nonfinite": json.dumps({})})
 
@@ -380,7 +380,7 @@ class RunWriter:
         self._trim_to_committed(delete_rows=True)
 
     def set_attrs(self, **attrs: Any) -> None:
-        self.root.attrs.update(attrs)
+        self.root.update_attributes(attrs)
 
     def abandon(self) -> None:
         """Release the lock without touching the store (after a failed check on resume)."""
@@ -396,7 +396,7 @@ class RunWriter:
             if error is not None:
                 attrs["error"] = error
             self._trim_to_committed(self._rows_past_committed)  # cut the spare capacity: exact shapes for plain readers
-            self.root.attrs.update(attrs)
+            self.root.update_attributes(attrs)
             with quiet_zarr_warnings():
                 zarr.consolidate_metadata(str(self.path))
         finally:
