@@ -2,7 +2,9 @@
 
 One step, for a RevMLP with fixed orthonormal readout R (O × dim), logits f = R z_D:
 1. forward pass keeping every coupling's state; ε = H⁺ g (:func:`output_targets`); desired logit
-   change −α ε (N × O), lifted to the last block's output as T = −α ε R (R Rᵀ = I, so T Rᵀ = −α ε);
+   change −α ε (N × O), lifted to the last block's output as T = −α ε (R⁺)ᵀ, so T Rᵀ = −α ε for any
+   readout of full row rank (R⁺ from a float64 SVD of the O × dim buffer as it is now — the step does
+   not rely on R being orthonormal, which ``.to(dtype)``, ``.half()`` or an edited buffer break);
 2. one inverse-tangent pass pulls T back to a target t_b (N × dim) for every block's output;
 3. inside block b: F realises δy1 by the min-norm δW_Fᵀ = A_F⁺ δy1 (A_F = [σ(x2 C_Fᵀ), 1]); G
    realises t_G = δy2 − G'(y1) δy1_realised (what F's update already changes through y1);
@@ -30,6 +32,15 @@ from dynamics.gauss_newton.solve import make_solver
 from dynamics.gauss_newton.targets import CE_TARGETS, LOSSES, batch_loss, check_inputs, check_targets, output_targets
 from dynamics.gauss_newton.tangents import BlockState, forward_states, pull_back, push_forward
 from dynamics.models.revmlp import RevMLP
+
+
+def readout_lift(readout: torch.Tensor) -> torch.Tensor:
+    """(R⁺)ᵀ (O × dim) for the readout R (O × dim), from a float64 pseudo-inverse, in R's dtype.
+
+    T = t (R⁺)ᵀ is the minimum-norm change of the last block's output with T Rᵀ = t when R has full
+    row rank (for orthonormal rows (R⁺)ᵀ = R). Computed from the buffer at every step (O × dim, cheap).
+    """
+    return torch.linalg.pinv(readout.to(torch.float64)).T.to(readout.dtype)
 
 
 class _BlockSolve:
@@ -88,7 +99,7 @@ class ReversibleGN(GaussNewtonOptimizer):
             states, logits = forward_states(model, x)
             loss = float(batch_loss(logits, y, settings["loss"]))
             desired = -settings["lr"] * output_targets(logits, y, settings["loss"], ce_target=settings["ce_target"])
-            target = desired @ readout
+            target = desired @ readout_lift(readout)
             blocks = [_BlockSolve(s, settings["solver"], settings["rtol"], settings["atol"]) for s in states]
             solutions = self._combine(states, blocks, target, settings["combine"])
             moved = push_forward(states, {b: scale * realised for b, (_, realised, scale) in solutions.items()})[-1]

@@ -5,6 +5,9 @@ Block b maps x = (x1, x2) to y = (y1, y2) with
 where C_F (hidden × dim/2) is a fixed random projection (a buffer, never trained) and the
 ``nn.Linear`` W_F, b_F is trained. Each block is inverted exactly by x2 = y2 − G(y1), x1 = y1 − F(x2).
 A fixed readout R (n_classes × dim) with orthonormal rows maps the last block's output to the logits.
+R is orthonormal to float64 round-off when built; after ``.to(dtype)`` / ``.half()`` or an edit it
+may not be, and nothing relies on it: :class:`~dynamics.gauss_newton.ReversibleGN` lifts targets
+through R's pseudo-inverse (exact for any R of full row rank).
 
 Because a block's output is *linear* in its trained weights given the block's input, the exact
 Gauss–Newton update is tractable (see :mod:`dynamics.gauss_newton.reversible`).
