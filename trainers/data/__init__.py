@@ -24,9 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dynamics.errors import DataError
 from trainers.data.raw import RawData
 
 DATASETS = ("mnist1d", "digits", "mnist5k", "mnist", "cifar10", "npz")
+BUNDLED = ("mnist1d", "digits", "mnist5k")
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,8 @@ class Dataset:
 
 
 def read_raw(name: str, data_dir: str = "") -> RawData:
-    """The unsplit, unscaled data set ``name`` (one of :data:`DATASETS`)."""
+    """The unsplit, unscaled data set ``name`` (one of :data:`DATASETS`); ``data_dir`` only for local files."""
+    check_data_dir(name, data_dir)
     if name == "mnist1d":
         from trainers.data.mnist1d import read_mnist1d
         return read_mnist1d()
@@ -95,14 +98,33 @@ def subset(x: np.ndarray, y: np.ndarray, n: int, rng: np.random.Generator) -> tu
 def standardize(x_train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     """(x − μ) / max(σ, 0.1·mean σ) with μ, σ per feature of ``x_train``; applied to ``x_train`` and ``others``.
 
-    Shapes: every array (N_i, D). Returns float64 arrays in the same order.
+    Shapes: every array (N_i, D). Returns float64 arrays in the same order. Computed overflow-free:
+    each feature is first divided by its largest training magnitude m (x = m·u), so μ = m·μ_u and
+    σ = m·σ_u are never formed from squares of the raw values (features around 1e300 standardise
+    like features around 1). Raises DataError if a result is not finite.
     """
     x_train = np.asarray(x_train, dtype=np.float64)
-    mean = x_train.mean(axis=0)
-    std = x_train.std(axis=0)
-    floor = 0.1 * float(std.mean()) if std.mean() > 0 else 1.0
-    scale = np.maximum(std, floor)
-    return [(np.asarray(a, dtype=np.float64) - mean) / scale for a in (x_train, *others)]
+    magnitude = np.abs(x_train).max(axis=0) if len(x_train) else np.ones(x_train.shape[1])
+    magnitude = np.where(magnitude > 0, magnitude, 1.0)
+    unit = x_train / magnitude
+    mean_unit = unit.mean(axis=0)
+    std = unit.std(axis=0) * magnitude
+    top = float(std.max()) if std.size else 0.0
+    floor = 0.1 * top * float((std / top).mean()) if top > 0 else 1.0
+    factor = magnitude / np.maximum(std, floor)
+    out = [(np.asarray(a, dtype=np.float64) / magnitude - mean_unit) * factor for a in (x_train, *others)]
+    if not all(np.isfinite(a).all() for a in out):
+        raise DataError("standardised features are not finite: the test features are too large relative "
+                        "to the training features' range")
+    return out
+
+
+def check_data_dir(name: str, data_dir: str) -> None:
+    """DataError when ``data_dir`` is given for a data set that never reads local files."""
+    if data_dir and name in BUNDLED:
+        raise DataError(f"data set {name!r} is bundled (generated or shipped with a package) and reads no "
+                        f"files, but data.data_dir (--data-dir) is {data_dir!r}; use data.name = \"npz\", "
+                        f"\"mnist\" or \"cifar10\" for local files, or drop the directory")
 
 
 def load_dataset(name: str, data_dir: str = "", *, n_train: int = 0, n_test: int = 0,
@@ -116,4 +138,4 @@ def load_dataset(name: str, data_dir: str = "", *, n_train: int = 0, n_test: int
     return Dataset(name, x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64), raw.n_classes)
 
 
-__all__ = ["DATASETS", "Dataset", "RawData", "load_dataset", "read_raw", "split", "standardize", "subset"]
+__all__ = ["BUNDLED", "DATASETS", "Dataset", "RawData", "load_dataset", "read_raw", "split", "standardize", "subset"]
