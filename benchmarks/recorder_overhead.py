@@ -1,16 +1,26 @@
-"""Overhead of recording: a small training loop with metrics every step and NTK + representations on a
-log-spaced schedule, against the same loop without a Recorder (baseline measured in the same run).
+"""Overhead of recording, against the same loop without a Recorder (baseline measured in the same run),
+and the time to load a store with many checkpoints.
 
-    python benchmarks/recorder_overhead.py [--quick]
+    python benchmarks/recorder_overhead.py [--quick] [--case default|dense|load|all]
 
-Runs the two variants in alternating pairs and prints their median wall times and the median of the
-per-pair ratios (target ≤ 1.15×): a pair runs back to back, so a slow spell of a shared machine
-inflates both halves of it rather than one variant.
+Cases:
+
+- ``default``: MLP 40→256×3→10, SGD, batch 128, 3000 steps, metrics every step, 20 log-spaced
+  checkpoints (NTK on 128 probes, 3 representations, parameters).
+- ``dense`` (checkpoint-dense): ``RevMLP(40, 1024, 3, 10)``, Adam, batch 128, 400 steps, 11
+  log-spaced checkpoints (NTK on 128 probes, every block's representation, parameters).
+- ``load``: a store with 1,772 checkpoints of a small model (``MLP(8, 16, 2, 3)``, 16 probes: NTK,
+  representations, parameters, two scalars) is written; then ``open_run(path).load()`` is timed.
+
+The overhead cases run the two variants in alternating pairs and print their median wall times and the
+median of the per-pair ratios (target ≤ 1.15×): a pair runs back to back, so a slow spell of a shared
+machine inflates both halves of it rather than one variant. ``os.getloadavg()`` is printed with each.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -18,17 +28,25 @@ from pathlib import Path
 
 import torch
 
-from dynamics import Recorder
-from dynamics.models import MLP
-from dynamics.schedules import log_spaced
+from dynamics import Recorder, open_run
+from dynamics.models import MLP, RevMLP
+from dynamics.schedules import every, log_spaced
+
+CASES = {  # name: (model factory, optimizer factory, steps, checkpoints, quick steps, quick checkpoints)
+    "default": (lambda: MLP(40, 256, 3, 10, seed=0),
+                lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9), 3000, 20, 300, 10),
+    "dense": (lambda: RevMLP(40, 1024, 3, 10, seed=0),
+              lambda p: torch.optim.Adam(p, lr=1e-3), 400, 11, 100, 6),
+}
 
 
-def train(steps: int, store: Path | None, n_checkpoints: int) -> float:
+def train(case: str, steps: int, store: Path | None, n_checkpoints: int) -> float:
+    make_model, make_opt = CASES[case][:2]
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(4000, 40, generator=gen)
     y = torch.randint(0, 10, (4000,), generator=gen)
-    model = MLP(40, 256, 3, 10, seed=0)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model = make_model()
+    optimizer = make_opt(model.parameters())
     rec = None
     if store is not None:
         rec = Recorder(store, model, (x[:128], y[:128]), schedule=log_spaced(steps, n_checkpoints))
@@ -49,26 +67,61 @@ def train(steps: int, store: Path | None, n_checkpoints: int) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Recorder overhead vs a bare training loop")
-    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (a smoke run)")
-    args = parser.parse_args()
-    steps, repeats, n_ck = (300, 2, 10) if args.quick else (3000, 5, 20)
-    torch.set_num_threads(1)
+def overhead(case: str, quick: bool) -> None:
+    steps, n_ck = CASES[case][4:6] if quick else CASES[case][2:4]
+    repeats = 2 if quick else 5
     bare, recorded = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        train(50, None, n_ck)                                  # warm-up: imports, allocator, first NTK
-        train(50, Path(tmp) / "warm.zarr", n_ck)
+        train(case, 20, None, 3)                                  # warm-up: imports, allocator, first NTK
+        train(case, 20, Path(tmp) / "warm.zarr", 3)
         for r in range(repeats):
-            bare.append(train(steps, None, n_ck))
-            recorded.append(train(steps, Path(tmp) / f"run{r}.zarr", n_ck))
+            bare.append(train(case, steps, None, n_ck))
+            recorded.append(train(case, steps, Path(tmp) / f"run{r}.zarr", n_ck))
     b, w = statistics.median(bare), statistics.median(recorded)
     ratios = [r / s for r, s in zip(recorded, bare)]
-    print(f"steps={steps} checkpoints={n_ck} (NTK on 128 probe inputs + 3 representations) pairs={repeats}")
-    print(f"bare loop      {b:8.3f} s  ({1e3 * b / steps:.3f} ms/step)")
-    print(f"with Recorder  {w:8.3f} s  ({1e3 * w / steps:.3f} ms/step)")
-    print(f"ratio          {statistics.median(ratios):8.3f}x  median of pairs {[round(r, 3) for r in ratios]} "
+    print(f"[{case}] steps={steps} checkpoints={n_ck} pairs={repeats} loadavg={os.getloadavg()}")
+    print(f"  bare loop      {b:8.3f} s  ({1e3 * b / steps:.3f} ms/step)")
+    print(f"  with Recorder  {w:8.3f} s  ({1e3 * w / steps:.3f} ms/step)")
+    print(f"  ratio          {statistics.median(ratios):8.3f}x  median of pairs {[round(r, 3) for r in ratios]} "
           f"(target <= 1.15x)")
+
+
+def load(quick: bool) -> None:
+    n = 200 if quick else 1772
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, 8, generator=gen), torch.randint(0, 3, (16,), generator=gen)
+    model = MLP(8, 16, 2, 3, seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "many.zarr"
+        start = time.perf_counter()
+        with Recorder(path, model, (x, y), schedule=every(1)) as rec:
+            for step in range(n):
+                with torch.no_grad():
+                    for p in model.parameters():
+                        p.add_(1e-3)
+                rec.log(step, loss=float(step))
+                rec.checkpoint(step, train_loss=float(step), test_loss=-float(step))
+        write = time.perf_counter() - start
+        files = sum(len(f) for _, _, f in os.walk(path))
+        start = time.perf_counter()
+        run = open_run(path).load()
+        read = time.perf_counter() - start
+        assert run["checkpoints"].sizes["checkpoint"] == n
+    print(f"[load] {n} checkpoints (MLP 8→16×2→3, 16 probes), {files} files, loadavg={os.getloadavg()}")
+    print(f"  write {write:7.3f} s ({1e3 * write / n:.2f} ms/checkpoint)   open_run().load() {read:7.3f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Recorder overhead vs a bare training loop; load time")
+    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (a smoke run)")
+    parser.add_argument("--case", choices=["default", "dense", "load", "all"], default="all")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    for case in ("default", "dense"):
+        if args.case in (case, "all"):
+            overhead(case, args.quick)
+    if args.case in ("load", "all"):
+        load(args.quick)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,15 @@ The caller owns the step counter::
             rec.log(step, loss=loss, lr=lr)                  # buffered; cheap
             rec.checkpoint(step, test_acc=evaluate())        # stores when the schedule says so
 
-``log`` keeps rows in memory and writes them in blocks (every ``flush_every`` rows, on ``flush()``,
-and before ``save_state``, truncation and close); a checkpoint is written and committed on its own,
-so a process killed after it may have stored the checkpoint of step s but not yet the metrics rows
-logged just before s. ``checkpoint`` stores the given scalars, the trained parameters,
+``log`` keeps rows in memory and writes them in blocks: every ``flush_every`` rows, when the oldest
+buffered row has waited ``flush_secs`` seconds (checked at each ``log`` and ``checkpoint`` call), on
+``flush()``, and before ``save_state``, truncation and close. A stored checkpoint is written together
+with the buffered rows logged up to its step, and both are committed in one step: after a kill at any
+moment the store holds every row up to its last checkpoint or flush. Writes run in the background
+(they overlap training); ``flush()`` waits for them. A write that fails raises StoreError (from that
+``flush`` or a later call) and keeps its rows for the next flush or close; a store whose rows could
+not be written is closed as "failed", never "complete".
+``checkpoint`` stores the given scalars, the trained parameters,
 the traced empirical NTK on the probe inputs (:func:`dynamics.ntk.empirical_ntk`, (probe, probe_))
 and the representations of ``layers`` (:func:`dynamics.capture.capture_representations`,
 (probe, unit_<layer>)). Leaving the ``with`` block marks the store "complete", or "failed" with the
@@ -20,8 +25,10 @@ error text ("interrupted" for KeyboardInterrupt).
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -31,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dynamics.convert import to_numpy
 from dynamics.errors import StoreError
 from dynamics.schedules import as_schedule
 from dynamics.store import schema
@@ -38,18 +46,46 @@ from dynamics.store.writer import RunWriter
 
 
 def _probe_array(name: str, value: Any) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    if not isinstance(value, np.ndarray):
-        raise TypeError(f"probe {name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
-    if value.dtype.kind not in "biuf":
-        raise TypeError(f"probe {name} must hold numbers, got dtype {value.dtype}")
+    value = to_numpy(value, f"probe {name}")
     if value.ndim == 0 or value.shape[0] == 0:
         raise ValueError(f"probe {name} needs a leading sample dimension with at least one sample, "
                          f"got shape {value.shape}")
     if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
         raise ValueError(f"probe {name} contains NaN or Inf ({int(np.sum(~np.isfinite(value)))} values)")
-    return np.ascontiguousarray(value)
+    return value
+
+
+def _expected_input(model: nn.Module) -> str:
+    """What the first layer of ``model`` that declares it says about its input, for error messages."""
+    for name, module in model.named_modules():
+        for attr, what in (("in_features", "input features"), ("in_channels", "input channels")):
+            if isinstance(getattr(module, attr, None), int):
+                return f"its first layer {name or type(module).__name__!r} expects {getattr(module, attr)} {what}"
+    return "see the model's forward"
+
+
+def _check_probe_fits(model: nn.Module, x: np.ndarray, device: torch.device | None,
+                      dtype: torch.dtype | None) -> None:
+    """Run ``model`` on the first two probe inputs (eval mode, no grad; train/eval flags restored);
+    ValueError naming the probe's shape and what the model expects when it fails or does not return
+    one output per input."""
+    sample = torch.as_tensor(x[:2])
+    sample = sample.to(device=device, dtype=dtype if dtype is not None and dtype.is_floating_point else None)
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = model(sample)
+    except Exception as err:   # the model's own error: shapes, dtypes
+        raise ValueError(f"probe x of shape {tuple(x.shape)} does not fit the model: {_expected_input(model)} "
+                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    finally:
+        for module, mode in modes:
+            module.training = mode
+    if not isinstance(out, torch.Tensor) or out.ndim == 0 or out.shape[0] != sample.shape[0]:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"probe x of shape {tuple(x.shape)}: the model returned {got} for {sample.shape[0]} "
+                         f"inputs; it must return a tensor with one row per input")
 
 
 def _check_parameter_names(model: nn.Module) -> None:
@@ -92,16 +128,21 @@ class Recorder:
         ntk_chunk_size: passed to ``empirical_ntk(..., chunk_size=)``.
         flush_every: metrics rows kept in memory before a write (each write rewrites the open
             chunk of every metrics variable, so fewer, larger writes cost less).
+        flush_secs: the longest time (seconds, > 0) a logged row waits in memory before it is
+            written, checked at each ``log``/``checkpoint`` call (like TensorBoard's ``flush_secs``).
 
     Raises StoreError for an existing store without ``resume``, a missing/foreign store with
     ``resume``, a probe or config that differs from the stored one; StoreLockedError when another
-    process writes to the store.
+    process writes to the store; ValueError for a probe the model cannot take (the model is run on
+    its first two inputs: wrong width or rank) and TypeError for a probe of another dtype kind
+    (integer features, complex).
     """
 
     def __init__(self, path: str | os.PathLike, model: nn.Module, probe: tuple[Any, Any], *,
                  config: dict | None = None, layers: str | Iterable[str] | None = None,
                  schedule: Callable[[int], bool] | None = None, ntk: bool = True, resume: bool = False,
-                 ntk_chunk_size: int | None = None, flush_every: int = 1024) -> None:
+                 ntk_chunk_size: int | None = None, flush_every: int = 1024,
+                 flush_secs: float = 10.0) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(probe, (tuple, list)) or len(probe) != 2:
@@ -118,6 +159,10 @@ class Recorder:
         if ntk_chunk_size is not None:
             _check_positive("ntk_chunk_size", ntk_chunk_size)
         self._flush_every = _check_positive("flush_every", flush_every)
+        if isinstance(flush_secs, bool) or not isinstance(flush_secs, (int, float)) or not flush_secs > 0 \
+                or not math.isfinite(flush_secs):
+            raise ValueError(f"flush_secs must be a finite number of seconds > 0, got {flush_secs!r}")
+        self._flush_secs = float(flush_secs)
         self._schedule = None if schedule is None else as_schedule(schedule)
         self.model, self.ntk, self.ntk_chunk_size = model, ntk, ntk_chunk_size
         if isinstance(layers, Iterable) and not isinstance(layers, str):
@@ -128,6 +173,8 @@ class Recorder:
             from dynamics.capture import resolve_layers
             self.layers = resolve_layers(model, layers)
         _check_parameter_names(model)
+        first = next((p for p in model.parameters()), None)
+        _check_probe_fits(model, x, None if first is None else first.device, None if first is None else first.dtype)
         self._x_probe = torch.as_tensor(x)
         self.path = Path(path)
         if resume:
@@ -140,7 +187,8 @@ class Recorder:
         self._last_logged: int | None = committed["step"]
         self._last_checkpoint_call: int | None = committed["checkpoint_step"]
         self._checkpoint_steps = self._writer.stored_steps("checkpoints").tolist()
-        self._rows: list[tuple[int, float, dict[str, float]]] = []
+        self._rows: list[tuple[int, float, dict[str, float], list[str]]] = []  # (step, epoch, values, nonfinite)
+        self._oldest: float | None = None   # time.monotonic() when the oldest buffered row was logged
         self._names_ok: set[str] = set()
 
     def _check_resumed(self, x: np.ndarray, y: np.ndarray, config: dict | None) -> None:
@@ -155,18 +203,21 @@ class Recorder:
         except BaseException:
             self._writer.abandon()
             raise
-        if "error" in self._writer.root.attrs:
-            del self._writer.root.attrs["error"]
+        self._writer.del_attr("error")
 
     # ------------------------------------------------------------------ properties
     @property
     def last_step(self) -> int | None:
-        """The last committed metrics step (rows still buffered in memory are not counted)."""
+        """The last committed metrics step (rows still buffered in memory are not counted; a write in
+        flight is waited for)."""
+        self._writer.wait(raise_errors=False)
         return self._writer.committed["step"]
 
     @property
     def checkpoint_steps(self) -> list[int]:
-        """Steps of the committed checkpoints, in order."""
+        """Steps of the stored checkpoints, in order (a write in flight is waited for; a checkpoint
+        whose write failed is listed: it is kept and written by the next flush or close)."""
+        self._writer.wait(raise_errors=False)
         return list(self._checkpoint_steps)
 
     @property
@@ -177,8 +228,10 @@ class Recorder:
         if self._writer.closed:
             raise RuntimeError(f"the Recorder of {self.path} is closed")
 
-    def _scalars(self, group: str, step: int, scalars: dict[str, Any]) -> dict[str, float]:
-        values = {}
+    def _scalars(self, group: str, step: int, scalars: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
+        """The values as floats (non-finite ones as NaN, with a warning) and the names of the
+        non-finite ones; TypeError/ValueError naming a bad name or value."""
+        values, bad = {}, []
         for name, value in scalars.items():
             if name not in self._names_ok:
                 schema.check_scalar_name(name, group)
@@ -187,50 +240,71 @@ class Recorder:
             if not math.isfinite(number):
                 warnings.warn(f"non-finite {name}={number} at step {step} is stored as NaN", RuntimeWarning,
                               stacklevel=3)
-                schema.count_nonfinite(self._writer.nonfinite, group, name, step)
+                bad.append(name)
                 number = math.nan
             values[name] = number
-        return values
+        return values, bad
 
     def _epoch(self, epoch: Any) -> float:
         return math.nan if epoch is None else schema.scalar_value("epoch", epoch)
 
     # ------------------------------------------------------------------ recording
     def log(self, step: int, epoch: Any = None, **scalars: Any) -> None:
-        """Buffer one metrics row: ``step`` (int, strictly after the previous one), ``epoch`` (optional
-        coordinate) and any real scalars by name. Non-finite values are stored as NaN, counted in the
-        root attribute ``nonfinite`` and warned about; non-scalars → TypeError naming the key."""
+        """Buffer one metrics row: ``step`` (int in [0, 2**63 − 1], strictly after the previous one),
+        ``epoch`` (optional coordinate) and any real scalars by name. Non-finite values are stored as
+        NaN, counted in the root attribute ``nonfinite`` and warned about; non-scalars → TypeError and
+        values beyond float64 → ValueError naming the key. The row is validated here, never later."""
         self._check_open()
         step = schema.check_step(step)
         if self._last_logged is not None and step <= self._last_logged:
             raise ValueError(f"log step {step} is not after the previous step {self._last_logged}; steps must "
                              f"increase strictly")
-        row = (step, self._epoch(epoch), self._scalars("metrics", step, scalars))
+        epoch_value = self._epoch(epoch)
+        values, bad = self._scalars("metrics", step, scalars)
         self._last_logged = step
-        self._rows.append(row)
-        if len(self._rows) >= self._flush_every:
-            self.flush()
+        self._rows.append((step, epoch_value, values, bad))
+        if self._oldest is None:
+            self._oldest = time.monotonic()
+        if len(self._rows) >= self._flush_every or time.monotonic() - self._oldest >= self._flush_secs:
+            self._write_rows(len(self._rows), wait=False)
 
     def flush(self) -> None:
-        """Write and commit the buffered metrics rows."""
-        if not self._rows:
-            return
-        rows, self._rows = self._rows, []
-        self._writer.append_metrics(*self._columns(rows))
+        """Write and commit the buffered metrics rows, and wait until every write is done.
+
+        Raises StoreError when a write fails (the rows are kept; the next flush or close tries again)."""
+        self._check_open()
+        self._writer.wait()
+        self._write_rows(len(self._rows), wait=True)
+
+    def _write_rows(self, n: int, wait: bool) -> None:
+        """Hand the first ``n`` buffered rows to the writer (they leave the buffer once handed over)."""
+        if n:
+            rows = self._rows[:n]
+            steps, epochs, columns, bad = self._columns(rows)
+            self._writer.append_metrics(steps, epochs, columns, nonfinite=bad, wait=False)
+            self._rows = self._rows[n:]
+            self._oldest = time.monotonic() if self._rows else None
+        if wait:
+            self._writer.wait()
 
     @staticmethod
-    def _columns(rows: list) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        """Buffered rows as (steps, epochs, name → column) for the writer."""
-        names = list(dict.fromkeys(name for _, _, values in rows for name in values))
-        columns = {name: np.array([values.get(name, math.nan) for _, _, values in rows]) for name in names}
+    def _columns(rows: list) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], list]:
+        """Buffered rows as (steps, epochs, name → column, nonfinite events) for the writer."""
+        names = list(dict.fromkeys(name for _, _, values, _ in rows for name in values))
+        columns = {name: np.array([values.get(name, math.nan) for _, _, values, _ in rows]) for name in names}
+        bad = [("metrics", name, step) for step, _, _, names_bad in rows for name in names_bad]
         return (np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.float64),
-                columns)
+                columns, bad)
 
     def checkpoint(self, step: int, epoch: Any = None, **scalars: Any) -> bool:
         """Store a checkpoint at ``step`` if the schedule says so; returns whether it stored.
 
         Stored: the scalars given (any names), the parameters (group ``params``), the traced NTK
-        ``ntk`` (probe, probe_) unless ``ntk=False``, and ``rep_<layer>`` (probe, unit_<layer>).
+        ``ntk`` (probe, probe_) unless ``ntk=False``, and ``rep_<layer>`` (probe, unit_<layer>), all
+        converted by :func:`dynamics.convert.to_numpy` (half precisions as float32); and, in the same
+        commit, the buffered metrics rows with step ≤ ``step``. The step is used up (a later call
+        must come after it) only when the checkpoint was handed to the writer: if computing or
+        converting it raises, the same step may be checkpointed again.
         """
         self._check_open()
         step = schema.check_step(step)
@@ -243,12 +317,24 @@ class Recorder:
                 self._names_ok.add(name)
             schema.scalar_value(name, value)
         epoch_value = self._epoch(epoch)
-        self._last_checkpoint_call = step
         if self._schedule is not None and not self._schedule(step):
+            self._last_checkpoint_call = step
+            if self._oldest is not None and time.monotonic() - self._oldest >= self._flush_secs:
+                self._write_rows(len(self._rows), wait=False)
             return False
-        values = self._scalars("checkpoints", step, scalars)
         arrays, params = self._model_arrays()
-        self._writer.append_checkpoint(step, epoch_value, values, arrays, params)
+        values, bad = self._scalars("checkpoints", step, scalars)
+        n = bisect.bisect_right([r[0] for r in self._rows], step)
+        rows = self._rows[:n]
+        metrics, events = None, [("checkpoints", name, step) for name in bad]
+        if rows:
+            m_steps, m_epochs, m_cols, m_bad = self._columns(rows)
+            metrics, events = (m_steps, m_epochs, m_cols), events + m_bad
+        self._writer.append_checkpoint(step, epoch_value, values, arrays, params, metrics=metrics,
+                                       nonfinite=events, wait=False)
+        self._rows = self._rows[n:]
+        self._oldest = time.monotonic() if self._rows else None
+        self._last_checkpoint_call = step
         self._checkpoint_steps.append(step)
         return True
 
@@ -260,9 +346,7 @@ class Recorder:
                 continue
             first = p if first is None else first
             key = schema.store_name(name)
-            data = p.detach()
-            data = data.float() if data.dtype in (torch.bfloat16, torch.float16) else data
-            params[key] = (tuple(f"{key}_dim{i}" for i in range(p.dim())), data.cpu().numpy().copy())
+            params[key] = (tuple(f"{key}_dim{i}" for i in range(p.dim())), to_numpy(p, f"parameter {name!r}"))
         arrays = {}
         x = self._x_probe
         if first is not None:
@@ -270,12 +354,12 @@ class Recorder:
         if self.ntk:
             from dynamics.ntk import empirical_ntk
             kernel = empirical_ntk(self.model, x, trace=True, chunk_size=self.ntk_chunk_size)
-            arrays["ntk"] = (("probe", "probe_"), kernel.detach().cpu().numpy())
+            arrays["ntk"] = (("probe", "probe_"), to_numpy(kernel, "the NTK"))
         if self.layers:
             from dynamics.capture import capture_representations
             for layer, rep in capture_representations(self.model, x, self.layers).items():
                 key = schema.store_name(layer)
-                arrays[f"rep_{key}"] = (("probe", f"unit_{key}"), rep.detach().cpu().numpy())
+                arrays[f"rep_{key}"] = (("probe", f"unit_{key}"), to_numpy(rep, f"the representation of {layer!r}"))
         return arrays, params
 
     def truncate(self, step: int) -> None:
@@ -283,8 +367,8 @@ class Recorder:
         self._check_open()
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
             raise TypeError(f"truncate step must be an int, got {step!r} ({type(step).__name__})")
-        if step < -1:
-            raise ValueError(f"truncate step must be >= -1 (-1 drops everything), got {step}")
+        if step < -1 or step > schema.INT64_MAX:
+            raise ValueError(f"truncate step must be in [-1, 2**63 - 1] (-1 drops everything), got {step}")
         step = int(step)
         self.flush()
         self._writer.truncate(step)
@@ -320,19 +404,27 @@ class Recorder:
 
     # ------------------------------------------------------------------ closing
     def close(self, status: str = "complete", error: str | None = None) -> None:
-        """Flush, set ``status`` ("complete" | "interrupted" | "failed") and ``error``, consolidate the
-        metadata and release the lock. Calling it again does nothing."""
+        """Flush, set ``status`` ("complete" | "interrupted" | "failed") and ``error``, write the commit
+        record and release the lock. Calling it again does nothing. When buffered rows cannot be
+        written, the store is closed as "failed" with the write's error and StoreError is raised."""
         if status not in schema.STATUSES or status == "running":
             raise ValueError(f"status must be 'complete', 'interrupted' or 'failed', got {status!r}")
         if error is not None and not isinstance(error, str):
             raise TypeError(f"error must be a string or None, got {type(error).__name__}")
         if self._writer.closed:
             return
-        try:
-            self.flush()
-        except BaseException as err:
-            self._writer.close("failed", f"{type(err).__name__}: {err}")
-            raise
+        for attempt in (1, 2):    # the first try may only report a write that failed in the background
+            try:
+                self._write_rows(len(self._rows), wait=True)
+                break
+            except BaseException as err:
+                if attempt == 2 or not isinstance(err, StoreError):
+                    dropped = f"; {len(self._rows)} buffered metrics rows were not written" if self._rows else ""
+                    try:
+                        self._writer.close("failed", f"{type(err).__name__}: {err}{dropped}")
+                    except StoreError:
+                        pass            # the disk may still be full: the write error above says why
+                    raise
         self._writer.close(status, error)
 
     def __enter__(self) -> Recorder:

@@ -66,31 +66,46 @@ def check_scalar_name(name: str, group: str) -> str:
     return name
 
 
+INT64_MAX = 2 ** 63 - 1
+
+
 def scalar_value(name: str, value: Any) -> float:
     """``value`` as a float: Python/NumPy numbers, 0-d or one-element arrays and tensors.
 
-    Strings, lists, None and arrays/tensors with more than one element → TypeError naming ``name``.
+    Strings, lists, None, complex numbers and arrays/tensors with more than one element → TypeError
+    naming ``name``; a number beyond the float64 range (``10**400``) → ValueError naming it.
     Non-finite values come back unchanged (the caller stores them as NaN and counts them).
     """
     if isinstance(value, (numbers.Real, np.bool_)):
-        return float(value)
+        return _as_float(name, value)
     size = getattr(value, "numel", None)
     n = size() if callable(size) else getattr(value, "size", None)
     if n == 1 and hasattr(value, "item") and not isinstance(value, (str, bytes)):
         item = value.item()
         if isinstance(item, (numbers.Real, np.bool_)):
-            return float(item)
+            return _as_float(name, item)
     raise TypeError(f"value of {name!r} must be a real scalar (number, or a one-element array/tensor), "
                     f"got {type(value).__name__}" + (f" with {n} elements" if isinstance(n, int) else ""))
 
 
+def _as_float(name: str, value: Any) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"value of {name!r} is beyond the float64 range: {value!r}") from None
+
+
 def check_step(step: Any, what: str = "step") -> int:
-    """``step`` as an int ≥ 0; bool/float/str → TypeError, negative → ValueError (both name it)."""
+    """``step`` as an int in [0, 2**63 − 1] (stored as int64); bool/float/str → TypeError, negative
+    or too large → ValueError (both name it)."""
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
         raise TypeError(f"{what} must be an int, got {step!r} ({type(step).__name__})")
+    step = int(step)
     if step < 0:
         raise ValueError(f"{what} must be >= 0, got {step}")
-    return int(step)
+    if step > INT64_MAX:
+        raise ValueError(f"{what} must be <= 2**63 - 1 (it is stored as int64), got {step}")
+    return step
 
 
 def empty_committed() -> dict[str, Any]:

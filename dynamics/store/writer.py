@@ -1,15 +1,17 @@
 """Appending writer of a run store (layout in :mod:`dynamics.store.schema`), crash-safe by ordering.
 
-Every append first grows all arrays of the group that lack room (``resize``, in blocks: most appends
-find room and rewrite no array metadata), then writes every new row of every
-variable (NaN where a name has no value), and only then rewrites the root attribute ``committed``.
-zarr's local store writes each file through a temporary file and a rename, so each chunk and each
-``zarr.json`` is either the old or the new version; a process killed at any moment leaves a store
-whose committed rows are intact. Uncommitted rows (and variables) may be visible to a plain reader
-until the store is resumed, which trims them; :func:`dynamics.store.open_run` never shows them.
-At close every row array is cut to its committed length (its spare chunks were never written, unless
-a write failed: then they are deleted), then metadata is consolidated; the next writer removes the
-consolidated metadata before it changes anything.
+Every append first grows all arrays of the groups it touches that lack room (``resize``, in blocks:
+most appends find room and rewrite no array metadata), then writes every new row of every variable
+(NaN where a name has no value), and only then replaces the root ``zarr.json``: the commit record
+(:mod:`dynamics.store.root`), which holds the ``committed`` mark and the consolidated metadata of the
+committed rows. zarr's local store writes each chunk through a temporary file and a rename, and the
+root is replaced the same way, so a process killed at any moment leaves a store whose committed rows
+are intact and whose consolidated metadata shows exactly them to plain xarray. A checkpoint and the
+metrics rows logged up to it are one batch with one commit. Rows past ``committed`` (and their
+variables) are ignored by every reader, and trimmed on resume and at close.
+
+Appends run on a writer thread (one batch in flight at a time), so writing overlaps training; a
+batch is kept until its write succeeded (see :class:`RunWriter`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import os
 import shutil
 import sys
 import time
-import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from zarr.core.sync import sync as zarr_sync  # runs a coroutine on zarr's own e
 from zarr.storage import LocalStore
 
 from dynamics.errors import StoreError
+from dynamics.store import root as root_record
 from dynamics.store import schema
 from dynamics.store.lock import StoreLock
 from dynamics.store.reader import check_store, quiet_zarr_warnings
@@ -133,21 +136,63 @@ def _strip_consolidated(path: Path) -> None:
     os.replace(tmp, meta_path)
 
 
+def _grow_then_write(plan: list) -> None:
+    """Grow every planned array, then write its new rows: one concurrent batch on zarr's loop.
+
+    ``plan``: (async array, first row, rows, values) per array. Each array is resized before its own
+    rows are written; arrays do not wait for each other. Arrays grow in blocks (see
+    :func:`_capacity`), so most appends rewrite no array metadata. Nothing here is visible as
+    committed: the commit record is replaced only after the batch.
+    """
+    async def grow_write(a: Any, rows: int, n: int, v: np.ndarray) -> None:
+        if a.shape[0] < rows + n:
+            await a.resize((_capacity(a.shape[0], rows + n, a.chunks[0]),) + a.shape[1:])
+        await a.setitem(slice(rows, rows + n), v)
+
+    async def run() -> None:
+        await asyncio.gather(*(grow_write(*item) for item in plan))
+    zarr_sync(run())
+
+
 def _remove_partial_files(path: Path) -> None:
     """Delete temporary files (``*.partial``) that a killed zarr write left behind."""
     for partial in path.rglob("*.partial"):
         partial.unlink(missing_ok=True)
 
 
+class _Batch:
+    """One write: the rows of some arrays (``plan``), then the commit record (``document``).
+
+    It is kept by the writer until it succeeded: a batch whose write failed is written again by the
+    next :meth:`RunWriter.wait`, so no row is lost to a transient failure (a full disk)."""
+
+    def __init__(self, what: str, plan: list, committed: dict, nonfinite: dict, attrs: dict,
+                 document: dict) -> None:
+        self.what, self.plan, self.committed, self.nonfinite = what, plan, committed, nonfinite
+        self.attrs, self.document = attrs, document
+        self.future: Future | None = None
+
+
 class RunWriter:
-    """Writes one run store; obtain it from :meth:`create` or :meth:`resume`, finish with :meth:`close`."""
+    """Writes one run store; obtain it from :meth:`create` or :meth:`resume`, finish with :meth:`close`.
+
+    Appends (:meth:`append_metrics`, :meth:`append_checkpoint`) run on a writer thread: with
+    ``wait=False`` they return once the write is handed over, so it overlaps the caller's work. At
+    most one write is in flight; the next append, :meth:`wait`, :meth:`truncate` and :meth:`close`
+    wait for it first. A write that fails raises :class:`StoreError` (naming the cause) from the next
+    of these calls, and is kept and written again by the one after it.
+    """
 
     def __init__(self, path: Path, root: zarr.Group, lock: StoreLock) -> None:
         self.path, self.root, self._lock = path, root, lock
-        self.committed = schema.parse_json_attr(root.attrs, "committed", path)
-        self.nonfinite = schema.parse_json_attr(root.attrs, "nonfinite", path)
+        self.attrs: dict[str, Any] = dict(json.loads((path / "zarr.json").read_text()).get("attributes", {}))
+        self.committed = schema.parse_json_attr(self.attrs, "committed", path)
+        self.nonfinite = schema.parse_json_attr(self.attrs, "nonfinite", path)
+        self._nodes = root_record.read_nodes(path)
         self._arrays: dict[tuple[str, str], zarr.Array] = {}
         self._rows_past_committed = False  # a write that failed may have left rows past ``committed``
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-writer-{path.name}")
+        self._batch: _Batch | None = None  # in flight, or failed and waiting to be written again
         self.closed = False
 
     # ----------------------------------------------------------------- opening
@@ -195,13 +240,16 @@ class RunWriter:
             dims = ("probe",) if data.ndim == 1 else _probe_dims(data.ndim, base)
             array = _create_array(probe, name, dims, data.shape, data.shape, data.dtype)
             array[...] = data
-        root.update_attributes({"schema": schema.SCHEMA, "config": config_json, "versions": json.dumps(_versions()),
-                           "status": "running", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                           "committed": json.dumps(schema.empty_committed()), "nonfinite": json.dumps({})})
+        attrs = {"schema": schema.SCHEMA, "config": config_json, "versions": json.dumps(_versions()),
+                 "status": "running", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                 "committed": json.dumps(schema.empty_committed()), "nonfinite": json.dumps({})}
+        view = root_record.committed_view(root_record.read_nodes(path), schema.empty_committed())
+        root_record.write_root(path, root_record.root_document(attrs, view))
 
     @classmethod
     def resume(cls, path: str | os.PathLike) -> RunWriter:
-        """Lock an existing store, drop stale consolidated metadata, trim what lies past ``committed``.
+        """Lock an existing store, trim what lies past ``committed`` and rewrite the commit record
+        (consolidated metadata of the committed view, :mod:`dynamics.store.root`).
 
         The status is left as it was; the caller sets it (``set_attrs(status="running")``)."""
         path = Path(path)
@@ -209,9 +257,10 @@ class RunWriter:
         lock = StoreLock(path).acquire()
         try:
             _remove_partial_files(path)
-            _strip_consolidated(path)
             writer = cls(path, _open_root(path), lock)
             writer._trim_to_committed(delete_rows=True)   # a killed writer may have left rows past the mark
+            writer._nodes = root_record.read_nodes(path)
+            writer._write_root_now()
         except BaseException:
             lock.release()
             raise
@@ -233,6 +282,7 @@ class RunWriter:
                 for name, array in list(group.arrays()):
                     if name not in keep:
                         del group[name]
+                        self._nodes.pop(f"{group_name}/{name}", None)
                     elif array.shape[0] != rows:
                         resized.append(array.async_array.resize((rows,) + array.shape[1:], delete_rows))
 
@@ -253,48 +303,107 @@ class RunWriter:
         return self._arrays[key]
 
     def variables(self, group: str) -> list[str]:
-        """Committed variable names of ``group`` (coordinates included)."""
+        """Committed variable names of ``group`` (coordinates included), after the write in flight."""
+        self.wait()
         return list(self.committed["variables"][group])
 
     def stored_steps(self, group: str) -> np.ndarray:
-        """The committed ``step`` coordinate of ``group`` ("metrics" or "checkpoints")."""
+        """The committed ``step`` coordinate of ``group`` ("metrics" or "checkpoints"), after the
+        write in flight."""
+        self.wait()
         return np.asarray(self._array(group, "step")[: self._rows(group)], dtype=np.int64)
 
     def read_probe(self) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(self.root["probe"]["x"][...]), np.asarray(self.root["probe"]["y"][...])
 
     def read_config(self) -> dict:
-        return schema.parse_json_attr(self.root.attrs, "config", self.path)
+        return schema.parse_json_attr(self.attrs, "config", self.path)
 
-    def _commit(self, **changes: Any) -> None:
-        self.committed.update(changes)
-        self.root.update_attributes({"committed": json.dumps(self.committed), "nonfinite": json.dumps(self.nonfinite)})
+    def _document(self, attrs: dict, committed: dict) -> dict:
+        return root_record.root_document(attrs, root_record.committed_view(self._nodes, committed))
 
-    def _write_and_commit(self, plan: list, **changes: Any) -> None:
-        """Write a batch (:meth:`_grow_then_write`), then commit ``changes``; if either fails, rows
-        past the mark may exist, and closing deletes them."""
+    def _write_root_now(self) -> None:
+        """Write the commit record of the current state (attributes, committed view) synchronously."""
+        attrs = dict(self.attrs, committed=json.dumps(self.committed), nonfinite=json.dumps(self.nonfinite))
+        root_record.write_root(self.path, self._document(attrs, self.committed))
+        self.attrs = attrs
+
+    # ----------------------------------------------------------------- writing in the background
+    def _run(self, batch: _Batch) -> None:
+        """The write of ``batch`` (on the writer thread, or again on the caller's after a failure)."""
+        _grow_then_write(batch.plan)
+        root_record.write_root(self.path, batch.document)
+
+    def wait(self, raise_errors: bool = True) -> None:
+        """Wait for the write in flight, and write again a batch whose write failed before.
+
+        Raises StoreError naming the store, what was written and the cause when that write fails; the
+        batch is kept, and the next ``wait`` (any later append, flush or close) writes it again.
+        ``raise_errors=False``: only wait; a failure stays for the next ``wait``."""
+        batch = self._batch
+        if batch is None:
+            return
         try:
-            self._grow_then_write(plan)
-            self._commit(**changes)
-        except BaseException:
+            if batch.future is not None:
+                future, batch.future = batch.future, None
+                future.result()
+            elif raise_errors:
+                self._run(batch)
+            else:
+                return
+        except Exception as err:
+            batch.future = None
             self._rows_past_committed = True
-            raise
+            if not raise_errors:
+                return
+            raise StoreError(f"{self.path}: writing {batch.what} failed ({type(err).__name__}: {err}); nothing "
+                             f"of it is committed, and the next flush or close writes it again") from err
+        self.committed, self.nonfinite, self.attrs = batch.committed, batch.nonfinite, batch.attrs
+        self._batch = None
+
+    def _submit(self, what: str, plan: list, changes: dict, nonfinite: dict, wait: bool) -> None:
+        committed = dict(self.committed, **changes)
+        attrs = dict(self.attrs, committed=json.dumps(committed), nonfinite=json.dumps(nonfinite))
+        batch = _Batch(what, plan, committed, nonfinite, attrs, self._document(attrs, committed))
+        self._batch = batch
+        batch.future = self._executor.submit(self._run, batch)
+        if wait:
+            self.wait()
 
     # ----------------------------------------------------------------- appends
-    def _plan_rows(self, group: str, columns: dict[str, tuple[tuple[str, ...], np.ndarray]], n_new: int) -> tuple:
-        """Validate and create what growing ``group`` by ``n_new`` rows needs; returns (names, plan).
+    def _check_columns(self, group: str, columns: dict[str, tuple[tuple[str, ...], np.ndarray]]) -> dict:
+        """``columns`` with values cast to their stored dtype, after checking shapes and dtypes against
+        the committed variables of ``group``: StoreError naming the variable for another shape per
+        row, or for a dtype that the stored one cannot hold exactly (float64 into float32)."""
+        names = set(self.committed["variables"][group])
+        checked = {}
+        for name, (dims, data) in columns.items():
+            if name in names:
+                array = self._array(group, name)
+                if array.shape[1:] != data.shape[1:]:
+                    raise StoreError(f"{group}/{name} has shape {array.shape[1:]} per row in the store, got "
+                                     f"{data.shape[1:]}")
+                stored = np.dtype(array.dtype)
+                if data.dtype != stored:
+                    if not np.can_cast(data.dtype, stored, casting="safe"):
+                        raise StoreError(f"{group}/{name} is stored as {stored}, got {data.dtype}: writing it "
+                                         f"would lose precision (did the model's dtype change?); record the "
+                                         f"new dtype into a new store")
+                    data = data.astype(stored)
+            checked[name] = (dims, data)
+        return checked
 
-        ``columns`` maps names to (dims after the row dim, data with ``n_new`` leading rows); committed
-        variables missing from it get their fill value (NaN for floats). New names are created here.
+    def _plan_rows(self, group: str, columns: dict[str, tuple[tuple[str, ...], np.ndarray]], n_new: int) -> tuple:
+        """Create what growing ``group`` by ``n_new`` rows needs; returns (names, plan).
+
+        ``columns`` (checked by :meth:`_check_columns`) maps names to (dims after the row dim, data with
+        ``n_new`` leading rows); committed variables missing from it get their fill value (NaN for
+        floats). New names are created here, with room for :data:`MIN_CAPACITY` rows.
         """
         rows = self._rows(group)
-        names = self.variables(group)
+        names = list(self.committed["variables"][group])
         row_dim = schema.ROW_DIM[group]
         coords = "epoch" if group == "metrics" else "step epoch"
-        for name, (dims, data) in columns.items():
-            if name in names and self._array(group, name).shape[1:] != data.shape[1:]:
-                raise StoreError(f"{group}/{name} has shape {self._array(group, name).shape[1:]} per row in the "
-                                 f"store, got {data.shape[1:]}")
         for name, (dims, data) in columns.items():
             if name in names:
                 continue
@@ -303,6 +412,7 @@ class RunWriter:
             length = _capacity(rows, rows + n_new, chunks[0])   # created with room: no resize at once
             self._arrays[(group, name)] = _create_array(self.root[group], name, (row_dim,) + dims,
                                                         (length,) + data.shape[1:], chunks, data.dtype, attrs)
+            self._nodes[f"{group}/{name}"] = root_record.array_node(self.path, f"{group}/{name}")
             names.append(name)
         plan = []
         for name in names:
@@ -312,45 +422,49 @@ class RunWriter:
             plan.append((array, rows, n_new, value))
         return names, plan
 
-    @staticmethod
-    def _grow_then_write(plan: list) -> None:
-        """Grow every planned array, then write its new rows: one concurrent batch on zarr's loop.
-
-        Each array is resized before its own rows are written; arrays do not wait for each other.
-        Arrays grow in blocks (see :func:`_capacity`), so most appends rewrite no array metadata;
-        rows past ``committed`` are ignored by readers and cut off at close and on resume.
-        Nothing here is visible as committed: ``committed`` is rewritten only after the batch.
-        """
-        async def grow_write(a: Any, rows: int, n: int, v: np.ndarray) -> None:
-            if a.shape[0] < rows + n:
-                await a.resize((_capacity(a.shape[0], rows + n, a.chunks[0]),) + a.shape[1:])
-            await a.setitem(slice(rows, rows + n), v)
-
-        async def run() -> None:
-            await asyncio.gather(*(grow_write(*item) for item in plan))
-        zarr_sync(run())
-
-    def append_metrics(self, steps: np.ndarray, epochs: np.ndarray, scalars: dict[str, np.ndarray]) -> None:
-        """Append rows: ``steps`` (k,) int64 strictly increasing after the stored ones, ``epochs`` (k,),
-        ``scalars`` name → (k,) float64. Then commit them."""
+    def _metrics_columns(self, steps: Any, epochs: Any, scalars: dict[str, Any]) -> tuple[dict, np.ndarray]:
         steps = np.asarray(steps, dtype=np.int64)
-        if steps.size == 0:
-            return
         last = self.committed["step"]
-        if (last is not None and steps[0] <= last) or np.any(np.diff(steps) <= 0):
+        if steps.size and ((last is not None and steps[0] <= last) or np.any(np.diff(steps) <= 0)):
             raise StoreError(f"metrics steps must increase strictly: got {steps[:5].tolist()}... after {last}")
         columns = {"step": ((), steps), "epoch": ((), np.asarray(epochs, dtype=np.float64))}
         columns.update({name: ((), np.asarray(v, dtype=np.float64)) for name, v in scalars.items()})
-        names, plan = self._plan_rows("metrics", columns, len(steps))
+        return columns, steps
+
+    def _with_counts(self, events: Any) -> dict:
+        """The ``nonfinite`` record with ``events`` ((group, name, step), …) counted in, as a new dict."""
+        record = json.loads(json.dumps(self.nonfinite))
+        for group, name, step in events:
+            schema.count_nonfinite(record, group, name, step)
+        return record
+
+    def append_metrics(self, steps: np.ndarray, epochs: np.ndarray, scalars: dict[str, np.ndarray], *,
+                       nonfinite: Any = (), wait: bool = True) -> None:
+        """Append rows: ``steps`` (k,) int64 strictly increasing after the stored ones, ``epochs`` (k,),
+        ``scalars`` name → (k,) float64; ``nonfinite``: (group, name, step) of values stored as NaN.
+        Then commit them (``wait=False``: in the background, see the class docstring)."""
+        self.wait()
+        columns, steps = self._metrics_columns(steps, epochs, scalars)
+        if steps.size == 0:
+            return
+        columns = self._check_columns("metrics", columns)
+        try:
+            names, plan = self._plan_rows("metrics", columns, len(steps))
+        except OSError as err:
+            raise StoreError(f"{self.path}: cannot create a metrics array ({err})") from err
         variables = dict(self.committed["variables"], metrics=names)
-        self._write_and_commit(plan, metrics=self.committed["metrics"] + len(steps), step=int(steps[-1]),
-                               variables=variables)
+        self._submit(f"metrics rows of steps {int(steps[0])}..{int(steps[-1])}", plan,
+                     {"metrics": self.committed["metrics"] + len(steps), "step": int(steps[-1]),
+                      "variables": variables}, self._with_counts(nonfinite), wait)
 
     def append_checkpoint(self, step: int, epoch: float, scalars: dict[str, float],
                           checkpoint_arrays: dict[str, tuple[tuple[str, ...], np.ndarray]],
-                          param_arrays: dict[str, tuple[tuple[str, ...], np.ndarray]]) -> None:
-        """Append one checkpoint (scalars, NTK/representations, parameters) in one write batch, then
-        commit it."""
+                          param_arrays: dict[str, tuple[tuple[str, ...], np.ndarray]], *,
+                          metrics: tuple | None = None, nonfinite: Any = (), wait: bool = True) -> None:
+        """Append one checkpoint (scalars, NTK/representations, parameters) and, if given, the metrics
+        rows ``metrics`` = (steps, epochs, scalars) as in :meth:`append_metrics`, in one write batch,
+        then commit them together. Nothing is written unless every column fits its stored variable."""
+        self.wait()
         last = self.committed["checkpoint_step"]
         if last is not None and step <= last:
             raise StoreError(f"checkpoint step {step} is not after the last stored checkpoint step {last}")
@@ -362,10 +476,22 @@ class RunWriter:
         cols.update({name: (dims, data[None]) for name, (dims, data) in checkpoint_arrays.items()})
         params = dict(coords)
         params.update({name: (dims, data[None]) for name, (dims, data) in param_arrays.items()})
-        variables = dict(self.committed["variables"])
-        variables["checkpoints"], plan_c = self._plan_rows("checkpoints", cols, 1)
-        variables["params"], plan_p = self._plan_rows("params", params, 1)
-        self._write_and_commit(plan_c + plan_p, checkpoint=index + 1, checkpoint_step=int(step), variables=variables)
+        m_cols, m_steps = self._metrics_columns(*metrics) if metrics is not None else ({}, np.zeros(0, np.int64))
+        groups = {"checkpoints": (self._check_columns("checkpoints", cols), 1),
+                  "params": (self._check_columns("params", params), 1)}
+        if m_steps.size:
+            groups["metrics"] = (self._check_columns("metrics", m_cols), len(m_steps))
+        variables, plan = dict(self.committed["variables"]), []
+        try:
+            for group, (columns, n_new) in groups.items():
+                variables[group], group_plan = self._plan_rows(group, columns, n_new)
+                plan += group_plan
+        except OSError as err:
+            raise StoreError(f"{self.path}: cannot create an array of the checkpoint at step {step} ({err})") from err
+        changes = {"checkpoint": index + 1, "checkpoint_step": int(step), "variables": variables}
+        if m_steps.size:
+            changes.update(metrics=self.committed["metrics"] + len(m_steps), step=int(m_steps[-1]))
+        self._submit(f"the checkpoint at step {step}", plan, changes, self._with_counts(nonfinite), wait)
 
     # ----------------------------------------------------------------- truncate / close
     def truncate(self, step: int) -> None:
@@ -375,30 +501,56 @@ class RunWriter:
         keep_c = int(np.searchsorted(ck_steps, step, side="right"))
         for group in ("metrics", "checkpoints"):
             schema.trim_nonfinite(self.nonfinite, group, step)
-        self._commit(metrics=keep_m, step=int(m_steps[keep_m - 1]) if keep_m else None,
-                     checkpoint=keep_c, checkpoint_step=int(ck_steps[keep_c - 1]) if keep_c else None)
+        self.committed = dict(self.committed, metrics=keep_m, step=int(m_steps[keep_m - 1]) if keep_m else None,
+                              checkpoint=keep_c, checkpoint_step=int(ck_steps[keep_c - 1]) if keep_c else None)
+        self._write_root_now()
         self._trim_to_committed(delete_rows=True)
 
     def set_attrs(self, **attrs: Any) -> None:
-        self.root.update_attributes(attrs)
+        """Set root attributes (one write of the commit record, after the write in flight)."""
+        self.wait()
+        self.attrs.update(attrs)
+        self._write_root_now()
+
+    def del_attr(self, name: str) -> None:
+        """Remove root attribute ``name`` if present (after the write in flight)."""
+        self.wait()
+        if name in self.attrs:
+            del self.attrs[name]
+            self._write_root_now()
 
     def abandon(self) -> None:
         """Release the lock without touching the store (after a failed check on resume)."""
+        self._executor.shutdown(wait=True)
         self._lock.release()
         self.closed = True
 
     def close(self, status: str, error: str | None = None) -> None:
-        """Set ``status`` (and ``error``), consolidate metadata, release the lock (idempotent)."""
+        """Write what is pending, set ``status`` (and ``error``), cut row arrays to their committed length,
+        release the lock (idempotent). When pending rows cannot be written (even on a second try),
+        they are dropped and the status is "failed", never "complete", with the write's error."""
         if self.closed:
             return
         try:
+            try:
+                self.wait()
+            except StoreError:
+                try:
+                    self.wait()   # the second try of a batch that failed in the background
+                except StoreError as err:
+                    self._batch = None
+                    status, error = "failed", f"{err}; these rows were dropped"
             attrs: dict[str, Any] = {"status": status}
             if error is not None:
                 attrs["error"] = error
-            self._trim_to_committed(self._rows_past_committed)  # cut the spare capacity: exact shapes for plain readers
-            self.root.update_attributes(attrs)
-            with quiet_zarr_warnings():
-                zarr.consolidate_metadata(str(self.path))
+            try:
+                self._trim_to_committed(self._rows_past_committed)  # cut the spare capacity: exact shapes
+                self.attrs.update(attrs)
+                self._write_root_now()
+            except OSError as err:
+                raise StoreError(f"{self.path}: cannot write the final status {status!r} ({err}); the store "
+                                 f"keeps its last commit") from err
         finally:
+            self._executor.shutdown(wait=True)
             self._lock.release()
             self.closed = True

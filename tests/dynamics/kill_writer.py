@@ -12,6 +12,7 @@ Run as a script: ``python kill_writer.py STORE N_STEPS`` prints "ready" once the
 from __future__ import annotations
 
 import sys
+import time
 
 import torch
 
@@ -66,5 +67,21 @@ def train(path: str, n_steps: int, *, resume: bool = False, announce: bool = Fal
                                 "next_step": step + 1})
 
 
+def slow(path: str) -> None:
+    """Log a row every 0.05 s (printing "logged STEP" after each), never checkpointing, with
+    ``flush_secs=0.3`` and a ``flush_every`` never reached: only the time bound writes rows."""
+    x, y, x_probe, y_probe = _data()
+    model = MLP(6, 8, 2, 3, seed=0, dtype=torch.float64)
+    rec = Recorder(path, model, (x_probe, y_probe), ntk=False, layers=[], flush_every=10 ** 6, flush_secs=0.3)
+    print("ready", flush=True)
+    for step in range(10 ** 6):
+        rec.log(step, loss=0.5 * step)
+        print(f"logged {step}", flush=True)
+        time.sleep(0.05)
+
+
 if __name__ == "__main__":
-    train(sys.argv[1], int(sys.argv[2]), announce=True)
+    if sys.argv[2] == "slow":
+        slow(sys.argv[1])
+    else:
+        train(sys.argv[1], int(sys.argv[2]), announce=True)

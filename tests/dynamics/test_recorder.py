@@ -237,11 +237,13 @@ def test_truncate_and_resume_state(tmp_path):
         rec.log(step, loss=float(step))
         if step % 3 == 0:
             rec.checkpoint(step)
-    assert rec.last_step is None                       # checkpoints do not write the buffered rows
+    assert rec.last_step == 9                          # the checkpoint of step 9 committed the rows up to 9
+    rec.log(10, loss=10.0)
+    assert rec.last_step == 9
     state = {"model": model.state_dict(), "next_step": 4, "rng": torch.get_rng_state(), "tags": ["a", {"b": 1.5}]}
     rec.save_state(state)
-    assert rec.last_step == 9                          # save_state does: no gap when resuming from it
-    np.testing.assert_array_equal(open_run(path)["metrics"]["loss"].values, np.arange(10.0))
+    assert rec.last_step == 10                         # save_state writes them: no gap when resuming from it
+    np.testing.assert_array_equal(open_run(path)["metrics"]["loss"].values, np.arange(11.0))
     rec.truncate(4)
     assert rec.last_step == 4 and rec.checkpoint_steps == [0, 3]
     rec.log(5, loss=50.0)

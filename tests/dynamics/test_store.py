@@ -104,8 +104,9 @@ def test_resume_refreshes_consolidated_metadata(tmp_path):
     w.close("complete")
     assert "consolidated_metadata" in json.loads((path / "zarr.json").read_text())
     w = RunWriter.resume(path)
-    assert "consolidated_metadata" not in json.loads((path / "zarr.json").read_text())
     w.append_metrics(np.arange(5, 12), np.zeros(7), {"loss": np.arange(5.0, 12.0), "new": np.ones(7)})
+    running = xr.open_zarr(path, group="metrics")         # while running: the committed view, no warning
+    np.testing.assert_array_equal(running["new"].values, [np.nan] * 5 + [1.0] * 7)
     w.close("complete")
     plain = xr.open_zarr(path, group="metrics")          # consolidated metadata again, with the new shapes
     np.testing.assert_array_equal(plain["loss"].values, np.arange(12.0))
@@ -244,7 +245,9 @@ def test_arrays_grow_in_blocks_and_are_cut_to_committed_at_close(tmp_path):
         meta[c] = {name: (path / name / "zarr.json").read_bytes()
                    for name in ("metrics/loss", "checkpoints/ntk", "params/w")}
     assert meta[0] == meta[MIN_CAPACITY - 1]            # one block of MIN_CAPACITY rows from the first append
-    assert zarr.open_group(str(path))["checkpoints"]["ntk"].shape[0] == 2 * MIN_CAPACITY   # doubled by the next
+    grown = zarr.open_group(str(path), use_consolidated=False)["checkpoints"]["ntk"]
+    assert grown.shape[0] == 2 * MIN_CAPACITY          # doubled by the next
+    assert zarr.open_group(str(path))["checkpoints"]["ntk"].shape[0] == n   # the consolidated (committed) view
     np.testing.assert_array_equal(open_run(path)["checkpoints"]["step"].values, np.arange(n))
     w.close("complete")
     for _ in range(2):                                  # close, and resume-then-close with no appends
@@ -262,25 +265,56 @@ def _chunk_rows(path: Path, array: str) -> set[int]:
     return {int(p.name.split(".")[1]) for p in (path / array).glob("c.*")}
 
 
-def test_failed_write_leaves_no_chunk_files_past_the_shape_after_close(tmp_path, monkeypatch):
-    """Rows a failed append wrote past the mark are deleted when the store is closed."""
+def _failing_after_writing(monkeypatch, times: int) -> list:
+    """Make the next ``times`` write batches write their rows and then fail before the commit."""
+    from dynamics.store import writer as writer_module
+    original, calls = writer_module._grow_then_write, []
+
+    def write_then_fail(plan):
+        original(plan)
+        calls.append(len(plan))
+        if len(calls) <= times:
+            raise OSError(28, "No space left on device (simulated)")
+    monkeypatch.setattr(writer_module, "_grow_then_write", write_then_fail)
+    return calls
+
+
+def test_failed_write_is_kept_and_written_by_the_next_call(tmp_path, monkeypatch):
+    """A batch that fails raises StoreError naming the cause; it is kept and written by the next call."""
     path = tmp_path / "run.zarr"
     x, y = _probe(np.random.default_rng(0))
     w = RunWriter.create(path, config=None, probe_x=x, probe_y=y)
     w.append_checkpoint(0, 0.0, {}, {}, {"w": (("w_dim0",), np.zeros(2))})
-    original = RunWriter._commit
-
-    def failing_commit(self, **changes):
-        raise OSError("disk full (simulated)")
-    monkeypatch.setattr(RunWriter, "_commit", failing_commit)
-    with pytest.raises(OSError, match="disk full"):
+    _failing_after_writing(monkeypatch, times=1)
+    with pytest.raises(StoreError, match=r"checkpoint at step 1 failed \(OSError: \[Errno 28\] No space"):
         w.append_checkpoint(1, 0.0, {}, {}, {"w": (("w_dim0",), np.ones(2))})
-    monkeypatch.setattr(RunWriter, "_commit", original)
     assert _chunk_rows(path, "params/w") == {0, 1}      # row 1 was written, not committed
-    w.append_metrics(np.array([5]), np.zeros(1), {"loss": np.ones(1)})   # a later commit elsewhere
-    w.close("failed", "disk full")
+    assert open_run(path)["params"].sizes["checkpoint"] == 1
+    assert xr.open_zarr(path, group="params")["w"].shape == (1, 2)
+    w.append_metrics(np.array([5]), np.zeros(1), {"loss": np.ones(1)})   # writes the kept batch first
+    w.close("complete")
+    tree = open_run(path)
+    np.testing.assert_array_equal(tree["params"]["w"].values, [[0, 0], [1, 1]])
+    np.testing.assert_array_equal(tree["metrics"]["step"].values, [5])
+    assert tree.attrs["status"] == "complete"
+
+
+def test_failed_write_leaves_no_chunk_files_past_the_shape_after_close(tmp_path, monkeypatch):
+    """Rows a failed append wrote past the mark are deleted when the store is closed, and a store whose
+    rows could not be written is closed as "failed" even when "complete" was asked for."""
+    path = tmp_path / "run.zarr"
+    x, y = _probe(np.random.default_rng(0))
+    w = RunWriter.create(path, config=None, probe_x=x, probe_y=y)
+    w.append_checkpoint(0, 0.0, {}, {}, {"w": (("w_dim0",), np.zeros(2))})
+    _failing_after_writing(monkeypatch, times=10)
+    w.append_checkpoint(1, 0.0, {}, {}, {"w": (("w_dim0",), np.ones(2))}, wait=False)
+    assert _chunk_rows(path, "params/w") in ({0}, {0, 1})
+    w.close("complete")
     assert _chunk_rows(path, "params/w") == {0}
     assert xr.open_datatree(path, engine="zarr")["params"]["w"].shape == (1, 2)
+    attrs = open_run(path).attrs
+    assert attrs["status"] == "failed" and "No space left on device" in attrs["error"]
+    assert "dropped" in attrs["error"]
 
 
 def test_checkpoint_index_reads_as_arange_after_truncation_and_regrowth(tmp_path):

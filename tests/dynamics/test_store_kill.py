@@ -47,10 +47,15 @@ def _start_and_kill(path: Path, delay: float) -> None:
 
 
 def _assert_prefix(run: xr.DataTree, reference: xr.DataTree) -> None:
-    """Every committed row of ``run`` equals the reference row at the same position."""
+    """Every committed row of ``run`` equals the reference row at the same position, and the metrics
+    hold every row logged up to the last committed checkpoint (the writer logs a step's row before
+    its checkpoint, and a checkpoint commits the rows logged up to it)."""
     committed = json.loads(run.attrs["committed"])
     assert run["metrics"].sizes["step"] == committed["metrics"]
     assert run["checkpoints"].sizes["checkpoint"] == committed["checkpoint"]
+    if committed["checkpoint_step"] is not None:
+        assert committed["step"] is not None and committed["step"] >= committed["checkpoint_step"], committed
+        assert committed["metrics"] >= committed["checkpoint_step"] + 1
     for group, dim in (("metrics", "step"), ("checkpoints", "checkpoint"), ("params", "checkpoint")):
         ours = run[group].to_dataset().load()
         ref = reference[group].to_dataset().isel({dim: slice(0, ours.sizes[dim])})
@@ -66,6 +71,13 @@ def _trial(tmp_path: Path, reference: xr.DataTree, delay: float) -> None:
     run = dynamics.open_run(path)                      # never fails, committed rows only
     _assert_prefix(run, reference)
     with warnings.catch_warnings():
+        warnings.simplefilter("error")                  # plain xarray on the killed store: no warning at all
+        plain_killed = xr.open_datatree(path, engine="zarr")
+        for group in ("metrics", "checkpoints", "params"):
+            alone = xr.open_zarr(path, group=group)
+            xr.testing.assert_identical(alone.load(), plain_killed[group].to_dataset().load())
+            xr.testing.assert_equal(alone.load(), run[group].to_dataset().load())
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)   # the stale lock of the killed pid is taken over
         kill_writer.train(str(path), N_STEPS, resume=True)
     resumed = dynamics.open_run(path)
@@ -78,7 +90,7 @@ def _trial(tmp_path: Path, reference: xr.DataTree, delay: float) -> None:
     assert not (path / ".lock").exists()
 
 
-@pytest.mark.parametrize("delay", [0.3, 1.2])
+@pytest.mark.parametrize("delay", [0.3, 1.2, 2.0])
 def test_kill_then_open_and_resume(tmp_path, reference, delay):
     _trial(tmp_path, reference, delay)
 
@@ -88,3 +100,30 @@ def test_kill_at_random_moments(tmp_path, reference):
     rng = random.Random(20241107)
     for _ in range(24):
         _trial(tmp_path, reference, rng.uniform(0.0, 3.0))
+
+
+def test_flush_secs_bounds_what_a_kill_loses(tmp_path):
+    """A loop that never checkpoints and never reaches flush_every: rows older than flush_secs are
+    written anyway, so a SIGKILL loses at most the last flush_secs of rows."""
+    path = tmp_path / "slow.zarr"
+    proc = subprocess.Popen([sys.executable, str(Path(kill_writer.__file__)), str(path), "slow"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        logged = -1
+        while logged < 40:                              # 40 rows, 0.05 s apart: about 2 s of training
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read()
+            logged = int(line.split()[1])
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+        proc.stdout.close()
+        proc.stderr.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metrics = xr.open_zarr(path, group="metrics")
+    # flush_secs = 0.3 s is 6 rows; allow 20 rows (1 s) for a loaded machine
+    assert metrics.sizes["step"] >= logged - 20, (metrics.sizes["step"], logged)
+    np.testing.assert_array_equal(metrics["step"].values, np.arange(metrics.sizes["step"]))
+    np.testing.assert_array_equal(metrics["loss"].values, np.arange(metrics.sizes["step"]) * 0.5)
