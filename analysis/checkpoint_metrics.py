@@ -107,26 +107,29 @@ def representation_metrics(rep: xr.DataArray, labels: np.ndarray, probe_at: np.n
     return out
 
 
-def weight_metrics(history: xr.DataArray, max_memory: int) -> tuple[np.ndarray, np.ndarray]:
-    """‖θ_t − θ_0‖/‖θ_0‖ and cos(θ_t, θ_0) over checkpoints for one parameter (C, ...) read lazily."""
+def weight_metrics(history: xr.DataArray, max_memory: int) -> dict[str, np.ndarray | float]:
+    """Per checkpoint of one parameter (C, ...) read lazily: ``rel`` = ‖θ_t − θ_0‖/‖θ_0‖, ``cos`` =
+    cos(θ_t, θ_0), ``delta`` = ‖θ_t − θ_0‖ (each shape (C,)), and ``init_norm`` = ‖θ_0‖ (a float); norms
+    are Frobenius norms over all entries of the tensor."""
     n = history.sizes["checkpoint"]
-    rel, cos = np.full(n, np.nan), np.full(n, np.nan)
+    rel, cos, delta = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     if n == 0:
-        return rel, cos
+        return {"rel": rel, "cos": cos, "delta": delta, "init_norm": np.nan}
     read = checkpoint_reader(history, max_memory)
     init = read(0).ravel()
     norm0 = float(np.linalg.norm(init))
     for c in range(n):
         theta = read(c).ravel()
         norm = float(np.linalg.norm(theta))
+        delta[c] = np.linalg.norm(theta - init)
         if norm0 > 0:
-            rel[c] = np.linalg.norm(theta - init) / norm0
+            rel[c] = delta[c] / norm0
             if norm > 0:
                 cos[c] = float(theta @ init) / (norm * norm0)
     if norm0 == 0:
         warnings.warn(f"parameter {history.name!r} is all zeros at the first checkpoint: its relative change and "
                       "cosine to init are NaN", RuntimeWarning, stacklevel=2)
-    return rel, cos
+    return {"rel": rel, "cos": cos, "delta": delta, "init_norm": norm0}
 
 
 def checkpoints_selected(spec: object, n: int) -> np.ndarray:

@@ -118,11 +118,18 @@ def _compute(checkpoints: xr.Dataset, metrics: xr.Dataset, params: xr.Dataset, t
     data.update({name: (("checkpoint", "layer"), values) for name, values in per_layer.items()})
 
     param_names = store_order(tree, "params", [name for name in params.data_vars if name not in ("step", "epoch")])
-    rel, cos = np.full((n, len(param_names)), np.nan), np.full((n, len(param_names)), np.nan)
+    per_param = {name: np.full((n, len(param_names)), np.nan) for name in ("rel", "cos", "delta")}
+    init_norm = np.full(len(param_names), np.nan)
     for j, name in enumerate(param_names):
-        rel[:, j], cos[:, j] = weight_metrics(params[name], max_memory)
-    data["weight_rel_change"] = (("checkpoint", "param"), rel)
-    data["weight_cosine_init"] = (("checkpoint", "param"), cos)
+        result = weight_metrics(params[name], max_memory)
+        for key, values in per_param.items():
+            values[:, j] = result[key]
+        init_norm[j] = result["init_norm"]
+    data["weight_rel_change"] = (("checkpoint", "param"), per_param["rel"])
+    data["weight_cosine_init"] = (("checkpoint", "param"), per_param["cos"])
+    data["weight_delta_norm"] = (("checkpoint", "param"), per_param["delta"])
+    data["weight_init_norm"] = ("param", init_norm)
+    data["param_ndim"] = ("param", np.array([params[name].ndim - 1 for name in param_names], dtype=np.int64))
 
     steps, step_data, window = step_metrics(metrics, smoothing_window)
     data.update(step_data)

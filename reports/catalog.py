@@ -20,8 +20,8 @@ class FigureSpec:
 
 FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("loss_accuracy", figures.loss_accuracy, "Loss and accuracy",
-               "Loss and accuracy on the training and test sets at every checkpoint. Each line is a run, "
-               "coloured by optimiser (the same colour in every figure). A training accuracy that keeps "
+               "Loss and accuracy on the training and test sets at every checkpoint. Each line is an optimiser "
+               "(the same colour in every figure); with several seeds, their mean with a ± 1 sd band. A training accuracy that keeps "
                "rising while the test accuracy stalls is overfitting."),
     FigureSpec("batch_loss_change", figures.batch_loss_change, "Per-mini-batch overfitting",
                "Left: relative change of the loss caused by each update, 100·(L_after − L_before)/L_before, "
@@ -55,6 +55,8 @@ FIGURES: tuple[FigureSpec, ...] = (
                "1e-12) mean the step is exact. First-order runs have no residual and are not drawn."),
     FigureSpec("weight_change", figures.weight_change, "Weight change",
                "Relative distance of the trained parameters from initialisation, ‖θ_t − θ_0‖ / ‖θ_0‖, in %. "
-               "Left: mean over parameter tensors over training (band: min to max). Right: per tensor at "
-               "the last checkpoint."),
+               "Left: over training, for all weight matrices (solid) and all bias vectors (dashed), each "
+               "group norm-weighted as one vector, sqrt(Σ‖Δθ_i‖²)/sqrt(Σ‖θ_i,0‖²), so small biases do not "
+               "dominate. Right: each tensor at the last checkpoint (circles: weights, squares: biases). "
+               "With several seeds: mean ± standard deviation."),
 )

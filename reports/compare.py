@@ -70,11 +70,12 @@ def compare(dirs, out) -> Path:
                                                       for n, p, ds in zip(names, paths, datasets)])]
 
     per_experiment = [headlines(ds) for ds in datasets]
-    rows, colors = [], []
+    rows, optimizers = [], []
     for name, hs in zip(names, per_experiment):
         for x in hs:
             rows.append([name, *headline_row(x)])
-            colors.append(h.optimizer_colors([x.optimizer])[0])
+            optimizers.append(x.optimizer)
+    colors = h.optimizer_colors(optimizers)
     body += ["<h2>Findings</h2>", h.table(["experiment", *FINDINGS_HEADER], rows, numeric=set(range(2, 10)),
                                           swatch=1, colors=colors),
              f'<p class="note">{h.escape(FINDINGS_NOTE)}</p>']

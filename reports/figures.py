@@ -12,6 +12,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
+from analysis.weights import grouped_relative_change
 from reports import plotting as p
 from reports.runs import (RunInfo, as_combined, checkpoint_series, checkpoint_steps, dim_values,
                           has_values, run_infos, step_mean, step_series)
@@ -23,14 +24,63 @@ def _require(ds: xr.Dataset, *names: str) -> None:
         raise ValueError(f"analysis Dataset has no values for {', '.join(map(repr, missing))}")
 
 
-def _plot_checkpoints(ax, ds, name, runs: list[RunInfo], scale=1.0, **sel) -> np.ndarray:
-    """One line per run of a checkpoint variable; returns all x values drawn."""
-    xs = []
+def seed_groups(runs: list[RunInfo]) -> list[list[RunInfo]]:
+    """Runs grouped by optimiser (the seeds of one optimiser), in order of first appearance."""
+    groups: dict[str, list[RunInfo]] = {}
     for r in runs:
-        x, y = checkpoint_series(ds, name, r.index, **sel)
-        if y.size:
-            ax.plot(x, y * scale, color=r.color, ls=r.linestyle, marker="o", ms=3, label=p.short(r.label))
-            xs.append(x)
+        groups.setdefault(r.optimizer, []).append(r)
+    return list(groups.values())
+
+
+def seed_stack(series: list[tuple[np.ndarray, np.ndarray]]):
+    """(x, values (seeds, len(x))) at the x values every seed has; None if there are none.
+
+    ``series`` holds one (x, y) pair per seed, finite points only, x increasing
+    (:func:`reports.runs.checkpoint_series`, :func:`reports.runs.step_series`).
+    """
+    common = series[0][0]
+    for x, _ in series[1:]:
+        common = np.intersect1d(common, x)
+    if common.size == 0:
+        return None
+    return common, np.stack([y[np.searchsorted(x, common)] for x, y in series])
+
+
+def group_label(group: list[RunInfo]) -> str:
+    """Legend text of a group: the run's label for one seed, "<optimiser> (mean ± sd, n seeds)" otherwise."""
+    if len(group) == 1:
+        return p.short(group[0].label)
+    return f"{p.short(group[0].optimizer)} (mean ± sd, {len(group)} seeds)"
+
+
+def _draw_seeds(ax, series: list[tuple[RunInfo, np.ndarray, np.ndarray]], *, scale=1.0, ls="-",
+                suffix="") -> list[np.ndarray]:
+    """Draw the seeds of one optimiser: a run's line, or for several seeds their mean with a ± 1 sd
+    band at the x values all share (seeds sharing none are drawn one by one). ``series`` holds
+    (run, x, y) with finite points only; returns the x arrays drawn."""
+    stack = seed_stack([(x, y) for _, x, y in series]) if len(series) > 1 else None
+    if stack is None:
+        for r, x, y in series:
+            ax.plot(x, y * scale, color=r.color, ls=ls if suffix else r.linestyle, marker="o", ms=3,
+                    label=p.short(r.label) + suffix)
+        return [x for _, x, _ in series]
+    x, values = stack
+    mean, sd = values.mean(axis=0), values.std(axis=0, ddof=1)
+    color = series[0][0].color
+    ax.plot(x, mean * scale, color=color, ls=ls, marker="o", ms=3, label=group_label([r for r, _, _ in series]) + suffix)
+    ax.fill_between(x, (mean - sd) * scale, (mean + sd) * scale, color=color, alpha=0.2, lw=0)
+    return [x]
+
+
+def _plot_checkpoints(ax, ds, name, runs: list[RunInfo], scale=1.0, **sel) -> np.ndarray:
+    """One line per optimiser of a checkpoint variable (seeds as mean ± sd, :func:`_draw_seeds`);
+    returns all x values drawn."""
+    xs = []
+    for group in seed_groups(runs):
+        series = [(r, *checkpoint_series(ds, name, r.index, **sel)) for r in group]
+        series = [(r, x, y) for r, x, y in series if y.size]
+        if series:
+            xs += _draw_seeds(ax, series, scale=scale)
     return np.concatenate(xs) if xs else np.array([])
 
 
@@ -247,18 +297,31 @@ def gn_residual(ds: xr.Dataset) -> Figure:
     """Relative residual ρ = ‖J δθ + α ε‖ / ‖α ε‖ of every Gauss–Newton step (log scale).
 
     Long runs are drawn with at most ~1500 points per line, each the worst (max) ρ of its steps.
+    Several seeds of one optimiser: their mean per step with a band from the smallest to the largest ρ.
     """
     ds = as_combined(ds)
     _require(ds, "gn_residual")
-    series = [(r, step_series(ds, "gn_residual", r.index)) for r in run_infos(ds)]
     fig, axes = p.new_figure(1, width=6.5)
     ax = axes[0, 0]
     xs = []
-    for r, (steps, rho) in series:
-        if not rho.size:  # a first-order run: no residual
+    for group in seed_groups(run_infos(ds)):
+        series = [(r, *step_series(ds, "gn_residual", r.index)) for r in group]
+        series = [(r, x, y) for r, x, y in series if y.size]  # first-order runs have no residual
+        stack = seed_stack([(x, y) for _, x, y in series]) if len(series) > 1 else None
+        if stack is None:
+            for r, steps, rho in series:
+                x, y = p.thin(steps, rho, reduce=np.max)
+                ax.plot(x, np.maximum(y, 1e-300), color=r.color, ls=r.linestyle, lw=1, label=p.short(r.label))
+                xs.append(x)
             continue
-        x, y = p.thin(steps, rho, reduce=np.max)
-        ax.plot(x, np.maximum(y, 1e-300), color=r.color, ls=r.linestyle, lw=1, label=p.short(r.label))
+        steps, rho = stack
+        x, y = p.thin(steps, rho.mean(axis=0), reduce=np.max)
+        _, low = p.thin(steps, rho.min(axis=0), reduce=np.min)
+        _, high = p.thin(steps, rho.max(axis=0), reduce=np.max)
+        color = series[0][0].color
+        ax.plot(x, np.maximum(y, 1e-300), color=color, lw=1,
+                label=f"{p.short(group[0].optimizer)} (mean, band min–max of {len(series)} seeds)")
+        ax.fill_between(x, np.maximum(low, 1e-300), np.maximum(high, 1e-300), color=color, alpha=0.2, lw=0)
         xs.append(x)
     ax.set_yscale("log")
     p.set_step_axis(ax, np.concatenate(xs))
@@ -269,33 +332,64 @@ def gn_residual(ds: xr.Dataset) -> Figure:
     return fig
 
 
+def _param_is_bias(ds: xr.Dataset) -> np.ndarray:
+    """Boolean per ``param``: True for tensors of at most one dimension (biases, gains)."""
+    ndim = np.asarray(ds["param_ndim"].values, dtype=float)
+    if ndim.ndim == 2:  # combined: (run, param), NaN where a run lacks the tensor
+        ndim = np.nanmax(np.where(np.isfinite(ndim), ndim, -np.inf), axis=0)
+    return ndim <= 1
+
+
 def weight_change(ds: xr.Dataset) -> Figure:
-    """‖θ_t − θ_0‖/‖θ_0‖: mean over parameters over training (band: min–max) and per parameter at the end."""
+    """Norm-weighted relative weight change, weights and biases apart, over training and per tensor.
+
+    Left: ‖θ_t − θ_0‖ / ‖θ_0‖ over all weight matrices (solid) and over all bias vectors (dashed), each
+    group taken as one vector (:func:`analysis.weights.grouped_relative_change`), so tiny biases do not
+    dominate. Right: each tensor's own relative change at the last checkpoint (circles: weights,
+    squares: biases). Seeds: mean ± sd.
+    """
     ds = as_combined(ds)
-    _require(ds, "weight_rel_change")
+    _require(ds, "weight_delta_norm", "weight_init_norm", "param_ndim")
     runs = run_infos(ds)
     params = dim_values(ds, "param")
+    is_bias = _param_is_bias(ds)
+    kinds = [(name, mask, ls) for name, mask, ls in (("weights", ~is_bias, "-"), ("biases", is_bias, "--"))
+             if mask.any()]
     fig, axes = p.new_figure(2, width=5.4)
     ax, end_ax = axes[0]
     xs = []
-    pos = np.arange(len(params))
-    for r in runs:
-        values = ds["weight_rel_change"].isel(run=r.index).transpose("checkpoint", "param").values * 100
-        steps = checkpoint_steps(ds, r.index)
-        keep = np.isfinite(values).any(axis=1) & np.isfinite(steps)
-        x = steps[keep]
-        v = values[keep]
-        ax.plot(x, np.nanmean(v, axis=1), color=r.color, ls=r.linestyle, marker="o", ms=3, label=p.short(r.label))
-        ax.fill_between(x, np.nanmin(v, axis=1), np.nanmax(v, axis=1), color=r.color, alpha=0.15)
-        end_ax.plot(pos, values[_final_index(values)], color=r.color, ls="none", marker="o", label=p.short(r.label))
-        xs.append(x)
-    p.set_step_axis(ax, np.concatenate(xs))
+    for group in seed_groups(runs):
+        for kind, mask, ls in kinds:
+            series = []
+            for r in group:
+                delta = ds["weight_delta_norm"].isel(run=r.index).transpose("checkpoint", "param").values[:, mask]
+                init = ds["weight_init_norm"].isel(run=r.index).values[mask]
+                y = grouped_relative_change(delta, init)
+                x = checkpoint_steps(ds, r.index)
+                keep = np.isfinite(x) & np.isfinite(y)
+                if keep.any():
+                    series.append((r, x[keep], y[keep]))
+            if series:
+                xs += _draw_seeds(ax, series, scale=100.0, ls=ls, suffix=f": {kind}")
+        finals = []
+        for r in group:
+            rel = ds["weight_rel_change"].isel(run=r.index).transpose("checkpoint", "param").values
+            finals.append(rel[_final_index(rel)] * 100)
+        finals = np.stack(finals)
+        count = np.isfinite(finals).sum(axis=0)
+        end = np.where(count > 0, np.where(np.isfinite(finals), finals, 0.0).sum(axis=0) / np.maximum(count, 1), np.nan)
+        pos = np.arange(len(params))
+        for kind, mask, marker in (("weights", ~is_bias, "o"), ("biases", is_bias, "s")):
+            if mask.any():
+                end_ax.plot(pos[mask], end[mask], color=group[0].color, ls="none", marker=marker,
+                            label=f"{group_label(group)}: {kind}")
+    p.set_step_axis(ax, np.concatenate(xs) if xs else np.array([0.0]))
     ax.set_ylabel("relative weight change (%)")
-    ax.set_title("all parameters (mean, band = min–max)")
+    ax.set_title("weights (solid) and biases (dashed), norm-weighted")
     ax.grid(alpha=0.3)
     p.legend(ax)
-    end_ax.set_xticks(pos, [p.display_name(n) for n in params], rotation=90, fontsize="x-small")
+    end_ax.set_xticks(np.arange(len(params)), [p.display_name(n) for n in params], rotation=90, fontsize="x-small")
     end_ax.set_ylabel("change at the end (%)")
-    end_ax.set_title("per parameter tensor")
+    end_ax.set_title("per parameter tensor (● weights, ■ biases)")
     end_ax.grid(alpha=0.3)
     return fig

@@ -19,7 +19,7 @@ from importlib import metadata, resources
 from pathlib import Path
 from string import Template
 
-from reports.palette import optimizer_color
+from reports.palette import assign_colors
 
 
 def escape(value) -> str:
@@ -27,13 +27,25 @@ def escape(value) -> str:
     return html.escape(str(value), quote=True)
 
 
+def decimals_for(value: float, digits: int, significant: int = 2) -> int:
+    """Decimal places that show ``value``: ``digits``, or more when ``value`` ≠ 0 would round to zero,
+    enough for ``significant`` significant digits (−0.0042 rather than −0.0)."""
+    if value == 0 or not math.isfinite(value) or round(abs(value), digits) != 0:
+        return digits
+    return max(digits, significant - 1 - math.floor(math.log10(abs(value))))
+
+
 def number(mean: float, std: float = math.nan, *, digits: int = 2, unit: str = "", signed=False) -> str:
-    """``mean`` (± ``std`` when finite) as text with a true minus sign; "—" when ``mean`` is not finite."""
+    """``mean`` (± ``std`` when finite) as text with a true minus sign; "—" when ``mean`` is not finite.
+
+    ``digits`` decimal places, more where a non-zero value would otherwise read as 0 (see
+    :func:`decimals_for`); the spread is shown with the mean's decimal places. Never "−0.0"."""
     if not math.isfinite(mean):
         return "—"
-    text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
+    places = decimals_for(mean, digits)
+    text = f"{mean:+.{places}f}" if signed else f"{mean:.{places}f}"
     if math.isfinite(std):
-        text += f" ± {std:.{digits}f}"
+        text += f" ± {std:.{max(places, decimals_for(std, digits))}f}"
     return text.replace("-", "−") + unit
 
 
@@ -55,8 +67,10 @@ def table(header: list[str], rows: list[list[str]], numeric: set[int] = frozense
 
 
 def optimizer_colors(names: list[str]) -> list[str]:
-    """Palette colour per optimiser name (for table swatches)."""
-    return [optimizer_color(n) for n in names]
+    """Palette colour per optimiser name (for table swatches): distinct names get distinct colours,
+    the same as the figures give them (:func:`reports.palette.assign_colors`)."""
+    colors = assign_colors(names)
+    return [colors[n] for n in names]
 
 
 def png_size(png: bytes) -> tuple[int, int]:

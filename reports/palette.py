@@ -1,14 +1,18 @@
-"""Colour-blind-safe colours, fixed per optimiser name, shared by every figure.
+"""Colour-blind-safe colours per optimiser, assigned by run order, shared by every figure and table.
 
 Okabe & Ito (2008), "Color Universal Design": eight colours distinguishable under the common
-forms of colour-vision deficiency. The known optimisers always get the same colour, so a reader
-can follow e.g. GN across figures; any other name gets a colour chosen by a stable hash of the
-name (not Python's salted ``hash``), so it is the same in every process.
+forms of colour-vision deficiency. The known optimisers (gn, kgn, sgd, adam) always get the same
+colour, so a reader can follow e.g. GN across reports. Every other name gets the next unused colour
+in order of first appearance (:func:`assign_colors`), so the optimisers of one report never share a
+colour, however many there are: after the spare Okabe–Ito colours, evenly spaced hues at fixed
+saturation 0.8 and value 0.7 (visible on white) give each further name its own colour.
 """
 
 from __future__ import annotations
 
-import zlib
+from collections.abc import Iterable
+
+from matplotlib.colors import hsv_to_rgb, to_hex
 
 OKABE_ITO: dict[str, str] = {
     "black": "#000000",
@@ -39,14 +43,35 @@ _SPARE_COLORS = (
 LINESTYLES = ("-", "--", ":", "-.")
 
 
-def optimizer_color(name: str) -> str:
-    """Hex colour of an optimiser: fixed for gn/kgn/sgd/adam (case-insensitive), else by CRC32 of the name."""
+def _key(name: object) -> str:
     if not isinstance(name, str):
         raise TypeError(f"optimizer name must be a str, got {name!r} ({type(name).__name__})")
-    key = name.strip().lower()
-    if key in KNOWN_OPTIMIZER_COLORS:
-        return KNOWN_OPTIMIZER_COLORS[key]
-    return _SPARE_COLORS[zlib.crc32(key.encode("utf-8")) % len(_SPARE_COLORS)]
+    return name.strip().lower()
+
+
+def assign_colors(names: Iterable[str]) -> dict[str, str]:
+    """Hex colour per distinct name of ``names`` (case- and space-insensitive), all distinct.
+
+    gn/kgn/sgd/adam get their fixed colour; the other names, in order of first appearance, get the
+    spare Okabe–Ito colours, then ``n`` evenly spaced hues (saturation 0.8, value 0.7) for the ``n``
+    names beyond those. The result maps each name as given to its colour.
+    """
+    names = list(names)
+    keys = [_key(n) for n in names]
+    others = [k for k in dict.fromkeys(keys) if k not in KNOWN_OPTIMIZER_COLORS]
+    spare = list(_SPARE_COLORS[:len(others)])
+    extra = len(others) - len(spare)
+    if extra > 0:
+        spare += [to_hex(hsv_to_rgb(((i + 0.5) / extra, 0.8, 0.7))).upper() for i in range(extra)]
+    by_key = {**dict(zip(others, spare)), **KNOWN_OPTIMIZER_COLORS}
+    return {name: by_key[key] for name, key in zip(names, keys)}
+
+
+def optimizer_color(name: str) -> str:
+    """Hex colour of one optimiser shown alone: its fixed colour, else the first spare colour.
+
+    Reports showing several optimisers use :func:`assign_colors` so their colours stay distinct."""
+    return assign_colors([name])[name]
 
 
 def seed_linestyle(rank: int) -> str:

@@ -71,12 +71,19 @@ def percent_axis(ax, axis: str = "y") -> None:
     target.set_major_formatter(PercentFormatter(xmax=100, decimals=0))
 
 
+LONG_LEGEND = 6
+
+
 def legend(ax, **kwargs) -> None:
-    """Legend without duplicate labels (several panels or seeds may repeat one)."""
+    """Legend without duplicate labels (several panels or seeds may repeat one); placed outside the
+    axes, to their right, when it has more than :data:`LONG_LEGEND` entries so it hides no data."""
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
-    if unique:
-        ax.legend(unique.values(), unique.keys(), fontsize="small", frameon=False, **kwargs)
+    if not unique:
+        return
+    if len(unique) > LONG_LEGEND:
+        kwargs = {**kwargs, "loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0}
+    ax.legend(unique.values(), unique.keys(), fontsize="small", frameon=False, **kwargs)
 
 
 def note(ax, text: str) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from reports.palette import optimizer_color, seed_linestyle
+from reports.palette import assign_colors, seed_linestyle
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,8 @@ def _run_coord(ds: xr.Dataset, name: str, i: int):
 
 
 def run_infos(ds: xr.Dataset) -> list[RunInfo]:
-    """Runs in Dataset order; colour by optimiser, line style by the seed's rank within its optimiser."""
+    """Runs in Dataset order; colour by optimiser (distinct per optimiser, assigned in order of first
+    appearance: :func:`reports.palette.assign_colors`), line style by the seed's rank within its optimiser."""
     ds = as_combined(ds)
     raw = []
     for i in range(ds.sizes["run"]):
@@ -66,11 +67,12 @@ def run_infos(ds: xr.Dataset) -> list[RunInfo]:
         optimizer = str(optimizer) if optimizer is not None else label
         seed = int(seed) if seed is not None and np.isfinite(float(seed)) and int(seed) >= 0 else None
         raw.append((i, label, optimizer, seed))
+    colors = assign_colors([optimizer for _, _, optimizer, _ in raw])
     infos = []
     for i, label, optimizer, seed in raw:
         same = sorted({s if s is not None else -1 for _, _, o, s in raw if o == optimizer})
         rank = same.index(seed if seed is not None else -1)
-        infos.append(RunInfo(i, label, optimizer, seed, optimizer_color(optimizer), seed_linestyle(rank)))
+        infos.append(RunInfo(i, label, optimizer, seed, colors[optimizer], seed_linestyle(rank)))
     return infos
 
 

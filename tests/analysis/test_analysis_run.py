@@ -21,7 +21,8 @@ SCHEMA_VARIABLES = {
     "ntk_target_alignment": ("checkpoint",), "ntk_effective_rank": ("checkpoint",),
     "cka_init": ("checkpoint", "layer"), "rep_effective_rank": ("checkpoint", "layer"),
     "probe_accuracy": ("checkpoint", "layer"), "weight_rel_change": ("checkpoint", "param"),
-    "weight_cosine_init": ("checkpoint", "param"), "loss": ("step",), "gn_residual": ("step",),
+    "weight_cosine_init": ("checkpoint", "param"), "weight_delta_norm": ("checkpoint", "param"),
+    "weight_init_norm": ("param",), "param_ndim": ("param",), "loss": ("step",), "gn_residual": ("step",),
     "own_change": ("step",), "other_change": ("step",), "transfer": ("step",), "own_change_smooth": ("step",),
     "other_change_smooth": ("step",), "transfer_smooth": ("step",),
 }
@@ -94,6 +95,11 @@ def test_representation_and_weight_metrics_match_recomputation(store, result):
         cos = theta[c] @ theta[0] / (np.linalg.norm(theta[c]) * np.linalg.norm(theta[0]))
         assert result["weight_rel_change"].sel(param=name)[c] == pytest.approx(rel, rel=1e-10, abs=1e-14)
         assert result["weight_cosine_init"].sel(param=name)[c] == pytest.approx(cos, rel=1e-10)
+        assert result["weight_delta_norm"].sel(param=name)[c] == pytest.approx(np.linalg.norm(theta[c] - theta[0]),
+                                                                               rel=1e-10, abs=1e-14)
+    assert result["weight_init_norm"].sel(param=name) == pytest.approx(np.linalg.norm(theta[0]), rel=1e-12)
+    for other in result["param"].values:
+        assert result["param_ndim"].sel(param=other) == params[str(other)].ndim - 1
     assert np.all(result["weight_rel_change"].values[1:] > 0)  # training moved every parameter
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.weights import cosine_to_init, relative_change, weight_change_table
+from analysis.weights import cosine_to_init, grouped_relative_change, relative_change, weight_change_table
 
 
 @pytest.mark.parametrize("shape", [(3,), (4, 5), (2, 3, 4)])
@@ -40,3 +40,25 @@ def test_bad_inputs():
         weight_change_table(np.float64(1.0))
     with pytest.raises(ValueError, match="NaN"):
         cosine_to_init(np.array([np.nan, 1.0]), np.ones(2))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("scale", [1.0, 1e200, 1e-200])
+def test_grouped_relative_change_is_the_norm_ratio_of_the_concatenated_tensors(seed, scale):
+    rng = np.random.default_rng(seed)
+    shapes = [(5, 3), (3,), (4, 4), (1,)]
+    init = [rng.normal(size=s) * scale for s in shapes]
+    moved = [[t + rng.normal(size=t.shape) * scale * 0.1 * c for t in init] for c in range(4)]
+    delta = np.array([[np.linalg.norm(m - t) for m, t in zip(ms, init)] for ms in moved])  # (C, P)
+    norms = np.array([np.linalg.norm(t) for t in init])
+    flat0 = np.concatenate([t.ravel() / scale for t in init])
+    want = [np.linalg.norm(np.concatenate([m.ravel() / scale for m in ms]) - flat0) / np.linalg.norm(flat0)
+            for ms in moved]
+    np.testing.assert_allclose(grouped_relative_change(delta, norms), want, rtol=1e-12, atol=1e-15)
+
+
+def test_grouped_relative_change_skips_missing_tensors_and_zero_groups():
+    delta = np.array([[3.0, np.nan, 4.0]])
+    got = grouped_relative_change(delta, np.array([1.0, 2.0, 0.0]))
+    np.testing.assert_allclose(got, [5.0])  # sqrt(9 + 16) / sqrt(1 + 0)
+    assert np.isnan(grouped_relative_change(np.array([[1.0]]), np.array([0.0])))[0]

@@ -62,6 +62,7 @@ def one_run(optimizer: str, seed: int, n_steps: int, rng: np.random.Generator) -
     rep_rank = 30 - 12 * drift * np.outer(t, depth) + rng.random((t.size, len(LAYERS)))
     probe = 0.3 + np.outer(1 - np.exp(-3 * t), 0.2 + 0.6 * (1 - lazy) * depth) + 0.1 * depth
     wchange = np.outer(np.sqrt(t), 0.05 + 0.5 * drift * (1 + rng.random(len(PARAMS))))
+    init_norm = np.array([0.05 if name.endswith("bias") else 8.0 for name in PARAMS]) * (1 + rng.random(len(PARAMS)))
     window = 20
     ds = xr.Dataset(
         {
@@ -75,6 +76,9 @@ def one_run(optimizer: str, seed: int, n_steps: int, rng: np.random.Generator) -
             "probe_accuracy": (("checkpoint", "layer"), np.clip(probe, 0, 1)),
             "weight_rel_change": (("checkpoint", "param"), wchange),
             "weight_cosine_init": (("checkpoint", "param"), 1 - 0.5 * wchange**2),
+            "weight_delta_norm": (("checkpoint", "param"), wchange * init_norm),
+            "weight_init_norm": ("param", init_norm),
+            "param_ndim": ("param", np.array([1 if name.endswith("bias") else 2 for name in PARAMS])),
             "loss": ("step", loss), "gn_residual": ("step", residual),
             "own_change": ("step", own), "other_change": ("step", other),
             "transfer": ("step", other / own),

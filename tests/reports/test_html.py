@@ -104,3 +104,20 @@ def test_number_formatting_and_flatten():
     assert rows == [["lr", "gn: 1.0 · sgd: 0.1"], ["x", "2"]]
     with pytest.raises(ValueError, match="not a PNG"):
         h.png_size(b"GIF89a" + bytes(30))
+
+
+@pytest.mark.parametrize("value, kwargs, text", [
+    (-0.0042, {"digits": 1, "unit": "%", "signed": True}, "−0.0042%"),
+    (-0.04, {"digits": 1, "unit": "%", "signed": True}, "−0.040%"),
+    (0.00049, {}, "0.00049"),
+    (-4.5, {"digits": 1, "unit": "%", "signed": True}, "−4.5%"),
+    (0.0, {"digits": 1, "signed": True}, "+0.0"),
+    (12.345, {}, "12.35"),
+])
+def test_numbers_never_round_a_nonzero_value_to_zero(value, kwargs, text):
+    assert h.number(value, **kwargs) == text
+
+
+def test_spread_gets_the_places_it_needs():
+    assert h.number(-0.0042, 0.0011, digits=1, unit="%") == "−0.0042 ± 0.0011%"
+    assert h.number(2.5, 0.0003, digits=1) == "2.5 ± 0.00030"

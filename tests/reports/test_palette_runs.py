@@ -1,16 +1,12 @@
 """Colours per optimiser and reading runs out of the analysis Dataset."""
 
 import re
-import subprocess
-import sys
-
-from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
 
-from reports import palette
-from reports.palette import KNOWN_OPTIMIZER_COLORS, OKABE_ITO, optimizer_color, seed_linestyle
+from reports.palette import KNOWN_OPTIMIZER_COLORS, OKABE_ITO, assign_colors, optimizer_color, seed_linestyle
 from reports.runs import as_combined, checkpoint_series, checkpoint_steps, run_infos, step_series
 
 
@@ -21,16 +17,25 @@ def test_known_optimizers_have_fixed_distinct_okabe_ito_colours():
     assert set(KNOWN_OPTIMIZER_COLORS.values()) <= set(OKABE_ITO.values())
 
 
-def test_other_names_get_a_palette_colour_stable_across_processes():
-    names = ["lion", "shampoo", "adagrad", "rmsprop", "muon"]
-    here = [optimizer_color(n) for n in names]
-    assert set(here) <= set(OKABE_ITO.values()) and len(set(here)) > 1
-    code = ("import importlib.util as u; s = u.spec_from_file_location('palette', {path!r}); m = u.module_from_spec(s); "
-            "s.loader.exec_module(m); print([m.optimizer_color(n) for n in {names!r}])").format(
-        path=str(Path(palette.__file__)), names=names)
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={"PYTHONHASHSEED": "123"}).stdout
-    assert re.findall(r"#[0-9A-F]{6}", other) == here
+def test_other_names_get_distinct_colours_in_order_of_appearance():
+    names = ["lion", "shampoo", "adagrad", "rmsprop", "muon", "sophia", "gn", "adam", "sgd", "kgn", "x", "y", "z"]
+    colors = assign_colors(names)
+    assert len(set(colors.values())) == len(names)  # distinct for any number of optimisers
+    assert [colors[n] for n in names[:4]] == [OKABE_ITO[k].upper() for k in ("orange", "sky_blue", "black", "yellow")]
+    assert all(colors[n] == KNOWN_OPTIMIZER_COLORS[n] for n in ("gn", "adam", "sgd", "kgn"))
+    assert all(re.fullmatch(r"#[0-9A-F]{6}", c) for c in colors.values())
+    # the order, not the name, decides: the same names listed the other way round swap colours
+    swapped = assign_colors(["shampoo", "lion"])
+    assert swapped["shampoo"] == colors["lion"] and swapped["lion"] == colors["shampoo"]
+    # case and surrounding spaces name the same optimiser
+    assert assign_colors(["Lion", " lion "]) == {"Lion": colors["lion"], " lion ": colors["lion"]}
+
+
+def test_run_infos_give_every_optimiser_its_own_colour(analysis_ds):
+    many = xr.concat([analysis_ds.isel(run=[0])] * 9, dim="run")
+    many = many.assign_coords(run=[f"opt{i}" for i in range(9)], optimizer=("run", [f"opt{i}" for i in range(9)]),
+                              label=("run", [f"opt{i}" for i in range(9)]))
+    assert len({r.color for r in run_infos(many)}) == 9
 
 
 def test_bad_names_and_ranks_raise():
