@@ -100,7 +100,11 @@ def _capture_chunk(model: nn.Module, modules: dict[str, nn.Module], x: torch.Ten
 
     def make_hook(name: str):
         def hook(module: nn.Module, args: tuple, output: object) -> None:
-            outputs[name].append(_first_tensor(name, output))
+            # A copy taken now: later in-place operations (ReLU(inplace=True), ``+=``, ``mul_``, a
+            # module that edits its input) rewrite the module's output tensor itself, so a kept
+            # reference would hold values computed after this layer.
+            value = _first_tensor(name, output)
+            outputs[name].append(value.detach().clone(memory_format=torch.contiguous_format))
         return hook
 
     handles = [module.register_forward_hook(make_hook(name)) for name, module in modules.items()]
@@ -118,7 +122,7 @@ def _capture_chunk(model: nn.Module, modules: dict[str, nn.Module], x: torch.Ten
         if out.dim() == 0 or out.shape[0] != x.shape[0]:
             raise ValueError(f"layer {name!r} output has shape {tuple(out.shape)}, which does not start "
                              f"with the {x.shape[0]} samples of the input")
-        captured[name] = out.detach().reshape(out.shape[0], -1)
+        captured[name] = out.reshape(out.shape[0], -1)  # a view of the hook's own copy
     return captured
 
 
@@ -127,8 +131,11 @@ def capture_representations(model: nn.Module, x: torch.Tensor, layers: str | Ite
     """Outputs of the named modules of ``model`` on the inputs ``x``.
 
     Each module's output is flattened after the sample dimension: ``out.reshape(N, -1)``, giving a
-    tensor of shape (N, units), detached and freshly allocated (never a view of ``x``). A module
-    that returns a tuple or list is recorded by its first tensor. The model runs in eval mode under
+    tensor of shape (N, units), detached and freshly allocated (never a view of ``x``). The value is
+    copied inside the forward hook, the moment the module returns, so operations that later modify
+    that tensor in place (``nn.ReLU(inplace=True)``, in-place dropout, ``+=``, ``mul_``, a module
+    that edits its input) do not change what is recorded. A module that returns a tuple or list is
+    recorded by its first tensor. The model runs in eval mode under
     ``torch.no_grad``; every sub-module's train/eval flag is restored afterwards and the hooks are
     removed, also when the forward pass raises.
 
@@ -159,4 +166,4 @@ def capture_representations(model: nn.Module, x: torch.Tensor, layers: str | Ite
         for start in range(0, x.shape[0], step):
             for name, out in _capture_chunk(model, modules, x[start:start + step]).items():
                 pieces[name].append(out)
-    return {name: torch.cat(chunks, dim=0) for name, chunks in pieces.items()}
+    return {name: chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=0) for name, chunks in pieces.items()}

@@ -178,3 +178,79 @@ def test_runs_without_grad_even_inside_enable_grad():
         reps = capture_representations(model, torch.randn(3, 4))
     assert not reps["activations.0"].requires_grad and reps["activations.0"].grad_fn is None
     assert all(p.grad is None for p in model.parameters())
+
+
+# ---------------------------------------------------------------- in-place operations after the layer
+class _EditsInput(nn.Module):
+    """A user module that edits the tensor it receives (the captured layer's output) in place."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+
+    def forward(self, h):
+        if self.how == "add":
+            h += 1.0
+        else:
+            h.mul_(2.0)
+        return h
+
+
+class _Residual(nn.Module):
+    """h = a(x); h += b(h): the residual sum is written into a's output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 8)
+
+    def forward(self, x):
+        h = self.a(x)
+        h += self.b(torch.tanh(h))
+        return h
+
+
+_INPLACE_MODELS = {
+    "relu": lambda: nn.Sequential(nn.Linear(4, 8), nn.ReLU(inplace=True), nn.Linear(8, 2)),   # issue #11
+    "hardtanh": lambda: nn.Sequential(nn.Linear(4, 8), nn.Hardtanh(-0.2, 0.2, inplace=True), nn.Linear(8, 2)),
+    "leaky_relu": lambda: nn.Sequential(nn.Linear(4, 8), nn.LeakyReLU(0.1, inplace=True), nn.Linear(8, 2)),
+    "add_": lambda: nn.Sequential(nn.Linear(4, 8), _EditsInput("add"), nn.Linear(8, 2)),
+    "mul_": lambda: nn.Sequential(nn.Linear(4, 8), _EditsInput("mul"), nn.ReLU(inplace=True), nn.Linear(8, 2)),
+    "residual": lambda: nn.Sequential(_Residual(), nn.Linear(8, 2)),
+}
+
+
+def _first_layer_reference(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """x Wᵀ + b of the first nn.Linear, computed by hand (no forward pass of the model)."""
+    first = next(m for m in model.modules() if isinstance(m, nn.Linear))
+    return (x @ first.weight.detach().T + first.bias.detach()).detach()
+
+
+@pytest.mark.parametrize("kind", sorted(_INPLACE_MODELS))
+@pytest.mark.parametrize("chunk_size", [None, 3])
+def test_inplace_operations_after_the_layer_do_not_change_the_capture(kind, chunk_size):
+    torch.manual_seed(0)
+    model = _INPLACE_MODELS[kind]().double()
+    layer = "0.a" if kind == "residual" else "0"
+    x = _inputs(16, 4, 7) * 3
+    expected = _first_layer_reference(model, x)
+    assert (expected < -0.2).any() and (expected > 0.2).any()   # the later ops do change these values
+    reps = capture_representations(model, x, [layer], chunk_size=chunk_size)
+    torch.testing.assert_close(reps[layer], expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_recorder_stores_the_layer_output_before_an_inplace_relu(tmp_path, dtype, tol):
+    from dynamics import Recorder, open_run
+
+    torch.manual_seed(0)
+    model = _INPLACE_MODELS["relu"]().to(dtype)
+    x = _inputs(12, 4, 3, dtype) * 2
+    y = torch.arange(12) % 2
+    with Recorder(tmp_path / "run.zarr", model, (x, y), layers=["0", "1"], ntk=False) as rec:
+        rec.checkpoint(0)
+    checkpoints = open_run(tmp_path / "run.zarr")["checkpoints"]
+    expected = _first_layer_reference(model, x)
+    assert (expected < 0).sum() > 10
+    torch.testing.assert_close(torch.from_numpy(checkpoints["rep_0"].values[0]), expected, rtol=tol, atol=tol)
+    torch.testing.assert_close(torch.from_numpy(checkpoints["rep_1"].values[0]), expected.clamp_min(0),
+                               rtol=tol, atol=tol)
