@@ -11,11 +11,11 @@ from torch import nn
 from dynamics.models.layers import eval_mode
 from dynamics.ntk.blocks import assemble_kernel
 from dynamics.ntk.generic import contract_jacobians, default_chunk_size, jacobian_features, split_parameters
-from dynamics.ntk.structured import (check_output, contract_features, linear_features, structured_problem,
-                                     trained_linear_layers)
+from dynamics.ntk.structured import (StructuredUnsupported, check_output, contract_features, linear_features,
+                                     static_problem, trained_linear_layers)
 
 METHODS = ("auto", "structured", "jacobian")
-#: Samples of x1 on which ``structured_problem`` checks a model before the structured path is used.
+#: Samples of x1 on which the jacobian path checks that the model returns one row per input.
 PROBE_SAMPLES = 4
 
 
@@ -61,15 +61,23 @@ def empirical_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
     buffers are constants). Full kernel Θ[n, m, o, p] = Σ_θ ∂f_o(x1_n)/∂θ · ∂f_p(x2_m)/∂θ, shape
     (N1, N2, O, O); with ``trace=True`` the trace over outputs Σ_o Θ[n, m, o, o], shape (N1, N2).
 
+    Convention: ``trace=True`` is the **sum** over the O outputs. neural-tangents'
+    ``empirical_ntk_fn(..., trace_axes=(-1,))`` returns the **mean** over outputs (the trace
+    divided by O): divide this result by O to compare with it. The full kernel (``trace=False``)
+    is the same quantity in both.
+
     Methods:
         "structured": per-layer Gram products (layer-input Gram × output-gradient Gram, see
             :mod:`dynamics.ntk.structured`), never the P-wide Jacobian; only for models whose trained
-            parameters all belong to plain nn.Linear layers run once per forward pass — otherwise
-            ValueError saying why.
+            parameters all belong to plain nn.Linear layers run at most once per forward pass on one
+            row per sample and used nowhere else. These preconditions are verified on every chunk
+            of x1 and of x2 the kernel is built from (in-place operations after a layer are
+            harmless: the layer's recorded output is never the tensor they modify); a model that
+            breaks one on any chunk raises ValueError saying why — never a wrong kernel.
         "jacobian": torch.func per-sample Jacobians contracted parameter by parameter
             (:mod:`dynamics.ntk.generic`); any model that torch.func.vmap can batch.
-        "auto": "structured" when a check of the model on the first few samples of x1 allows it,
-            else "jacobian".
+        "auto": "structured" when the model's modules allow it and every chunk passes the checks;
+            otherwise the whole kernel is computed with "jacobian".
 
     Evaluation: always in **eval mode** (dropout off, batch-norm running statistics), which makes
     f a deterministic per-sample function; every sub-module's train/eval flag is restored
@@ -92,6 +100,11 @@ def empirical_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
 
     Returns:
         Θ, a tensor (N1, N2) or (N1, N2, O, O) of the compute dtype on the parameters' device.
+
+    Raises:
+        TypeError / ValueError: bad arguments (named in the message); ValueError for
+        ``method="structured"`` on a model it cannot serve, and for a model that does not return
+        one row per input sample.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -114,18 +127,19 @@ def empirical_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
 
 def _compute(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None, trace: bool, method: str,
              chunk_size: int | None) -> torch.Tensor:
-    use_structured = False
     if method != "jacobian":
-        problem = structured_problem(model, x1[:PROBE_SAMPLES])
-        if problem is not None and method == "structured":
+        problem = static_problem(model)
+        if problem is None:
+            layers = trained_linear_layers(model)
+            n_max = max(x1.shape[0], x1.shape[0] if x2 is None else x2.shape[0])
+            try:  # linear_features verifies the structured preconditions on every chunk it is given
+                return assemble_kernel(partial(linear_features, model, layers),
+                                       partial(contract_features, trace=trace), x1, x2, chunk_size or n_max)
+            except StructuredUnsupported as error:
+                problem = str(error)
+        if method == "structured":
             raise ValueError(f"method='structured' cannot compute the NTK of {type(model).__name__}: {problem}; "
                              "use method='jacobian' (or 'auto')")
-        use_structured = problem is None
-    n_max = max(x1.shape[0], x1.shape[0] if x2 is None else x2.shape[0])
-    if use_structured:
-        layers = trained_linear_layers(model)
-        return assemble_kernel(partial(linear_features, model, layers), partial(contract_features, trace=trace),
-                               x1, x2, chunk_size or n_max)
     trained, constants = split_parameters(model)
     with torch.no_grad():  # per-sample vmap cannot see a model that mixes samples: check on a batch
         out = model(x1[:PROBE_SAMPLES])

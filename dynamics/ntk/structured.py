@@ -12,9 +12,15 @@ Jacobian. All O gradients come from one batched reverse pass (``torch.autograd.g
 ``is_grads_batched=True``) over forward hooks that record each layer's input and output.
 
 The formula holds only when every trained parameter belongs to exactly one plain ``nn.Linear``
-that runs exactly once per forward pass on (N, in) rows, one row per sample, and is used nowhere
-else. :func:`structured_problem` checks this (statically, then on a few probe samples, including a
-gradient-consistency test that catches a parameter also used outside its layer) and says why not.
+that runs at most once per forward pass on (N, in) rows, one row per sample, and is used nowhere
+else. These preconditions are verified on **every chunk the kernel is built from** (x1's and x2's):
+:func:`static_problem` once for the model's modules, then :func:`linear_features` on each chunk
+(hook checks, and a gradient-consistency test that catches a parameter also acting outside its layer
+call, or samples that influence each other), raising :class:`StructuredUnsupported` on the first
+chunk that breaks one. The recorded layer tensors cannot be rewritten by in-place operations later
+in the forward pass (``ReLU(inplace=True)``, ``+=`` on a residual, a module that edits its input):
+the hook hands a copy of each layer's output on to the rest of the model, and tensor version
+counters confirm after the pass that nothing recorded was modified.
 """
 
 from __future__ import annotations
@@ -87,15 +93,24 @@ def check_output(out: object, n: int) -> None:
 
 
 def _forward_recording(model: nn.Module, layers: dict[str, nn.Linear], x: torch.Tensor):
-    """model(x) with every call of the given layers recorded as (input, output)."""
-    records: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {name: [] for name in layers}
+    """model(x) with every call of the given layers recorded as (input, output).
+
+    Each layer's output z is recorded and a copy of it continues through the model, so in-place
+    operations downstream (activations with ``inplace=True``, ``+=``, ``mul_``) change the copy,
+    never z; z's gradient is then the true ∂f/∂z. Inputs are recorded as they are; the version
+    counters of inputs and outputs are compared after the pass, and any in-place change of a recorded
+    tensor raises :class:`StructuredUnsupported`.
+    """
+    records: dict[str, list[tuple[torch.Tensor, torch.Tensor, int, int]]] = {name: [] for name in layers}
 
     def make_hook(name: str):
         def hook(module, args, kwargs, output):
-            records[name].append((args[0] if args else kwargs["input"], output))
+            a = args[0] if args else kwargs["input"]
+            records[name].append((a, output, a._version, output._version))
+            return output.clone()
         return hook
 
-    handles = [m.register_forward_hook(make_hook(n), with_kwargs=True) for n, m in layers.items()]
+    handles = [m.register_forward_hook(make_hook(n), with_kwargs=True, prepend=True) for n, m in layers.items()]
     try:
         out = model(x)
     finally:
@@ -107,17 +122,57 @@ def _forward_recording(model: nn.Module, layers: dict[str, nn.Linear], x: torch.
         if len(calls) > 1:
             raise StructuredUnsupported(f"nn.Linear {name!r} runs {len(calls)} times in one forward pass")
         if calls:
-            a, z = calls[0]
+            a, z, a_version, z_version = calls[0]
             if a.dim() != 2 or a.shape[0] != x.shape[0] or z.shape != (x.shape[0], layers[name].out_features):
                 raise StructuredUnsupported(
                     f"nn.Linear {name!r} sees input {tuple(a.shape)} for {x.shape[0]} samples; "
                     "the structured path needs one row per sample")
+            if a._version != a_version or z._version != z_version:
+                raise StructuredUnsupported(
+                    f"the {'input' if a._version != a_version else 'output'} of nn.Linear {name!r} is modified "
+                    "in place later in the forward pass")
             used[name] = (a, z)
     return out.reshape(x.shape[0], -1), used
 
 
+def _check_gradients(model: nn.Module, layers: dict[str, nn.Linear], out: torch.Tensor,
+                     used: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                     grads: dict[str, torch.Tensor]) -> None:
+    """Raise unless the layer features reproduce the true parameter gradient of ⟨v, f(x)⟩.
+
+    For a fixed random v (n, O) the true gradient (autograd, one reverse pass) must equal the one the
+    features imply, Σ_n (Σ_o v_{n,o} g_{n,o}) ⊗ [a_n, 1], up to round-off (relative 1e3·eps). A
+    mismatch means a parameter also acts outside its layer call, or samples influence each other.
+    """
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    generator = torch.Generator(device=out.device).manual_seed(0)
+    v = torch.randn(out.shape, generator=generator, dtype=out.dtype, device=out.device)
+    true = dict(zip(params, torch.autograd.grad(out, list(params.values()), grad_outputs=v, allow_unused=True)))
+    implied = {}
+    for name, g in grads.items():  # g (O, n, out)
+        gz = torch.einsum("onk,no->nk", g, v)
+        prefix = f"{name}." if name else ""
+        implied[prefix + "weight"] = gz.T @ used[name][0].detach()
+        implied[prefix + "bias"] = gz.sum(0)
+    tolerance = 1e3 * torch.finfo(out.dtype).eps
+    for name, grad in true.items():
+        grad = torch.zeros_like(params[name]) if grad is None else grad
+        expected = implied.get(name)
+        expected = torch.zeros_like(grad) if expected is None else expected
+        error = (grad - expected).norm()
+        if error > tolerance * (grad.norm() + expected.norm()) + torch.finfo(out.dtype).tiny:
+            raise StructuredUnsupported(
+                f"parameter {name!r} also acts outside its nn.Linear call, or samples influence each "
+                f"other (its gradient differs from the layer-input × output-gradient product by "
+                f"{error.item():.3g})")
+
+
 def linear_features(model: nn.Module, layers: dict[str, nn.Linear], x: torch.Tensor) -> ChunkFeatures:
-    """Inputs a and output-gradients g (all O outputs, one batched reverse pass) of every layer."""
+    """Inputs a and output-gradients g (all O outputs, one batched reverse pass) of every layer.
+
+    Also verifies, on this chunk, every precondition of the structured formula (module docstring)
+    and raises :class:`StructuredUnsupported` naming the first one broken.
+    """
     with torch.enable_grad():
         out, used = _forward_recording(model, layers, x)
         n, n_out = out.shape
@@ -126,7 +181,10 @@ def linear_features(model: nn.Module, layers: dict[str, nn.Linear], x: torch.Ten
         if names and out.requires_grad:
             basis = torch.eye(n_out, dtype=out.dtype, device=out.device)[:, None, :].repeat(1, n, 1)
             grads = list(torch.autograd.grad(out, [used[k][1] for k in names], grad_outputs=basis,
-                                             is_grads_batched=True, allow_unused=True))
+                                             is_grads_batched=True, allow_unused=True, retain_graph=True))
+        if out.requires_grad:
+            _check_gradients(model, layers, out, used,
+                             {k: g for k, g in zip(names, grads) if g is not None})
     features = {}
     for name, grad in zip(names, grads):
         layer = layers[name]
@@ -160,42 +218,17 @@ def contract_features(f1: ChunkFeatures, f2: ChunkFeatures, trace: bool) -> torc
 
 
 def structured_problem(model: nn.Module, x: torch.Tensor) -> str | None:
-    """Why the structured path cannot serve ``model`` (checked on the probe inputs ``x``), or None.
+    """Why the structured path cannot serve ``model`` on the inputs ``x`` (all of them, one chunk), or None.
 
-    Besides :func:`static_problem` and the hook checks (each layer runs at most once, on one row
-    per sample), compares the true gradient of ⟨v, f(x)⟩ for a fixed random v with the one the
-    layer features imply, Σ_n (Σ_o v_{n,o} g_{n,o}) ⊗ [a_n, 1]; a mismatch beyond round-off means a
-    parameter also acts outside its layer call.
+    :func:`static_problem`, then :func:`linear_features` on the whole of ``x`` (each layer runs at
+    most once, on one row per sample; no recorded tensor modified in place; the gradient-consistency
+    test of :func:`_check_gradients`). ``empirical_ntk`` runs the same checks on every chunk it uses.
     """
     problem = static_problem(model)
     if problem is not None:
         return problem
-    layers = trained_linear_layers(model)
-    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
     try:
-        with torch.enable_grad():
-            out, used = _forward_recording(model, layers, x)
-            if not out.requires_grad:
-                return None  # the outputs do not depend on the parameters: Θ = 0 either way
-            generator = torch.Generator(device=out.device).manual_seed(0)
-            v = torch.randn(out.shape, generator=generator, dtype=out.dtype, device=out.device)
-            zs = [z for _, z in used.values()]
-            grads = torch.autograd.grad(out, list(params.values()) + zs, grad_outputs=v, allow_unused=True)
+        linear_features(model, trained_linear_layers(model), x)
     except StructuredUnsupported as error:
         return str(error)
-    true = dict(zip(params, grads[:len(params)]))
-    implied = {}
-    for (name, (a, _)), gz in zip(used.items(), grads[len(params):]):
-        gz = torch.zeros_like(a[:, :1]).expand(-1, layers[name].out_features) if gz is None else gz
-        implied[f"{name}.weight" if name else "weight"] = gz.T @ a.detach()
-        implied[f"{name}.bias" if name else "bias"] = gz.sum(0)
-    tolerance = 1e3 * torch.finfo(out.dtype).eps
-    for name, grad in true.items():
-        expected = implied.get(name)
-        grad = torch.zeros_like(params[name]) if grad is None else grad
-        expected = torch.zeros_like(grad) if expected is None else expected
-        error = (grad - expected).norm()
-        if error > tolerance * (grad.norm() + expected.norm()) + torch.finfo(out.dtype).tiny:
-            return (f"parameter {name!r} also acts outside its nn.Linear call (its gradient differs from "
-                    f"the layer-input × output-gradient product by {error.item():.3g})")
     return None
