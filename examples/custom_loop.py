@@ -34,21 +34,24 @@ def main() -> None:
     x_probe, y_probe = x[:64], y[:64]
     model = MLP(20, 64, 2, 3, seed=0)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    schedule = log_spaced(args.steps, 12) | every(100)
+    schedule = log_spaced(args.steps + 1, 12) | every(100)
+
+    def train_accuracy() -> float:
+        with torch.no_grad():
+            return (model(x).argmax(dim=1) == y).float().mean().item()
 
     with Recorder(args.out, model, (x_probe, y_probe), config={"optimizer": "adam", "lr": 3e-3},
                   schedule=schedule) as rec:
-        for step in range(args.steps):
+        rec.checkpoint(0, train_acc=train_accuracy())       # the initialisation, before any update
+        for step in range(1, args.steps + 1):               # step t = the state after the t-th update
             batch = torch.randint(0, 512, (32,), generator=gen)
             loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            rec.log(step, epoch=step * 32 // 512, loss=loss.item(), lr=3e-3)
+            rec.log(step, epoch=step * 32 / 512, loss=loss.item(), lr=3e-3)
             if schedule(step):
-                with torch.no_grad():
-                    acc = (model(x).argmax(dim=1) == y).float().mean().item()
-                rec.checkpoint(step, train_acc=acc)
+                rec.checkpoint(step, train_acc=train_accuracy())
 
     # Read back with plain xarray: no project code needed.
     tree = xr.open_datatree(args.out, engine="zarr")

@@ -35,13 +35,14 @@ def main() -> None:
     gn = ReversibleGN(model, lr=0.1, loss="ce")          # identity CE target, exact combination
     batches = torch.Generator().manual_seed(0)
 
-    with Recorder(args.out, model, probe=(x[:128], y[:128]), schedule=log_spaced(args.steps, 6)) as rec:
-        for step in range(args.steps):
+    with Recorder(args.out, model, probe=(x[:128], y[:128]), schedule=log_spaced(args.steps + 1, 6)) as rec:
+        rec.checkpoint(0)                                 # the initialisation, before any update
+        for step in range(1, args.steps + 1):             # step t = the state after the t-th update
             batch = torch.randint(0, len(x), (128,), generator=batches)
             report = gn.step(x[batch], y[batch])
             rec.log(step, loss=report.loss, gn_residual=report.residual, update_norm=report.update_norm)
             rec.checkpoint(step)
-            if step % 10 == 0 or step == args.steps - 1:
+            if step % 10 == 1 or step == args.steps:
                 print(f"step {step:3d}  loss {report.loss:.4f}  residual {report.residual:.1e}  "
                       f"full-rank blocks {report.full_rank}")
     print(f"recorded to {args.out}")
