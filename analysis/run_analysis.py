@@ -25,6 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from analysis.checkpoint_metrics import (checkpoints_selected, ntk_metrics, representation_metrics,
                                          weight_metrics)
+from analysis.freshness import SOURCE_ATTR, source_token
 from analysis.overfitting import default_window, moving_average, relative_change_percent, transfer_ratio
 from analysis.store_io import group, open_tree, run_identity, store_order, string_coord, write_analysis_group
 
@@ -46,16 +47,19 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
             probe chunks (CKA and rank from accumulated XᵀX, YᵀY, YᵀX; same values as in memory).
         smoothing_window: steps of the trailing moving averages; default max(1, n_steps // 50).
         write: write the result into the store as group ``analysis`` (needs a path: ``run`` itself
-            or ``store`` when ``run`` is a DataTree).
+            or ``store`` when ``run`` is a DataTree). Skipped, leaving the store untouched, while
+            another process holds the store's lock (a live run: its committed data is analysed) or
+            when the store changed during the analysis (see :mod:`analysis.store_io`).
 
-    Returns the Dataset of DESIGN §6 with attrs ``config`` (JSON), ``optimizer``, ``seed`` and
-    ``analysis`` (JSON of the settings used).
+    Returns the Dataset of DESIGN §6 with attrs ``config`` (JSON), ``optimizer``, ``seed``,
+    ``analysis`` (JSON of the settings used) and, for a store path, ``source`` (JSON: the store's
+    token it was computed from, :mod:`analysis.freshness`).
     """
     if isinstance(max_memory, bool) or not isinstance(max_memory, (int, np.integer)) or max_memory < 1:
         raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory!r}")
-    tree, path = open_tree(run)
-    if store is not None:
-        path = Path(store)
+    path = Path(store) if store is not None else (Path(run) if isinstance(run, (str, os.PathLike)) else None)
+    token = source_token(path) if path is not None and (path / "zarr.json").is_file() else None
+    tree, _ = open_tree(run)  # the token is taken first: a store that changes meanwhile is not written
     checkpoints, metrics = group(tree, "checkpoints"), group(tree, "metrics")
     params, probe = group(tree, "params"), group(tree, "probe")
     config_json, _, optimizer, seed = run_identity(tree, path)
@@ -85,12 +89,14 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
     }
     settings = {"probe_checkpoints": np.flatnonzero(probe_at).tolist(), "probe_folds": probe_folds,
                 "probe_max_iter": probe_max_iter, "smoothing_window": window, "max_memory": int(max_memory)}
-    result = xr.Dataset(data, coords=coords, attrs={"config": config_json, "optimizer": optimizer, "seed": seed,
-                                                    "analysis": json.dumps(settings)})
+    attrs = {"config": config_json, "optimizer": optimizer, "seed": seed, "analysis": json.dumps(settings)}
+    if token is not None:
+        attrs[SOURCE_ATTR] = json.dumps(token, sort_keys=True)
+    result = xr.Dataset(data, coords=coords, attrs=attrs)
     if write:
-        if path is None:
+        if token is None:
             raise ValueError("analyze(write=True) on a DataTree needs store=PATH to write the analysis group into")
-        write_analysis_group(path, result)
+        write_analysis_group(path, result, token)
     return result
 
 

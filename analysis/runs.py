@@ -23,31 +23,69 @@ from threadpoolctl import threadpool_limits
 
 from analysis.cka import linear_cka
 from analysis.run_analysis import SINGLE_THREAD_ELEMENTS, analyze
+from analysis.freshness import SOURCE_ATTR, recorded_source, source_token, staleness
 from analysis.store_io import group, open_tree, read_analysis_group, write_dataset
+from dynamics.errors import StoreError
 
 EXPERIMENT_ANALYSIS = "analysis.zarr"
+EXPERIMENT_SCHEMA = "dynamics.experiment-analysis/1"
+
+
+def is_experiment_analysis(path: Path) -> bool:
+    """True for the combined analysis of an experiment folder (root attribute ``schema`` =
+    :data:`EXPERIMENT_SCHEMA`, or the name ``analysis.zarr``): not a run store, skipped by
+    :func:`open_runs` so that ``open_runs(glob("*.zarr"))`` works on an analysed folder."""
+    if path.name == EXPERIMENT_ANALYSIS:
+        return True
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and (meta.get("attributes") or {}).get("schema") == EXPERIMENT_SCHEMA
+
+
+def fresh_analysis(store: Path) -> tuple[xr.Dataset | None, str]:
+    """(the stored analysis of ``store`` if it was computed from the store's current data, else None;
+    why not: "no analysis group" or the staleness reason of :func:`analysis.freshness.staleness`)."""
+    current = source_token(store)
+    stored = read_analysis_group(store)
+    if stored is None:
+        return None, "no analysis group"
+    why = staleness(recorded_source(stored.attrs), current)
+    return (stored, "") if why is None else (None, f"its analysis group is out of date: {why}")
 
 
 def open_runs(paths: Iterable[str | os.PathLike], *, compute_missing: bool = True) -> xr.Dataset:
     """Stored analyses of the run stores ``paths`` along dim ``run``, plus ``cka_between``.
 
-    A store without an ``analysis`` group is analysed first (and the group written) when
-    ``compute_missing`` is true; otherwise it raises ValueError naming the store.
-    Attrs: ``configs`` (JSON: label → config) and ``config`` (the first run's config JSON).
+    A stored analysis is used only when it was computed from the store's current committed data
+    (its ``source`` token, :mod:`analysis.freshness`); a store without one, or with one computed
+    before the run was resumed, truncated or changed, is analysed again (and the group rewritten,
+    unless the store is locked by a live writer) when ``compute_missing`` is true; otherwise
+    ValueError naming the store and the reason. Experiment analyses (``analysis.zarr``) among
+    ``paths`` are skipped. Attrs: ``configs`` (JSON: label → config) and ``config`` (the first
+    run's config JSON).
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    stores = [Path(p) for p in paths]
+    given = [Path(p) for p in paths]
+    stores = [p for p in given if not is_experiment_analysis(p)]
     if not stores:
-        raise ValueError("open_runs needs at least one run store path, got none")
+        raise ValueError("open_runs needs at least one run store path, got "
+                         + ("none" if not given else f"only experiment analyses {[str(p) for p in given]}"))
     analyses = []
     for store in stores:
-        result = read_analysis_group(store) if (store / "zarr.json").is_file() else None
+        result, why = fresh_analysis(store) if (store / "zarr.json").is_file() else (None, "no analysis group")
         if result is None:
             if not compute_missing:
-                raise ValueError(f"run store {str(store)!r} has no analysis group; run analysis.analyze on it first")
+                raise ValueError(f"run store {str(store)!r}: {why}; run analysis.analyze on it first")
             result = analyze(store)
         analyses.append(result)
+    return combine(analyses, stores)
+
+
+def combine(analyses: list[xr.Dataset], stores: list[Path]) -> xr.Dataset:
+    """The per-run analyses of ``stores`` along dim ``run``, with ``cka_between`` (see :func:`open_runs`)."""
     labels = run_labels([(a.attrs["optimizer"], int(a.attrs["seed"])) for a in analyses], stores)
     combined = xr.concat([a.drop_attrs() for a in analyses], dim="run", join="outer", coords="different",
                          compat="equals", data_vars="all", fill_value=np.nan)
@@ -109,22 +147,50 @@ def _fill_between(out: np.ndarray, checkpoint_groups: list[xr.Dataset], layers: 
                         out[i, j, c, k] = out[j, i, c, k] = linear_cka(reps[i], reps[j])
 
 def analyze_experiment(run_dir: str | os.PathLike, **analyze_options: object) -> xr.Dataset:
-    """``analyze`` every run store (``*.zarr``, except ``analysis.zarr``) of ``run_dir``, then ``open_runs``.
+    """``analyze`` every run store (``*.zarr``, except ``analysis.zarr``) of ``run_dir``, then combine.
 
-    The combined Dataset is also written to ``run_dir/analysis.zarr`` (replaced). Options are passed
-    to :func:`analysis.analyze`. ValueError when the folder holds no run store.
+    The combined Dataset is also written to ``run_dir/analysis.zarr`` (replaced in one step; root
+    attrs ``schema`` = :data:`EXPERIMENT_SCHEMA` and ``sources``, JSON store name → source token, so
+    that :func:`experiment_analysis_is_fresh` can tell when it is out of date). Runs being trained
+    are analysed from their committed data, without writing into their stores. Options are passed
+    to :func:`analysis.analyze`. StoreError (a ValueError) when the folder holds no run store.
     """
     folder = Path(run_dir)
     if not folder.is_dir():
-        raise ValueError(f"run_dir {str(folder)!r} is not a directory")
-    stores = sorted(p for p in folder.glob("*.zarr") if p.is_dir() and p.name != EXPERIMENT_ANALYSIS)
+        raise StoreError(f"run_dir {str(folder)!r} is not a directory")
+    stores = experiment_stores(folder)
     if not stores:
-        raise ValueError(f"run_dir {str(folder)!r} holds no run stores (*.zarr)")
-    for store in stores:
-        analyze(store, **analyze_options)
-    combined = open_runs(stores, compute_missing=False)
-    write_dataset(folder / EXPERIMENT_ANALYSIS, combined)
+        raise StoreError(f"run_dir {str(folder)!r} holds no run stores (*.zarr)")
+    analyses = [analyze(store, **analyze_options) for store in stores]
+    combined = combine(analyses, stores)
+    sources = {store.name: json.loads(a.attrs.get(SOURCE_ATTR, "null")) for store, a in zip(stores, analyses)}
+    write_dataset(folder / EXPERIMENT_ANALYSIS, combined.assign_attrs(
+        schema=EXPERIMENT_SCHEMA, sources=json.dumps(sources, sort_keys=True)))
     return combined
+
+
+def experiment_stores(folder: Path) -> list[Path]:
+    """The run stores of an experiment folder: its ``*.zarr`` folders except experiment analyses, sorted."""
+    return sorted(p for p in folder.glob("*.zarr") if p.is_dir() and not is_experiment_analysis(p))
+
+
+def experiment_analysis_is_fresh(run_dir: str | os.PathLike) -> bool | None:
+    """Whether ``run_dir/analysis.zarr`` was computed from the folder's current run stores: True/False
+    from its ``sources`` token (the same set of stores, each with its current token); None when it
+    has no ``sources`` attribute (written by an older version) or is absent."""
+    folder = Path(run_dir)
+    try:
+        meta = json.loads((folder / EXPERIMENT_ANALYSIS / "zarr.json").read_text())
+        sources = json.loads(meta["attributes"]["sources"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    stores = experiment_stores(folder)
+    if not isinstance(sources, dict) or sorted(sources) != [s.name for s in stores]:
+        return False
+    try:
+        return all(sources[s.name] == source_token(s) for s in stores)
+    except StoreError:
+        return False
 
 
 def run_labels(identities: list[tuple[str, int]], stores: list[Path]) -> list[str]:

@@ -1,18 +1,25 @@
 """Reading run stores and writing the ``analysis`` group back into them.
 
 A run is given as a path to a store (schema "dynamics.run/1") or as the ``xarray.DataTree`` that
-:func:`dynamics.store.open_run` returns (committed data only, lazily loaded). The analysis is written
-with ``Dataset.to_zarr(store, group="analysis", mode="w")``, which replaces that group only; the
-training groups (metrics, checkpoints, params, probe) and root attributes are never rewritten. While
-writing, the store's lock (:class:`dynamics.store.lock.StoreLock`) is held, so an analysis cannot
-race a live writer; afterwards the root's consolidated metadata, when the store has it, is rebuilt so
-that readers using it (``xarray.open_datatree``) see the new group.
+:func:`dynamics.store.open_run` returns (committed data only, lazily loaded).
+
+The ``analysis`` group is written into the store under the store's lock
+(:class:`dynamics.store.lock.StoreLock`) and made visible in one step (:func:`write_analysis_group`):
+a reader, or a process killed at any moment, sees the previous complete group, none, or the new
+complete group. The training groups (metrics, checkpoints, params, probe) and root attributes are
+never rewritten; the root's consolidated metadata is dropped before the swap and rebuilt after it.
+While another process holds the lock (a run being trained, another analysis), nothing is written:
+the analysis of a live run is computed from its committed data and kept in memory. Readers here
+always use unconsolidated metadata and retry when a folder is replaced while they read it.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,9 +28,12 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from dynamics.errors import StoreError
+from analysis.freshness import SOURCE_ATTR, source_token
+from dynamics.errors import StoreError, StoreLockedError
 from dynamics.store import open_run
 from dynamics.store.lock import StoreLock
+from dynamics.store.reader import quiet_zarr_warnings
+from dynamics.store.writer import _strip_consolidated
 
 ANALYSIS_GROUP = "analysis"
 TRAINING_GROUPS = ("metrics", "checkpoints", "params", "probe")
@@ -81,38 +91,139 @@ def store_order(tree: xr.DataTree, group_name: str, names: list[str]) -> list[st
     return sorted(names, key=lambda name: (rank.get(name, len(rank)), names.index(name)))
 
 
-def write_analysis_group(path: Path, dataset: xr.Dataset) -> None:
-    """Replace group ``analysis`` of the store at ``path`` by ``dataset``, under the store's lock."""
-    lock = StoreLock(path).acquire()
+def write_analysis_group(path: Path, dataset: xr.Dataset, token: dict[str, Any]) -> bool:
+    """Replace group ``analysis`` of the store at ``path`` by ``dataset``, computed from the store
+    state ``token`` (:func:`analysis.freshness.source_token`); True when written.
+
+    Nothing is written (False) when another process holds the store's lock (a live writer: the
+    analysis stays in memory, the store is not touched), or when the store's token is no longer
+    ``token`` (it changed while the analysis was computed). Otherwise, under the lock: debris of
+    earlier interrupted writes is removed; the group is written complete (with its own consolidated
+    metadata and ``source`` = ``token``) into a staging folder beside the store; the root's
+    consolidated metadata is dropped; the staging folder replaces ``analysis`` by renames; the root is
+    consolidated again. A process killed at any point leaves the old group, no group, or the new one —
+    never a partial one — and root metadata that describes what is on disk or none.
+    """
     try:
-        consolidated_root = "consolidated_metadata" in json.loads((path / "zarr.json").read_text())
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-            warnings.filterwarnings("ignore", message=r"Object at .* is not recognized as a component")
+        lock = StoreLock(path).acquire()
+    except StoreLockedError:
+        return False
+    staging = _aside(path, "new")
+    try:
+        _sweep(path)
+        if source_token(path) != token:
+            return False
+        dataset = dataset.assign_attrs({SOURCE_ATTR: json.dumps(token, sort_keys=True)})
+        with quiet_zarr_warnings(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"The data type .* does not have a Zarr V3 specification")
-            dataset.to_zarr(str(path), group=ANALYSIS_GROUP, mode="w", consolidated=False, zarr_format=3)
-            if consolidated_root:
-                zarr.consolidate_metadata(str(path))
+            dataset.to_zarr(str(staging), mode="w", consolidated=True, zarr_format=3)
+            _strip_consolidated(path)
+            swap_into_place(staging, path / ANALYSIS_GROUP, _aside(path, "old"))
+            zarr.consolidate_metadata(str(path))
+        return True
     finally:
+        shutil.rmtree(staging, ignore_errors=True)
         lock.release()
 
 
+def _aside(path: Path, what: str) -> Path:
+    """A hidden sibling of store ``path`` for a staged (``new``) or replaced (``old``) analysis group."""
+    return path.parent / f".{path.name}.analysis-{what}-{os.getpid()}.tmp"
+
+
+def _sweep(path: Path) -> None:
+    """Remove staging folders of the store ``path`` left by killed analyses (called under its lock:
+    only the lock holder stages)."""
+    for debris in path.parent.glob(f".{path.name}.analysis-*.tmp"):
+        shutil.rmtree(debris, ignore_errors=True)
+
+
+def swap_into_place(staging: Path, target: Path, aside: Path) -> None:
+    """Make the complete folder ``staging`` visible as ``target``: move an existing ``target`` to
+    ``aside``, rename ``staging`` to ``target``, delete ``aside``. Concurrent swaps retry; the last
+    one wins."""
+    for _ in range(100):
+        try:
+            os.rename(target, aside)
+        except FileNotFoundError:
+            pass
+        try:
+            os.rename(staging, target)
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            shutil.rmtree(aside, ignore_errors=True)
+            time.sleep(0.01)
+            continue
+        shutil.rmtree(aside, ignore_errors=True)
+        return
+    raise StoreError(f"could not replace {target}: other processes keep replacing it")
+
+
 def write_dataset(path: Path, dataset: xr.Dataset) -> None:
-    """Write ``dataset`` as a whole zarr v3 store at ``path`` (replacing it), consolidated."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-        warnings.filterwarnings("ignore", message=r"The data type .* does not have a Zarr V3 specification")
-        dataset.to_zarr(str(path), mode="w", consolidated=True, zarr_format=3)
+    """Write ``dataset`` as a whole zarr v3 store at ``path`` (consolidated), replacing it in one
+    step: written beside it in a hidden folder, then renamed into place (:func:`swap_into_place`)."""
+    for debris in path.parent.glob(f".{path.name}.*.tmp"):  # left by killed writers of this path
+        try:
+            pid = int(debris.name.rsplit(".", 2)[-2].rsplit("-", 1)[-1])
+        except ValueError:
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(debris, ignore_errors=True)
+    staging = path.parent / f".{path.name}.new-{os.getpid()}.tmp"
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+            warnings.filterwarnings("ignore", message=r"The data type .* does not have a Zarr V3 specification")
+            dataset.to_zarr(str(staging), mode="w", consolidated=True, zarr_format=3)
+        swap_into_place(staging, path, path.parent / f".{path.name}.old-{os.getpid()}.tmp")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_dataset(path: Path, group: str | None = None) -> xr.Dataset | None:
+    """The Dataset of zarr ``path`` (``group`` in it), loaded, from unconsolidated metadata; None when
+    absent. Retried when the folder is replaced while it is read (:func:`swap_into_place`), so a
+    reader never mixes the metadata of one version with the chunks of another."""
+    folder = path / group if group else path
+    for _ in range(20):
+        try:
+            before = os.stat(folder).st_ino
+        except FileNotFoundError:
+            return None
+        try:
+            with quiet_zarr_warnings(), xr.open_zarr(str(path), group=group, consolidated=False,
+                                                     zarr_format=3) as ds:
+                loaded = ds.load()
+        except (OSError, ValueError, KeyError):
+            if _inode(folder) == before:
+                raise
+            continue
+        if _inode(folder) == before:
+            return loaded
+    raise StoreError(f"{folder} keeps being replaced while it is read; try again")
+
+
+def _inode(folder: Path) -> int | None:
+    try:
+        return os.stat(folder).st_ino
+    except FileNotFoundError:
+        return None
 
 
 def read_analysis_group(path: Path) -> xr.Dataset | None:
     """The stored ``analysis`` group of the store at ``path`` (loaded), or None when it has none."""
-    if not (path / ANALYSIS_GROUP / "zarr.json").is_file():
-        return None
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-        with xr.open_zarr(str(path), group=ANALYSIS_GROUP, consolidated=False, zarr_format=3) as ds:
-            return ds.load()
+    return read_dataset(path, ANALYSIS_GROUP)
 
 
 def string_coord(values: list[str]) -> np.ndarray:

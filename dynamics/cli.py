@@ -62,9 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--optimizer", required=True, help="a name of [optimizers] or gn, kgn, sgd, adam, AdamW, ...")
     train.add_argument("--out", type=Path, required=True, help="store path, e.g. runs/one/gn.zarr")
     train.add_argument("--seed", type=int, help="seed (default: train.seed)")
-    analyze = commands.add_parser("analyze", help="analyse every store of experiment folders")
+    analyze = commands.add_parser(
+        "analyze", help="analyse run stores: every store of an experiment folder, or one store",
+        description="Analyse each DIR: an experiment folder (every *.zarr run store in it; the combined "
+                    "analysis is written to DIR/analysis.zarr) or a single run store (its analysis is "
+                    "written into the store as group 'analysis'). A run still being trained is analysed "
+                    "from its committed data and its store is left untouched.")
     analyze.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
-    report = commands.add_parser("report", help="write DIR/report.html")
+    report = commands.add_parser(
+        "report", help="write DIR/report.html (DIR: an experiment folder or one run store)",
+        description="Write the HTML report of an experiment folder (DIR/report.html, figures in "
+                    "DIR/figures/) or of a single run store (NAME-report.html beside NAME.zarr). Reuses "
+                    "an analysis computed from the current data, else analyses; a run being trained is "
+                    "reported from its committed data.")
     report.add_argument("dir", type=Path, metavar="DIR")
     compare = commands.add_parser("compare", help="compare experiment folders in one HTML page")
     compare.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
@@ -122,12 +132,29 @@ def existing_dirs(dirs: list[Path]) -> list[Path]:
     return dirs
 
 
-def command_analyze(args: argparse.Namespace) -> None:
-    from analysis import analyze_experiment
+def is_run_store(path: Path) -> bool:
+    """True when ``path`` is a run store (a zarr group of schema "dynamics.run/…"), not a folder of them."""
+    from dynamics.store import check_store
 
-    for directory in existing_dirs(args.dirs):
-        analyze_experiment(directory)
-        print(directory / "analysis.zarr")
+    if not (path / "zarr.json").is_file():
+        return False
+    try:
+        check_store(path)
+    except DynamicsError:
+        return False
+    return True
+
+
+def command_analyze(args: argparse.Namespace) -> None:
+    from analysis import analyze, analyze_experiment
+
+    for path in existing_dirs(args.dirs):
+        if is_run_store(path):
+            analyze(path)  # written into the store unless a live writer holds it
+            print(path)
+        else:
+            analyze_experiment(path)
+            print(path / "analysis.zarr")
 
 
 def command_report(args: argparse.Namespace) -> None:

@@ -90,12 +90,32 @@ def _newest_mtime(path: Path, skip_top: tuple[str, ...] = ()) -> float:
     return newest
 
 
+def is_run_store(path: Path) -> bool:
+    """True when ``path`` is itself a run store (root attribute ``schema`` "dynamics.run/…")."""
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    schema = (meta.get("attributes") or {}).get("schema") if isinstance(meta, dict) else None
+    return isinstance(schema, str) and schema.startswith("dynamics.run/")
+
+
 def analysis_is_fresh(run_dir) -> bool:
-    """True when ``analysis.zarr`` exists and is newer than every run store (ignoring their own analysis group)."""
+    """True when ``analysis.zarr`` was computed from the folder's current run stores.
+
+    An ``analysis.zarr`` that records the source tokens of its stores
+    (:func:`analysis.runs.experiment_analysis_is_fresh`) is judged by them; an older one without
+    tokens by file times: newer than every run store (ignoring their own analysis group).
+    """
     path = experiment_dir(run_dir)
     analysis = path / ANALYSIS_STORE
     if not (analysis / "zarr.json").is_file():
         return False
+    from analysis.runs import experiment_analysis_is_fresh  # the reports layer sits above analysis
+
+    fresh = experiment_analysis_is_fresh(path)
+    if fresh is not None:
+        return fresh
     written = _newest_mtime(analysis)
     return all(_newest_mtime(store, ("analysis",)) <= written for store in run_stores(path))
 
@@ -109,5 +129,14 @@ def load_analysis(run_dir) -> xr.Dataset:
         from analysis import analyze_experiment  # the reports layer sits above analysis
 
         return analyze_experiment(path).load()
-    with xr.open_zarr(path / ANALYSIS_STORE, consolidated=None) as ds:
-        return ds.load()
+    from analysis.store_io import read_dataset
+
+    ds = read_dataset(path / ANALYSIS_STORE)
+    return analyze_experiment_if_gone(path) if ds is None else ds
+
+
+def analyze_experiment_if_gone(path: Path) -> xr.Dataset:
+    """The analysis of ``path`` recomputed (``analysis.zarr`` vanished after the freshness check)."""
+    from analysis import analyze_experiment
+
+    return analyze_experiment(path).load()

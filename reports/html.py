@@ -14,6 +14,7 @@ import html
 import math
 import os
 import tempfile
+import time
 from datetime import datetime, timezone
 from importlib import metadata, resources
 from pathlib import Path
@@ -136,12 +137,45 @@ def page(title: str, body: str) -> str:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    """Write ``text`` (UTF-8) to ``path`` in one step: see :func:`write_bytes_atomic`."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def current_umask() -> int:
+    """The process's file-creation mask, read without changing it (``/proc/self/status`` on Linux;
+    elsewhere set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename.
+
+    The file gets the permissions of a plain ``open(path, "w")``, 0o666 less the user's umask (the
+    temporary file of ``mkstemp`` is 0o600). Temporary files of this name that killed writers left
+    (``.NAME.*.tmp`` older than a minute) are removed first; a failed write removes its own.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for debris in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            if now - debris.stat().st_mtime > 60:
+                debris.unlink()
+        except OSError:
+            pass
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o666 & ~current_umask())
+            handle.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -14,7 +14,8 @@ import xarray as xr
 
 from reports import html as h
 from reports.catalog import FIGURES, FigureSpec
-from reports.experiment import ReportError, StoreInfo, as_dict, experiment_dir, load_analysis, run_stores, store_info
+from reports.experiment import (ReportError, StoreInfo, as_dict, experiment_dir, is_run_store, load_analysis,
+                                run_stores, store_info)
 from reports.findings import Headline, finding_sentences, headlines
 from reports.plotting import figure_png
 from reports.runs import as_combined, has_values, run_infos, step_series
@@ -120,21 +121,31 @@ def figures_dir_for(out: Path) -> Path:
 def write_report(run_dir, out=None) -> Path:
     """Write the experiment's HTML report (default ``run_dir/report.html``) and its figures as PNG.
 
-    Reads ``run_dir/analysis.zarr`` when it is newer than every run store, else runs
-    ``analysis.analyze_experiment(run_dir)``; config and versions come from the stores' root attrs.
-    Returns the report's path.
+    ``run_dir`` is an experiment folder, or a single run store (default ``out``: ``NAME-report.html``
+    beside ``NAME.zarr``). Reads ``run_dir/analysis.zarr`` when it was computed from the current run
+    stores (:func:`reports.experiment.analysis_is_fresh`), else runs
+    ``analysis.analyze_experiment(run_dir)``; a single store's analysis comes from
+    ``analysis.open_runs``. Config and versions come from the stores' root attrs. The page and the
+    figures are written atomically with the user's umask. Returns the report's path.
     """
     path = experiment_dir(run_dir)
-    out = path / "report.html" if out is None else Path(out)
+    single = is_run_store(path)
+    if out is None:
+        out = path.parent / f"{path.name.removesuffix('.zarr')}-report.html" if single else path / "report.html"
+    out = Path(out)
     if out.is_dir():
         raise ReportError(f"out {str(out)!r} is a folder; give the report's file name")
-    ds = load_analysis(path)
-    stores = [store_info(s) for s in run_stores(path)]
+    if single:
+        from analysis import open_runs  # the reports layer sits above analysis
+
+        ds, stores = open_runs([path]), [store_info(path)]
+    else:
+        ds, stores = load_analysis(path), [store_info(s) for s in run_stores(path)]
     drawn, skipped = render_figures(as_combined(ds))
     figures_dir = figures_dir_for(out)
     figures_dir.mkdir(parents=True, exist_ok=True)
     for spec, png in drawn:
-        (figures_dir / f"{spec.name}.png").write_bytes(png)
+        h.write_bytes_atomic(figures_dir / f"{spec.name}.png", png)
     text = report_html(ds, title=f"Training dynamics: {path.resolve().name}", stores=stores,
                        source=str(path), figures=(drawn, skipped))
     h.write_text_atomic(out, text)

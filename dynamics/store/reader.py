@@ -108,6 +108,8 @@ def open_run(path: str | os.PathLike) -> Any:
         for child in sorted(p.name for p in path.iterdir() if (p / "zarr.json").is_file()):
             if child in schema.ROW_DIM:
                 continue
-            nodes[f"/{child}"] = xr.open_dataset(path, group=child, engine="zarr", consolidated=consolidated,
+            # Groups written after training (``analysis``) are replaced as a whole: read their own
+            # metadata, never the root's consolidated copy, which a killed rewrite may have left stale.
+            nodes[f"/{child}"] = xr.open_dataset(path, group=child, engine="zarr", consolidated=False,
                                                  zarr_format=3, chunks=None)
     return xr.DataTree.from_dict(nodes)
