@@ -7,7 +7,7 @@ The ``analysis`` group is written into the store under the store's lock
 (:class:`dynamics.store.lock.StoreLock`) and made visible in one step (:func:`write_analysis_group`):
 a reader, or a process killed at any moment, sees the previous complete group, none, or the new
 complete group. The training groups (metrics, checkpoints, params, probe) and root attributes are
-never rewritten; the root's consolidated metadata is dropped before the swap and rebuilt after it.
+never rewritten; the root's consolidated metadata leaves the group out during the swap.
 While another process holds the lock (a run being trained, another analysis), nothing is written:
 the analysis of a live run is computed from its committed data and kept in memory. Readers here
 always use unconsolidated metadata and retry when a folder is replaced while they read it.
@@ -26,14 +26,14 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-import zarr
 
 from analysis.freshness import SOURCE_ATTR, source_token
 from dynamics.errors import StoreError, StoreLockedError
 from dynamics.store import open_run
 from dynamics.store.lock import StoreLock
 from dynamics.store.reader import quiet_zarr_warnings
-from dynamics.store.writer import _strip_consolidated
+from dynamics.store import root as root_record
+from dynamics.store import schema
 
 ANALYSIS_GROUP = "analysis"
 TRAINING_GROUPS = ("metrics", "checkpoints", "params", "probe")
@@ -100,8 +100,8 @@ def write_analysis_group(path: Path, dataset: xr.Dataset, token: dict[str, Any])
     ``token`` (it changed while the analysis was computed). Otherwise, under the lock: debris of
     earlier interrupted writes is removed; the group is written complete (with its own consolidated
     metadata and ``source`` = ``token``) into a staging folder beside the store; the root's
-    consolidated metadata is dropped; the staging folder replaces ``analysis`` by renames; the root is
-    consolidated again. A process killed at any point leaves the old group, no group, or the new one —
+    consolidated metadata is rewritten without the group; the staging folder replaces ``analysis`` by
+    renames; the root's consolidated metadata is rewritten with the new group. A process killed at any point leaves the old group, no group, or the new one —
     never a partial one — and root metadata that describes what is on disk or none.
     """
     try:
@@ -117,13 +117,24 @@ def write_analysis_group(path: Path, dataset: xr.Dataset, token: dict[str, Any])
         with quiet_zarr_warnings(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"The data type .* does not have a Zarr V3 specification")
             dataset.to_zarr(str(staging), mode="w", consolidated=True, zarr_format=3)
-            _strip_consolidated(path)
+            rewrite_root(path, with_analysis=False)
             swap_into_place(staging, path / ANALYSIS_GROUP, _aside(path, "old"))
-            zarr.consolidate_metadata(str(path))
+            rewrite_root(path, with_analysis=True)
         return True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         lock.release()
+
+
+def rewrite_root(path: Path, with_analysis: bool) -> None:
+    """Rewrite the root ``zarr.json`` of store ``path`` (one atomic replacement, the store's own commit
+    record of :mod:`dynamics.store.root`) with consolidated metadata of the committed view of what is
+    on disk, the ``analysis`` group left out unless ``with_analysis``. Called under the store's lock."""
+    attrs = json.loads((path / "zarr.json").read_text()).get("attributes", {})
+    committed = schema.parse_json_attr(attrs, "committed", path)
+    nodes = {key: meta for key, meta in root_record.read_nodes(path).items()
+             if with_analysis or key.split("/")[0] != ANALYSIS_GROUP}
+    root_record.write_root(path, root_record.root_document(attrs, root_record.committed_view(nodes, committed)))
 
 
 def _aside(path: Path, what: str) -> Path:

@@ -16,10 +16,9 @@ import xarray as xr
 from analysis import analyze, analyze_experiment, open_runs
 from analysis.freshness import source_token
 from analysis.runs import experiment_analysis_is_fresh
-from analysis.store_io import _aside, read_analysis_group
+from analysis.store_io import _aside, read_analysis_group, rewrite_root
 from analysis_textbook import linear_cka_textbook
 from dynamics import open_run
-from dynamics.store.writer import _strip_consolidated
 from fresh_runs import open_recorder, record, train_steps
 
 
@@ -153,16 +152,16 @@ def test_analysis_group_deleted_under_consolidated_metadata(three):
     check_opens_analyses_reports(three)
 
 
-@pytest.mark.parametrize("kill_after", ["staged", "unconsolidated", "moved_aside", "swapped"])
+@pytest.mark.parametrize("kill_after", ["staged", "unlisted", "moved_aside", "swapped"])
 def test_every_step_of_a_rewrite_leaves_a_usable_run(three, kill_after):
     """The states a kill leaves between the steps of ``write_analysis_group``, built with its own steps."""
     resume_to(three, 25)
     new = analyze(three, write=False, probe_checkpoints="none")
     staging = _aside(three, "new")
     new.to_zarr(str(staging), mode="w", consolidated=True, zarr_format=3)
-    steps = ["staged", "unconsolidated", "moved_aside", "swapped"]
+    steps = ["staged", "unlisted", "moved_aside", "swapped"]
     if steps.index(kill_after) >= 1:
-        _strip_consolidated(three)
+        rewrite_root(three, with_analysis=False)
     if steps.index(kill_after) >= 2:
         os.rename(three / "analysis", _aside(three, "old"))
     if steps.index(kill_after) >= 3:
