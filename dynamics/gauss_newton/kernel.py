@@ -1,73 +1,118 @@
-"""Moore–Penrose Gauss–Newton for any nn.Module through its batch NTK (DESIGN.md §3, "kernel" form).
+"""Minimum-norm (Moore–Penrose) Gauss–Newton for any nn.Module through its batch NTK (DESIGN.md §3).
 
-δθ = −α Jᵀ (J Jᵀ + λ I)⁻¹ ε, where J Jᵀ (N·O × N·O) is the empirical NTK of the batch
-(:func:`dynamics.ntk.empirical_ntk`, trace=False, chunked over samples) and Jᵀ c is one
-torch.func.vjp — J is never formed. With damping λ = 0 and full row rank J this is −α J⁺ ε, the
-minimum-norm update with J δθ = −α ε. λ = 0 and a singular NTK: eigh with truncation
-(λ_i ≤ max(atol, rtol · λ_max) dropped), i.e. the pseudo-inverse. λ > 0: Levenberg–Marquardt.
+The step is δθ = −α (JᵀHJ + λ·)⁺ Jᵀ g in kernel form, J never formed:
+
+- MSE and the identity CE target (H ∝ I): δθ = −α Jᵀ (K + λI)⁺ ε = −α J⁺ ε for λ = 0, K = J Jᵀ the
+  (N·O × N·O) empirical NTK of the batch (:func:`dynamics.ntk.empirical_ntk`, trace=False).
+- CE with the true softmax Hessian (``ce_target="exact"``): H is singular along each sample's
+  all-ones logit direction, so the minimum-norm step is not −α J⁺ε. With H = S Sᵀ
+  (:mod:`dynamics.gauss_newton.metric`, S of shape N·O × N·(O−1)):
+  δθ = −α Jᵀ S (Sᵀ K S + λI)⁺ Sᵀ ε = −α (JᵀHJ)⁺ Jᵀ g for λ = 0. When J has full row rank this equals
+  −α (P J)⁺ ε, P removing each sample's mean over classes: the logits move by −α ε up to a
+  per-sample constant, which leaves the loss unchanged.
+
+λ = 0 and a singular kernel: the truncated pseudo-inverse by the one truncation rule of
+:mod:`dynamics.gauss_newton.solve`; λ > 0: Levenberg–Marquardt. Jᵀ c is one torch.func.vjp.
+Precision: the NTK, the solve and Jᵀ c are computed in float64 (on a float64 copy of a lower-precision
+model); only δθ is rounded to the model's dtype.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import time
+import warnings
 
 import torch
 from torch import nn
 
 from dynamics.gauss_newton.base import GaussNewtonOptimizer
+from dynamics.gauss_newton.metric import ce_hessian_factor, centre_per_sample
 from dynamics.gauss_newton.report import GNStepReport
-from dynamics.gauss_newton.residual import trained_parameters
-from dynamics.gauss_newton.solve import accepted_cholesky, default_rtol, keep_mask
+from dynamics.gauss_newton.residual import output_change, trained_parameters
+from dynamics.gauss_newton.solve import SOLVE_DTYPE, TRUNCATIONS, EighPinv, Truncation, accepted_cholesky
 from dynamics.gauss_newton.targets import CE_TARGETS, LOSSES, batch_loss, check_targets, output_targets
 from dynamics.models.layers import eval_mode
 from dynamics.ntk import METHODS, empirical_ntk
 
+BATCHNORM = ("update", "freeze")
 
-def solve_kernel(kernel: torch.Tensor, rhs: torch.Tensor, damping: float, rtol: float | None,
-                 atol: float) -> tuple[torch.Tensor, int]:
-    """c = (K + λI)⁻¹ rhs (Cholesky), or the truncated pseudo-inverse K⁺ rhs when λ = 0 and K is singular."""
+
+class GNStepWarning(UserWarning):
+    """A Gauss–Newton step was truncated or missed its target by more than the documented tolerance."""
+
+
+def residual_tolerance(dtype: torch.dtype) -> float:
+    """ρ above which :class:`KernelGN` warns: √eps(dtype) (float32 3.5e-4, float64 1.5e-8)."""
+    return math.sqrt(torch.finfo(dtype).eps)
+
+
+def solve_kernel(kernel: torch.Tensor, rhs: torch.Tensor, damping: float, rule: Truncation) -> tuple[torch.Tensor, int]:
+    """c = (K + λI)⁻¹ rhs in float64: Cholesky when the truncation rule keeps every direction, else
+    the rule's truncated pseudo-inverse (K + λI)⁺ rhs (eigh). Returns (c, rank kept)."""
     n = kernel.shape[0]
-    rtol = default_rtol(n, kernel.dtype) if rtol is None else rtol
+    if n == 0:
+        return rhs.to(SOLVE_DTYPE), 0
+    kernel, rhs = kernel.to(SOLVE_DTYPE), rhs.to(SOLVE_DTYPE)
     damped = kernel + damping * torch.eye(n, dtype=kernel.dtype, device=kernel.device)
-    chol = accepted_cholesky(damped, rtol, atol)
+    chol = accepted_cholesky(damped, rule)
     if chol is not None:
         return torch.cholesky_solve(rhs, chol), n
-    eigenvalues, vectors = torch.linalg.eigh(damped)
-    keep = keep_mask(eigenvalues, rtol, atol)
-    vectors = vectors[:, keep]
-    return vectors @ ((vectors.T @ rhs) / eigenvalues[keep, None]), int(keep.sum())
+    pinv = EighPinv(damped, rule)
+    return pinv.solve(rhs)[0], pinv.rank
+
+
+def has_running_stats(model: nn.Module) -> list[nn.Module]:
+    """Normalisation layers of ``model`` that are in training mode and track running statistics."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)
+            and m.track_running_stats and m.training]
 
 
 class KernelGN(GaussNewtonOptimizer):
-    """Gauss–Newton via the batch NTK for any model mapping (N, ...) inputs to (N, O) outputs.
+    """Minimum-norm Gauss–Newton via the batch NTK for any model mapping (N, ...) inputs to (N, O) outputs.
 
     Args:
         model: any nn.Module (trained parameters: those with requires_grad).
-        lr: α > 0. loss, ce_target: as in :func:`output_targets`.
-        damping: λ ≥ 0 (0 = exact Moore–Penrose GN). rtol, atol: truncation when λ = 0 and singular.
+        lr: α > 0. loss, ce_target: as in :func:`output_targets` ("exact" uses the softmax Hessian
+            metric, see the module docstring).
+        damping: λ ≥ 0 (0 = exact Moore–Penrose GN).
+        truncation: "exact" (default) or "paper", the one rule of :mod:`dynamics.gauss_newton.solve`
+            applied to the eigenvalues of the (Sᵀ K S or K) kernel; rtol, atol override it.
         chunk_size: samples per chunk of the NTK computation (None: the NTK's default).
         method: NTK method ("auto", "structured", "jacobian").
+        batchnorm: "update" (default): when the model is in training mode, each step first runs one
+            no-grad forward with its normalisation layers in training mode (everything else in eval
+            mode), so running statistics update once per step, as with a torch.optim loop; "freeze":
+            never touch them. The GN step itself always linearises the eval-mode model (per-sample
+            outputs, running statistics), and the model's train/eval flags are restored.
 
-    Everything is evaluated in eval mode (the model's flags are restored). ``step(x, y)`` returns a
-    :class:`GNStepReport` whose ρ = ‖K c − (−α ε)‖ / ‖α ε‖ (K c = J δθ exactly), full_rank = (NTK
-    full rank,), ranks = (rank used,).
+    ``step(x, y)`` returns a :class:`GNStepReport` whose ρ is measured in float64 from the update
+    actually applied (rounded to the model's dtype): ρ = ‖J δθ + α ε‖ / ‖α ε‖, and for
+    ``ce_target="exact"`` ‖P(J δθ + α ε)‖ / ‖α ε‖ (per-sample shifts do not change the loss).
+    full_rank = (kernel nonsingular,), ranks = (rank kept,) of N·O (N·(O−1) for "exact" CE).
+    When λ = 0, a :class:`GNStepWarning` is issued when the rule truncated directions or when ρ
+    exceeds :func:`residual_tolerance` of the model's dtype (√eps: 3.5e-4 float32, 1.5e-8 float64).
+    Raises ValueError/TypeError on bad settings or inputs before any parameter changes.
     """
 
-    choices = {"loss": LOSSES, "ce_target": CE_TARGETS, "method": METHODS}
-    reals = {"lr": (True, False), "damping": (False, False), "rtol": (False, True), "atol": (False, False)}
+    choices = {"loss": LOSSES, "ce_target": CE_TARGETS, "method": METHODS, "truncation": TRUNCATIONS,
+               "batchnorm": BATCHNORM}
+    reals = {"lr": (True, False), "damping": (False, False), "rtol": (False, True), "atol": (False, True)}
 
     def __init__(self, model: nn.Module, *, lr: float, loss: str = "ce", damping: float = 0.0,
                  chunk_size: int | None = None, ce_target: str = "identity", rtol: float | None = None,
-                 atol: float = 0.0, method: str = "auto") -> None:
+                 atol: float | None = None, method: str = "auto", truncation: str = "exact",
+                 batchnorm: str = "update") -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"KernelGN needs an nn.Module, got {type(model).__name__}")
         if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
             raise ValueError(f"chunk_size must be None or a positive int, got {chunk_size!r}")
         self.chunk_size = chunk_size
-        super().__init__(model, dict(lr=lr, loss=loss, damping=damping, ce_target=ce_target,
-                                     rtol=rtol, atol=atol, method=method))
+        super().__init__(model, dict(lr=lr, loss=loss, damping=damping, ce_target=ce_target, rtol=rtol,
+                                     atol=atol, method=method, truncation=truncation, batchnorm=batchnorm))
 
-    def _outputs(self, x: torch.Tensor) -> torch.Tensor:
+    def _outputs(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """model(x) as (N, O), with bad inputs reported as ValueError/TypeError naming them."""
         like = next(iter(trained_parameters(self.model).values()))
         if not isinstance(x, torch.Tensor):
@@ -79,37 +124,81 @@ class KernelGN(GaussNewtonOptimizer):
         if not torch.isfinite(x).all():
             raise ValueError(f"x contains {int((~torch.isfinite(x)).sum())} non-finite (NaN/Inf) values")
         try:
-            out = self.model(x)
+            with eval_mode(model), torch.no_grad():
+                out = model(x)
         except (RuntimeError, ValueError, TypeError) as error:
             raise ValueError(f"the model cannot take x of shape {tuple(x.shape)}: {error}") from error
         return out.reshape(x.shape[0], -1)
+
+    def _update_statistics(self, x: torch.Tensor) -> None:
+        """One no-grad forward with only the normalisation layers in training mode."""
+        norms = has_running_stats(self.model)
+        if not norms:
+            return
+        with eval_mode(self.model), torch.no_grad():
+            for module in norms:
+                module.train()
+            self.model(x)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> GNStepReport:  # type: ignore[override]
         start = time.perf_counter()
         settings, model = self.settings, self.model
         params = trained_parameters(model)
-        with eval_mode(model):
+        dtype = next(iter(params.values())).dtype
+        logits = self._outputs(model, x)
+        n, n_outputs = logits.shape
+        y = check_targets(y, n, n_outputs, settings["loss"], logits.dtype)
+        if settings["batchnorm"] == "update":
+            self._update_statistics(x)
+        # float64 twin: NTK, solve and Jᵀc in float64; the model itself is only updated at the end
+        twin = model if dtype == SOLVE_DTYPE else copy.deepcopy(model).to(SOLVE_DTYPE)
+        x64 = x.to(SOLVE_DTYPE)
+        twin_params = trained_parameters(twin)
+        names = list(twin_params)
+        exact_ce = settings["loss"] == "ce" and settings["ce_target"] == "exact"
+        with eval_mode(twin):
             with torch.no_grad():
-                logits = self._outputs(x)
-            n, n_outputs = logits.shape
-            y = check_targets(y, n, n_outputs, settings["loss"], logits.dtype)
-            loss = float(batch_loss(logits, y, settings["loss"]))
-            desired = -settings["lr"] * output_targets(logits, y, settings["loss"], ce_target=settings["ce_target"])
-            ntk = empirical_ntk(model, x, trace=False, method=settings["method"], chunk_size=self.chunk_size)
-            kernel = ntk.permute(0, 2, 1, 3).reshape(n * n_outputs, n * n_outputs)
-            coef, rank = solve_kernel(kernel, desired.reshape(-1, 1), settings["damping"],
-                                      settings["rtol"], settings["atol"])
-            names = list(params)
+                logits64 = self._outputs_plain(twin, x64)
+            loss = float(batch_loss(logits64, y, settings["loss"]))
+            desired = -settings["lr"] * output_targets(logits64, y, settings["loss"], ce_target=settings["ce_target"])
+            ntk = empirical_ntk(twin, x64, trace=False, method=settings["method"], chunk_size=self.chunk_size)
+            kernel = ntk.permute(0, 2, 1, 3).reshape(n, n_outputs, n, n_outputs)
+            if exact_ce:  # Sᵀ K S and Sᵀ ε, S block-diagonal (N, O, O−1)
+                factor = ce_hessian_factor(logits64)
+                kernel = torch.einsum("nao,namc,mcp->nomp", factor, kernel, factor)
+                rhs = torch.einsum("nao,na->no", factor, desired)
+            else:
+                rhs = desired
+            size = rhs.numel()
+            rule = Truncation.named(settings["truncation"], size, settings["rtol"], settings["atol"])
+            coef, rank = solve_kernel(kernel.reshape(size, size), rhs.reshape(-1, 1), settings["damping"], rule)
+            coef = coef.reshape(rhs.shape)
+            if exact_ce:
+                coef = torch.einsum("nao,no->na", factor, coef)
 
             def outputs(*values: torch.Tensor) -> torch.Tensor:
-                return torch.func.functional_call(model, dict(zip(names, values)), (x,), strict=False).reshape(n, -1)
+                return torch.func.functional_call(twin, dict(zip(names, values)), (x64,), strict=False).reshape(n, -1)
 
-            _, pullback = torch.func.vjp(outputs, *(p.detach() for p in params.values()))
-            update = pullback(coef.reshape(n, n_outputs))
+            with torch.no_grad():
+                _, pullback = torch.func.vjp(outputs, *(p.detach() for p in twin_params.values()))
+                update = [u.to(dtype) for u in pullback(coef)]
+        miss = output_change(twin, x64, [u.to(SOLVE_DTYPE) for u in update]) - desired
+        if exact_ce:
+            miss = centre_per_sample(miss)
         target_norm = float(torch.linalg.vector_norm(desired))
-        error = float(torch.linalg.vector_norm(kernel @ coef - desired.reshape(-1, 1)))
+        error = float(torch.linalg.vector_norm(miss))
+        residual = error / target_norm if target_norm > 0 else 0.0
         update_norm = self.apply_update(list(zip(params.values(), update)))
+        if settings["damping"] == 0 and rank < size:
+            warnings.warn(f"KernelGN step truncated: kept rank {rank} of {size} (truncation="
+                          f"{settings['truncation']!r}); rho = {residual:.2e}", GNStepWarning, stacklevel=3)
+        elif settings["damping"] == 0 and residual > residual_tolerance(dtype):
+            warnings.warn(f"KernelGN step missed its target: rho = {residual:.2e} > tolerance "
+                          f"{residual_tolerance(dtype):.1e} for {dtype}", GNStepWarning, stacklevel=3)
         return GNStepReport(
-            loss=loss, residual=error / target_norm if target_norm > 0 else 0.0, update_norm=update_norm,
-            full_rank=(rank == n * n_outputs,), ranks=(rank,), time_s=time.perf_counter() - start,
-            lr=settings["lr"], target_norm=target_norm)
+            loss=loss, residual=residual, update_norm=update_norm, full_rank=(rank == size,), ranks=(rank,),
+            time_s=time.perf_counter() - start, lr=settings["lr"], target_norm=target_norm)
+
+    @staticmethod
+    def _outputs_plain(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return model(x).reshape(x.shape[0], -1)

@@ -81,3 +81,29 @@ def test_reference_targets_textbook_values():
     assert torch.allclose(reference_targets(logits, torch.tensor([1]), "ce", "exact")[0], expected, rtol=1e-10)
     y = torch.tensor([[0.0, 1.0, 2.0]], dtype=torch.float64)
     assert torch.allclose(reference_targets(logits, y, "mse")[0], logits[0] - y[0])
+
+
+def output_hessians(logits, y, loss, ce_target="identity"):
+    """(g (N, O), H (N, O, O)) of ℓ per sample by autograd; the identity CE variant uses H = I, g = p − e_y."""
+    gs, hs = [], []
+    for f, label in zip(logits, y):
+        if loss == "ce":
+            def ell(v, label=label):
+                return -torch.log_softmax(v, dim=0)[label]
+        else:
+            target = label if label.dim() else torch.nn.functional.one_hot(label, logits.shape[1]).to(logits.dtype)
+
+            def ell(v, target=target):
+                return (v - target).square().sum()
+        gs.append(torch.func.grad(ell)(f))
+        hs.append(torch.eye(len(f), dtype=f.dtype) if (loss == "ce" and ce_target == "identity")
+                  else torch.func.hessian(ell)(f))
+    return torch.stack(gs), torch.stack(hs)
+
+
+def dense_gn_step(jac, logits, y, loss, ce_target, lr, rtol=1e-10):
+    """−α (JᵀHJ)⁺ Jᵀ g with dense J (N·O, P), block-diagonal H from autograd and an explicit pinv."""
+    g, h = output_hessians(logits, y, loss, ce_target)
+    big_h = torch.block_diag(*h)
+    ggn = jac.T @ big_h @ jac
+    return -lr * torch.linalg.pinv(ggn, hermitian=True, rtol=rtol) @ (jac.T @ g.reshape(-1))

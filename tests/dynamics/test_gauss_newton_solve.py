@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from dynamics.gauss_newton.solve import GramSolver, LinearSolver, SVDSolver, gram_with_bias
+from dynamics.gauss_newton.solve import GramSolver, LinearSolver, SVDSolver, Truncation, gram_with_bias
 
 F64 = torch.float64
 
@@ -38,7 +38,8 @@ def test_gram_and_svd_solvers_equal_pinv(n, h, seed):
     gen = torch.Generator().manual_seed(seed)
     features = torch.relu(torch.randn(n, h, dtype=F64, generator=gen))
     target = torch.randn(n, 4, dtype=F64, generator=gen)
-    for solver in (GramSolver(features, None, 0.0, pieces=2 if n > 2 else 1), SVDSolver(features, None, 0.0)):
+    rule = Truncation.named("exact", n)
+    for solver in (GramSolver(features, rule, pieces=2 if n > 2 else 1), SVDSolver(features, rule)):
         expected_rank = min(n, h + 1)
         assert solver.rank == expected_rank and solver.full_rank == (expected_rank == n)
         _check(solver.solve(target), features, target, tol=1e-8)
@@ -50,7 +51,7 @@ def test_linear_solver_equals_pinv_of_explicit_features(n, half, h):
     proj = torch.randn(h, half, dtype=F64, generator=gen)
     inputs = torch.randn(n, half, dtype=F64, generator=gen)
     target = torch.randn(n, half, dtype=F64, generator=gen)
-    solver = LinearSolver(inputs, proj, None, 0.0)
+    solver = LinearSolver(inputs, proj, Truncation.named("exact", n))
     assert solver.rank == min(n, half + 1) and solver.full_rank == (n <= half + 1)
     _check(solver.solve(target), inputs @ proj.T, target)
 
@@ -60,6 +61,7 @@ def test_truncation_thresholds_drop_small_directions():
     base = torch.randn(6, 20, dtype=F64, generator=gen)
     features = base.clone()
     features[5] = features[4] + 1e-9 * torch.randn(20, dtype=F64, generator=gen)  # nearly duplicated row
-    assert GramSolver(features, 1e-12, 0.0).rank == 5 and not GramSolver(features, 1e-12, 0.0).full_rank
-    assert GramSolver(features, 0.0, 0.0).rank == 6
-    assert SVDSolver(features, 0.0, 1e3).rank < 6  # absolute threshold on squared singular values
+    assert GramSolver(features, Truncation(1e-12, 0.0)).rank == 5
+    assert not GramSolver(features, Truncation(1e-12, 0.0)).full_rank
+    assert GramSolver(features, Truncation(0.0, 0.0)).rank == 6
+    assert SVDSolver(features, Truncation(0.0, 1e3)).rank < 6  # absolute threshold on squared singular values
