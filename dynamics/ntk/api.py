@@ -11,8 +11,8 @@ from torch import nn
 from dynamics.models.layers import eval_mode
 from dynamics.ntk.blocks import assemble_kernel
 from dynamics.ntk.generic import contract_jacobians, default_chunk_size, jacobian_features, split_parameters
-from dynamics.ntk.structured import (StructuredUnsupported, check_output, contract_features, linear_features,
-                                     static_problem, trained_linear_layers)
+from dynamics.ntk.structured import (StructuredUnsupported, check_output, contract_features, layer_features,
+                                     static_problem, trained_layers)
 
 METHODS = ("auto", "structured", "jacobian")
 #: Samples of x1 on which the jacobian path checks that the model returns one row per input.
@@ -68,9 +68,11 @@ def empirical_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
 
     Methods:
         "structured": per-layer Gram products (layer-input Gram × output-gradient Gram, see
-            :mod:`dynamics.ntk.structured`), never the P-wide Jacobian; only for models whose trained
-            parameters all belong to plain nn.Linear layers run at most once per forward pass on one
-            row per sample and used nowhere else. These preconditions are verified on every chunk
+            :mod:`dynamics.ntk.structured`; for a Conv2d the Gram of its own per-sample Jacobians from
+            its unfolded input, :mod:`dynamics.ntk.conv`), never the P-wide Jacobian; only for models
+            whose trained parameters all belong to plain nn.Linear or nn.Conv2d (groups=1, zero
+            padding) layers run at most once per forward pass on one row (image) per sample and used
+            nowhere else. These preconditions are verified on every chunk
             of x1 and of x2 the kernel is built from (in-place operations after a layer are
             harmless: the layer's recorded output is never the tensor they modify); a model that
             breaks one on any chunk raises ValueError saying why — never a wrong kernel.
@@ -92,8 +94,10 @@ def empirical_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
         trace: return the (N1, N2) trace over outputs instead of (N1, N2, O, O).
         method: "auto", "structured" or "jacobian".
         chunk_size: samples per chunk; at most two chunks' features (structured: layer inputs and
-            output-gradients; jacobian: Jacobians) are held at once. None → structured: all samples
-            in one chunk; jacobian: the largest chunk whose Jacobian holds ≤ 2**27 numbers.
+            output-gradients, convolutions' Jacobians; jacobian: Jacobians) are held at once. None →
+            structured: all samples in one chunk, or fewer when the convolutions' per-sample Jacobians
+            would hold more than 2**27 numbers; jacobian: the largest chunk whose Jacobian holds
+            ≤ 2**27 numbers.
         dtype: compute in this floating dtype. When the model's parameters or buffers have another
             dtype, a deep copy of the model cast with ``.to(dtype)`` is used (the model itself is not
             touched); None → the trained parameters' dtype.
@@ -125,16 +129,29 @@ def empirical_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
         return _compute(model, x1, x2, trace, method, chunk_size)
 
 
+def _structured_chunk(model: nn.Module, layers: dict[str, nn.Module], x1: torch.Tensor,
+                      x2: torch.Tensor | None) -> int:
+    """Default chunk of the structured path: every sample at once, unless the convolutions' per-sample
+    Jacobians (chunk, O, P_conv) would hold more than the jacobian path's budget of numbers."""
+    n_max = max(x1.shape[0], x1.shape[0] if x2 is None else x2.shape[0])
+    conv_params = sum(p.numel() for layer in layers.values() if isinstance(layer, nn.Conv2d)
+                      for p in layer.parameters() if p.requires_grad)
+    if not conv_params:
+        return n_max
+    with torch.no_grad():
+        n_out = model(x1[:1]).reshape(1, -1).shape[1]
+    return min(n_max, default_chunk_size(n_out, conv_params))
+
+
 def _compute(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None, trace: bool, method: str,
              chunk_size: int | None) -> torch.Tensor:
     if method != "jacobian":
         problem = static_problem(model)
         if problem is None:
-            layers = trained_linear_layers(model)
-            n_max = max(x1.shape[0], x1.shape[0] if x2 is None else x2.shape[0])
-            try:  # linear_features verifies the structured preconditions on every chunk it is given
-                return assemble_kernel(partial(linear_features, model, layers),
-                                       partial(contract_features, trace=trace), x1, x2, chunk_size or n_max)
+            layers = trained_layers(model)
+            try:  # layer_features verifies the structured preconditions on every chunk it is given
+                return assemble_kernel(partial(layer_features, model, layers), partial(contract_features, trace=trace),
+                                       x1, x2, chunk_size or _structured_chunk(model, layers, x1, x2))
             except StructuredUnsupported as error:
                 problem = str(error)
         if method == "structured":

@@ -1,4 +1,4 @@
-"""Empirical NTK of models whose trained parameters all sit in ``nn.Linear`` layers, from Gram products.
+"""Empirical NTK of models whose trained parameters all sit in ``nn.Linear`` or ``nn.Conv2d`` layers.
 
 For a linear layer z = a Wᵀ + b used once per sample, ∂f_o(x_n)/∂W_ij = g_{n,o,i} a_{n,j} and
 ∂f_o(x_n)/∂b_i = g_{n,o,i}, with a_n the layer's input and g_{n,o} = ∂f_o(x_n)/∂z_n the gradient of
@@ -8,13 +8,16 @@ neural tangent kernel", structured derivatives; DESIGN §3)
     Θ[n, m, o, p] = Σ_layers (1[W trained]·a_n·a_m + 1[b trained]) · (g_{n,o} · g_{m,p}),
 
 which needs the layer inputs a (N, in) and output-gradients g (N, O, out) only — never the P-wide
-Jacobian. All O gradients come from one batched reverse pass (``torch.autograd.grad`` with
-``is_grads_batched=True``) over forward hooks that record each layer's input and output.
+Jacobian. A ``nn.Conv2d`` layer (groups = 1, zero padding) contributes the Gram matrix of its own
+per-sample Jacobians, built from its input and output-gradients by the unfold form of convolution
+(:mod:`dynamics.ntk.conv`) — the layer's block only, again no full Jacobian. All O gradients come
+from one batched reverse pass (``torch.autograd.grad`` with ``is_grads_batched=True``) over forward
+hooks that record each layer's input and output.
 
-The formula holds only when every trained parameter belongs to exactly one plain ``nn.Linear``
-that runs at most once per forward pass on (N, in) rows, one row per sample, and is used nowhere
-else. These preconditions are verified on **every chunk the kernel is built from** (x1's and x2's):
-:func:`static_problem` once for the model's modules, then :func:`linear_features` on each chunk
+The formula holds only when every trained parameter belongs to exactly one such layer that runs at
+most once per forward pass on one slice per sample ((N, in) rows for Linear, (N, C, H, W) images
+for Conv2d), and is used nowhere else. These preconditions are verified on **every chunk the kernel is built from** (x1's and x2's):
+:func:`static_problem` once for the model's modules, then :func:`layer_features` on each chunk
 (hook checks, and a gradient-consistency test that catches a parameter also acting outside its layer
 call, or samples that influence each other), raising :class:`StructuredUnsupported` on the first
 chunk that breaks one. The recorded layer tensors cannot be rewritten by in-place operations later
@@ -31,6 +34,8 @@ import torch
 from torch import nn
 
 from dynamics.ntk.blocks import row_gram
+from dynamics.ntk.conv import conv2d_gradient, conv2d_jacobian, is_plain_conv2d
+from dynamics.ntk.generic import contract_jacobians
 
 
 class StructuredUnsupported(ValueError):
@@ -39,12 +44,14 @@ class StructuredUnsupported(ValueError):
 
 @dataclass
 class LayerFeatures:
-    """One linear layer on a chunk of c samples: input a (c, in) or None when W is frozen,
-    output-gradients g (c, O, out) or None when the outputs do not depend on the layer."""
+    """One layer on a chunk of c samples. Linear: input a (c, in) or None when W is frozen,
+    output-gradients g (c, O, out) or None when the outputs do not depend on the layer. Conv2d: its
+    per-sample Jacobians, "weight"/"bias" → (c, O, P_k), in ``jacobian`` (``inputs``, ``grads`` None)."""
 
     inputs: torch.Tensor | None
     grads: torch.Tensor | None
     bias: bool
+    jacobian: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -59,10 +66,14 @@ def _is_plain_linear(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) and type(module).forward is nn.Linear.forward
 
 
-def trained_linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
-    """The plain ``nn.Linear`` sub-modules that own at least one parameter with requires_grad."""
+def _is_supported(module: nn.Module) -> bool:
+    return _is_plain_linear(module) or is_plain_conv2d(module)
+
+
+def trained_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The plain ``nn.Linear`` and ``nn.Conv2d`` sub-modules that own a parameter with requires_grad."""
     return {name: module for name, module in model.named_modules()
-            if _is_plain_linear(module)
+            if _is_supported(module)
             and any(p is not None and p.requires_grad for p in module._parameters.values())}
 
 
@@ -78,9 +89,10 @@ def static_problem(model: nn.Module) -> str | None:
         holders = owners.get(key, [])
         if len({id(m) for _, m in holders}) > 1:
             return f"parameter {name!r} is shared by modules {[n for n, _ in holders]}"
-        if not holders or not _is_plain_linear(holders[0][1]):
+        if not holders or not _is_supported(holders[0][1]):
             kind = type(holders[0][1]).__name__ if holders else "no module"
-            return f"trained parameter {name!r} belongs to {kind}, not a plain nn.Linear"
+            return (f"trained parameter {name!r} belongs to {kind}, not a plain nn.Linear or nn.Conv2d "
+                    "(groups=1, zero padding given as numbers)")
     return None
 
 
@@ -92,7 +104,14 @@ def check_output(out: object, n: int) -> None:
                          f"it returned shape {shape}")
 
 
-def _forward_recording(model: nn.Module, layers: dict[str, nn.Linear], x: torch.Tensor):
+def _one_slice_per_sample(layer: nn.Module, a: torch.Tensor, z: torch.Tensor, n: int) -> bool:
+    """True when the layer saw one input slice per sample: (n, in) rows, or (n, C, H, W) images."""
+    if isinstance(layer, nn.Linear):
+        return a.dim() == 2 and a.shape[0] == n and z.shape == (n, layer.out_features)
+    return a.dim() == 4 and a.shape[0] == n and z.dim() == 4 and z.shape[:2] == (n, layer.out_channels)
+
+
+def _forward_recording(model: nn.Module, layers: dict[str, nn.Module], x: torch.Tensor):
     """model(x) with every call of the given layers recorded as (input, output).
 
     Each layer's output z is recorded and a copy of it continues through the model, so in-place
@@ -119,41 +138,50 @@ def _forward_recording(model: nn.Module, layers: dict[str, nn.Linear], x: torch.
     check_output(out, x.shape[0])
     used = {}
     for name, calls in records.items():
+        kind = f"nn.{type(layers[name]).__name__}"
         if len(calls) > 1:
-            raise StructuredUnsupported(f"nn.Linear {name!r} runs {len(calls)} times in one forward pass")
+            raise StructuredUnsupported(f"{kind} {name!r} runs {len(calls)} times in one forward pass")
         if calls:
             a, z, a_version, z_version = calls[0]
-            if a.dim() != 2 or a.shape[0] != x.shape[0] or z.shape != (x.shape[0], layers[name].out_features):
+            if not _one_slice_per_sample(layers[name], a, z, x.shape[0]):
                 raise StructuredUnsupported(
-                    f"nn.Linear {name!r} sees input {tuple(a.shape)} for {x.shape[0]} samples; "
-                    "the structured path needs one row per sample")
+                    f"{kind} {name!r} sees input {tuple(a.shape)} for {x.shape[0]} samples; "
+                    "the structured path needs one row per sample (one image for Conv2d)")
             if a._version != a_version or z._version != z_version:
                 raise StructuredUnsupported(
-                    f"the {'input' if a._version != a_version else 'output'} of nn.Linear {name!r} is modified "
+                    f"the {'input' if a._version != a_version else 'output'} of {kind} {name!r} is modified "
                     "in place later in the forward pass")
             used[name] = (a, z)
     return out.reshape(x.shape[0], -1), used
 
 
-def _check_gradients(model: nn.Module, layers: dict[str, nn.Linear], out: torch.Tensor,
+def _implied_gradient(name: str, layer: nn.Module, features: LayerFeatures, a: torch.Tensor,
+                      v: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Σ_n Σ_o v[n, o] ∂f_o(x_n)/∂θ for the layer's parameters, as the features imply it."""
+    prefix = f"{name}." if name else ""
+    if features.jacobian is not None:
+        return {prefix + k: g for k, g in conv2d_gradient(layer, features.jacobian, v).items()}
+    gz = torch.einsum("nok,no->nk", features.grads, v)
+    return {prefix + "weight": gz.T @ a, prefix + "bias": gz.sum(0)}
+
+
+def _check_gradients(model: nn.Module, layers: dict[str, nn.Module], out: torch.Tensor,
                      used: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                     grads: dict[str, torch.Tensor]) -> None:
+                     features: dict[str, LayerFeatures]) -> None:
     """Raise unless the layer features reproduce the true parameter gradient of ⟨v, f(x)⟩.
 
     For a fixed random v (n, O) the true gradient (autograd, one reverse pass) must equal the one the
-    features imply, Σ_n (Σ_o v_{n,o} g_{n,o}) ⊗ [a_n, 1], up to round-off (relative 1e3·eps). A
-    mismatch means a parameter also acts outside its layer call, or samples influence each other.
+    features imply (:func:`_implied_gradient`), up to round-off (relative 1e3·eps). A mismatch means a
+    parameter also acts outside its layer call, or samples influence each other.
     """
     params = {name: p for name, p in model.named_parameters() if p.requires_grad}
     generator = torch.Generator(device=out.device).manual_seed(0)
     v = torch.randn(out.shape, generator=generator, dtype=out.dtype, device=out.device)
     true = dict(zip(params, torch.autograd.grad(out, list(params.values()), grad_outputs=v, allow_unused=True)))
     implied = {}
-    for name, g in grads.items():  # g (O, n, out)
-        gz = torch.einsum("onk,no->nk", g, v)
-        prefix = f"{name}." if name else ""
-        implied[prefix + "weight"] = gz.T @ used[name][0].detach()
-        implied[prefix + "bias"] = gz.sum(0)
+    for name, f in features.items():
+        if f.grads is not None or f.jacobian is not None:
+            implied.update(_implied_gradient(name, layers[name], f, used[name][0].detach(), v))
     tolerance = 1e3 * torch.finfo(out.dtype).eps
     for name, grad in true.items():
         grad = torch.zeros_like(params[name]) if grad is None else grad
@@ -162,13 +190,14 @@ def _check_gradients(model: nn.Module, layers: dict[str, nn.Linear], out: torch.
         error = (grad - expected).norm()
         if error > tolerance * (grad.norm() + expected.norm()) + torch.finfo(out.dtype).tiny:
             raise StructuredUnsupported(
-                f"parameter {name!r} also acts outside its nn.Linear call, or samples influence each "
-                f"other (its gradient differs from the layer-input × output-gradient product by "
+                f"parameter {name!r} also acts outside its layer call, or samples influence each "
+                f"other (its gradient differs from the one the layer's input and output-gradients imply by "
                 f"{error.item():.3g})")
 
 
-def linear_features(model: nn.Module, layers: dict[str, nn.Linear], x: torch.Tensor) -> ChunkFeatures:
-    """Inputs a and output-gradients g (all O outputs, one batched reverse pass) of every layer.
+def layer_features(model: nn.Module, layers: dict[str, nn.Module], x: torch.Tensor) -> ChunkFeatures:
+    """Per layer: inputs a and output-gradients g (Linear) or the per-sample Jacobian (Conv2d), for all O
+    outputs from one batched reverse pass.
 
     Also verifies, on this chunk, every precondition of the structured formula (module docstring)
     and raises :class:`StructuredUnsupported` naming the first one broken.
@@ -182,16 +211,18 @@ def linear_features(model: nn.Module, layers: dict[str, nn.Linear], x: torch.Ten
             basis = torch.eye(n_out, dtype=out.dtype, device=out.device)[:, None, :].repeat(1, n, 1)
             grads = list(torch.autograd.grad(out, [used[k][1] for k in names], grad_outputs=basis,
                                              is_grads_batched=True, allow_unused=True, retain_graph=True))
+        features = {}
+        for name, grad in zip(names, grads):
+            layer, a = layers[name], used[name][0].detach()
+            grad = None if grad is None else grad.transpose(0, 1)  # (c, O, ...)
+            if isinstance(layer, nn.Conv2d):
+                features[name] = LayerFeatures(None, None, False,
+                                               None if grad is None else conv2d_jacobian(layer, a, grad))
+            else:
+                features[name] = LayerFeatures(inputs=a if layer.weight.requires_grad else None, grads=grad,
+                                               bias=layer.bias is not None and layer.bias.requires_grad)
         if out.requires_grad:
-            _check_gradients(model, layers, out, used,
-                             {k: g for k, g in zip(names, grads) if g is not None})
-    features = {}
-    for name, grad in zip(names, grads):
-        layer = layers[name]
-        features[name] = LayerFeatures(
-            inputs=used[name][0].detach() if layer.weight.requires_grad else None,
-            grads=None if grad is None else grad.transpose(0, 1),  # (c, O, out)
-            bias=layer.bias is not None and layer.bias.requires_grad)
+            _check_gradients(model, layers, out, used, features)
     return ChunkFeatures(n, n_out, features, out.detach())
 
 
@@ -201,6 +232,9 @@ def contract_features(f1: ChunkFeatures, f2: ChunkFeatures, trace: bool) -> torc
     total = f1.like.new_zeros(shape)
     for name, l1 in f1.layers.items():
         l2 = f2.layers.get(name)  # a layer that did not run on one chunk contributes nothing
+        if l2 is not None and l1.jacobian is not None and l2.jacobian is not None:
+            total += contract_jacobians(l1.jacobian, l2.jacobian, trace)
+            continue
         if l2 is None or l1.grads is None or l2.grads is None:
             continue
         gram = row_gram(l1.inputs, l2.inputs) if l1.inputs is not None else f1.like.new_zeros(f1.n, f2.n)
@@ -220,7 +254,7 @@ def contract_features(f1: ChunkFeatures, f2: ChunkFeatures, trace: bool) -> torc
 def structured_problem(model: nn.Module, x: torch.Tensor) -> str | None:
     """Why the structured path cannot serve ``model`` on the inputs ``x`` (all of them, one chunk), or None.
 
-    :func:`static_problem`, then :func:`linear_features` on the whole of ``x`` (each layer runs at
+    :func:`static_problem`, then :func:`layer_features` on the whole of ``x`` (each layer runs at
     most once, on one row per sample; no recorded tensor modified in place; the gradient-consistency
     test of :func:`_check_gradients`). ``empirical_ntk`` runs the same checks on every chunk it uses.
     """
@@ -228,7 +262,7 @@ def structured_problem(model: nn.Module, x: torch.Tensor) -> str | None:
     if problem is not None:
         return problem
     try:
-        linear_features(model, trained_linear_layers(model), x)
+        layer_features(model, trained_layers(model), x)
     except StructuredUnsupported as error:
         return str(error)
     return None
