@@ -13,6 +13,16 @@ pairs i < j and σ the bandwidth *as a fraction of that median* (``sigma=None`` 
 Minibatch CKA (Nguyen, Raghu & Kornblith 2021, eq. 3) averages HSIC_1 over probe minibatches:
     CKA_mb = Σ_b HSIC_1(K_b, L_b) / √(Σ_b HSIC_1(K_b, K_b) · Σ_b HSIC_1(L_b, L_b)).
 
+Scale: CKA is invariant to scaling X or Y, but its raw fourth-order sums are not representable at
+features of 1e±90 (‖XᵀX‖_F² overflowed to inf, or underflowed to 0). Every variant therefore
+column-centres each representation and divides it by the power of two of its largest entry
+(exact, :mod:`analysis.scaling`) before any product: :func:`linear_cka` (biased and debiased),
+the chunked :class:`~analysis.cka_chunked.LinearCKAAccumulator` (sums rescaled when a chunk brings
+a larger entry), :func:`minibatch_cka` (each batch centred and scaled, the HSIC terms summed with
+their powers of two) and :func:`rbf_cka` (centred before the squared distances, which removes the
+cancellation of ‖a‖² + ‖b‖² − 2aᵀb on offset rows). Values at any scale equal the unscaled ones
+up to round-off.
+
 Degenerate input: a representation that is constant over the samples (zero after centring) or whose
 unbiased self-HSIC is ≤ 0 makes CKA undefined — the functions return NaN with a ``RuntimeWarning``.
 Fewer than 4 samples with ``debiased=True`` raise ``ValueError``. Results are Python floats.
@@ -27,6 +37,7 @@ import numpy as np
 from analysis.arrays import as_float_matrix, nan_with_warning
 from analysis.cka_chunked import LinearCKAAccumulator, is_lazy, iter_row_chunks, row_count
 from analysis.hsic import MIN_SAMPLES_UNBIASED, double_centre, linear_pair_terms, unbiased_hsic_kernels
+from analysis.scaling import ScaledSum, max_exponent, normalised
 
 
 def linear_cka(x: object, y: object, *, debiased: bool = False, chunk_size: int | None = None) -> float:
@@ -47,10 +58,9 @@ def linear_cka(x: object, y: object, *, debiased: bool = False, chunk_size: int 
             accumulator.update(x_chunk, y_chunk)
         return accumulator.cka(debiased=debiased)
     a, b = _paired_matrices(x, y, MIN_SAMPLES_UNBIASED if debiased else 2)
-    raw_norms = float(np.einsum("ij,ij->", a, a)), float(np.einsum("ij,ij->", b, b))
-    a, b = a - a.mean(axis=0), b - b.mean(axis=0)
-    for name, centred, raw_norm in (("X", a, raw_norms[0]), ("Y", b, raw_norms[1])):
-        if not float(np.einsum("ij,ij->", centred, centred)) > 1e-24 * raw_norm:  # zero up to round-off
+    a, b = centred_normalised(a), centred_normalised(b)
+    for name, centred in (("X", a), ("Y", b)):
+        if centred is None:
             return nan_with_warning(f"linear CKA is undefined: {name} is constant over the samples")
     pair_xy, pair_xx, pair_yy = linear_pair_terms(a, b), linear_pair_terms(a, a), linear_pair_terms(b, b)
     if debiased:
@@ -80,8 +90,27 @@ def rbf_cka(x: object, y: object, *, sigma: float | None = None, debiased: bool 
     return cka_from_hsic(float(np.sum(kc * lc)), float(np.sum(kc * kc)), float(np.sum(lc * lc)))
 
 
+def centred_normalised(a: np.ndarray) -> np.ndarray | None:
+    """Column-centred A (N, D), divided by the power of two of its largest entry (exact, see
+    :mod:`analysis.scaling`); None when A is constant over the samples up to round-off (centred
+    energy ≤ 1e-24 × raw energy). The raw matrix is rescaled first, so its mean cannot overflow."""
+    raw = normalised(a)
+    centred = raw - raw.mean(axis=0)
+    if not float(np.einsum("ij,ij->", centred, centred)) > 1e-24 * float(np.einsum("ij,ij->", raw, raw)):
+        return None
+    return normalised(centred)
+
+
 def rbf_kernel(a: np.ndarray, sigma: float) -> np.ndarray | None:
-    """exp(−‖a_i − a_j‖² / (2 (σ m)²)), m = median distance over i < j; None when m = 0. (N, D) → (N, N)."""
+    """exp(−‖a_i − a_j‖² / (2 (σ m)²)), m = median distance over i < j; None when m = 0. (N, D) → (N, N).
+
+    The kernel does not change when A is shifted or scaled (m scales with A), so A is first
+    column-centred and divided by the power of two of its largest entry: the squared distances
+    ‖a_i‖² + ‖a_j‖² − 2 a_iᵀa_j are then formed without the cancellation an offset causes (an offset
+    of 1e4 cost ≈ 1e-10 of accuracy) and without overflow or underflow at any scale.
+    """
+    a = normalised(a)
+    a = normalised(a - a.mean(axis=0))
     norms = np.einsum("ij,ij->i", a, a)
     squared = np.maximum(norms[:, None] + norms[None, :] - 2.0 * (a @ a.T), 0.0)
     np.fill_diagonal(squared, 0.0)
@@ -110,13 +139,26 @@ def minibatch_cka(x: object, y: object, *, batch_size: int) -> float:
     if n - starts[-1] < MIN_SAMPLES_UNBIASED and len(starts) > 1:
         starts.pop()
     bounds = zip(starts, starts[1:] + [n])
-    totals = np.zeros(3)
+    totals = {"xy": ScaledSum(), "xx": ScaledSum(), "yy": ScaledSum()}
     for start, stop in bounds:
-        a = as_float_matrix(x[start:stop], "X")
-        b = as_float_matrix(y[start:stop], "Y")
-        totals += [linear_pair_terms(a, b).unbiased_hsic(), linear_pair_terms(a, a).unbiased_hsic(),
-                   linear_pair_terms(b, b).unbiased_hsic()]
-    return cka_from_hsic(*totals)
+        # HSIC_1 is unchanged by shifting the rows, so each batch is centred by its own mean and
+        # divided by 2^e (e from its largest entry); a term of the pair (a, b) then carries 2^(2ea+2eb).
+        a, ea = _batch_scaled(as_float_matrix(x[start:stop], "X"))
+        b, eb = _batch_scaled(as_float_matrix(y[start:stop], "Y"))
+        totals["xy"].add(linear_pair_terms(a, b).unbiased_hsic(), 2 * ea + 2 * eb)
+        totals["xx"].add(linear_pair_terms(a, a).unbiased_hsic(), 4 * ea)
+        totals["yy"].add(linear_pair_terms(b, b).unbiased_hsic(), 4 * eb)
+    xy, xx, yy = totals["xy"], totals["xx"], totals["yy"]
+    shift = xy.exponent - (xx.exponent + yy.exponent) / 2   # CKA = xy·2^shift / √(xx·yy) in mantissas
+    return cka_from_hsic(xy.total * 2.0 ** shift if xy.total else 0.0, xx.total, yy.total)
+
+
+def _batch_scaled(a: np.ndarray) -> tuple[np.ndarray, int]:
+    """(A − mean) / 2^e and e, e the binary exponent of its largest entry (0 for a constant batch)."""
+    raw_exponent = max_exponent(a) or 0
+    a = a - np.ldexp(np.ldexp(a, -raw_exponent).mean(axis=0), raw_exponent)   # the mean without overflow
+    exponent = max_exponent(a) or 0
+    return np.ldexp(a, -exponent), exponent
 
 
 def cka_from_hsic(hsic_xy: float, hsic_xx: float, hsic_yy: float) -> float:

@@ -6,6 +6,9 @@ Formulas (DESIGN §3 "Analysis"):
     distance   d(K1, K2) = 1 − A(K1, K2)
     target     A(K, Y Yᵀ), Y (N, C) the one-hot encoding of the labels y.
 
+Every alignment is invariant to scaling either kernel, and is computed after dividing each kernel
+(after centring, when asked) by the power of two of its largest entry (:mod:`analysis.scaling`):
+kernels of any magnitude give the value of the unscaled ones, never an overflow to 0 or NaN.
 Inputs are numpy arrays or torch tensors; results are Python floats. A kernel whose Frobenius norm is
 zero (after centring, when asked) has no direction, so its alignment is undefined: the functions
 return NaN and emit a ``RuntimeWarning`` rather than a made-up number.
@@ -17,6 +20,7 @@ import numpy as np
 
 from analysis.arrays import as_float_array, as_labels, as_square_kernel, nan_with_warning
 from analysis.hsic import double_centre
+from analysis.scaling import normalised
 
 
 def center_kernel(k: object) -> np.ndarray:
@@ -41,10 +45,10 @@ def alignment(k1: object, k2: object, *, centered: bool = False) -> float:
     if not isinstance(centered, bool):
         raise TypeError(f"centered must be a bool, got {centered!r}")
     if centered:
-        a, b = center_kernel(k1), as_square_kernel(k2, "K2")
+        a, b = as_square_kernel(k1, "K"), as_square_kernel(k2, "K2")
         if a.shape != b.shape:
             raise ValueError(f"K1 and K2 must have the same shape, got {a.shape} and {b.shape}")
-        b = center_kernel(b)
+        a, b = double_centre(normalised(a)), double_centre(normalised(b))
     else:
         a, b = as_float_array(k1, "K1"), as_float_array(k2, "K2")
         if a.shape != b.shape:
@@ -67,7 +71,7 @@ def target_alignment(k: object, y: object, *, n_classes: int | None = None, cent
     < C); classes without samples contribute nothing. ``centered=True`` aligns HKH with H YYᵀ H.
     Returns NaN with a RuntimeWarning when K has zero norm (or, centred, when all labels are equal).
     """
-    k = as_square_kernel(k, "K")
+    k = normalised(as_square_kernel(k, "K"))  # A is scale-invariant; 2^e scaling is exact (analysis.scaling)
     labels = as_labels(y, k.shape[0])
     n_c = int(labels.max()) + 1 if labels.size else 0
     if n_classes is not None:
@@ -79,7 +83,7 @@ def target_alignment(k: object, y: object, *, n_classes: int | None = None, cent
     onehot = np.zeros((k.shape[0], n_c))
     onehot[np.arange(k.shape[0]), labels] = 1.0
     if centered:
-        k = center_kernel(k)
+        k = normalised(center_kernel(k))
         onehot = onehot - onehot.mean(axis=0, keepdims=True)
     # ⟨K, YYᵀ⟩ = tr(Yᵀ K Y); ‖YYᵀ‖_F² = ‖YᵀY‖_F² (Y has C ≤ N columns, so this stays small).
     inner = float(np.sum((k @ onehot) * onehot))
@@ -92,7 +96,12 @@ def target_alignment(k: object, y: object, *, n_classes: int | None = None, cent
 
 
 def _cosine(a: np.ndarray, b: np.ndarray, what: str) -> float:
-    """⟨a, b⟩ / (‖a‖ ‖b‖) for flat float64 vectors; NaN + warning if a norm is zero."""
+    """⟨a, b⟩ / (‖a‖ ‖b‖) for flat float64 vectors; NaN + warning if a norm is zero.
+
+    a and b are first divided by the powers of two of their largest entries (exact), so neither the
+    norms nor the product overflow or underflow (a kernel of 1e±200 aligns as the unscaled one).
+    """
+    a, b = normalised(a), normalised(b)
     na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
     if na == 0.0 or nb == 0.0:
         which = "K1" if na == 0.0 else "K2"
