@@ -21,15 +21,16 @@ from pathlib import Path
 import torch
 
 from trainers import load_config, train
+from trainers.config import ExperimentConfig
 from trainers.optimizers import make_optimizer
 from trainers.setup import build_model, prepare
 
 
-def bare_update_ms(config: dict, name: str, steps: int) -> float:
+def bare_update_ms(config: ExperimentConfig, name: str, steps: int) -> float:
     """Median wall ms of ``steps`` bare updates (the optimiser's step only) on the preset's batches."""
     experiment = prepare(config)
-    model = build_model(config["model"], experiment.x.shape[1], experiment.n_classes, 0)
-    stepper = make_optimizer(name, config["optimizers"][name], model, config["train"]["loss"])
+    model = build_model(config.model, experiment.x.shape[1], experiment.n_classes, 0)
+    stepper = make_optimizer(name, config.optimizer(name), model, config.train.loss)
     generator = torch.Generator().manual_seed(0)
     times = []
     for _ in range(steps):
@@ -38,9 +39,9 @@ def bare_update_ms(config: dict, name: str, steps: int) -> float:
     return 1e3 * sorted(times)[len(times) // 2]
 
 
-def loop_ms(config: dict, name: str, steps: int, checkpoints: int) -> float:
+def loop_ms(config: ExperimentConfig, name: str, steps: int, checkpoints: int) -> float:
     """Wall ms of ``trainers.train`` for ``steps`` steps with ``checkpoints`` checkpoints."""
-    config = {**config, "train": {**config["train"], "steps": steps, "checkpoints": checkpoints}}
+    config = config.with_overrides({"train.steps": steps, "train.checkpoints": checkpoints})
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         train(config, name, Path(folder) / "run.zarr", progress=False)
@@ -59,7 +60,7 @@ def main() -> None:
     print(f"baseline: bare Adam update {baseline:.2f} ms (median of {steps})")
     print(f"{'optimiser':>9} {'update ms':>10} {'x Adam':>7} {'loop ms/step':>13} {'x Adam':>7} "
           f"{'checkpoint ms':>14} {'x Adam':>7} {'fixed ms':>9}")
-    for name in config["train"]["optimizers"]:
+    for name in config.train.optimizers:
         update = bare_update_ms(config, name, steps)
         short = loop_ms(config, name, steps, 2)           # checkpoints at step 0 and the end only
         long = loop_ms(config, name, 2 * steps, 2)

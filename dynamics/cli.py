@@ -25,6 +25,7 @@ EXAMPLES = """examples:
   dynamics analyze runs/mnist1d runs/digits
   dynamics report runs/mnist1d
   dynamics compare runs/mnist1d runs/digits --out comparison.html
+  dynamics config show --preset digits --set optimizers.gn.lr=0.3   # the resolved config as TOML
 """
 
 
@@ -39,10 +40,30 @@ def seed_list(text: str) -> list[int]:
     return seeds
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+def setting(text: str) -> tuple[str, object]:
+    """"optimizers.gn.lr=0.1" → ("optimizers.gn.lr", 0.1): the value parsed as a TOML value (a bare word
+    that is not one is taken as a string, so ``model.kind=mlp`` works)."""
+    import tomllib
+
+    key, sep, value = text.partition("=")
+    key, value = key.strip(), value.strip()
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--set needs dotted.key=value, got {text!r}")
+    try:
+        return key, tomllib.loads(f"value = {value}")["value"]
+    except tomllib.TOMLDecodeError:
+        return key, value
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, *, run_flags: bool = True) -> None:
     parser.add_argument("--preset", help="preset name (default mnist1d, or the config file's preset key)")
     parser.add_argument("--config", type=Path, help="TOML file overriding the preset")
+    parser.add_argument("--set", type=setting, action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                        help="override one dotted config key with a TOML value, e.g. --set optimizers.gn.lr=0.3 "
+                             "(repeatable; applied after the preset and --config)")
     parser.add_argument("--data-dir", help="directory (or .npz file) of local data; sets data.data_dir")
+    if not run_flags:
+        return
     parser.add_argument("--resume", action="store_true", help="continue interrupted stores instead of failing")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or messages")
 
@@ -79,16 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="compare experiment folders in one HTML page")
     compare.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
     compare.add_argument("--out", type=Path, required=True, help="HTML file to write")
+    config = commands.add_parser("config", help="show the resolved config")
+    actions = config.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = actions.add_parser("show", help="print the resolved config (preset + --config + --set) as TOML")
+    add_config_arguments(show, run_flags=False)
     return parser
 
 
-def config_from(args: argparse.Namespace) -> dict:
+def config_from(args: argparse.Namespace):
+    """The validated :class:`trainers.config.ExperimentConfig` of the config arguments."""
     from trainers.config import load_config
 
-    config = load_config(args.preset, args.config)
+    overrides = dict(args.settings)
     if args.data_dir is not None:
-        config["data"]["data_dir"] = args.data_dir
-    return config
+        overrides["data.data_dir"] = args.data_dir
+    return load_config(args.preset, args.config, overrides)
 
 
 def say(args: argparse.Namespace, message: str) -> None:
@@ -112,10 +138,10 @@ def command_run(args: argparse.Namespace) -> None:
     from trainers import store_name, train
 
     config = config_from(args)
-    out = args.out or Path("runs") / config["name"]
-    seeds = args.seeds or [config["train"]["seed"]]
+    out = args.out or Path("runs") / config.name
+    seeds = args.seeds or [config.train.seed]
     for seed in seeds:
-        for optimizer in config["train"]["optimizers"]:
+        for optimizer in config.train.optimizers:
             path = out / store_name(optimizer, seed, len(seeds))
             train(config, optimizer, path, seed=seed, resume=args.resume, progress=not args.quiet)
             say(args, f"trained {path}")
@@ -169,8 +195,14 @@ def command_compare(args: argparse.Namespace) -> None:
     print(compare(existing_dirs(args.dirs), args.out))
 
 
+def command_config(args: argparse.Namespace) -> None:
+    from trainers.config_toml import config_to_toml
+
+    sys.stdout.write(config_to_toml(config_from(args)))
+
+
 COMMANDS = {"run": command_run, "train": command_train, "analyze": command_analyze,
-            "report": command_report, "compare": command_compare}
+            "report": command_report, "compare": command_compare, "config": command_config}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -135,3 +135,37 @@ def test_ctrl_c_exits_130_and_resume_completes(tmp_path, tiny_file):
                  "--quiet"]) == 0
     tree = dynamics.open_run(out)
     assert tree.attrs["status"] == "complete" and tree["metrics"].sizes["step"] == 300
+
+
+def test_config_show_prints_the_resolved_config_as_toml(tmp_path, tiny_file, capsys):
+    import tomllib
+
+    from trainers.config import load_config
+
+    assert main(["config", "show", "--config", str(tiny_file()), "--set", "optimizers.gn.lr=0.25",
+                 "--set", "model.activation=tanh", "--set", 'train.optimizers=["gn", "adamw"]']) == 0
+    shown = tomllib.loads(capsys.readouterr().out)
+    assert shown["name"] == "tiny" and shown["preset"] == "digits" and shown["model"]["hidden"] == 24
+    assert shown["optimizers"]["gn"]["lr"] == 0.25 and shown["model"]["activation"] == "tanh"
+    assert shown["optimizers"]["adamw"]["kind"] == "AdamW" and shown["optimizers"]["adamw"]["betas"] == [0.9, 0.999]
+    path = tmp_path / "shown.toml"
+    main(["config", "show", "--preset", "digits"])
+    path.write_text(capsys.readouterr().out)
+    assert load_config(path=path) == load_config("digits")
+    assert main(["config", "show", "--set", "model.hidden=0"]) == 2
+    one_line_error(capsys, "model.hidden = 0 must be >= 1")
+    assert main(["config", "show", "--set", "optimizers.adam.betas=[0.9]"]) == 2
+    one_line_error(capsys, "optimizers.adam.betas")
+
+
+def test_train_with_set_overrides(tmp_path, tiny_file, capsys):
+    out = tmp_path / "k.zarr"
+    assert main(["train", "--optimizer", "kgn", "--config", str(tiny_file()), "--set", "optimizers.kgn.lr=0.1",
+                 "--set", "train.steps=3", "--out", str(out), "--quiet"]) == 0
+    config = json.loads(dynamics.open_run(out).attrs["config"])
+    assert config["optimizer_options"]["lr"] == 0.1 and config["optimizer_options"]["kind"] == "kgn"
+    assert config["optimizers"]["kgn"]["lr"] == 0.1 and config["train"]["steps"] == 3
+    assert main(["train", "--optimizer", "adam", "--config", str(tiny_file()), "--set", "train.bogus=1",
+                 "--out", str(tmp_path / "x.zarr"), "--quiet"]) == 2
+    one_line_error(capsys, "unknown config key train.bogus")
+    assert not (tmp_path / "x.zarr").exists()

@@ -1,77 +1,112 @@
-"""Experiment configs: shipped TOML presets, a user's TOML overriding one, and validation.
+"""Experiment configs: shipped TOML presets, a user's TOML overriding one, dotted overrides, validation.
 
-A config is a dict with sections (see :data:`SCHEMA` for every key, its type and allowed values):
-
-``name``      experiment name (default: the preset's name; ``dynamics run`` writes to runs/<name>)
-``[data]``    name, data_dir, n_train, n_test (0 = all), test_fraction, split_seed, probe_size
-``[model]``   kind ("revmlp" | "mlp"), hidden, depth, first_linear, activation, dtype
-``[train]``   optimizers (which ones ``dynamics run`` trains), epochs, steps (0 → epochs), batch_size,
-              seed, checkpoints (number of log-spaced checkpoints), loss ("ce" | "mse"), eval_size,
-              ntk (record the probe-set NTK at checkpoints)
-``[optimizers.<name>]``  keyword arguments of optimiser <name>; ``kind`` picks the optimiser when the
-              table's name is not itself one (gn, kgn, sgd, adam or a torch.optim class name).
+The config is an :class:`ExperimentConfig` (pydantic v2, frozen): ``config.model.hidden``,
+``config.train.seed``, ``config.optimizers["gn"].lr``. Every key, its default, type, bounds, choices
+and description is declared once in :mod:`trainers.schema` (sections) and
+:mod:`trainers.optimizer_options` (optimiser tables); ``docs/config-schema.json`` is their JSON schema
+(:func:`json_schema`). Unknown keys, wrong types and impossible values raise
+:class:`dynamics.errors.ConfigError` naming the dotted key.
 
 A user file may name its base with a top-level ``preset = "digits"``; its tables are merged key by
-key over the preset. Unknown keys, wrong types and impossible values raise
-:class:`dynamics.errors.ConfigError` naming the dotted key.
+key over the preset; dotted ``overrides`` ({"optimizers.gn.lr": 0.3, "train.seed": 1}) apply last.
+``ExperimentConfig.to_dict()`` is the plain JSON-able dict stored in run stores (root attr
+``config``); :func:`trainers.config_toml.config_to_toml` writes a config as TOML.
 """
 
 from __future__ import annotations
 
 import copy
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
+
 from dynamics.errors import ConfigError
-from trainers.data import DATASETS
+from trainers.config_errors import config_error
+from trainers.optimizer_options import OptimizerOptions, check_model_kind, options_model, resolve_kind, validate_options
+from trainers.schema import NAME_PATTERN, DataConfig, ModelConfig, TrainConfig, check_name
+
+DEFAULT_PRESET = "mnist1d"
 
 
-@dataclass(frozen=True)
-class Field:
-    """One config value: its type, allowed choices and bounds (``low`` inclusive unless ``open_low``)."""
+class ExperimentConfig(BaseModel):
+    """A validated experiment: ``name``, ``preset``, ``data``, ``model``, ``train``, ``optimizers``.
 
-    kind: type
-    choices: tuple = ()
-    low: float | None = None
-    high: float | None = None
-    open_low: bool = False
-    open_high: bool = False
+    ``optimizers`` maps a table name to its options (one model per kind); every name in
+    ``train.optimizers`` has a table (a missing one gets the defaults of the kind of that name).
+    Optimisers that ``dynamics run`` trains (``train.optimizers``) are checked against the model
+    (``gn`` needs a RevMLP); other tables are validated on their own."""
 
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    name: str = Field(DEFAULT_PRESET, pattern=NAME_PATTERN, description="experiment name; `dynamics run` writes "
+                      "to runs/<name> (1-64 letters, digits, '_', '-', '.')")
+    preset: str | None = Field(None, description="the preset this config is based on")
+    data: DataConfig = Field(default_factory=DataConfig, description="[data] table")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="[model] table")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="[train] table")
+    optimizers: dict[str, SerializeAsAny[OptimizerOptions]] = Field(
+        default_factory=dict, description="[optimizers.<name>] tables: kind and keyword arguments per optimiser")
 
-SCHEMA: dict[str, Any] = {
-    "name": Field(str),
-    "data": {
-        "name": Field(str, choices=DATASETS),
-        "data_dir": Field(str),
-        "n_train": Field(int, low=0),
-        "n_test": Field(int, low=0),
-        "test_fraction": Field(float, low=0.0, high=1.0, open_low=True, open_high=True),
-        "split_seed": Field(int, low=0),
-        "probe_size": Field(int, low=2),
-    },
-    "model": {
-        "kind": Field(str, choices=("revmlp", "mlp")),
-        "hidden": Field(int, low=1),
-        "depth": Field(int, low=1),
-        "first_linear": Field(bool),
-        "activation": Field(str, choices=("relu", "tanh", "gelu", "identity")),
-        "dtype": Field(str, choices=("float32", "float64")),
-    },
-    "train": {
-        "optimizers": Field(list),
-        "epochs": Field(int, low=1),
-        "steps": Field(int, low=0),
-        "batch_size": Field(int, low=1),
-        "seed": Field(int, low=0),
-        "checkpoints": Field(int, low=2),
-        "loss": Field(str, choices=("ce", "mse")),
-        "eval_size": Field(int, low=0),
-        "ntk": Field(bool),
-    },
-}
+    @field_validator("name", mode="before")
+    @classmethod
+    def _safe_name(cls, name: Any) -> Any:
+        return check_name("name", name, NAME_PATTERN) if isinstance(name, str) else name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _optimizer_tables(cls, data: Any) -> Any:
+        """Validate every optimiser table by its kind; add default tables for listed names without one."""
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        tables = data.get("optimizers", {})
+        if not isinstance(tables, Mapping):
+            raise ConfigError(f"config key optimizers must be a table of tables, got {tables!r}")
+        out = {}
+        for name, table in tables.items():
+            check_name(f"optimizers.{name}" if isinstance(name, str) and len(name) < 80 else "optimizers", name)
+            out[name] = validate_options(f"optimizers.{name}", name, table)
+        train = data.get("train", {})
+        default = TrainConfig.model_fields["optimizers"].default
+        names = train.get("optimizers", default) if isinstance(train, Mapping) else None
+        if isinstance(names, list):
+            for name in names:
+                check_name("train.optimizers", name)
+                if name not in out:
+                    out[name] = validate_options(f"train.optimizers ({name})", name, {})
+        data["optimizers"] = out
+        return data
+
+    @model_validator(mode="after")
+    def _runnable(self) -> ExperimentConfig:
+        names = self.train.optimizers
+        if len(set(names)) != len(names):
+            raise ConfigError(f"config key train.optimizers lists a name twice: {names!r}")
+        for name in names:
+            check_model_kind(f"optimizers.{name}", self.optimizers[name], self.model.kind)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a plain JSON-able dict (tuples become lists), the shape stored in run stores."""
+        return self.model_dump(mode="json")
+
+    def with_overrides(self, overrides: Mapping[str, object]) -> ExperimentConfig:
+        """A new validated config with dotted ``overrides`` applied (see :func:`apply_overrides`)."""
+        return validate(apply_overrides(self.to_dict(), overrides))
+
+    def optimizer(self, name: str) -> OptimizerOptions:
+        """The options of optimiser ``name``: its table, or the defaults of the kind ``name`` (checked
+        against the model); ConfigError if neither exists."""
+        if name in self.optimizers:
+            options = self.optimizers[name]
+        else:
+            check_name("optimizer", name)
+            options = options_model(resolve_kind(f"optimizer {name}", name))()
+        check_model_kind(f"optimizers.{name}", options, self.model.kind)
+        return options
 
 
 def preset_names() -> list[str]:
@@ -80,118 +115,94 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
-def read_toml(text: str, source: str) -> dict:
+def read_toml(data: bytes, source: str) -> dict:
+    """The TOML document ``data`` (UTF-8 bytes) as a dict; ConfigError naming ``source`` otherwise."""
     try:
-        return tomllib.loads(text)
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{source} is not UTF-8 text (byte {error.start}: {data[error.start:error.start + 1]!r}); "
+                          f"save it as UTF-8") from None
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{source} is not valid TOML: {error}") from error
+        raise ConfigError(f"{source} is not valid TOML: {error}") from None
 
 
 def read_preset(name: str) -> dict:
     """The preset ``name`` as a dict (unvalidated)."""
     if not isinstance(name, str) or name not in preset_names():
         raise ConfigError(f"unknown preset {name!r}; choose one of {preset_names()}")
-    text = (resources.files("trainers") / "presets" / f"{name}.toml").read_text(encoding="utf-8")
-    return read_toml(text, f"preset {name!r}")
+    data = (resources.files("trainers") / "presets" / f"{name}.toml").read_bytes()
+    return read_toml(data, f"preset {name!r}")
 
 
-def merge(base: dict, override: dict) -> dict:
+def merge(base: dict, override: Mapping) -> dict:
     """``base`` with ``override`` merged in, table by table (override's scalars and lists win)."""
-    out = copy.deepcopy(base)
+    out = copy.deepcopy(dict(base))
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
             out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
 
 
-def describe(value: object) -> str:
-    return f"{value!r} ({type(value).__name__})"
-
-
-def check_field(key: str, field: Field, value: object) -> object:
-    """``value`` converted to ``field.kind`` (int → float allowed) or a ConfigError naming ``key``."""
-    if field.kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if field.kind is int and isinstance(value, bool) or not isinstance(value, field.kind):
-        raise ConfigError(f"config key {key} must be of type {field.kind.__name__}, got {describe(value)}")
-    if field.choices and value not in field.choices:
-        raise ConfigError(f"config key {key} = {value!r} is not allowed; choose one of {list(field.choices)}")
-    if field.low is not None and (value <= field.low if field.open_low else value < field.low):
-        raise ConfigError(f"config key {key} = {value!r} must be {'>' if field.open_low else '>='} {field.low}")
-    if field.high is not None and (value >= field.high if field.open_high else value > field.high):
-        raise ConfigError(f"config key {key} = {value!r} must be {'<' if field.open_high else '<='} {field.high}")
-    return value
-
-
-def check_section(prefix: str, schema: dict, table: object) -> dict:
-    """Every key of ``table`` checked against ``schema``; unknown or missing keys raise."""
-    if not isinstance(table, dict):
-        raise ConfigError(f"config key {prefix} must be a table, got {describe(table)}")
-    out = {}
-    for key, value in table.items():
-        dotted = f"{prefix}.{key}" if prefix else key
-        if key not in schema:
-            raise ConfigError(f"unknown config key {dotted}; allowed keys here: {sorted(schema)}")
-        spec = schema[key]
-        out[key] = check_section(dotted, spec, value) if isinstance(spec, dict) else check_field(dotted, spec, value)
-    missing = sorted(set(schema) - set(table))
-    if missing:
-        raise ConfigError(f"config section {prefix or '(top level)'} lacks key(s) {missing}")
+def apply_overrides(raw: dict, overrides: Mapping[str, object] | None) -> dict:
+    """``raw`` with each dotted key of ``overrides`` set ("optimizers.gn.lr" → raw["optimizers"]["gn"]["lr"]);
+    a key that crosses a non-table → ConfigError naming it. Values are validated later with the rest."""
+    out = copy.deepcopy(raw)
+    for key, value in (overrides or {}).items():
+        parts = key.split(".") if isinstance(key, str) else []
+        if not parts or not all(parts):
+            raise ConfigError(f"override key {key!r} must be a dotted config key like 'optimizers.gn.lr'")
+        if parts[0] == "preset":
+            raise ConfigError("override key preset cannot be set; choose the preset with preset= / --preset")
+        table = out
+        for depth, part in enumerate(parts[:-1]):
+            if part not in table:
+                table[part] = {}
+            if not isinstance(table[part], dict):
+                raise ConfigError(f"override key {key}: config key {'.'.join(parts[:depth + 1])} is not a table")
+            table = table[part]
+        table[parts[-1]] = copy.deepcopy(value)
     return out
 
 
-def validate(config: dict) -> dict:
-    """The validated config (a new dict); ConfigError naming the first bad key."""
-    from trainers.optimizers import check_optimizer
-
-    if not isinstance(config, dict):
-        raise ConfigError(f"a config must be a table, got {describe(config)}")
-    body = {k: v for k, v in config.items() if k not in ("optimizers", "preset")}
-    out = check_section("", SCHEMA, body)
-    if "preset" in config:
-        out["preset"] = check_field("preset", Field(str), config["preset"])
-    tables = config.get("optimizers", {})
-    if not isinstance(tables, dict):
-        raise ConfigError(f"config key optimizers must be a table of tables, got {describe(tables)}")
-    names = out["train"]["optimizers"]
-    if not names or not all(isinstance(n, str) for n in names):
-        raise ConfigError(f"config key train.optimizers must be a non-empty list of names, got {names!r}")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"config key train.optimizers lists a name twice: {names!r}")
-    out["optimizers"] = {name: check_optimizer(f"optimizers.{name}", name, table, out["model"]["kind"])
-                         for name, table in tables.items()}
-    for name in names:
-        if name not in out["optimizers"]:
-            out["optimizers"][name] = check_optimizer(f"train.optimizers ({name})", name, {}, out["model"]["kind"])
-    return out
+def validate(config: Mapping | ExperimentConfig) -> ExperimentConfig:
+    """The validated config; ConfigError naming the first bad key."""
+    if isinstance(config, ExperimentConfig):
+        return config
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"a config must be a table, got {config!r} ({type(config).__name__})")
+    try:
+        return ExperimentConfig.model_validate(dict(config))
+    except ValidationError as error:
+        raise config_error(error, ExperimentConfig) from None
 
 
-def load_config(preset: str | None = None, path: str | Path | None = None) -> dict:
+def load_config(preset: str | None = None, path: str | Path | None = None,
+                overrides: Mapping[str, object] | None = None) -> ExperimentConfig:
     """The validated config: preset ``preset`` (or the file's ``preset`` key, else "mnist1d") overridden
-    by the user's TOML file at ``path``. The result names its preset under ``preset``."""
+    by the user's TOML file at ``path``, then by the dotted ``overrides``. ``config.preset`` names the preset."""
     user: dict = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file '{path}' does not exist")
-        user = read_toml(path.read_text(encoding="utf-8"), f"config file '{path}'")
+        user = read_toml(path.read_bytes(), f"config file '{path}'")
     chosen = user.pop("preset", None)
     if chosen is not None and preset is not None and chosen != preset:
         raise ConfigError(f"config key preset = {chosen!r} in '{path}' contradicts the requested preset {preset!r}")
-    name = preset or chosen or "mnist1d"
+    name = preset or chosen or DEFAULT_PRESET
     base = read_preset(name)
-    if "name" not in base:
-        base["name"] = name
-    config = validate(merge(base, user))
-    config["preset"] = name
-    return config
+    base.setdefault("name", name)
+    raw = apply_overrides(merge(base, user), overrides)
+    raw["preset"] = name
+    return validate(raw)
 
 
-def resolve_optimizer(config: dict, name: str) -> dict:
-    """The options table of optimiser ``name`` (with its ``kind``); ConfigError if the config lacks it."""
-    if name in config["optimizers"]:
-        return dict(config["optimizers"][name])
-    from trainers.optimizers import check_optimizer
-    return check_optimizer(f"optimizer {name}", name, {}, config["model"]["kind"])
+def json_schema() -> dict:
+    """JSON schema of the config: ``ExperimentConfig`` plus the model of each built-in optimiser kind."""
+    from trainers.optimizer_options import KIND_MODELS
+
+    schema = ExperimentConfig.model_json_schema()
+    schema["optimizer_kinds"] = {kind: model.model_json_schema() for kind, model in KIND_MODELS.items()}
+    return schema

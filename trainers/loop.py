@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,8 +36,9 @@ from tqdm import tqdm
 from dynamics import Recorder
 from dynamics.errors import ConfigError
 from dynamics.schedules import at
-from trainers.config import resolve_optimizer
+from trainers.config import ExperimentConfig, validate
 from trainers.optimizers import batch_loss, make_optimizer
+from trainers.schema import SEED_MAX
 from trainers.setup import Experiment, build_model, prepare
 
 EVAL_CHUNK = 4096
@@ -88,12 +89,13 @@ def deferred_interrupt():
         signal.signal(signal.SIGINT, previous)
 
 
-def resolved_config(config: dict, optimizer: str, seed: int, experiment: Experiment) -> dict:
-    """The config as stored in the run: the validated config plus this run's optimiser, seed and schedule."""
-    out = json.loads(json.dumps(config))
+def resolved_config(config: ExperimentConfig, optimizer: str, seed: int, experiment: Experiment) -> dict:
+    """The config as stored in the run (a JSON-able dict): the validated config plus this run's optimiser,
+    its options, seed and schedule."""
+    out = config.to_dict()
     out["train"]["seed"] = seed
     out["optimizer"] = optimizer
-    out["optimizer_options"] = resolve_optimizer(config, optimizer)
+    out["optimizer_options"] = config.optimizer(optimizer).model_dump(mode="json")
     out["seed"] = seed
     out["schedule"] = {"total_steps": experiment.total_steps, "steps_per_epoch": experiment.steps_per_epoch,
                        "checkpoint_steps": experiment.checkpoint_steps,
@@ -101,25 +103,28 @@ def resolved_config(config: dict, optimizer: str, seed: int, experiment: Experim
     return out
 
 
-def train(config: dict, optimizer: str, out: str | Path, *, seed: int | None = None, resume: bool = False,
-          progress: bool = True, callback: Callable[[int], None] | None = None) -> Path:
-    """Train ``config``'s model with ``optimizer`` (a name in ``config["optimizers"]`` or a kind) into the
-    store ``out``; returns its path. ``seed`` overrides ``train.seed``; ``resume`` continues an
+def train(config: ExperimentConfig | Mapping, optimizer: str, out: str | Path, *, seed: int | None = None,
+          resume: bool = False, progress: bool = True, callback: Callable[[int], None] | None = None) -> Path:
+    """Train ``config``'s model with ``optimizer`` (a name in ``config.optimizers`` or a kind) into the
+    store ``out``; returns its path. ``config`` is an :class:`~trainers.config.ExperimentConfig` (a
+    mapping is validated first); ``seed`` overrides ``train.seed``; ``resume`` continues an
     interrupted store (a missing store starts fresh); ``callback(step)`` runs after every step
-    (tests raise KeyboardInterrupt from it)."""
+    (tests raise KeyboardInterrupt from it). Bad config or seed → ConfigError before anything is written."""
     out = Path(out)
-    seed = config["train"]["seed"] if seed is None else seed
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed must be an int >= 0, got {seed!r}")
+    config = validate(config)
+    seed = config.train.seed if seed is None else seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"seed must be an int in [0, 2**63 - 1], got {seed!r}")
+    options = config.optimizer(optimizer)
     experiment = prepare(config)
     stored_config = resolved_config(config, optimizer, seed, experiment)
-    model = build_model(config["model"], experiment.x.shape[1], experiment.n_classes, seed)
-    loss = config["train"]["loss"]
-    stepper = make_optimizer(optimizer, stored_config["optimizer_options"], model, loss)
+    model = build_model(config.model, experiment.x.shape[1], experiment.n_classes, seed)
+    loss = config.train.loss
+    stepper = make_optimizer(optimizer, options, model, loss)
     resuming = resume and out.exists()
     recorder = Recorder(out, model, probe=(experiment.x[experiment.probe], experiment.y[experiment.probe]),
                         config=stored_config, schedule=at(experiment.checkpoint_steps),
-                        ntk=config["train"]["ntk"], resume=resuming)
+                        ntk=config.train.ntk, resume=resuming)
     run = RunState(experiment, model, stepper, recorder, loss, seed, stored_config)
     try:
         state = recorder.load_state() if resuming else None

@@ -1,12 +1,9 @@
 """Optimisers behind one small contract: ``step(x, y) -> StepResult`` performs one update.
 
-Kinds (the ``kind`` of an ``[optimizers.<name>]`` table, default: the table's name):
-- ``gn``: exact Gauss–Newton for reversible networks, :class:`dynamics.gauss_newton.ReversibleGN`;
-- ``kgn``: Moore–Penrose Gauss–Newton for any model, :class:`dynamics.gauss_newton.KernelGN`;
-- ``sgd``, ``adam``: ``torch.optim.SGD`` / ``torch.optim.Adam``;
-- any other ``torch.optim`` class by its name (``AdamW``, ``RMSprop``, ...).
-The table's other keys are the keyword arguments of that class; they are checked against its
-signature (unknown names and wrong types → ConfigError). The loss is ``train.loss`` for all kinds.
+Kinds and their options (validated by :mod:`trainers.optimizer_options`): ``gn`` (exact
+Gauss–Newton for reversible networks, :class:`dynamics.gauss_newton.ReversibleGN`), ``kgn``
+(Moore–Penrose Gauss–Newton for any model, :class:`dynamics.gauss_newton.KernelGN`), ``sgd``,
+``adam`` and any other ``torch.optim`` class by name. The loss is ``train.loss`` for all kinds.
 
 Losses (per sample, averaged over the batch): "ce" = −log softmax(f)_y; "mse" = ‖f − onehot(y)‖²
 (DESIGN §3, no ½).
@@ -14,7 +11,6 @@ Losses (per sample, averaged over the batch): "ce" = −log softmax(f)_y; "mse" 
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from dataclasses import dataclass
@@ -24,10 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dynamics.errors import ConfigError
+from trainers.optimizer_options import GN_KINDS, OptimizerOptions, optimizer_class
 
-GN_KINDS = {"gn": "ReversibleGN", "kgn": "KernelGN"}
-TORCH_KINDS = {"sgd": "SGD", "adam": "Adam"}
-RESERVED = {"self", "params", "model", "loss"}
 
 
 def batch_loss(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
@@ -38,62 +32,6 @@ def batch_loss(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor
         target = F.one_hot(y, logits.shape[-1]).to(logits.dtype)
         return (logits - target).pow(2).sum(dim=-1).mean()
     raise ValueError(f"unknown loss {loss!r}; choose 'ce' or 'mse'")
-
-
-def optimizer_class(key: str, kind: object) -> type:
-    """The class that implements optimiser ``kind``; ConfigError naming ``key`` if there is none."""
-    if not isinstance(kind, str):
-        raise ConfigError(f"config key {key}.kind must be a str, got {kind!r}")
-    if kind in GN_KINDS:
-        from dynamics import gauss_newton
-        return getattr(gauss_newton, GN_KINDS[kind])
-    cls = getattr(torch.optim, TORCH_KINDS.get(kind, kind), None)
-    if not (inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer)):
-        raise ConfigError(f"config key {key}: unknown optimizer {kind!r}; choose gn, kgn, sgd, adam or a "
-                          f"torch.optim class name")
-    return cls
-
-
-def accepts(default: object, value: object) -> bool:
-    """Whether ``value`` (from TOML) fits a parameter whose default is ``default``."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, (int, float, torch.Tensor)):
-        return number
-    if isinstance(default, str):
-        return isinstance(value, str)
-    if isinstance(default, tuple):
-        return isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    return isinstance(value, (bool, int, float, str, list))
-
-
-def check_optimizer(key: str, name: str, table: object, model_kind: str) -> dict:
-    """The options of optimiser ``name`` (with ``kind`` filled in), checked against its class signature."""
-    if not isinstance(table, dict):
-        raise ConfigError(f"config key {key} must be a table, got {table!r}")
-    options = dict(table)
-    kind = options.pop("kind", name)
-    cls = optimizer_class(key, kind)
-    if kind == "gn" and model_kind != "revmlp":
-        raise ConfigError(f"config key {key}: optimizer 'gn' needs model.kind = 'revmlp' "
-                          f"(got {model_kind!r}); use 'kgn' for other models")
-    parameters = {p.name: p for p in inspect.signature(cls.__init__).parameters.values()
-                  if p.name not in RESERVED and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-    for option, value in options.items():
-        if option not in parameters:
-            raise ConfigError(f"unknown config key {key}.{option}; {cls.__name__} accepts {sorted(parameters)}")
-        default = parameters[option].default
-        if default is not inspect.Parameter.empty and not accepts(default, value):
-            raise ConfigError(f"config key {key}.{option} must be like the default {default!r}, got {value!r} "
-                              f"({type(value).__name__})")
-    missing = [p for p, spec in parameters.items() if spec.default is inspect.Parameter.empty and p not in options]
-    if missing:
-        raise ConfigError(f"config table {key} lacks required key(s) {missing} of {cls.__name__}")
-    lr = options.get("lr", parameters.get("lr").default if "lr" in parameters else None)
-    if isinstance(lr, (int, float)) and not isinstance(lr, bool) and not lr > 0:
-        raise ConfigError(f"config key {key}.lr must be > 0, got {lr!r}")
-    return {"kind": kind, **options}
 
 
 @dataclass(frozen=True)
@@ -167,17 +105,15 @@ class GaussNewton:
         self.solver.load_state_dict(state)
 
 
-def make_optimizer(name: str, options: dict, model: nn.Module, loss: str) -> FirstOrder | GaussNewton:
-    """Build optimiser ``name`` as ``options`` (a checked table with ``kind``) describes, for ``model``;
-    values its class rejects → ConfigError naming the table."""
-    options = dict(options)
-    kind = options.pop("kind")
-    cls = optimizer_class(f"optimizers.{name}", kind)
+def make_optimizer(name: str, options: OptimizerOptions, model: nn.Module, loss: str) -> FirstOrder | GaussNewton:
+    """Build optimiser ``name`` as ``options`` (validated, see :mod:`trainers.optimizer_options`) describes,
+    for ``model``; values its class still rejects → ConfigError naming the table."""
+    cls = optimizer_class(options.kind)
+    kwargs = options.kwargs()
     try:
-        if kind in GN_KINDS:
-            solver = cls(model, loss=loss, **options)
+        if options.kind in GN_KINDS:
+            solver = cls(model, loss=loss, **kwargs)
             return GaussNewton(model, solver, loss, solver.param_groups[0]["lr"])
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
         return FirstOrder(model, cls(model.parameters(), **kwargs), loss)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"config table optimizers.{name} ({cls.__name__}): {error}") from error

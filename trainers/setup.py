@@ -18,6 +18,7 @@ optimisers and seeds share them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -26,6 +27,10 @@ from dynamics.errors import ConfigError, DynamicsError
 from dynamics.models import MLP, RevMLP
 from dynamics.schedules import log_spaced_steps
 from trainers.data import load_dataset
+from trainers.schema import ModelConfig
+
+if TYPE_CHECKING:
+    from trainers.config import ExperimentConfig
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -48,18 +53,18 @@ class Experiment:
     checkpoint_steps: list[int]
 
 
-def build_model(model_config: dict, dim: int, n_classes: int, seed: int) -> nn.Module:
+def build_model(model_config: ModelConfig, dim: int, n_classes: int, seed: int) -> nn.Module:
     """RevMLP or MLP as ``[model]`` describes, for ``dim`` inputs and ``n_classes`` outputs."""
-    kind, dtype = model_config["kind"], DTYPES[model_config["dtype"]]
+    kind, dtype = model_config.kind, DTYPES[model_config.dtype]
     if kind == "revmlp":
         if dim % 2 or n_classes > dim:
             raise ConfigError(f"config key model.kind = 'revmlp' needs an even number of input features "
                               f">= the number of classes; the data have {dim} features and {n_classes} classes")
-        return RevMLP(dim, model_config["hidden"], model_config["depth"], n_classes,
-                      first_linear=model_config["first_linear"], activation=model_config["activation"],
+        return RevMLP(dim, model_config.hidden, model_config.depth, n_classes,
+                      first_linear=model_config.first_linear, activation=model_config.activation,
                       seed=seed, dtype=dtype)
-    return MLP(dim, model_config["hidden"], model_config["depth"], n_classes,
-               activation=model_config["activation"], seed=seed, dtype=dtype)
+    return MLP(dim, model_config.hidden, model_config.depth, n_classes,
+               activation=model_config.activation, seed=seed, dtype=dtype)
 
 
 def eval_subset(x: torch.Tensor, y: torch.Tensor, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,38 +75,38 @@ def eval_subset(x: torch.Tensor, y: torch.Tensor, size: int, seed: int) -> tuple
     return x[pick], y[pick]
 
 
-def prepare(config: dict) -> Experiment:
+def prepare(config: ExperimentConfig) -> Experiment:
     """Data, index sets and schedule for ``config`` (validated); impossible sizes → ConfigError."""
-    data_config, train_config = config["data"], config["train"]
+    data_config, train_config = config.data, config.train
     try:
-        data = load_dataset(data_config["name"], data_config["data_dir"], n_train=data_config["n_train"],
-                            n_test=data_config["n_test"], test_fraction=data_config["test_fraction"],
-                            split_seed=data_config["split_seed"])
+        data = load_dataset(data_config.name, data_config.data_dir, n_train=data_config.n_train,
+                            n_test=data_config.n_test, test_fraction=data_config.test_fraction,
+                            split_seed=data_config.split_seed)
     except DynamicsError:
         raise
     except ValueError as error:
         raise ConfigError(f"config section data: {error}") from error
-    dtype = DTYPES[config["model"]["dtype"]]
+    dtype = DTYPES[config.model.dtype]
     x, y = torch.from_numpy(data.x_train).to(dtype), torch.from_numpy(data.y_train)
     x_test, y_test = torch.from_numpy(data.x_test).to(dtype), torch.from_numpy(data.y_test)
-    batch, probe_size, n = train_config["batch_size"], data_config["probe_size"], len(y)
+    batch, probe_size, n = train_config.batch_size, data_config.probe_size, len(y)
     if 2 * batch > n:
         raise ConfigError(f"config key train.batch_size = {batch} is too large for {n} training examples "
                           f"(the other batch and at least one mini-batch need {2 * batch})")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(data_config["split_seed"]))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(data_config.split_seed))
     other, pool = order[:batch], order[batch:].sort().values
     if probe_size > len(pool):
         raise ConfigError(f"config key data.probe_size = {probe_size} exceeds the {len(pool)} training "
                           f"examples available for probing")
     probe = order[batch: batch + probe_size]
     steps_per_epoch = len(pool) // batch
-    total = train_config["steps"] or train_config["epochs"] * steps_per_epoch
-    split_seed = data_config["split_seed"]
+    total = train_config.steps or train_config.epochs * steps_per_epoch
+    split_seed = data_config.split_seed
     return Experiment(
         x=x, y=y, pool=pool, other=other, probe=probe,
-        eval_train=eval_subset(x, y, train_config["eval_size"], split_seed + 1),
-        eval_test=eval_subset(x_test, y_test, train_config["eval_size"], split_seed + 2),
+        eval_train=eval_subset(x, y, train_config.eval_size, split_seed + 1),
+        eval_test=eval_subset(x_test, y_test, train_config.eval_size, split_seed + 2),
         n_classes=data.n_classes, batch_size=batch, steps_per_epoch=steps_per_epoch, total_steps=total,
-        checkpoint_steps=log_spaced_steps(total + 1, min(train_config["checkpoints"], total + 1)),
+        checkpoint_steps=log_spaced_steps(total + 1, min(train_config.checkpoints, total + 1)),
     )
 

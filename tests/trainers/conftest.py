@@ -6,16 +6,14 @@ from trainers.config import load_config, merge, validate
 
 
 def tiny_config(**overrides):
-    base = load_config("digits")
+    base = load_config("digits").to_dict()
     small = {
         "data": {"n_train": 160, "n_test": 60, "probe_size": 12},
         "model": {"hidden": 24, "depth": 2, "dtype": "float64"},
         "train": {"steps": 14, "batch_size": 16, "checkpoints": 5, "optimizers": ["gn", "sgd", "adam"]},
         "optimizers": {"gn": {"lr": 0.1}, "sgd": {"lr": 0.01}, "adam": {"lr": 1e-3}},
     }
-    config = validate(merge(merge(base, small), overrides))
-    config["preset"] = "digits"
-    return config
+    return validate(merge(merge(base, small), overrides))
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import torch
 import dynamics
 from dynamics.errors import ConfigError, StoreError
 from trainers import store_name, train
-from trainers.config import validate
 from trainers.optimizers import batch_loss
 from trainers.setup import build_model, prepare
 
@@ -26,7 +25,7 @@ def read(path):
 def model_at(config, seed, params, index):
     """The model with the parameters of checkpoint ``index`` (rebuilt from the store)."""
     experiment = prepare(config)
-    model = build_model(config["model"], experiment.x.shape[1], experiment.n_classes, seed)
+    model = build_model(config.model, experiment.x.shape[1], experiment.n_classes, seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.copy_(torch.from_numpy(params[name.replace(".", "__")].values[index]))
@@ -195,8 +194,10 @@ def test_impossible_sizes_name_the_key(tmp_path, tiny):
         train(tiny(train={"batch_size": 90}), "sgd", tmp_path / "a.zarr", progress=False)
     with pytest.raises(ConfigError, match=r"data\.probe_size = 150 exceeds"):
         train(tiny(data={"probe_size": 150}), "sgd", tmp_path / "b.zarr", progress=False)
-    with pytest.raises(ConfigError, match="seed must be an int >= 0"):
-        train(tiny(), "sgd", tmp_path / "c.zarr", seed=-1, progress=False)
+    for seed in (-1, 2**63, 2**64 + 1, 1.5, True):
+        with pytest.raises(ConfigError, match=r"seed must be an int in \[0, 2\*\*63 - 1\], got"):
+            train(tiny(), "sgd", tmp_path / "c.zarr", seed=seed, progress=False)
+    assert not (tmp_path / "c.zarr").exists()
 
 
 def test_divergence_is_reported(tmp_path, tiny):
@@ -206,11 +207,13 @@ def test_divergence_is_reported(tmp_path, tiny):
 
 
 def test_mlp_with_kernel_gn_and_torch_optim_by_name(tmp_path, tiny):
-    config = tiny(train={"optimizers": ["kgn", "rms"]},
+    # the preset's gn table stays: only the optimisers that run are checked against the model
+    config = tiny(model={"kind": "mlp"}, train={"optimizers": ["kgn", "rms"]},
                   optimizers={"kgn": {"lr": 0.5}, "rms": {"kind": "RMSprop", "lr": 1e-3}})
-    del config["optimizers"]["gn"]  # gn needs a RevMLP
-    config["model"]["kind"] = "mlp"
-    config = validate(config)
+    assert config.optimizers["gn"].kind == "gn" and config.model.kind == "mlp"
+    with pytest.raises(ConfigError, match=r"optimizer 'gn' needs model\.kind = 'revmlp'"):
+        train(config, "gn", tmp_path / "g.zarr", progress=False)
+    assert not (tmp_path / "g.zarr").exists()
     metrics = read(train(config, "kgn", tmp_path / "k.zarr", progress=False))[0]
     assert np.all(metrics["gn_residual"].values < 1e-6)
     assert np.all(metrics["loss_after"].values < metrics["loss"].values)
