@@ -10,10 +10,14 @@ print one line to stderr and exit with status 2; Ctrl-C exits with 130 and leave
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
+import textwrap
 from pathlib import Path
 
 from dynamics.errors import DynamicsError
+
+SEED_MAX = 2**63 - 1  # as trainers.schema.SEED_MAX (not imported: --help must not import torch)
 
 EXAMPLES = """examples:
   dynamics run                                   # default preset mnist1d: gn, sgd, adam → runs/mnist1d/report.html
@@ -35,9 +39,47 @@ def seed_list(text: str) -> list[int]:
         seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"--seeds must be comma-separated integers, got {text!r}") from None
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"--seeds must list distinct integers >= 0, got {text!r}")
+    if not seeds or min(seeds) < 0 or max(seeds) > SEED_MAX or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds must list distinct integers in [0, 2**63 - 1], got {text!r}")
     return seeds
+
+
+def seed_value(text: str) -> int:
+    """One seed in [0, 2**63 - 1] (what torch.Generator.manual_seed takes, with room for offsets)."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seed must be an integer, got {text!r}") from None
+    if not 0 <= seed <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"--seed must be in [0, 2**63 - 1], got {text}")
+    return seed
+
+
+def preset_list() -> str:
+    """The shipped presets, found without importing the trainers package (keeps --help fast)."""
+    spec = importlib.util.find_spec("trainers")
+    folders = spec.submodule_search_locations if spec is not None else None
+    if not folders:
+        return "(trainers package not found)"
+    return ", ".join(sorted(p.stem for p in (Path(list(folders)[0]) / "presets").glob("*.toml")))
+
+
+def describe(what: str, inputs: str, outputs: str) -> str:
+    """A subcommand's --help text: what it does, its inputs and outputs."""
+    indent = " " * 9
+    return "\n".join([textwrap.fill(what, 100), "", textwrap.fill(f"inputs:  {inputs}", 100, subsequent_indent=indent),
+                      textwrap.fill(f"outputs: {outputs}", 100, subsequent_indent=indent)])
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``dynamics CMD: error: ...`` on stderr, exit status 2 (no usage)."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+CONFIG_INPUTS = ("a preset (--preset; default mnist1d), a TOML file overriding it (--config; it may name "
+                 "its preset), --set overrides, local data (--data-dir) for mnist, cifar10 and npz")
 
 
 def setting(text: str) -> tuple[str, object]:
@@ -65,44 +107,59 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, run_flags: bool = T
     if not run_flags:
         return
     parser.add_argument("--resume", action="store_true", help="continue interrupted stores instead of failing")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete existing run stores at the output paths and train them again")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or messages")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dynamics", formatter_class=argparse.RawDescriptionHelpFormatter,
+    presets = f"presets: {preset_list()}"
+    parser = Parser(prog="dynamics", formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="Training dynamics of exact Gauss-Newton vs first-order "
-                                                 "optimisers: train, analyse, report.", epilog=EXAMPLES)
+                                                 "optimisers: train, analyse, report.", epilog=f"{presets}\n\n{EXAMPLES}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = commands.add_parser("run", help="train every optimiser of a preset, analyse, write the report",
-                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
+
+    def command(name: str, summary: str, inputs: str, outputs: str, epilog: str = presets) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, description=describe(summary, inputs, outputs), epilog=epilog,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    run = command("run", "train every optimiser of train.optimizers (for each seed), analyse the stores and "
+                  "write the report", CONFIG_INPUTS, "DIR/<optimizer>.zarr (or <optimizer>-seed<N>.zarr) run "
+                  "stores, DIR/analysis.zarr and DIR/report.html, whose path is printed",
+                  epilog=f"{presets}\n\n{EXAMPLES}")
     add_config_arguments(run)
-    run.add_argument("--out", type=Path, help="experiment folder (default runs/<name>)")
+    run.add_argument("--out", type=Path, help="experiment folder DIR (default runs/<name>)")
     run.add_argument("--seeds", type=seed_list, help="comma-separated seeds (default: train.seed)")
-    train = commands.add_parser("train", help="train one optimiser into one store")
+    train = command("train", "train one optimiser with one seed into one run store", CONFIG_INPUTS,
+                    "the run store at --out (zarr; metrics, checkpoints, parameters, NTK), whose path is printed")
     add_config_arguments(train)
-    train.add_argument("--optimizer", required=True, help="a name of [optimizers] or gn, kgn, sgd, adam, AdamW, ...")
+    train.add_argument("--optimizer", required=True, help="a name of [optimizers] or gn, kgn, sgd, adam, AdamW, ... "
+                                                          "(any case)")
     train.add_argument("--out", type=Path, required=True, help="store path, e.g. runs/one/gn.zarr")
-    train.add_argument("--seed", type=int, help="seed (default: train.seed)")
-    analyze = commands.add_parser(
-        "analyze", help="analyse run stores: every store of an experiment folder, or one store",
-        description="Analyse each DIR: an experiment folder (every *.zarr run store in it; the combined "
-                    "analysis is written to DIR/analysis.zarr) or a single run store (its analysis is "
-                    "written into the store as group 'analysis'). A run still being trained is analysed "
-                    "from its committed data and its store is left untouched.")
+    train.add_argument("--seed", type=seed_value, help="seed (default: train.seed)")
+    analyze = command("analyze", "analyse run stores: every store of an experiment folder, or one store",
+                      "DIR...: experiment folders (every *.zarr run store in them) or single run stores; a run "
+                      "still being trained is analysed from its committed data and its store is left untouched",
+                      "DIR/analysis.zarr for a folder (the combined analysis), group 'analysis' inside a single "
+                      "run store; the paths are printed")
     analyze.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
-    report = commands.add_parser(
-        "report", help="write DIR/report.html (DIR: an experiment folder or one run store)",
-        description="Write the HTML report of an experiment folder (DIR/report.html, figures in "
-                    "DIR/figures/) or of a single run store (NAME-report.html beside NAME.zarr). Reuses "
-                    "an analysis computed from the current data, else analyses; a run being trained is "
-                    "reported from its committed data.")
+    report = command("report", "write the HTML report of an experiment folder or of one run store",
+                     "DIR: an experiment folder or one run store (reuses an analysis computed from the current "
+                     "data, else analyses; a run being trained is reported from its committed data)",
+                     "DIR/report.html with figures in DIR/figures/, or NAME-report.html beside NAME.zarr; "
+                     "the path is printed")
     report.add_argument("dir", type=Path, metavar="DIR")
-    compare = commands.add_parser("compare", help="compare experiment folders in one HTML page")
+    compare = command("compare", "compare experiment folders in one HTML page", "experiment folders DIR",
+                      "the HTML file --out")
     compare.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
     compare.add_argument("--out", type=Path, required=True, help="HTML file to write")
-    config = commands.add_parser("config", help="show the resolved config")
+    config = command("config", "inspect configs", "see `dynamics config show --help`", "see the action")
     actions = config.add_subparsers(dest="action", required=True, metavar="ACTION")
-    show = actions.add_parser("show", help="print the resolved config (preset + --config + --set) as TOML")
+    show = actions.add_parser("show", help="print the resolved config as TOML", epilog=presets,
+                              description=describe("print the resolved config (preset, then --config, then --set) "
+                                                   "as TOML", CONFIG_INPUTS, "TOML on stdout (a file --config "
+                                                   "reads back to the same config)"),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(show, run_flags=False)
     return parser
 
@@ -117,6 +174,18 @@ def config_from(args: argparse.Namespace):
     return load_config(args.preset, args.config, overrides)
 
 
+def check_target(path: Path, args: argparse.Namespace) -> None:
+    """DynamicsError unless ``path`` can receive a run store under --resume / --overwrite."""
+    if args.resume and args.overwrite:
+        raise DynamicsError("--resume and --overwrite exclude each other (--resume continues a store, "
+                            "--overwrite deletes it and trains again)")
+    if path.exists() and not path.is_dir():
+        raise DynamicsError(f"--out '{path}' is an existing file, not a run store; choose another path")
+    if path.is_dir() and any(path.iterdir()) and not (args.resume or args.overwrite):
+        raise DynamicsError(f"'{path}' already exists; pass --resume to continue it or --overwrite to delete it "
+                            f"and train again")
+
+
 def say(args: argparse.Namespace, message: str) -> None:
     if not getattr(args, "quiet", False):
         print(message, file=sys.stderr)
@@ -126,9 +195,9 @@ def command_train(args: argparse.Namespace) -> None:
     from trainers import train
 
     config = config_from(args)
-    if args.seed is not None and args.seed < 0:
-        raise DynamicsError(f"--seed must be >= 0, got {args.seed}")
-    path = train(config, args.optimizer, args.out, seed=args.seed, resume=args.resume, progress=not args.quiet)
+    check_target(args.out, args)
+    path = train(config, args.optimizer, args.out, seed=args.seed, resume=args.resume, overwrite=args.overwrite,
+                 progress=not args.quiet)
     print(path)
 
 
@@ -139,12 +208,17 @@ def command_run(args: argparse.Namespace) -> None:
 
     config = config_from(args)
     out = args.out or Path("runs") / config.name
+    if out.exists() and not out.is_dir():
+        raise DynamicsError(f"--out '{out}' is an existing file, not an experiment folder; choose another path")
     seeds = args.seeds or [config.train.seed]
-    for seed in seeds:
-        for optimizer in config.train.optimizers:
-            path = out / store_name(optimizer, seed, len(seeds))
-            train(config, optimizer, path, seed=seed, resume=args.resume, progress=not args.quiet)
-            say(args, f"trained {path}")
+    runs = [(seed, optimizer, out / store_name(optimizer, seed, len(seeds)))
+            for seed in seeds for optimizer in config.train.optimizers]
+    for _, _, path in runs:
+        check_target(path, args)
+    for seed, optimizer, path in runs:
+        train(config, optimizer, path, seed=seed, resume=args.resume, overwrite=args.overwrite,
+              progress=not args.quiet)
+        say(args, f"trained {path}")
     analyze_experiment(out)
     say(args, f"analysed {out}")
     print(write_report(out))

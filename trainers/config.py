@@ -75,6 +75,9 @@ class ExperimentConfig(BaseModel):
         if isinstance(names, list):
             for name in names:
                 check_name("train.optimizers", name)
+            names = [table_name(out, name) for name in names]
+            data["train"] = {**train, "optimizers": names}
+            for name in names:
                 if name not in out:
                     out[name] = validate_options(f"train.optimizers ({name})", name, {})
         data["optimizers"] = out
@@ -98,15 +101,24 @@ class ExperimentConfig(BaseModel):
         return validate(apply_overrides(self.to_dict(), overrides))
 
     def optimizer(self, name: str) -> OptimizerOptions:
-        """The options of optimiser ``name``: its table, or the defaults of the kind ``name`` (checked
-        against the model); ConfigError if neither exists."""
+        """The options of optimiser ``name``: its table (matched case-insensitively), or the defaults of
+        the kind ``name`` (checked against the model); ConfigError if neither exists."""
+        check_name("optimizer", name)
+        name = table_name(self.optimizers, name)
         if name in self.optimizers:
             options = self.optimizers[name]
         else:
-            check_name("optimizer", name)
             options = options_model(resolve_kind(f"optimizer {name}", name))()
         check_model_kind(f"optimizers.{name}", options, self.model.kind)
         return options
+
+
+def table_name(tables: Mapping[str, object], name: str) -> str:
+    """``name``, or the one table name equal to it ignoring case ("ADAM" → "adam")."""
+    if name in tables:
+        return name
+    matches = [key for key in tables if isinstance(key, str) and key.lower() == name.lower()]
+    return matches[0] if len(matches) == 1 else name
 
 
 def preset_names() -> list[str]:

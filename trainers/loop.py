@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import signal
 import sys
 import threading
@@ -34,8 +35,11 @@ import torch
 from tqdm import tqdm
 
 from dynamics import Recorder
-from dynamics.errors import ConfigError
+from dynamics.errors import ConfigError, StoreError
+from dynamics.store import check_store
+from dynamics.store.lock import StoreLock
 from dynamics.schedules import at
+from trainers.budget import check_memory
 from trainers.config import ExperimentConfig, validate
 from trainers.optimizers import batch_loss, make_optimizer
 from trainers.schema import SEED_MAX
@@ -103,20 +107,37 @@ def resolved_config(config: ExperimentConfig, optimizer: str, seed: int, experim
     return out
 
 
+def remove_store(out: Path) -> None:
+    """Delete the run store ``out`` (StoreError if it is not one, StoreLockedError if a writer holds it)."""
+    check_store(out)
+    StoreLock(out).acquire().release()
+    shutil.rmtree(out)
+
+
 def train(config: ExperimentConfig | Mapping, optimizer: str, out: str | Path, *, seed: int | None = None,
-          resume: bool = False, progress: bool = True, callback: Callable[[int], None] | None = None) -> Path:
+          resume: bool = False, overwrite: bool = False, progress: bool = True,
+          callback: Callable[[int], None] | None = None) -> Path:
     """Train ``config``'s model with ``optimizer`` (a name in ``config.optimizers`` or a kind) into the
     store ``out``; returns its path. ``config`` is an :class:`~trainers.config.ExperimentConfig` (a
     mapping is validated first); ``seed`` overrides ``train.seed``; ``resume`` continues an
-    interrupted store (a missing store starts fresh); ``callback(step)`` runs after every step
-    (tests raise KeyboardInterrupt from it). Bad config or seed → ConfigError before anything is written."""
+    interrupted store (a missing store starts fresh); ``overwrite`` deletes an existing run store at
+    ``out`` first (never anything that is not a run store); ``callback(step)`` runs after every step
+    (tests raise KeyboardInterrupt from it). Bad config or seed, or a config that cannot fit in the
+    available memory (:mod:`trainers.budget`) → ConfigError before anything is written."""
     out = Path(out)
     config = validate(config)
     seed = config.train.seed if seed is None else seed
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
         raise ConfigError(f"seed must be an int in [0, 2**63 - 1], got {seed!r}")
     options = config.optimizer(optimizer)
+    if resume and overwrite:
+        raise ConfigError("resume and overwrite exclude each other: resume continues a store, overwrite deletes it")
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"'{out}' is an existing file, not a run store (a directory); choose another path")
     experiment = prepare(config)
+    check_memory(config, optimizer, options.kind, experiment.x.shape[1], experiment.n_classes)
+    if overwrite and out.exists():
+        remove_store(out)
     stored_config = resolved_config(config, optimizer, seed, experiment)
     model = build_model(config.model, experiment.x.shape[1], experiment.n_classes, seed)
     loss = config.train.loss

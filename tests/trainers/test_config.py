@@ -168,7 +168,7 @@ def test_bad_values_name_the_key(tmp_path, text, message):
 def test_optimizer_kinds_are_case_insensitive(spelling, kind):
     config = load_config("digits", overrides={"optimizers.x.kind": spelling, "train.optimizers": ["x"]})
     assert config.optimizers["x"].kind == kind
-    assert load_config("digits", overrides={"train.optimizers": [spelling]}).optimizers[spelling].kind == kind
+    assert load_config("digits", overrides={"train.optimizers": [spelling]}).optimizer(spelling).kind == kind
 
 
 def test_unknown_preset_and_missing_file(tmp_path):
@@ -176,3 +176,15 @@ def test_unknown_preset_and_missing_file(tmp_path):
         load_config("nope")
     with pytest.raises(ConfigError, match="config file '.*missing.toml' does not exist"):
         load_config(path=tmp_path / "missing.toml")
+
+
+def test_optimizer_names_match_tables_ignoring_case():
+    config = load_config("digits", overrides={"train.optimizers": ["GN", "Adam"], "optimizers.adam.lr": 0.02})
+    assert config.train.optimizers == ["gn", "adam"] and config.optimizers["adam"].lr == 0.02
+    assert config.optimizer("ADAM").lr == 0.02 and config.optimizer("AdamW").kind == "AdamW"
+    with pytest.raises(ConfigError, match=r"optimizer 'gn' needs model\.kind = 'revmlp'"):
+        config.with_overrides({"model.kind": "mlp"})
+    mlp = config.with_overrides({"model.kind": "mlp", "train.optimizers": ["kgn", "adamw"]})
+    assert mlp.optimizers["adamw"].kind == "AdamW"
+    with pytest.raises(ConfigError, match=r"optimizer 'gn' needs model\.kind = 'revmlp'"):
+        mlp.optimizer("GN")
