@@ -20,6 +20,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictStr, ValidationError, create_model
 
 from dynamics.errors import ConfigError
+from dynamics.gauss_newton.kernel import BATCHNORM
+from dynamics.gauss_newton.solve import TRUNCATIONS
+from dynamics.ntk.api import METHODS
 from trainers.config_errors import config_error
 
 GN_KINDS = {"gn": "ReversibleGN", "kgn": "KernelGN"}
@@ -32,6 +35,10 @@ UNSUPPORTED_KEYS = {
     "differentiable": "differentiating through optimiser steps is not supported by the training loop",
     "foreach": "an implementation switch torch chooses itself", "fused": "an implementation switch torch "
     "chooses itself", "capturable": "CUDA-graph capture is not used by the training loop"}
+RTOL = ("relative truncation: keep Gram eigenvalues λ = s² > max(atol, rtol·λ_max) (None = the "
+        "truncation rule's value)")
+ATOL = "absolute truncation of Gram eigenvalues λ = s² (None = the truncation rule's value)"
+TRUNCATION = "truncation rule: 'exact' (rtol = N·eps, atol = 0) or 'paper' (rtol = 1e-4, atol = 1e-10)"
 KIND = "gn, kgn, sgd, adam or a torch.optim class name, any case (default: the table's name)"
 Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 
@@ -53,9 +60,9 @@ class GNOptions(OptimizerOptions):
     kind: Literal["gn"] = Field("gn", description=KIND)
     lr: float = Field(0.1, gt=0, description="step size α of θ ← θ + α δθ")
     combine: Literal["exact", "sum"] = Field("exact", description="how the two half-block updates combine")
-    rtol: float | None = Field(None, ge=0, description="relative cut-off of small singular values "
-                                                       "(None = size x machine epsilon)")
-    atol: float = Field(0.0, ge=0, description="absolute cut-off of small singular values")
+    rtol: float | None = Field(None, ge=0, description=RTOL)
+    atol: float | None = Field(None, ge=0, description=ATOL)
+    truncation: Literal[TRUNCATIONS] = Field("exact", description=TRUNCATION)
     ce_target: Literal["identity", "exact"] = Field("identity", description="GN target for cross-entropy")
     solver: Literal["gram", "svd"] = Field("gram", description="least-squares solver of each block")
 
@@ -68,9 +75,12 @@ class KGNOptions(OptimizerOptions):
     damping: float = Field(0.0, ge=0, description="λ of (K + λI)⁻¹ (0 = Moore–Penrose pseudo-inverse)")
     chunk_size: int | None = Field(None, ge=1, description="Jacobian rows per chunk (None = all at once)")
     ce_target: Literal["identity", "exact"] = Field("identity", description="GN target for cross-entropy")
-    rtol: float | None = Field(None, ge=0, description="relative cut-off of small eigenvalues of K")
-    atol: float = Field(0.0, ge=0, description="absolute cut-off of small eigenvalues of K")
-    method: Literal["auto", "structured", "jacobian"] = Field("auto", description="how K is formed")
+    rtol: float | None = Field(None, ge=0, description=RTOL)
+    atol: float | None = Field(None, ge=0, description=ATOL)
+    truncation: Literal[TRUNCATIONS] = Field("exact", description=TRUNCATION)
+    method: Literal[METHODS] = Field("auto", description="how the kernel is formed (dynamics.ntk methods)")
+    batchnorm: Literal[BATCHNORM] = Field("update", description="'update': batch-norm running statistics "
+                                          "follow each step; 'freeze': they are left as they are")
 
 
 class SGDOptions(OptimizerOptions):

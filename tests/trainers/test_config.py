@@ -188,3 +188,25 @@ def test_optimizer_names_match_tables_ignoring_case():
     assert mlp.optimizers["adamw"].kind == "AdamW"
     with pytest.raises(ConfigError, match=r"optimizer 'gn' needs model\.kind = 'revmlp'"):
         mlp.optimizer("GN")
+
+
+def test_option_models_follow_the_class_signatures():
+    """Every keyword argument of each class is a key of its model with the same default (GN lr: 0.1, the
+    class has none), except torch's implementation switches, which are refused."""
+    import inspect
+
+    import torch
+
+    from dynamics.gauss_newton import KernelGN, ReversibleGN
+    from trainers.optimizer_options import UNSUPPORTED_KEYS, AdamOptions, GNOptions, KGNOptions, SGDOptions
+
+    for cls, model in ((ReversibleGN, GNOptions), (KernelGN, KGNOptions), (torch.optim.SGD, SGDOptions),
+                       (torch.optim.Adam, AdamOptions)):
+        signature = {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()
+                     if p.name not in ("self", "model", "params", "loss") and p.name not in UNSUPPORTED_KEYS}
+        fields = {k: f.default for k, f in model.model_fields.items() if k != "kind"}
+        assert set(signature) == set(fields), cls
+        for key, default in signature.items():
+            if default is not inspect.Parameter.empty:
+                assert fields[key] == default, (cls, key)
+        assert fields["lr"] > 0
