@@ -16,8 +16,11 @@ A run store is one zarr v3 group (DESIGN §4):
 - ``probe``: ``x`` (probe, feature) — (probe, feature_0, feature_1, …) for inputs of rank > 2 —
   and ``y`` (probe) or (probe, output).
 
-Chunks: metrics variables hold :data:`METRICS_CHUNK` steps per chunk, ``checkpoints`` and ``params``
-variables one checkpoint per chunk; zstd level 1; chunk keys use the "." separator (``c.5.0.0``).
+Chunks: metrics variables hold :data:`METRICS_CHUNK` steps per chunk; ``checkpoints`` and ``params``
+variables :func:`checkpoint_chunk_rows` checkpoints per chunk (about :data:`CHUNK_BYTES` per chunk,
+one checkpoint per chunk for rows larger than that; stores written before this rule have one per
+chunk, and are read and appended to the same way); zstd level 1; chunk keys use the "." separator
+(``c.5.0.0``).
 
 ``committed`` is the crash-safety mark, written after the data it describes::
 
@@ -48,6 +51,7 @@ ROW_DIM = {"metrics": "step", "checkpoints": "checkpoint", "params": "checkpoint
 METRICS_COORDS = ("step", "epoch")
 CHECKPOINT_COORDS = ("checkpoint", "step", "epoch")
 METRICS_CHUNK = 4096          # steps per chunk of a metrics variable
+CHUNK_BYTES = 256 * 1024      # target size of an uncompressed chunk of a checkpoints/params variable
 RESERVED_SCALARS = {"step", "epoch", "checkpoint", "ntk", "probe", "x", "y"}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -106,6 +110,17 @@ def check_step(step: Any, what: str = "step") -> int:
     if step > INT64_MAX:
         raise ValueError(f"{what} must be <= 2**63 - 1 (it is stored as int64), got {step}")
     return step
+
+
+def checkpoint_chunk_rows(row_bytes: int) -> int:
+    """Checkpoints per chunk of a ``checkpoints``/``params`` variable whose rows take ``row_bytes``:
+    the largest power of two with rows·row_bytes ≤ :data:`CHUNK_BYTES`, in [1, :data:`METRICS_CHUNK`].
+
+    Small rows (scalars, coordinates, a small model's NTK) share files, so a store of thousands of
+    checkpoints is read from few files; a row larger than the target gets a chunk of its own. Each
+    checkpoint rewrites one chunk per variable (at most about ``CHUNK_BYTES`` before compression)."""
+    rows = max(1, CHUNK_BYTES // max(1, int(row_bytes)))
+    return min(1 << (rows.bit_length() - 1), METRICS_CHUNK)
 
 
 def empty_committed() -> dict[str, Any]:

@@ -232,9 +232,10 @@ class RunWriter:
         _create_array(metrics, "epoch", ("step",), (0,), (schema.METRICS_CHUNK,), np.float64)
         for name in ("checkpoints", "params"):
             group = root.create_group(name)
-            _create_array(group, "checkpoint", ("checkpoint",), (0,), (1,), np.int64)
-            _create_array(group, "step", ("checkpoint",), (0,), (1,), np.int64)
-            _create_array(group, "epoch", ("checkpoint",), (0,), (1,), np.float64)
+            coord_chunk = (schema.checkpoint_chunk_rows(8),)
+            _create_array(group, "checkpoint", ("checkpoint",), (0,), coord_chunk, np.int64)
+            _create_array(group, "step", ("checkpoint",), (0,), coord_chunk, np.int64)
+            _create_array(group, "epoch", ("checkpoint",), (0,), coord_chunk, np.float64)
         probe = root.create_group("probe")
         for name, data, base in (("x", probe_x, "feature"), ("y", probe_y, "output")):
             dims = ("probe",) if data.ndim == 1 else _probe_dims(data.ndim, base)
@@ -407,7 +408,9 @@ class RunWriter:
         for name, (dims, data) in columns.items():
             if name in names:
                 continue
-            chunks = (schema.METRICS_CHUNK,) if group == "metrics" else (1,) + data.shape[1:]
+            row_bytes = data.dtype.itemsize * int(np.prod(data.shape[1:], dtype=np.int64))
+            chunks = ((schema.METRICS_CHUNK,) if group == "metrics"
+                      else (schema.checkpoint_chunk_rows(row_bytes),) + data.shape[1:])
             attrs = {} if name in ("step", "epoch", "checkpoint") else {"coordinates": coords}
             length = _capacity(rows, rows + n_new, chunks[0])   # created with room: no resize at once
             self._arrays[(group, name)] = _create_array(self.root[group], name, (row_dim,) + dims,

@@ -18,6 +18,7 @@ import zarr
 
 from dynamics.errors import StoreError, StoreLockedError
 from dynamics.store import RunWriter, check_store, open_run
+from dynamics.store import schema
 from dynamics.store.writer import MIN_CAPACITY
 
 
@@ -246,7 +247,9 @@ def test_arrays_grow_in_blocks_and_are_cut_to_committed_at_close(tmp_path):
                    for name in ("metrics/loss", "checkpoints/ntk", "params/w")}
     assert meta[0] == meta[MIN_CAPACITY - 1]            # one block of MIN_CAPACITY rows from the first append
     grown = zarr.open_group(str(path), use_consolidated=False)["checkpoints"]["ntk"]
-    assert grown.shape[0] == 2 * MIN_CAPACITY          # doubled by the next
+    chunk = grown.chunks[0]                             # several checkpoints per chunk for small rows
+    assert chunk == schema.checkpoint_chunk_rows(6 * 6 * 8)
+    assert grown.shape[0] == max(2 * MIN_CAPACITY, chunk) # grown by the next, in whole chunks
     assert zarr.open_group(str(path))["checkpoints"]["ntk"].shape[0] == n   # the consolidated (committed) view
     np.testing.assert_array_equal(open_run(path)["checkpoints"]["step"].values, np.arange(n))
     w.close("complete")
@@ -260,9 +263,9 @@ def test_arrays_grow_in_blocks_and_are_cut_to_committed_at_close(tmp_path):
         RunWriter.resume(path).close("complete")
 
 
-def _chunk_rows(path: Path, array: str) -> set[int]:
-    """Row indices of the chunk files of a store array chunked one row per chunk (key c.<row>.0...)."""
-    return {int(p.name.split(".")[1]) for p in (path / array).glob("c.*")}
+def _raw_rows(path: Path, array: str, rows: slice) -> np.ndarray:
+    """Rows of a store array as its own metadata (not the committed view) shows them."""
+    return zarr.open_array(str(path / array), use_consolidated=False)[rows]
 
 
 def _failing_after_writing(monkeypatch, times: int) -> list:
@@ -288,7 +291,7 @@ def test_failed_write_is_kept_and_written_by_the_next_call(tmp_path, monkeypatch
     _failing_after_writing(monkeypatch, times=1)
     with pytest.raises(StoreError, match=r"checkpoint at step 1 failed \(OSError: \[Errno 28\] No space"):
         w.append_checkpoint(1, 0.0, {}, {}, {"w": (("w_dim0",), np.ones(2))})
-    assert _chunk_rows(path, "params/w") == {0, 1}      # row 1 was written, not committed
+    np.testing.assert_array_equal(_raw_rows(path, "params/w", slice(1, 2)), [[1, 1]])   # written, not committed
     assert open_run(path)["params"].sizes["checkpoint"] == 1
     assert xr.open_zarr(path, group="params")["w"].shape == (1, 2)
     w.append_metrics(np.array([5]), np.zeros(1), {"loss": np.ones(1)})   # writes the kept batch first
@@ -308,9 +311,8 @@ def test_failed_write_leaves_no_chunk_files_past_the_shape_after_close(tmp_path,
     w.append_checkpoint(0, 0.0, {}, {}, {"w": (("w_dim0",), np.zeros(2))})
     _failing_after_writing(monkeypatch, times=10)
     w.append_checkpoint(1, 0.0, {}, {}, {"w": (("w_dim0",), np.ones(2))}, wait=False)
-    assert _chunk_rows(path, "params/w") in ({0}, {0, 1})
     w.close("complete")
-    assert _chunk_rows(path, "params/w") == {0}
+    assert zarr.open_array(str(path / "params/w"), use_consolidated=False).shape == (1, 2)
     assert xr.open_datatree(path, engine="zarr")["params"]["w"].shape == (1, 2)
     attrs = open_run(path).attrs
     assert attrs["status"] == "failed" and "No space left on device" in attrs["error"]
@@ -326,7 +328,7 @@ def test_checkpoint_index_reads_as_arange_after_truncation_and_regrowth(tmp_path
     for c in range(5):
         w.append_checkpoint(10 * c, 0.0, {}, {}, {"w": (("w_dim0",), np.full(2, float(c)))})
     w.truncate(15)                                      # keeps steps 0 and 10
-    assert _chunk_rows(path, "params/w") == {0, 1}
+    assert zarr.open_array(str(path / "params/w"), use_consolidated=False).shape == (2, 2)
     for c in range(2, 7):
         w.append_checkpoint(10 * c, 0.0, {}, {}, {"w": (("w_dim0",), np.full(2, float(c)))})
     w.close("complete")
@@ -335,3 +337,31 @@ def test_checkpoint_index_reads_as_arange_after_truncation_and_regrowth(tmp_path
         np.testing.assert_array_equal(plain[group]["checkpoint"].values, np.arange(7))
         np.testing.assert_array_equal(plain[group]["step"].values, 10 * np.arange(7))
     np.testing.assert_array_equal(plain["params"]["w"].values[:, 0], np.arange(7.0))
+
+
+def test_small_rows_share_chunk_files_and_large_rows_get_their_own(tmp_path):
+    """Chunks along ``checkpoint`` hold about CHUNK_BYTES: a store of many small checkpoints is a few
+    files (fast to read), a row above the target is one file per checkpoint; values read back exactly."""
+    assert schema.checkpoint_chunk_rows(8) == schema.METRICS_CHUNK
+    assert schema.checkpoint_chunk_rows(64 * 1024) == 4 and schema.checkpoint_chunk_rows(100 * 1024) == 2
+    assert schema.checkpoint_chunk_rows(schema.CHUNK_BYTES + 1) == 1
+    path = tmp_path / "run.zarr"
+    x, y = _probe(np.random.default_rng(0))
+    w = RunWriter.create(path, config=None, probe_x=x, probe_y=y)
+    rng = np.random.default_rng(1)
+    n, big_cols = 300, schema.CHUNK_BYTES // 8 + 1
+    ntks = rng.standard_normal((n, 6, 6))
+    bigs = [rng.standard_normal(big_cols) for _ in range(3)]
+    for c in range(n):
+        params = {"b": (("b_dim0",), bigs[c])} if c < 3 else {}
+        w.append_checkpoint(c, 0.0, {"acc": float(c)}, {"ntk": (("probe", "probe_"), ntks[c])}, params,
+                            wait=c % 7 == 0)
+    w.close("complete")
+    assert len(list((path / "checkpoints" / "ntk").glob("c.*"))) == 1          # 300 rows × 288 B in one chunk
+    assert len(list((path / "checkpoints" / "acc").glob("c.*"))) == 1
+    assert len(list((path / "params" / "b").glob("c.*"))) == n                  # one per checkpoint (NaN rows too)
+    tree = open_run(path).load()
+    np.testing.assert_array_equal(tree["checkpoints"]["ntk"].values, ntks)
+    np.testing.assert_array_equal(tree["checkpoints"]["acc"].values, np.arange(n, dtype=float))
+    np.testing.assert_array_equal(tree["params"]["b"].values[:3], np.stack(bigs))
+    assert np.isnan(tree["params"]["b"].values[3:]).all()
