@@ -167,3 +167,17 @@ def test_every_step_of_a_rewrite_leaves_a_usable_run(three, kill_after):
     if steps.index(kill_after) >= 3:
         os.rename(staging, three / "analysis")
     check_opens_analyses_reports(three)
+
+
+def test_an_analysis_of_data_that_changed_meanwhile_is_not_written(three):
+    """The token is taken before the data is read and checked again under the lock."""
+    from analysis.store_io import write_analysis_group
+
+    token = source_token(three)
+    ds = analyze(three, write=False, probe_checkpoints="none")
+    resume_to(three, 15)  # the run goes on between reading and writing
+    before = read_analysis_group(three)
+    assert write_analysis_group(three, ds, token) is False
+    xr.testing.assert_identical(read_analysis_group(three), before)
+    fresh = analyze(three, probe_checkpoints="none")  # taken and written in one go: written
+    xr.testing.assert_allclose(read_analysis_group(three), fresh)
