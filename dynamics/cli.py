@@ -26,6 +26,8 @@ EXAMPLES = """examples:
   dynamics run --preset paper-mnist --data-dir ~/data/mnist
   dynamics run --resume                          # continue after Ctrl-C
   dynamics train --optimizer adam --out runs/one/adam.zarr
+  dynamics train --optimizer kgn --set optimizers.kgn.lr=0.1 --out runs/one/kgn.zarr   # one key overridden
+  dynamics run --preset digits --overwrite       # delete the existing stores and train again
   dynamics analyze runs/mnist1d runs/digits
   dynamics report runs/mnist1d
   dynamics compare runs/mnist1d runs/digits --out comparison.html
