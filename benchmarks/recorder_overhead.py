@@ -12,7 +12,9 @@ Cases:
 - ``load``: a store with 1,772 checkpoints of a small model (``MLP(8, 16, 2, 3)``, 16 probes: NTK,
   representations, parameters, two scalars) is written; then ``open_run(path).load()`` is timed.
 
-The overhead cases run the two variants in alternating pairs and print their median wall times and the
+The overhead cases report wall time and the process's CPU time (all threads, so the writer thread's
+work counts even where it overlaps training); on a loaded machine the CPU ratio is the steadier one.
+They run the two variants in alternating pairs and print their median wall times and the
 median of the per-pair ratios (target ≤ 1.15×): a pair runs back to back, so a slow spell of a shared
 machine inflates both halves of it rather than one variant. ``os.getloadavg()`` is printed with each.
 """
@@ -40,7 +42,8 @@ CASES = {  # name: (model factory, optimizer factory, steps, checkpoints, quick 
 }
 
 
-def train(case: str, steps: int, store: Path | None, n_checkpoints: int) -> float:
+def train(case: str, steps: int, store: Path | None, n_checkpoints: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the whole process, all threads) of the loop (creation excluded)."""
     make_model, make_opt = CASES[case][:2]
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(4000, 40, generator=gen)
@@ -50,7 +53,7 @@ def train(case: str, steps: int, store: Path | None, n_checkpoints: int) -> floa
     rec = None
     if store is not None:
         rec = Recorder(store, model, (x[:128], y[:128]), schedule=log_spaced(steps, n_checkpoints))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for step in range(steps):
         idx = torch.randint(0, 4000, (128,), generator=gen)
         loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
@@ -60,30 +63,49 @@ def train(case: str, steps: int, store: Path | None, n_checkpoints: int) -> floa
         optimizer.step()
         values = {"loss": loss.item(), "grad_norm": grad_norm.item(), "lr": 0.05}
         if rec is not None:
+            t0 = time.perf_counter()
             rec.log(step, epoch=step * 128 // 4000, **values)
+            t1 = time.perf_counter()
             rec.checkpoint(step, train_loss=values["loss"])
+            INSIDE["log"] += t1 - t0
+            INSIDE["checkpoint"] += time.perf_counter() - t1
     if rec is not None:
+        t0 = time.perf_counter()
         rec.close()
-    return time.perf_counter() - start
+        INSIDE["close"] += time.perf_counter() - t0
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
-def overhead(case: str, quick: bool) -> None:
+#: wall seconds spent inside the Recorder's calls (main thread), summed over the recorded runs
+INSIDE = {"log": 0.0, "checkpoint": 0.0, "close": 0.0}
+
+
+def overhead(case: str, quick: bool, pairs: int | None = None) -> None:
     steps, n_ck = CASES[case][4:6] if quick else CASES[case][2:4]
-    repeats = 2 if quick else 5
+    repeats = pairs if pairs else (2 if quick else 5)
     bare, recorded = [], []
+    for key in INSIDE:
+        INSIDE[key] = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         train(case, 20, None, 3)                                  # warm-up: imports, allocator, first NTK
         train(case, 20, Path(tmp) / "warm.zarr", 3)
+        for key in INSIDE:
+            INSIDE[key] = 0.0
         for r in range(repeats):
             bare.append(train(case, steps, None, n_ck))
             recorded.append(train(case, steps, Path(tmp) / f"run{r}.zarr", n_ck))
-    b, w = statistics.median(bare), statistics.median(recorded)
-    ratios = [r / s for r, s in zip(recorded, bare)]
-    print(f"[{case}] steps={steps} checkpoints={n_ck} pairs={repeats} loadavg={os.getloadavg()}")
+    b, w = statistics.median(t for t, _ in bare), statistics.median(t for t, _ in recorded)
+    ratios = [r[0] / s[0] for r, s in zip(recorded, bare)]
+    cpu_ratios = [r[1] / s[1] for r, s in zip(recorded, bare)]
+    print(f"[{case}] steps={steps} checkpoints={n_ck} pairs={repeats} loadavg={os.getloadavg()}", flush=True)
     print(f"  bare loop      {b:8.3f} s  ({1e3 * b / steps:.3f} ms/step)")
     print(f"  with Recorder  {w:8.3f} s  ({1e3 * w / steps:.3f} ms/step)")
-    print(f"  ratio          {statistics.median(ratios):8.3f}x  median of pairs {[round(r, 3) for r in ratios]} "
+    print(f"  ratio (wall)   {statistics.median(ratios):8.3f}x  median of pairs {[round(r, 3) for r in ratios]} "
           f"(target <= 1.15x)")
+    print(f"  ratio (CPU)    {statistics.median(cpu_ratios):8.3f}x  median of pairs {[round(r, 3) for r in cpu_ratios]} "
+          f"(process CPU time, all threads: steadier on a loaded machine)")
+    print("  inside the Recorder's calls per run (main thread): "
+          + ", ".join(f"{k} {v / repeats:.3f} s" for k, v in INSIDE.items()), flush=True)
 
 
 def load(quick: bool) -> None:
@@ -108,18 +130,20 @@ def load(quick: bool) -> None:
         read = time.perf_counter() - start
         assert run["checkpoints"].sizes["checkpoint"] == n
     print(f"[load] {n} checkpoints (MLP 8→16×2→3, 16 probes), {files} files, loadavg={os.getloadavg()}")
-    print(f"  write {write:7.3f} s ({1e3 * write / n:.2f} ms/checkpoint)   open_run().load() {read:7.3f} s")
+    print(f"  write {write:7.3f} s ({1e3 * write / n:.2f} ms/checkpoint)   open_run().load() {read:7.3f} s",
+          flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Recorder overhead vs a bare training loop; load time")
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (a smoke run)")
     parser.add_argument("--case", choices=["default", "dense", "load", "all"], default="all")
+    parser.add_argument("--pairs", type=int, default=None, help="bare/recorded pairs per overhead case")
     args = parser.parse_args()
     torch.set_num_threads(1)
     for case in ("default", "dense"):
         if args.case in (case, "all"):
-            overhead(case, args.quick)
+            overhead(case, args.quick, args.pairs)
     if args.case in ("load", "all"):
         load(args.quick)
 

@@ -24,7 +24,7 @@ import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import zarr
@@ -160,16 +160,25 @@ def _remove_partial_files(path: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
+class _NewArray(NamedTuple):
+    """A row array that a batch creates before writing its first rows."""
+    group: str
+    name: str
+    dims: tuple[str, ...]
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    dtype: np.dtype
+    attrs: dict
+
+
 class _Batch:
-    """One write: the rows of some arrays (``plan``), then the commit record (``document``).
+    """One write: the new arrays and rows of ``plan``, then the commit record of ``committed``.
 
     It is kept by the writer until it succeeded: a batch whose write failed is written again by the
     next :meth:`RunWriter.wait`, so no row is lost to a transient failure (a full disk)."""
 
-    def __init__(self, what: str, plan: list, committed: dict, nonfinite: dict, attrs: dict,
-                 document: dict) -> None:
-        self.what, self.plan, self.committed, self.nonfinite = what, plan, committed, nonfinite
-        self.attrs, self.document = attrs, document
+    def __init__(self, what: str, plan: list, committed: dict, nonfinite: dict, attrs: dict) -> None:
+        self.what, self.plan, self.committed, self.nonfinite, self.attrs = what, plan, committed, nonfinite, attrs
         self.future: Future | None = None
 
 
@@ -331,9 +340,20 @@ class RunWriter:
 
     # ----------------------------------------------------------------- writing in the background
     def _run(self, batch: _Batch) -> None:
-        """The write of ``batch`` (on the writer thread, or again on the caller's after a failure)."""
-        _grow_then_write(batch.plan)
-        root_record.write_root(self.path, batch.document)
+        """The write of ``batch`` (on the writer thread, or again on the caller's after a failure):
+        create its new arrays, write its rows, then replace the commit record."""
+        plan = []
+        for target, rows, n, value in batch.plan:
+            if isinstance(target, _NewArray):
+                key = f"{target.group}/{target.name}"
+                array = _create_array(self.root[target.group], target.name, target.dims, target.shape,
+                                      target.chunks, target.dtype, target.attrs)
+                self._arrays[(target.group, target.name)] = array
+                self._nodes[key] = root_record.array_node(self.path, key)
+                target = array.async_array
+            plan.append((target, rows, n, value))
+        _grow_then_write(plan)
+        root_record.write_root(self.path, self._document(batch.attrs, batch.committed))
 
     def wait(self, raise_errors: bool = True) -> None:
         """Wait for the write in flight, and write again a batch whose write failed before.
@@ -365,7 +385,7 @@ class RunWriter:
     def _submit(self, what: str, plan: list, changes: dict, nonfinite: dict, wait: bool) -> None:
         committed = dict(self.committed, **changes)
         attrs = dict(self.attrs, committed=json.dumps(committed), nonfinite=json.dumps(nonfinite))
-        batch = _Batch(what, plan, committed, nonfinite, attrs, self._document(attrs, committed))
+        batch = _Batch(what, plan, committed, nonfinite, attrs)
         self._batch = batch
         batch.future = self._executor.submit(self._run, batch)
         if wait:
@@ -399,12 +419,14 @@ class RunWriter:
 
         ``columns`` (checked by :meth:`_check_columns`) maps names to (dims after the row dim, data with
         ``n_new`` leading rows); committed variables missing from it get their fill value (NaN for
-        floats). New names are created here, with room for :data:`MIN_CAPACITY` rows.
+        floats). New names are created by the batch itself (:class:`_NewArray`, on the writer thread),
+        with room for :data:`MIN_CAPACITY` rows.
         """
         rows = self._rows(group)
         names = list(self.committed["variables"][group])
         row_dim = schema.ROW_DIM[group]
         coords = "epoch" if group == "metrics" else "step epoch"
+        new: dict[str, _NewArray] = {}
         for name, (dims, data) in columns.items():
             if name in names:
                 continue
@@ -413,12 +435,14 @@ class RunWriter:
                       else (schema.checkpoint_chunk_rows(row_bytes),) + data.shape[1:])
             attrs = {} if name in ("step", "epoch", "checkpoint") else {"coordinates": coords}
             length = _capacity(rows, rows + n_new, chunks[0])   # created with room: no resize at once
-            self._arrays[(group, name)] = _create_array(self.root[group], name, (row_dim,) + dims,
-                                                        (length,) + data.shape[1:], chunks, data.dtype, attrs)
-            self._nodes[f"{group}/{name}"] = root_record.array_node(self.path, f"{group}/{name}")
+            new[name] = _NewArray(group, name, (row_dim,) + dims, (length,) + data.shape[1:], chunks, data.dtype,
+                                  attrs)
             names.append(name)
         plan = []
         for name in names:
+            if name in new:
+                plan.append((new[name], rows, n_new, columns[name][1]))
+                continue
             array = self._array(group, name).async_array
             value = columns[name][1] if name in columns else np.full(
                 (n_new,) + array.shape[1:], _FILL.get(np.dtype(array.dtype).kind, 0), dtype=array.dtype)
