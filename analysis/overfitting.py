@@ -11,6 +11,16 @@ update does not generalise across batches, ≈ 1 when it helps both alike).
   transfer is the ratio of the smoothed changes (not the average of ratios, which a single step with
   a near-zero own change would dominate).
 NaN inputs (e.g. a first-order run that logged no ``loss_after``) propagate as NaN.
+
+Averaging per-step changes (:func:`change_summary`, :func:`log_transfer`). Per-step relative changes of
+first-order runs are heavy-tailed: on a held-out batch a step may raise the loss by +10 % and the
+next lower it by −9.1 % (the same loss again), so the arithmetic mean of the percentages (+0.45 %)
+reports a rise where there was none. The mean log-ratio 100·mean(log(L_after/L_before)) has no such
+bias: when each step's "before" is the previous step's "after", the logs telescope and the mean is
+100·log(L_T/L_0)/T, the real change per step. It is the headline statistic; the arithmetic mean (the
+paper's Fig. 3 quantity) and the median are reported beside it. The transfer ratio is
+Σ log-change(other) / Σ log-change(own): the other batch's total log change per unit of the own
+batch's (1 = a step helps every batch alike, 0 = only its own).
 """
 
 from __future__ import annotations
@@ -28,6 +38,43 @@ def relative_change_percent(before: object, after: object) -> np.ndarray:
         raise ValueError(f"before and after must have the same length, got {b.shape} and {a.shape}")
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(b != 0, 100.0 * (a - b) / b, np.nan)
+
+
+def log_change_percent(before: object, after: object) -> np.ndarray:
+    """100 · log(after / before) elementwise (natural log), NaN where either is ≤ 0 or NaN. (S,) → (S,).
+
+    For small changes it equals :func:`relative_change_percent` to first order."""
+    b, a = _vector(before, "before"), _vector(after, "after")
+    if a.shape != b.shape:
+        raise ValueError(f"before and after must have the same length, got {b.shape} and {a.shape}")
+    ok = (b > 0) & (a > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ok, 100.0 * (np.log(np.where(ok, a, 1.0)) - np.log(np.where(ok, b, 1.0))), np.nan)
+
+
+def change_summary(before: object, after: object) -> dict[str, float]:
+    """Averages of the per-step changes of one batch's loss over the steps where both are finite and > 0.
+
+    Returns ``{"log_mean": 100·mean(log(after/before)), "mean": mean of 100·(after − before)/before,
+    "median": median of the same, "log_sum": 100·Σ log(after/before), "n": number of steps}`` (%; NaN
+    and n = 0 when no step qualifies). Shapes (S,), (S,)."""
+    logs, relative = log_change_percent(before, after), relative_change_percent(before, after)
+    keep = np.isfinite(logs) & np.isfinite(relative)
+    if not keep.any():
+        return {"log_mean": np.nan, "mean": np.nan, "median": np.nan, "log_sum": np.nan, "n": 0}
+    return {"log_mean": float(logs[keep].mean()), "mean": float(relative[keep].mean()),
+            "median": float(np.median(relative[keep])), "log_sum": float(logs[keep].sum()), "n": int(keep.sum())}
+
+
+def log_transfer(own_log: object, other_log: object, *, atol: float = DEFAULT_TRANSFER_ATOL) -> float:
+    """Σ other_log / Σ own_log over the steps where both are finite (per-step log changes in %, e.g. from
+    :func:`log_change_percent`); NaN when |Σ own_log| ≤ ``atol`` or no step is finite."""
+    o, t = _vector(own_log, "own_log"), _vector(other_log, "other_log")
+    if o.shape != t.shape:
+        raise ValueError(f"own_log and other_log must have the same length, got {o.shape} and {t.shape}")
+    keep = np.isfinite(o) & np.isfinite(t)
+    own_total = float(o[keep].sum())
+    return float(t[keep].sum()) / own_total if keep.any() and abs(own_total) > atol else np.nan
 
 
 def transfer_ratio(own: object, other: object, *, atol: float = DEFAULT_TRANSFER_ATOL) -> np.ndarray:

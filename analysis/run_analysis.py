@@ -4,8 +4,8 @@ By checkpoint: losses/accuracies copied from the store; NTK alignment to init, N
 kernel–target alignment and NTK entropy effective rank; per layer linear CKA to init, entropy
 effective rank of the centred representation and linear-probe accuracy (:mod:`analysis.probes`);
 per parameter relative change and cosine to init. By step: loss and GN residual copied from the
-metrics; own-/other-batch relative change, transfer and their moving averages
-(:mod:`analysis.overfitting`). A quantity the store does not hold (no NTK, a first-order run
+metrics; relative and log changes of the own, next and held-out ("other") batch, transfer and
+moving averages (:mod:`analysis.overfitting`); the optimiser phase index (NaN when not recorded). A quantity the store does not hold (no NTK, a first-order run
 without ``gn_residual``) is all NaN, so every run's Dataset has the same variables.
 
 The result is written to the run's store as group ``analysis`` (replacing an earlier one; the
@@ -26,7 +26,8 @@ from threadpoolctl import threadpool_limits
 from analysis.checkpoint_metrics import (checkpoints_selected, ntk_metrics, representation_metrics,
                                          weight_metrics)
 from analysis.freshness import SOURCE_ATTR, source_token
-from analysis.overfitting import default_window, moving_average, relative_change_percent, transfer_ratio
+from analysis.overfitting import (default_window, log_change_percent, moving_average, relative_change_percent,
+                                  transfer_ratio)
 from analysis.store_io import group, open_tree, run_identity, store_order, string_coord, write_analysis_group
 
 DEFAULT_MAX_MEMORY = 1 << 30  # bytes of one checkpoint's representation processed in memory
@@ -150,16 +151,19 @@ def step_metrics(metrics: xr.Dataset, window: int | None) -> tuple[np.ndarray, d
     def column(name: str) -> np.ndarray:
         return np.asarray(metrics[name].values, dtype=np.float64) if name in metrics else np.full(s, np.nan)
 
-    own = relative_change_percent(column("loss"), column("loss_after"))
-    other = relative_change_percent(column("other_loss"), column("other_loss_after"))
+    pairs = {"own": ("loss", "loss_after"), "next": ("next_loss", "next_loss_after"),
+             "other": ("other_loss", "other_loss_after")}
     window = default_window(s) if window is None else window
-    own_smooth, other_smooth = moving_average(own, window), moving_average(other, window)
-    data = {
-        "loss": ("step", column("loss")), "gn_residual": ("step", column("gn_residual")),
-        "own_change": ("step", own), "other_change": ("step", other), "transfer": ("step", transfer_ratio(own, other)),
-        "own_change_smooth": ("step", own_smooth), "other_change_smooth": ("step", other_smooth),
-        "transfer_smooth": ("step", transfer_ratio(own_smooth, other_smooth)),
-    }
+    data = {"loss": ("step", column("loss")), "gn_residual": ("step", column("gn_residual"))}
+    for batch, (before, after) in pairs.items():
+        change = relative_change_percent(column(before), column(after))
+        data[f"{batch}_change"] = ("step", change)
+        data[f"{batch}_log_change"] = ("step", log_change_percent(column(before), column(after)))
+        data[f"{batch}_change_smooth"] = ("step", moving_average(change, window))
+    own, other = data["own_change"][1], data["other_change"][1]
+    data["transfer"] = ("step", transfer_ratio(own, other))
+    data["transfer_smooth"] = ("step", transfer_ratio(data["own_change_smooth"][1], data["other_change_smooth"][1]))
+    data["phase"] = ("step", column("phase"))
     return steps, data, int(window)
 
 

@@ -76,7 +76,8 @@ def compare(dirs, out) -> Path:
             rows.append([name, *headline_row(x)])
             optimizers.append(x.optimizer)
     colors = h.optimizer_colors(optimizers)
-    body += ["<h2>Findings</h2>", h.table(["experiment", *FINDINGS_HEADER], rows, numeric=set(range(2, 10)),
+    body += ["<h2>Findings</h2>", h.table(["experiment", *FINDINGS_HEADER], rows,
+                                          numeric=set(range(2, len(FINDINGS_HEADER) + 1)),
                                           swatch=1, colors=colors),
              f'<p class="note">{h.escape(FINDINGS_NOTE)}</p>']
     for name, hs in zip(names, per_experiment):

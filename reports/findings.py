@@ -1,10 +1,13 @@
 """Headline numbers per optimiser and the sentences a report states from them.
 
-Per run (then averaged over the seeds of one optimiser):
-- own / other change: mean over steps of 100·(L_after − L_before)/L_before on the batch the step was
-  computed on / on a fixed other batch (``own_change``, ``other_change``), in %;
-- transfer: mean other change / mean own change (a ratio of means, robust to single steps with
-  own change near 0); ≈1 when a step helps every batch alike, ≈0 when it only fits its own batch;
+Per run (then averaged over the seeds of one optimiser), for each batch b of a step — ``own`` (the
+batch the step was computed on), ``next`` (the next training batch) and ``other`` (the fixed held-out
+batch), from the per-step relative changes r = 100·(L_after − L_before)/L_before in %:
+- ``b_log``: the mean log-ratio 100·mean(log(L_after/L_before)) = 100·mean(log(1 + r/100)), the
+  headline average (unbiased under heavy tails, see :mod:`analysis.overfitting`);
+- ``b_change``: the arithmetic mean of r (the paper's Fig. 3 quantity); ``b_median``: its median;
+- ``transfer`` / ``next_transfer``: Σ log-change(other) / Σ log-change(own), and the same with the
+  next batch; ≈1 when a step helps every batch alike, ≈0 when it only fits its own batch;
 - final NTK alignment to initialisation A(Θ_T, Θ_0) and final linear CKA to initialisation (mean
   over layers), both at the last checkpoint where they are finite;
 - final test / train accuracy in % (fractions are multiplied by 100);
@@ -20,12 +23,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
+from analysis.overfitting import log_transfer
 from reports.plotting import accuracy_scale
 from reports.runs import (as_combined, dim_values, final_value, has_values,
-                          optimizer_title, run_infos, step_mean, step_series)
+                          optimizer_title, run_infos, step_series)
 
-HEADLINE_FIELDS = ("own_change", "other_change", "transfer", "ntk_alignment", "cka_init",
-                   "test_acc", "train_acc", "gn_residual_median", "gn_residual_max")
+BATCHES = ("own", "next", "other")
+HEADLINE_FIELDS = tuple(f"{b}_{k}" for b in BATCHES for k in ("log", "change", "median")) + (
+    "transfer", "next_transfer", "ntk_alignment", "cka_init", "test_acc", "train_acc",
+    "gn_residual_median", "gn_residual_max")
 
 
 @dataclass
@@ -54,11 +60,17 @@ class Headline:
 def _run_numbers(ds: xr.Dataset, i: int) -> dict[str, float]:
     nan = math.nan
     out = dict.fromkeys(HEADLINE_FIELDS, nan)
-    if has_values(ds, "own_change") and has_values(ds, "other_change"):
-        out["own_change"] = step_mean(ds, "own_change", i)
-        out["other_change"] = step_mean(ds, "other_change", i)
-        if np.isfinite(out["own_change"]) and out["own_change"] != 0:
-            out["transfer"] = out["other_change"] / out["own_change"]
+    logs = {}
+    for b in BATCHES:
+        if has_values(ds, f"{b}_change"):
+            relative = _select_steps(ds, f"{b}_change", i)
+            logs[b] = log_change_from_relative(relative)
+            summary = _summary(relative, logs[b])
+            out[f"{b}_log"], out[f"{b}_change"], out[f"{b}_median"] = summary
+    if "own" in logs:
+        for b, name in (("other", "transfer"), ("next", "next_transfer")):
+            if b in logs:
+                out[name] = log_transfer(logs["own"], logs[b])
     if has_values(ds, "ntk_alignment_init"):
         out["ntk_alignment"] = final_value(ds, "ntk_alignment_init", i)
     if has_values(ds, "cka_init"):
@@ -73,6 +85,27 @@ def _run_numbers(ds: xr.Dataset, i: int) -> dict[str, float]:
         if rho.size:
             out["gn_residual_median"], out["gn_residual_max"] = float(np.median(rho)), float(rho.max())
     return out
+
+
+def _select_steps(ds: xr.Dataset, name: str, i: int) -> np.ndarray:
+    """All per-step values of run ``i`` (NaN kept, so the batches of one step stay aligned)."""
+    da = ds[name].isel(run=i) if "run" in ds[name].dims else ds[name]
+    return np.asarray(da.values, dtype=float)
+
+
+def log_change_from_relative(relative: np.ndarray) -> np.ndarray:
+    """100·log(L_after/L_before) from r = 100·(L_after − L_before)/L_before: 100·log1p(r/100) (NaN where r ≤ −100)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = 100.0 * np.log1p(relative / 100.0)
+    return np.where(np.isfinite(out), out, np.nan)
+
+
+def _summary(relative: np.ndarray, logs: np.ndarray) -> tuple[float, float, float]:
+    """(mean log-ratio, arithmetic mean, median) over the steps where both are finite, in %."""
+    keep = np.isfinite(relative) & np.isfinite(logs)
+    if not keep.any():
+        return math.nan, math.nan, math.nan
+    return float(logs[keep].mean()), float(relative[keep].mean()), float(np.median(relative[keep]))
 
 
 def headlines(ds: xr.Dataset) -> list[Headline]:
@@ -102,16 +135,21 @@ def _significant(value: float) -> str:
 
 
 def _batch_sentence(h: Headline) -> str | None:
-    own, other, transfer = h.mean("own_change"), h.mean("other_change"), h.mean("transfer")
+    own, other, transfer = h.mean("own_log"), h.mean("other_log"), h.mean("transfer")
     if not (np.isfinite(own) and np.isfinite(other)):
         return None
     small = _verb(own) == _verb(other) and abs(other) < 0.5 * abs(own)
     link = "but" if small or _verb(own) != _verb(other) else "and"
     only = "only " if small else ""
     text = (f"{h.title}'s updates {_verb(own)} the loss of the batch they were computed on by "
-            f"{_significant(abs(own))}% on average, {link} {_verb(other)} the loss of another batch by {only}"
-            f"{_significant(abs(other))}%")
-    return text + (f" (transfer {_significant(transfer)})." if np.isfinite(transfer) else ".")
+            f"{_significant(abs(own))}% per step (mean log-ratio), {link} {_verb(other)} the loss of a held-out "
+            f"batch by {only}{_significant(abs(other))}%")
+    text += f" (transfer {_significant(transfer)})" if np.isfinite(transfer) else ""
+    upcoming, next_transfer = h.mean("next_log"), h.mean("next_transfer")
+    if np.isfinite(upcoming):
+        text += (f"; the next training batch's loss {'falls' if upcoming < 0 else 'rises'} by {_significant(abs(upcoming))}%"
+                 + (f" (transfer {_significant(next_transfer)})" if np.isfinite(next_transfer) else ""))
+    return text + "."
 
 
 def _extremes_sentence(hs, name, low_text, high_text, single_text) -> str | None:

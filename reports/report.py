@@ -16,20 +16,26 @@ from reports import html as h
 from reports.catalog import FIGURES, FigureSpec
 from reports.experiment import (ReportError, StoreInfo, as_dict, experiment_dir, is_run_store, load_analysis,
                                 run_stores, store_info)
-from reports.findings import Headline, finding_sentences, headlines
+from reports.findings import BATCHES, Headline, finding_sentences, headlines
 from reports.plotting import figure_png
 from reports.runs import as_combined, has_values, run_infos, step_series
 
-FINDINGS_HEADER = ["optimiser", "runs", "own-batch loss change per step", "other-batch loss change per step",
-                   "transfer (other / own)", "final NTK alignment to init", "final CKA to init",
-                   "test accuracy", "train accuracy"]
+FINDINGS_HEADER = ["optimiser", "runs", "own-batch loss change per step", "next-batch loss change per step",
+                   "held-out-batch loss change per step", "transfer to next batch", "transfer to held-out batch",
+                   "final NTK alignment to init", "final CKA to init", "test accuracy", "train accuracy"]
 
 FINDINGS_NOTE = (
-    "Loss changes are 100·(L_after − L_before)/L_before of one update, averaged over all steps, on the "
-    "mini-batch it was computed from (own) and on a fixed other batch (other). Transfer is their ratio: "
-    "1 when a step helps every batch alike, 0 when it only fits its own batch. NTK alignment "
-    "A(Θ_T, Θ_0) and linear CKA (mean over layers) compare the last checkpoint to initialisation; 1 = "
-    "unchanged. Accuracies are at the last checkpoint. With several seeds: mean ± standard deviation.")
+    "Loss changes per step are mean log-ratios 100·mean(log(L_after/L_before)) over all steps, on the "
+    "mini-batch the update was computed from (own), on the next training mini-batch (next) and on a fixed "
+    "held-out batch; the log-ratio telescopes to the real change of a batch's loss, while the arithmetic "
+    "mean of heavy-tailed per-step percentages does not (both, with the median, in the table below). "
+    "Transfer is Σ log change (next or held-out) / Σ log change (own): 1 when a step helps every batch "
+    "alike, 0 when it only fits its own batch. NTK alignment A(Θ_T, Θ_0) and linear CKA (mean over "
+    "layers) compare the last checkpoint to initialisation; 1 = unchanged. Accuracies are at the last "
+    "checkpoint. With several seeds: mean ± standard deviation.")
+
+CHANGES_HEADER = ["optimiser", "batch", "mean log-ratio (%)", "arithmetic mean (%)", "median (%)"]
+BATCH_TITLES = {"own": "own (trained on)", "next": "next training batch", "other": "held-out batch"}
 
 
 def render_figures(ds: xr.Dataset, specs=FIGURES, dpi: int = 100):
@@ -49,21 +55,36 @@ def headline_row(x: Headline) -> list[str]:
     """Cells of one optimiser's row under FINDINGS_HEADER (mean ± sd over seeds; "—" when missing)."""
     m, s = x.mean, x.std
     return [x.title, str(len(x.runs)),
-            h.number(m("own_change"), s("own_change"), digits=1, unit="%", signed=True),
-            h.number(m("other_change"), s("other_change"), digits=1, unit="%", signed=True),
-            h.number(m("transfer"), s("transfer")), h.number(m("ntk_alignment"), s("ntk_alignment")),
+            *(h.number(m(f"{b}_log"), s(f"{b}_log"), digits=2, unit="%", signed=True) for b in BATCHES),
+            h.number(m("next_transfer"), s("next_transfer")), h.number(m("transfer"), s("transfer")),
+            h.number(m("ntk_alignment"), s("ntk_alignment")),
             h.number(m("cka_init"), s("cka_init")), h.number(m("test_acc"), s("test_acc"), digits=1, unit="%"),
             h.number(m("train_acc"), s("train_acc"), digits=1, unit="%")]
 
 
+def changes_rows(hs: list[Headline]) -> tuple[list[list[str]], list[str]]:
+    """Rows of the per-step change table (one per optimiser and batch that was recorded) and their colours."""
+    rows, colors = [], []
+    for x in hs:
+        for b in BATCHES:
+            if np.isfinite(x.mean(f"{b}_log")):
+                rows.append([x.title, BATCH_TITLES[b]] + [h.number(x.mean(f"{b}_{k}"), x.std(f"{b}_{k}"), digits=3,
+                                                                   signed=True) for k in ("log", "change", "median")])
+                colors.append(h.optimizer_colors([x.optimizer])[0])
+    return rows, colors
+
+
 def findings_html(ds: xr.Dataset) -> str:
-    """The findings table, its note and one sentence per finding."""
+    """The findings table, its note, the per-step change statistics and one sentence per finding."""
     hs = headlines(ds)
     rows = [headline_row(x) for x in hs]
     sentences = "".join(f"<li>{h.escape(s)}</li>" for s in finding_sentences(hs))
-    return (h.table(FINDINGS_HEADER, rows, numeric=set(range(1, 9)), swatch=0,
+    change_rows, change_colors = changes_rows(hs)
+    changes = (h.table(CHANGES_HEADER, change_rows, numeric={2, 3, 4}, swatch=0, colors=change_colors)
+               if change_rows else "")
+    return (h.table(FINDINGS_HEADER, rows, numeric=set(range(1, len(FINDINGS_HEADER))), swatch=0,
                     colors=h.optimizer_colors([x.optimizer for x in hs]))
-            + f'<p class="note">{h.escape(FINDINGS_NOTE)}</p>'
+            + f'<p class="note">{h.escape(FINDINGS_NOTE)}</p>' + changes
             + (f'<ul class="findings">{sentences}</ul>' if sentences else ""))
 
 

@@ -3,8 +3,12 @@
 Per step t = 1 … T (the update that turns the parameters θ_{t−1} into θ_t) the metrics group gets
 - ``loss``: batch loss L_B(θ_{t−1}) of the mini-batch B (from the optimiser's own forward pass);
 - ``loss_after``: L_B(θ_t), the same batch after the update (one extra forward);
-- ``other_loss`` / ``other_loss_after``: the fixed other batch (see :mod:`trainers.setup`) before and
-  after; ``other_loss`` at step t *is* ``other_loss_after`` of step t − 1 (reused, not recomputed);
+- ``other_loss`` / ``other_loss_after``: the fixed held-out batch (see :mod:`trainers.setup`) before
+  and after; ``other_loss`` at step t *is* ``other_loss_after`` of step t − 1 (reused, not recomputed);
+- ``next_loss`` / ``next_loss_after``: the *next* training mini-batch B_{t+1} (the one step t + 1 will
+  be trained on; after the last step, the one a longer run would train on next) before and after
+  step t: L_{B_{t+1}}(θ_{t−1}) and L_{B_{t+1}}(θ_t) — how an update transfers to other *training*
+  batches, the paper's "other mini-batches";
 - ``lr``; ``grad_norm`` ‖∇L_B(θ_{t−1})‖ for every optimiser (GN too); ``update_norm`` ‖θ_t − θ_{t−1}‖;
   ``gn_residual`` ρ from the GN step report (NaN for first-order); ``time``: wall seconds of the update.
 Checkpoints at step 0 and log-spaced steps up to T store train/test loss and accuracy, the
@@ -207,15 +211,31 @@ class RunState:
         chosen = self.order[self.position * e.batch_size: (self.position + 1) * e.batch_size]
         return e.pool[chosen]
 
+    def peek_batch(self) -> torch.Tensor:
+        """Indices of the mini-batch after the one :meth:`next_batch` just returned, without consuming
+        any randomness: at the end of an epoch the next epoch's permutation is drawn from a copy of the
+        generator state (the same draw :meth:`next_batch` makes at that epoch's first batch)."""
+        e = self.experiment
+        start = (self.position + 1) * e.batch_size
+        if self.position + 1 < e.steps_per_epoch:
+            return e.pool[self.order[start: start + e.batch_size]]
+        saved = self.generator.get_state()
+        order = torch.randperm(len(e.pool), generator=self.generator)
+        self.generator.set_state(saved)
+        return e.pool[order[:e.batch_size]]
+
     def advance(self) -> None:
         """One update, its metrics, and a checkpoint (with resume state) when the schedule says so."""
         e = self.experiment
         indices = self.next_batch()
+        upcoming = self.peek_batch()
+        next_loss = self.batch_loss(upcoming)
         before = parameter_vector(self.model)
         result = self.stepper.step(e.x[indices], e.y[indices])
         update_norm = float((parameter_vector(self.model) - before).double().norm())
         loss_after = self.batch_loss(indices)
         other_after = self.batch_loss(e.other)
+        next_after = self.batch_loss(upcoming)
         if not (math.isfinite(loss_after) and math.isfinite(other_after)):
             raise ConfigError(f"optimizer {self.config['optimizer']!r} diverged at step {self.step + 1} "
                               f"(non-finite loss after the update); lower its lr in [optimizers."
@@ -228,7 +248,7 @@ class RunState:
             warnings.filterwarnings("ignore", message="non-finite gn_residual", category=RuntimeWarning)
             self.recorder.log(self.step, epoch=self.step / e.steps_per_epoch, loss=result.loss,
                               loss_after=loss_after, other_loss=self.other_loss, other_loss_after=other_after,
-                              lr=self.stepper.lr, grad_norm=result.grad_norm, update_norm=update_norm,
+                              next_loss=next_loss, next_loss_after=next_after, lr=self.stepper.lr, grad_norm=result.grad_norm, update_norm=update_norm,
                               gn_residual=result.residual, time=result.seconds)
         self.other_loss, self.last_loss = other_after, result.loss
         if self.step in e.checkpoint_steps:

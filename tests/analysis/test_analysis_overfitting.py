@@ -55,3 +55,49 @@ def test_bad_inputs():
         transfer_ratio([1.0], [1.0], atol=-1)
     with pytest.raises(TypeError, match="values"):
         moving_average(["a", "b"], 1)
+
+
+def test_log_mean_is_unbiased_on_a_heavy_tailed_chain():
+    """A batch whose loss is back where it started after every pair of steps: +900 %, then −90 %.
+
+    The true change per step is 0; the arithmetic mean says +405 %, the median the midpoint of the two."""
+    from analysis.overfitting import change_summary
+
+    losses = np.array([1.0, 10.0] * 50 + [1.0])
+    summary = change_summary(losses[:-1], losses[1:])
+    assert summary["log_mean"] == pytest.approx(0.0, abs=1e-12)
+    assert summary["mean"] == pytest.approx((900.0 - 90.0) / 2, rel=1e-12)
+    assert summary["median"] == pytest.approx((900.0 - 90.0) / 2, rel=1e-12)
+    assert summary["n"] == 100 and summary["log_sum"] == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_log_mean_telescopes_to_the_real_change(seed):
+    """Student-t (3 dof) log factors: the mean log-ratio is 100·log(L_T/L_0)/T, computed from the ends."""
+    from analysis.overfitting import change_summary
+
+    rng = np.random.default_rng(seed)
+    factors = np.exp(0.05 * rng.standard_t(3, size=400) - 0.001)
+    losses = 2.0 * np.cumprod(np.concatenate([[1.0], factors]))
+    summary = change_summary(losses[:-1], losses[1:])
+    truth = 100 * np.log(losses[-1] / losses[0]) / 400
+    assert summary["log_mean"] == pytest.approx(truth, rel=1e-9)
+    loop_mean = sum(100 * (b - a) / a for a, b in zip(losses[:-1], losses[1:])) / 400
+    assert summary["mean"] == pytest.approx(loop_mean, rel=1e-9)
+    assert summary["mean"] > summary["log_mean"]  # Jensen: the arithmetic mean is biased upwards
+
+
+def test_log_change_and_transfer_by_hand():
+    from analysis.overfitting import log_change_percent, log_transfer
+
+    before = np.array([2.0, 1.0, 0.0, 4.0, np.nan, 3.0])
+    after = np.array([1.0, np.e, 1.0, 4.0, 1.0, -1.0])
+    np.testing.assert_allclose(log_change_percent(before, after),
+                               [100 * np.log(0.5), 100.0, np.nan, 0.0, np.nan, np.nan], equal_nan=True)
+    own = np.array([-10.0, -20.0, np.nan, -30.0])
+    other = np.array([-1.0, 1.0, 5.0, -6.0])
+    assert log_transfer(own, other) == pytest.approx((-1 + 1 - 6) / (-10 - 20 - 30))  # NaN step left out
+    assert np.isnan(log_transfer([0.0, 0.0], [1.0, 2.0]))
+    assert np.isnan(log_transfer([np.nan], [1.0]))
+    with pytest.raises(ValueError, match="same length"):
+        log_transfer([1.0], [1.0, 2.0])

@@ -11,7 +11,12 @@ def _direct(ds, run):
     r = ds.sel(run=run)
     own = np.nanmean(r["own_change"].values)
     other = np.nanmean(r["other_change"].values)
-    return {"own_change": own, "other_change": other, "transfer": other / own,
+    # log-ratios from the relative changes r: log(L_after/L_before) = log(1 + r/100), by a plain loop
+    own_log = [100 * np.log(1 + v / 100) for v in r["own_change"].values]
+    other_log = [100 * np.log(1 + v / 100) for v in r["other_change"].values]
+    return {"own_change": own, "other_change": other, "transfer": sum(other_log) / sum(own_log),
+            "own_log": np.mean(own_log), "other_log": np.mean(other_log),
+            "own_median": np.median(r["own_change"].values), "next_log": np.nan,
             "ntk_alignment": r["ntk_alignment_init"].values[-1],
             "cka_init": r["cka_init"].isel(checkpoint=-1).values.mean(),
             "test_acc": 100 * r["test_acc"].values[-1], "train_acc": 100 * r["train_acc"].values[-1],
@@ -51,9 +56,9 @@ def test_sentences_state_the_numbers(analysis_ds):
     def two_digits(x):  # two significant digits, positional notation
         return np.format_float_positional(x, precision=2, fractional=False, trim="-")
 
-    assert (f"GN's updates reduce the loss of the batch they were computed on by {two_digits(abs(gn.mean('own_change')))}% "
-            f"on average, but reduce the loss of another batch by only {two_digits(abs(gn.mean('other_change')))}% "
-            f"(transfer {two_digits(gn.mean('transfer'))})") in text
+    assert (f"GN's updates reduce the loss of the batch they were computed on by {two_digits(abs(gn.mean('own_log')))}% "
+            f"per step (mean log-ratio), but reduce the loss of a held-out batch by only "
+            f"{two_digits(abs(gn.mean('other_log')))}% (transfer {two_digits(gn.mean('transfer'))})") in text
     assert f"is lowest for GN ({gn.mean('transfer'):.2f})" in text
     assert f"least under GN ({gn.mean('ntk_alignment'):.2f})" in text
     assert f"most under Adam (final alignment to initialisation {hs[2].mean('ntk_alignment'):.2f}" in text
@@ -64,14 +69,16 @@ def test_sentences_state_the_numbers(analysis_ds):
 
 def test_sentences_follow_signs_and_sizes():
     ds = make_analysis(optimizers=("sgd",), n_steps=50)
-    ds["own_change"][:] = -4.0
-    ds["other_change"][:] = 1.0
+    ds["own_change"][:] = 100 * (np.exp(-0.04) - 1)  # log-ratio −4 %
+    ds["other_change"][:] = 100 * (np.exp(0.01) - 1)
     (sentence,) = [s for s in finding_sentences(headlines(ds)) if "updates" in s]
-    assert sentence == ("SGD's updates reduce the loss of the batch they were computed on by 4% on average, "
-                        "but increase the loss of another batch by 1% (transfer -0.25).")
-    ds["other_change"][:] = -3.0
+    assert sentence == ("SGD's updates reduce the loss of the batch they were computed on by 4% per step (mean "
+                        "log-ratio), but increase the loss of a held-out batch by 1% (transfer -0.25).")
+    ds["other_change"][:] = 100 * (np.exp(-0.03) - 1)
+    ds["next_change"] = ds["other_change"] * 0 + 100 * (np.exp(-0.02) - 1)
     (sentence,) = [s for s in finding_sentences(headlines(ds)) if "updates" in s]
-    assert "and reduce the loss of another batch by 3% (transfer 0.75)" in sentence
+    assert ("and reduce the loss of a held-out batch by 3% (transfer 0.75); the next training batch's loss falls "
+            "by 2% (transfer 0.5).") in sentence
 
 
 def test_missing_variables_drop_their_sentences():

@@ -13,7 +13,7 @@ from trainers import store_name, train
 from trainers.optimizers import batch_loss
 from trainers.setup import build_model, prepare
 
-METRICS = ["loss", "loss_after", "other_loss", "other_loss_after", "lr", "grad_norm", "update_norm", "gn_residual"]
+METRICS = ["loss", "loss_after", "other_loss", "other_loss_after", "next_loss", "next_loss_after", "lr", "grad_norm", "update_norm", "gn_residual"]
 
 
 def read(path):
@@ -67,7 +67,8 @@ def test_metrics_equal_recomputation(full_runs, tiny, optimizer):
     np.testing.assert_array_equal(metrics["other_loss"].values[1:], metrics["other_loss_after"].values[:-1])
     experiment = prepare(config)
     assert len(set(experiment.other.tolist()) & set(experiment.pool.tolist())) == 0
-    order = batches(experiment, 3, 14)
+    order = batches(experiment, 3, 15)  # the 14 trained batches and the one a 15th step would take
+    assert experiment.steps_per_epoch < 14  # so the next batch crosses an epoch boundary below
     x, y = experiment.x, experiment.y
     for index, step in enumerate(steps):
         _, model = model_at(config, 3, params, index)
@@ -78,6 +79,9 @@ def test_metrics_equal_recomputation(full_runs, tiny, optimizer):
                 row = metrics.sel(step=step)
                 assert float(row["loss_after"]) == pytest.approx(own_after, rel=1e-12)
                 assert float(row["other_loss_after"]) == pytest.approx(other, rel=1e-12)
+                # the next training batch (the one step + 1 trains on) after this update
+                upcoming = float(batch_loss(model(x[order[step]]), y[order[step]], "ce"))
+                assert float(row["next_loss_after"]) == pytest.approx(upcoming, rel=1e-12)
         if step < 14:  # before the update of step + 1: loss and gradient
             model.zero_grad()
             value = batch_loss(model(x[order[step]]), y[order[step]], "ce")
@@ -86,6 +90,9 @@ def test_metrics_equal_recomputation(full_runs, tiny, optimizer):
             row = metrics.sel(step=step + 1)
             assert float(row["loss"]) == pytest.approx(float(value.detach()), rel=1e-12)
             assert float(row["other_loss"]) == pytest.approx(other, rel=1e-12)
+            with torch.no_grad():  # the batch after the one step + 1 trains on, before that update
+                upcoming = float(batch_loss(model(x[order[step + 1]]), y[order[step + 1]], "ce"))
+            assert float(row["next_loss"]) == pytest.approx(upcoming, rel=1e-12)
             assert float(row["grad_norm"]) == pytest.approx(grad, rel=1e-10)
         if index + 1 < len(steps) and steps[index + 1] == step + 1:  # consecutive checkpoints
             delta = [params[k].values[index + 1] - params[k].values[index] for k in params.data_vars]
