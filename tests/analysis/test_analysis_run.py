@@ -3,6 +3,7 @@ from the raw store with plain xarray and textbook formulas."""
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,9 @@ SCHEMA_VARIABLES = {
     "weight_cosine_init": ("checkpoint", "param"), "weight_delta_norm": ("checkpoint", "param"),
     "weight_init_norm": ("param",), "param_ndim": ("param",), "loss": ("step",), "gn_residual": ("step",),
     "own_change": ("step",), "other_change": ("step",), "transfer": ("step",), "own_change_smooth": ("step",),
-    "other_change_smooth": ("step",), "transfer_smooth": ("step",),
+    "other_change_smooth": ("step",), "transfer_smooth": ("step",), "next_change": ("step",),
+    "next_change_smooth": ("step",), "own_log_change": ("step",), "next_log_change": ("step",),
+    "other_log_change": ("step",), "phase": ("step",),
 }
 
 
@@ -110,6 +113,9 @@ def test_step_metrics_match_recomputation(store, result):
     np.testing.assert_allclose(result["own_change"].values, own, rtol=1e-12)
     np.testing.assert_allclose(result["other_change"].values, other, rtol=1e-12)
     np.testing.assert_allclose(result["transfer"].values, other / own, rtol=1e-12)
+    own_log = [100 * math.log(a / b) for a, b in zip(metrics["loss_after"].values, metrics["loss"].values)]
+    np.testing.assert_allclose(result["own_log_change"].values, own_log, rtol=1e-12)
+    assert np.all(np.isnan(result["next_change"].values))  # this store logged no next-batch losses
     np.testing.assert_allclose(result["loss"].values, metrics["loss"].values)
     assert json.loads(result.attrs["analysis"])["smoothing_window"] == 1  # max(1, 30 // 50)
     np.testing.assert_allclose(result["own_change_smooth"].values, own, rtol=1e-12)
