@@ -1,12 +1,14 @@
 """The experiment report: one self-contained HTML page (plus the figures as PNG files).
 
-Order of the page: title; runs, configuration and software versions; findings (a table of headline
+Order of the page: title; runs, configuration and software versions; the paper's six claims with
+their verdicts (``reports.claims``, also written to ``findings.json`` beside the report); findings (a table of headline
 numbers per optimiser and sentences computed from them, see ``reports.findings``); the figures with
 captions (``reports.catalog``); a list of figures left out because their quantities were not recorded.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +18,10 @@ from reports import html as h
 from reports.catalog import FIGURES, FigureSpec
 from reports.experiment import (ReportError, StoreInfo, as_dict, experiment_dir, is_run_store, load_analysis,
                                 run_stores, store_info)
+from reports.claims import findings
 from reports.findings import BATCHES, Headline, finding_sentences, headlines
 from reports.plotting import figure_png
-from reports.runs import as_combined, has_values, run_infos, step_series
+from reports.runs import as_combined, has_values, optimizer_title, run_infos, step_series
 
 FINDINGS_HEADER = ["optimiser", "runs", "own-batch loss change per step", "next-batch loss change per step",
                    "held-out-batch loss change per step", "transfer to next batch", "transfer to held-out batch",
@@ -74,6 +77,26 @@ def changes_rows(hs: list[Headline]) -> tuple[list[list[str]], list[str]]:
     return rows, colors
 
 
+def _claim_values(entry: dict) -> str:
+    parts = []
+    for optimizer, v in entry["values"].items():
+        if v["mean"] is None:
+            continue
+        sd = f" ± {v['sd']:.3g}" if v["sd"] is not None else ""
+        parts.append(f"{optimizer_title(optimizer)} {v['mean']:.3g}{sd} (n={v['n_seeds']})")
+    return "; ".join(parts) or "—"
+
+
+def claims_html(document: dict) -> str:
+    """Table of the paper's claims (``reports.claims.findings``): claim, verdict, values, criterion."""
+    rows = [[f"{i}. {c['statement']}", c["verdict"], f"{_claim_values(c)} — {c['unit']}", c["criterion"]]
+            for i, c in enumerate(document["claims"].values(), 1)]
+    return (h.table(["claim (Buffelli et al. 2024)", "verdict", "measured (mean ± sd over seeds)", "criterion"], rows)
+            + '<p class="note">Each claim is measured the way the paper measured it, per seed, and its criterion '
+              'checked seed by seed: "holds" when every seed meets it, "does not hold" when none does, '
+              '"inconclusive" when the seeds disagree. The same numbers are in findings.json.</p>')
+
+
 def findings_html(ds: xr.Dataset) -> str:
     """The findings table, its note, the per-step change statistics and one sentence per finding."""
     hs = headlines(ds)
@@ -117,14 +140,16 @@ def runs_html(ds: xr.Dataset, stores: list[StoreInfo]) -> str:
 
 
 def report_html(ds: xr.Dataset, *, title: str, stores: list[StoreInfo] = (), source: str = "",
-                figures=None) -> str:
-    """The whole page for a combined analysis Dataset; ``figures`` = ``render_figures(ds)`` if given."""
+                figures=None, claims: dict | None = None) -> str:
+    """The whole page for a combined analysis Dataset; ``figures`` = ``render_figures(ds)`` and ``claims``
+    = ``reports.claims.findings(ds)`` when given."""
     ds = as_combined(ds)
     drawn, skipped = figures if figures is not None else render_figures(ds)
     lead = f"Generated {h.timestamp()} by {h.generator()}"
     lead += f" from {source}." if source else "."
     body = [f"<h1>{h.escape(title)}</h1>", f'<p class="lead">{h.escape(lead)}</p>',
             "<h2>Runs and configuration</h2>", runs_html(ds, list(stores)),
+            "<h2>Claims of the paper</h2>", claims_html(claims if claims is not None else findings(ds)),
             "<h2>Findings</h2>", findings_html(ds), "<h2>Figures</h2>"]
     body += [h.figure_html(png, number_=i, title=spec.title, caption=spec.caption, anchor=spec.name)
              for i, (spec, png) in enumerate(drawn, 1)]
@@ -148,6 +173,8 @@ def write_report(run_dir, out=None) -> Path:
     ``analysis.analyze_experiment(run_dir)``; a single store's analysis comes from
     ``analysis.open_runs``. Config and versions come from the stores' root attrs. The page and the
     figures are written atomically with the user's umask. Returns the report's path.
+    Also writes the paper's claims (:func:`reports.claims.findings`) as JSON: ``findings.json`` beside
+    ``report.html``, else ``<report stem>.findings.json``.
     """
     path = experiment_dir(run_dir)
     single = is_run_store(path)
@@ -167,8 +194,11 @@ def write_report(run_dir, out=None) -> Path:
     figures_dir.mkdir(parents=True, exist_ok=True)
     for spec, png in drawn:
         h.write_bytes_atomic(figures_dir / f"{spec.name}.png", png)
+    document = findings(as_combined(ds))
     text = report_html(ds, title=f"Training dynamics: {path.resolve().name}", stores=stores,
-                       source=str(path), figures=(drawn, skipped))
+                       source=str(path), figures=(drawn, skipped), claims=document)
     h.write_text_atomic(out, text)
+    name = "findings.json" if out.name == "report.html" else f"{out.stem}.findings.json"
+    h.write_text_atomic(out.parent / name, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     return out
 

@@ -28,6 +28,15 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+def check_positive_float(name: str, value: object) -> float:
+    """``value`` as a float when it is a finite real number > 0; ValueError/TypeError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
 def seeded_linear(
     in_features: int,
     out_features: int,
@@ -36,16 +45,28 @@ def seeded_linear(
     bias: bool = True,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
+    init_std: float | None = None,
 ) -> nn.Linear:
     """``nn.Linear`` with weights and bias drawn from U(-1/√in, 1/√in) using ``generator``.
 
     The same distribution as torch's default initialisation, but reproducible from a local seed.
+    With ``init_std`` (a float > 0) the weights are drawn from N(0, init_std²) and the bias is zero,
+    the published initialisation of Buffelli et al. (2024; std 1e-3 in their code and App. F).
+    Raises ValueError for an ``init_std`` that is not a finite number > 0.
     """
+    if init_std is not None:
+        check_positive_float("init_std", init_std)
     # skip_init: no default (global-RNG) initialisation before the seeded one below
     layer = nn.utils.skip_init(nn.Linear, in_features, out_features, bias=bias, dtype=dtype,
                                device=torch.get_default_device() if device is None else device)
     bound = 1.0 / math.sqrt(in_features)
     with torch.no_grad():
+        if init_std is not None:
+            weight = torch.randn(out_features, in_features, generator=generator, dtype=torch.float64)
+            layer.weight.copy_(weight * init_std)
+            if bias:
+                layer.bias.zero_()
+            return layer
         weight = torch.rand(out_features, in_features, generator=generator, dtype=torch.float64)
         layer.weight.copy_((2 * weight - 1) * bound)
         if bias:

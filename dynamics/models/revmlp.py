@@ -20,7 +20,8 @@ import math
 import torch
 from torch import nn
 
-from dynamics.models.layers import check_input, check_positive_int, make_activation, seeded_linear
+from dynamics.models.layers import (check_input, check_positive_float, check_positive_int, make_activation,
+                                    seeded_linear)
 
 
 class Coupling(nn.Module):
@@ -30,12 +31,14 @@ class Coupling(nn.Module):
     """
 
     def __init__(self, half: int, hidden: int, activation: str, generator: torch.Generator,
-                 dtype: torch.dtype, device: torch.device | str | None) -> None:
+                 dtype: torch.dtype, device: torch.device | str | None, init_std: float | None = None,
+                 projection: str = "input") -> None:
         super().__init__()
-        proj = torch.randn(hidden, half, generator=generator, dtype=torch.float64) / math.sqrt(half)
+        scale = math.sqrt(half if projection == "input" else hidden)
+        proj = torch.randn(hidden, half, generator=generator, dtype=torch.float64) / scale
         self.register_buffer("proj", proj.to(dtype=dtype, device=device))
         self.activation = make_activation(activation)
-        self.linear = seeded_linear(hidden, half, generator, dtype=dtype, device=device)
+        self.linear = seeded_linear(hidden, half, generator, dtype=dtype, device=device, init_std=init_std)
 
     @property
     def is_linear(self) -> bool:
@@ -54,11 +57,12 @@ class CouplingBlock(nn.Module):
     """One additive coupling block y1 = x1 + F(x2), y2 = x2 + G(y1); (..., dim) → (..., dim)."""
 
     def __init__(self, dim: int, hidden: int, activation: str, generator: torch.Generator,
-                 dtype: torch.dtype, device: torch.device | str | None) -> None:
+                 dtype: torch.dtype, device: torch.device | str | None, init_std: float | None = None,
+                 projection: str = "input") -> None:
         super().__init__()
         half = dim // 2
-        self.F = Coupling(half, hidden, activation, generator, dtype, device)
-        self.G = Coupling(half, hidden, activation, generator, dtype, device)
+        self.F = Coupling(half, hidden, activation, generator, dtype, device, init_std, projection)
+        self.G = Coupling(half, hidden, activation, generator, dtype, device, init_std, projection)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = x.chunk(2, dim=-1)
@@ -86,6 +90,12 @@ class RevMLP(nn.Module):
             published architecture; their features then have rank ≤ dim/2.
         activation: σ of the other blocks ("relu", "tanh", "gelu", "identity").
         seed: fixes projections, readout and initial weights (a local generator; global RNG untouched).
+        init_std: None (default) draws trained weights and biases from U(−1/√hidden, 1/√hidden) (torch's
+            default); a float > 0 draws trained weights from N(0, init_std²) with zero biases — the
+            published initialisation uses 1e-3.
+        projection: scale of the fixed projections C: "input" (default) entries N(0, 1/(dim/2)), unit
+            variance features for unit-variance inputs; "hidden" entries N(0, 1/hidden), as in the
+            authors' released code (N(0, 1/8000) at width 8000).
 
     Shapes: ``forward`` (N, dim) → (N, n_classes); ``embed`` (N, dim) → (N, dim), the last block's
     output; ``inverse`` (N, dim) → (N, dim) inverts ``embed`` exactly.
@@ -94,8 +104,13 @@ class RevMLP(nn.Module):
 
     def __init__(self, dim: int, hidden: int, depth: int, n_classes: int, *, first_linear: bool = True,
                  activation: str = "relu", seed: int = 0, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None, init_std: float | None = None,
+                 projection: str = "input") -> None:
         super().__init__()
+        if init_std is not None:
+            check_positive_float("init_std", init_std)
+        if projection not in ("input", "hidden"):
+            raise ValueError(f"projection must be 'input' or 'hidden', got {projection!r}")
         check_positive_int("dim", dim, 2)
         check_positive_int("hidden", hidden)
         check_positive_int("depth", depth)
@@ -110,10 +125,11 @@ class RevMLP(nn.Module):
         make_activation(activation)  # validate the name early
         self.dim, self.hidden, self.depth, self.n_classes = dim, hidden, depth, n_classes
         self.first_linear, self.activation, self.seed = first_linear, activation, seed
+        self.init_std, self.projection = init_std, projection
         generator = torch.Generator().manual_seed(seed)
         self.blocks = nn.ModuleList(
             CouplingBlock(dim, hidden, "identity" if (b == 0 and first_linear) else activation,
-                          generator, dtype, device)
+                          generator, dtype, device, init_std, projection)
             for b in range(depth)
         )
         gaussian = torch.randn(dim, n_classes, generator=generator, dtype=torch.float64)
