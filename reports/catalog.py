@@ -22,11 +22,15 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("loss_accuracy", figures.loss_accuracy, "Loss and accuracy",
                "Loss and accuracy on the training and test sets at every checkpoint. Each line is an optimiser "
                "(the same colour in every figure); with several seeds, their mean with a ± 1 sd band. A training accuracy that keeps "
-               "rising while the test accuracy stalls is overfitting."),
+               "rising while the test accuracy stalls is overfitting. Dashed vertical lines mark optimiser "
+               "switches of phased runs."),
     FigureSpec("batch_loss_change", figures.batch_loss_change, "Per-mini-batch overfitting",
                "Left: relative change of the loss caused by each update, 100·(L_after − L_before)/L_before, "
-               "on the mini-batch the update was computed from (solid) and on a fixed different batch "
-               "(dotted), as a moving average over steps. Right: the same averaged over all steps. An "
+               "on the mini-batch the update was computed from (solid), on the next training mini-batch "
+               "(dashed, when recorded) and on a fixed held-out batch (dotted), as a moving average over "
+               "steps. Right: the mean log-ratio 100·mean(log(L_after/L_before)) over all steps (the "
+               "unbiased average of heavy-tailed per-step changes). Dashed vertical lines mark optimiser "
+               "switches of phased runs. An "
                "optimiser that fits every mini-batch without learning what carries over shows a large "
                "own-batch drop next to a near-zero other-batch change (transfer near 0)."),
     FigureSpec("ntk_dynamics", figures.ntk_dynamics, "Neural tangent kernel",

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from analysis.weights import grouped_relative_change
 from reports import plotting as p
 from reports.runs import (RunInfo, as_combined, checkpoint_series, checkpoint_steps, dim_values,
-                          has_values, run_infos, step_mean, step_series)
+                          has_values, phase_switches, run_infos, step_mean, step_series)
 
 
 def _require(ds: xr.Dataset, *names: str) -> None:
@@ -84,6 +84,15 @@ def _plot_checkpoints(ax, ds, name, runs: list[RunInfo], scale=1.0, **sel) -> np
     return np.concatenate(xs) if xs else np.array([])
 
 
+def _mark_phases(ax, ds: xr.Dataset, runs: list[RunInfo]) -> None:
+    """A dashed vertical line in the run's colour at every optimiser switch (``phase`` changes)."""
+    for r in runs:
+        for step, index in phase_switches(ds, r.index):
+            ax.axvline(step, color=r.color, ls="--", lw=1, alpha=0.8)
+            ax.annotate(f"phase {index + 1}", (step, 1), xycoords=("data", "axes fraction"), fontsize="x-small",
+                        color=r.color, rotation=90, va="top", ha="right")
+
+
 def loss_accuracy(ds: xr.Dataset) -> Figure:
     """Train/test loss and accuracy at every checkpoint, one line per run (2×2 panels)."""
     ds = as_combined(ds)
@@ -96,6 +105,7 @@ def loss_accuracy(ds: xr.Dataset) -> Figure:
         is_acc = name.endswith("acc")
         x = _plot_checkpoints(ax, ds, name, runs, scale if is_acc else 1.0)
         p.set_step_axis(ax, x)
+        _mark_phases(ax, ds, runs)
         ax.set_title(title)
         if is_acc:
             ax.set_ylabel("accuracy (%)")
@@ -118,8 +128,10 @@ def batch_loss_change(ds: xr.Dataset) -> Figure:
     own = "own_change_smooth" if has_values(ds, "own_change_smooth") else "own_change"
     other = "other_change_smooth" if has_values(ds, "other_change_smooth") else "other_change"
     _require(ds, own, other)
-    raw_own = "own_change" if has_values(ds, "own_change") else own
-    raw_other = "other_change" if has_values(ds, "other_change") else other
+    logs = has_values(ds, "own_log_change") and has_values(ds, "other_log_change")
+    raw_own = "own_log_change" if logs else "own_change" if has_values(ds, "own_change") else own
+    raw_other = "other_log_change" if logs else "other_change" if has_values(ds, "other_change") else other
+    upcoming = "next_change_smooth" if has_values(ds, "next_change_smooth") else None
     runs = run_infos(ds)
     fig, axes = p.new_figure(2, width=5.2)
     ax, bar_ax = axes[0]
@@ -128,11 +140,16 @@ def batch_loss_change(ds: xr.Dataset) -> Figure:
         x1, y1 = p.thin(*step_series(ds, own, r.index))
         x2, y2 = p.thin(*step_series(ds, other, r.index))
         ax.plot(x1, y1, color=r.color, ls="-", label=f"{p.short(r.label)}: own batch")
-        ax.plot(x2, y2, color=r.color, ls=":", lw=2, label=f"{p.short(r.label)}: other batch")
+        ax.plot(x2, y2, color=r.color, ls=":", lw=2, label=f"{p.short(r.label)}: held-out batch")
         xs.extend([x1, x2])
+        if upcoming is not None:
+            x3, y3 = p.thin(*step_series(ds, upcoming, r.index))
+            if y3.size:
+                ax.plot(x3, y3, color=r.color, ls="--", lw=1, label=f"{p.short(r.label)}: next batch")
         means.append((r, step_mean(ds, raw_own, r.index), step_mean(ds, raw_other, r.index)))
     ax.axhline(0, color="0.5", lw=0.8)
     p.set_step_axis(ax, np.concatenate(xs))
+    _mark_phases(ax, ds, runs)
     ax.set_ylabel("loss change by the step (%)")
     ax.set_title("loss change per step" + (" (moving average)" if own.endswith("smooth") else ""))
     ax.grid(alpha=0.3)
@@ -140,10 +157,10 @@ def batch_loss_change(ds: xr.Dataset) -> Figure:
     pos = np.arange(len(means))
     bar_ax.bar(pos - 0.2, [m[1] for m in means], 0.4, color=[m[0].color for m in means], label="own batch")
     bar_ax.bar(pos + 0.2, [m[2] for m in means], 0.4, color=[m[0].color for m in means], alpha=0.45,
-               hatch="//", label="other batch")
+               hatch="//", label="held-out batch")
     bar_ax.axhline(0, color="0.5", lw=0.8)
     bar_ax.set_xticks(pos, [p.short(m[0].label) for m in means], rotation=30 if len(means) > 4 else 0)
-    bar_ax.set_ylabel("mean loss change per step (%)")
+    bar_ax.set_ylabel("mean log-ratio per step (%)" if logs else "mean loss change per step (%)")
     bar_ax.set_title("average over all steps")
     bar_ax.legend(fontsize="small", frameon=False)
     return fig

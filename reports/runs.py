@@ -134,6 +134,18 @@ def step_mean(ds: xr.Dataset, name: str, run: int) -> float:
     return float(y.mean()) if y.size else float("nan")
 
 
+def phase_switches(ds: xr.Dataset, run: int) -> list[tuple[float, int]]:
+    """(step, new phase index) where run ``run`` switched optimiser (``phase`` changes between steps);
+    empty when the run has one phase or recorded none. The step is the first update of the new phase."""
+    if "phase" not in ds.data_vars or not has_values(ds, "phase"):
+        return []
+    steps, phase = step_series(ds, "phase", run)
+    if phase.size < 2:
+        return []
+    where = np.flatnonzero(np.diff(phase) != 0) + 1
+    return [(float(steps[i]), int(phase[i])) for i in where]
+
+
 def dim_values(ds: xr.Dataset, dim: str) -> list[str]:
     """Labels along ``layer`` or ``param`` (empty when the dim is absent)."""
     if dim not in ds.dims:

@@ -248,7 +248,7 @@ def test_float32_run_matches_recomputation(tmp_path, tiny):
     """float32 model: stored losses equal a float32 recomputation to 1e-6 relative (same kernels)."""
     config = tiny(model={"dtype": "float32"}, train={"steps": 4, "checkpoints": 2})
     metrics, _, params, _ = read(train(config, "adam", tmp_path / "f.zarr", progress=False))
-    experiment, model = model_at(config, 0, params, 1)  # parameters after the last step
+    experiment, model = model_at(config, 0, params, -1)  # parameters after the last step
     assert experiment.x.dtype == torch.float32
     last = batches(experiment, 0, 4)[-1]
     with torch.no_grad():
@@ -256,3 +256,15 @@ def test_float32_run_matches_recomputation(tmp_path, tiny):
         other = float(batch_loss(model(experiment.x[experiment.other]), experiment.y[experiment.other], "ce"))
     assert float(metrics["loss_after"].values[-1]) == pytest.approx(own, rel=1e-6)
     assert float(metrics["other_loss_after"].values[-1]) == pytest.approx(other, rel=1e-6)
+
+
+@pytest.mark.parametrize("total,checkpoints,early", [(14, 5, 1), (100, 5, 10), (1170, 12, 117), (4, 2, 1)])
+def test_checkpoint_schedule_includes_ten_percent(total, checkpoints, early):
+    """Step 0, the last step and the step nearest 10 % of the run are always checkpoints."""
+    from dynamics.schedules import log_spaced_steps
+    from trainers.setup import checkpoint_schedule
+
+    steps = checkpoint_schedule(total, checkpoints)
+    assert steps[0] == 0 and steps[-1] == total and early in steps
+    assert set(log_spaced_steps(total + 1, min(checkpoints, total + 1))) <= set(steps)
+    assert steps == sorted(set(steps)) and len(steps) <= checkpoints + 1
