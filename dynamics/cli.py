@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                   epilog=f"{presets}\n\n{EXAMPLES}")
     add_config_arguments(run)
     run.add_argument("--out", type=Path, help="experiment folder DIR (default runs/<name>)")
-    run.add_argument("--seeds", type=seed_list, help="comma-separated seeds (default: train.seed)")
+    run.add_argument("--seeds", type=seed_list, help="comma-separated seeds (default: train.seeds, else train.seed)")
     train = command("train", "train one optimiser with one seed into one run store", CONFIG_INPUTS,
                     "the run store at --out (zarr; metrics, checkpoints, parameters, NTK), whose path is printed")
     add_config_arguments(train)
@@ -207,14 +207,17 @@ def command_run(args: argparse.Namespace) -> None:
     from analysis import analyze_experiment
     from reports import write_report
     from trainers import store_name, train
+    from trainers.phases import phases_name
 
     config = config_from(args)
     out = args.out or Path("runs") / config.name
     if out.exists() and not out.is_dir():
         raise DynamicsError(f"--out '{out}' is an existing file, not an experiment folder; choose another path")
-    seeds = args.seeds or [config.train.seed]
-    runs = [(seed, optimizer, out / store_name(optimizer, seed, len(seeds)))
-            for seed in seeds for optimizer in config.train.optimizers]
+    seeds = args.seeds or config.train.seeds or [config.train.seed]
+    names = list(config.train.optimizers)
+    if config.train.phases:  # one more run that switches optimiser (trainers.phases)
+        names.append(phases_name([p.model_dump() for p in config.train.phases]))
+    runs = [(seed, optimizer, out / store_name(optimizer, seed, len(seeds))) for seed in seeds for optimizer in names]
     for _, _, path in runs:
         check_target(path, args)
     for seed, optimizer, path in runs:

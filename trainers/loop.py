@@ -10,14 +10,16 @@ Per step t = 1 … T (the update that turns the parameters θ_{t−1} into θ_t)
   step t: L_{B_{t+1}}(θ_{t−1}) and L_{B_{t+1}}(θ_t) — how an update transfers to other *training*
   batches, the paper's "other mini-batches";
 - ``lr``; ``grad_norm`` ‖∇L_B(θ_{t−1})‖ for every optimiser (GN too); ``update_norm`` ‖θ_t − θ_{t−1}‖;
-  ``gn_residual`` ρ from the GN step report (NaN for first-order); ``time``: wall seconds of the update.
+  ``gn_residual`` ρ from the GN step report (NaN for first-order); ``time``: wall seconds of the update;
+  ``phase``: index of the optimiser phase of the update (0 unless ``train.phases`` makes this run a
+  phased one, :mod:`trainers.phases`).
 Checkpoints at step 0 and log-spaced steps up to T store train/test loss and accuracy, the
 parameters, the probe-set NTK and representations (the Recorder does the last three).
 
 Data order: a ``torch.Generator`` seeded with the run's seed draws one permutation of the pool per
 epoch. The resume state (saved at every checkpoint and on Ctrl-C) holds that generator's state at the
 start of the current epoch, the position in it, the model and optimiser ``state_dict`` s and the last
-other-batch loss, so a resumed run equals an uninterrupted one bit for bit (CPU).
+other-batch loss and the optimiser phase, so a resumed run equals an uninterrupted one bit for bit (CPU).
 Ctrl-C is deferred to the end of the current step; a second Ctrl-C interrupts at once (then the state
 saved at the last checkpoint is the one a resume starts from).
 """
@@ -33,6 +35,7 @@ import threading
 import warnings
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -46,6 +49,7 @@ from dynamics.schedules import at
 from trainers.budget import check_memory
 from trainers.config import ExperimentConfig, validate
 from trainers.optimizers import batch_loss, make_optimizer
+from trainers.phases import PhaseSteppers, phase_plan, run_phases
 from trainers.schema import SEED_MAX
 from trainers.setup import Experiment, build_model, prepare
 
@@ -103,7 +107,9 @@ def resolved_config(config: ExperimentConfig, optimizer: str, seed: int, experim
     out = config.to_dict()
     out["train"]["seed"] = seed
     out["optimizer"] = optimizer
-    out["optimizer_options"] = config.optimizer(optimizer).model_dump(mode="json")
+    phases = run_phases(config.train.phases, optimizer)
+    out["optimizer_options"] = config.optimizer(optimizer).model_dump(mode="json") if phases is None else {
+        "phases": [{**p, "options": config.optimizer(p["optimizer"]).model_dump(mode="json")} for p in phases]}
     out["seed"] = seed
     out["schedule"] = {"total_steps": experiment.total_steps, "steps_per_epoch": experiment.steps_per_epoch,
                        "checkpoint_steps": experiment.checkpoint_steps,
@@ -133,24 +139,33 @@ def train(config: ExperimentConfig | Mapping, optimizer: str, out: str | Path, *
     seed = config.train.seed if seed is None else seed
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
         raise ConfigError(f"seed must be an int in [0, 2**63 - 1], got {seed!r}")
-    options = config.optimizer(optimizer)
+    phases = run_phases(config.train.phases, optimizer)   # None: a one-optimiser run
+    names = [p["optimizer"] for p in phases] if phases else [optimizer]
+    options = {name: config.optimizer(name) for name in names}
     if resume and overwrite:
         raise ConfigError("resume and overwrite exclude each other: resume continues a store, overwrite deletes it")
     if out.exists() and not out.is_dir():
         raise StoreError(f"'{out}' is an existing file, not a run store (a directory); choose another path")
     experiment = prepare(config)
-    check_memory(config, optimizer, options.kind, experiment.x.shape[1], experiment.n_classes)
+    plan = phase_plan(phases or [{"optimizer": optimizer}], experiment.steps_per_epoch, experiment.total_steps)
+    if phases:  # the last update of every phase is a checkpoint (parameters at the switch)
+        experiment = replace(experiment, checkpoint_steps=sorted(set(experiment.checkpoint_steps)
+                                                                 | {p.stop for p in plan}))
+    for name in options:
+        check_memory(config, name, options[name].kind, experiment.x.shape[1], experiment.n_classes)
     if overwrite and out.exists():
         remove_store(out)
     stored_config = resolved_config(config, optimizer, seed, experiment)
     model = build_model(config.model, experiment.x.shape[1], experiment.n_classes, seed)
     loss = config.train.loss
-    stepper = make_optimizer(optimizer, options, model, loss)
+    steppers = PhaseSteppers(plan, lambda name: make_optimizer(name, options[name], model, loss))
+    stepper = steppers.at(0)
     resuming = resume and out.exists()
     recorder = Recorder(out, model, probe=(experiment.x[experiment.probe], experiment.y[experiment.probe]),
                         config=stored_config, schedule=at(experiment.checkpoint_steps),
                         ntk=config.train.ntk, resume=resuming)
     run = RunState(experiment, model, stepper, recorder, loss, seed, stored_config)
+    run.steppers = steppers
     try:
         state = recorder.load_state() if resuming else None
         if state is not None:
@@ -197,6 +212,12 @@ class RunState:
         self.other_loss = self.batch_loss(experiment.other)
         self.last_loss = math.nan
         self.boundary = False   # True between steps, when the state is consistent
+        self.steppers: PhaseSteppers | None = None   # optimiser phases (trainers.phases); None: one stepper
+
+    @property
+    def phase(self) -> int:
+        """Index of the optimiser phase of the last update (0 for a one-optimiser run)."""
+        return max(self.steppers.index, 0) if self.steppers is not None else 0
 
     @torch.no_grad()
     def batch_loss(self, indices: torch.Tensor) -> float:
@@ -229,6 +250,8 @@ class RunState:
         e = self.experiment
         indices = self.next_batch()
         upcoming = self.peek_batch()
+        if self.steppers is not None:
+            self.stepper = self.steppers.at(self.step)
         next_loss = self.batch_loss(upcoming)
         before = parameter_vector(self.model)
         result = self.stepper.step(e.x[indices], e.y[indices])
@@ -237,9 +260,9 @@ class RunState:
         other_after = self.batch_loss(e.other)
         next_after = self.batch_loss(upcoming)
         if not (math.isfinite(loss_after) and math.isfinite(other_after)):
-            raise ConfigError(f"optimizer {self.config['optimizer']!r} diverged at step {self.step + 1} "
-                              f"(non-finite loss after the update); lower its lr in [optimizers."
-                              f"{self.config['optimizer']}]")
+            name = self.steppers.plan[self.phase].optimizer if self.steppers is not None else self.config["optimizer"]
+            raise ConfigError(f"optimizer {name!r} diverged at step {self.step + 1} "
+                              f"(non-finite loss after the update); lower its lr in [optimizers.{name}]")
         self.step += 1
         self.position += 1
         if self.position == e.steps_per_epoch:
@@ -248,8 +271,9 @@ class RunState:
             warnings.filterwarnings("ignore", message="non-finite gn_residual", category=RuntimeWarning)
             self.recorder.log(self.step, epoch=self.step / e.steps_per_epoch, loss=result.loss,
                               loss_after=loss_after, other_loss=self.other_loss, other_loss_after=other_after,
-                              next_loss=next_loss, next_loss_after=next_after, lr=self.stepper.lr, grad_norm=result.grad_norm, update_norm=update_norm,
-                              gn_residual=result.residual, time=result.seconds)
+                              next_loss=next_loss, next_loss_after=next_after, lr=self.stepper.lr,
+                              grad_norm=result.grad_norm, update_norm=update_norm, gn_residual=result.residual,
+                              time=result.seconds, phase=float(self.phase))
         self.other_loss, self.last_loss = other_after, result.loss
         if self.step in e.checkpoint_steps:
             self.checkpoint()
@@ -267,7 +291,7 @@ class RunState:
         generator = self.epoch_state if self.position > 0 else self.generator.get_state()
         return {"step": self.step, "epoch": self.epoch, "position": self.position, "generator": generator.clone(),
                 "model": {k: v.clone() for k, v in self.model.state_dict().items()},
-                "optimizer": self.stepper.state_dict(), "other_loss": self.other_loss,
+                "optimizer": self.stepper.state_dict(), "other_loss": self.other_loss, "phase": self.phase,
                 "config": json.dumps(self.config, sort_keys=True)}
 
     def restore(self, state: dict, path: Path) -> None:
@@ -279,6 +303,8 @@ class RunState:
             raise ConfigError(f"cannot resume '{path}': its config differs in {changed}; resume with the "
                               f"config it was started with")
         self.model.load_state_dict(state["model"])
+        if self.steppers is not None:
+            self.stepper = self.steppers.use(int(state.get("phase", 0)))
         self.stepper.load_state_dict(state["optimizer"])
         self.step, self.epoch, self.position = int(state["step"]), int(state["epoch"]), int(state["position"])
         self.generator.set_state(state["generator"])

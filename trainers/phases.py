@@ -60,3 +60,30 @@ def phase_at(plan: list[Phase], step: int) -> Phase:
         if step < phase.stop:
             return phase
     return plan[-1]
+
+
+def run_phases(phases: list, optimizer: str) -> list[dict] | None:
+    """The phase tables (as dicts) when ``optimizer`` names the phased run of ``phases``
+    (``train.phases``, PhaseConfig models or dicts), else None (a one-optimiser run)."""
+    tables = [p.model_dump() if hasattr(p, "model_dump") else dict(p) for p in phases]
+    return tables if tables and optimizer == phases_name(tables) else None
+
+
+class PhaseSteppers:
+    """The optimiser of each phase, built when its phase begins: ``make(name)`` → a fresh stepper."""
+
+    def __init__(self, plan: list[Phase], make) -> None:
+        self.plan, self.make = plan, make
+        self.index, self.current = -1, None
+
+    def use(self, index: int):
+        """The stepper of phase ``index`` (a fresh one when the phase changes)."""
+        if not 0 <= index < len(self.plan):
+            raise ConfigError(f"resume state names phase {index}, but the run has {len(self.plan)} phase(s)")
+        if index != self.index:
+            self.current, self.index = self.make(self.plan[index].optimizer), index
+        return self.current
+
+    def at(self, step: int):
+        """The stepper of the update that makes θ_{step+1}."""
+        return self.use(phase_at(self.plan, step).index)

@@ -15,7 +15,7 @@ name), at most 64 characters, so no name can leave the experiment folder.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -70,6 +70,20 @@ class ModelConfig(Section):
     first_linear: bool = Field(True, description="RevMLP: a trained linear layer before the blocks")
     activation: Literal["relu", "tanh", "gelu", "identity"] = Field("relu", description="activation")
     dtype: Literal["float32", "float64"] = Field("float64", description="parameter and data dtype")
+    init_std: float = Field(0.0, ge=0.0, description="RevMLP: trained weights drawn from N(0, init_std²) with zero "
+                                                     "biases (the paper: 1e-3); 0 = torch's default "
+                                                     "U(±1/√fan_in) for weights and biases")
+    projection: Literal["input", "hidden"] = Field("input", description="RevMLP: scale of the fixed projections C: "
+                                                   "'input' N(0, 1/(dim/2)), 'hidden' N(0, 1/hidden) (the "
+                                                   "authors' released code)")
+
+
+class PhaseConfig(Section):
+    """One ``[[train.phases]]`` table: an optimiser for a number of epochs (:mod:`trainers.phases`)."""
+
+    optimizer: str = Field(description="name of an [optimizers.<name>] table or a kind (gn, sgd, adam, ...)")
+    epochs: int | None = Field(None, ge=1, description="epochs of this phase; the last phase may leave it out "
+                                                       "(it runs to the end of training)")
 
 
 class TrainConfig(Section):
@@ -82,6 +96,13 @@ class TrainConfig(Section):
     steps: int = Field(0, ge=0, description="optimiser steps (0 = epochs x batches per epoch)")
     batch_size: int = Field(100, ge=1, description="mini-batch size (also the size of the other batch)")
     seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of the model initialisation and data order")
+    seeds: list[Annotated[int, Field(ge=0, le=SEED_MAX)]] = Field(
+        [], description="seeds `dynamics run` trains every optimiser with (empty = [train.seed]); --seeds "
+                        "overrides")
+    phases: list[PhaseConfig] = Field(
+        [], description="optimiser phases of one extra run of `dynamics run` (named like 'adam-then-gn'): "
+                        "[[train.phases]] tables with optimizer and epochs, switched at epoch boundaries "
+                        "(empty = no phased run)")
     checkpoints: int = Field(12, ge=2, description="log-spaced checkpoints, step 0 and the last included")
     loss: Literal["ce", "mse"] = Field("ce", description="cross-entropy or squared error (no 1/2)")
     eval_size: int = Field(0, ge=0, description="examples of train and test evaluated at checkpoints (0 = all)")

@@ -63,7 +63,8 @@ def build_model(model_config: ModelConfig, dim: int, n_classes: int, seed: int) 
                               f">= the number of classes; the data have {dim} features and {n_classes} classes")
         return RevMLP(dim, model_config.hidden, model_config.depth, n_classes,
                       first_linear=model_config.first_linear, activation=model_config.activation,
-                      seed=seed, dtype=dtype)
+                      seed=seed, dtype=dtype, init_std=model_config.init_std or None,
+                      projection=model_config.projection)
     return MLP(dim, model_config.hidden, model_config.depth, n_classes,
                activation=model_config.activation, seed=seed, dtype=dtype)
 
@@ -117,6 +118,6 @@ def prepare(config: ExperimentConfig) -> Experiment:
         eval_train=eval_subset(x, y, train_config.eval_size, split_seed + 1),
         eval_test=eval_subset(x_test, y_test, train_config.eval_size, split_seed + 2),
         n_classes=data.n_classes, batch_size=batch, steps_per_epoch=steps_per_epoch, total_steps=total,
-        checkpoint_steps=checkpoint_schedule(total, train_config["checkpoints"]),
+        checkpoint_steps=checkpoint_schedule(total, train_config.checkpoints),
     )
 

@@ -13,7 +13,7 @@ from trainers import store_name, train
 from trainers.optimizers import batch_loss
 from trainers.setup import build_model, prepare
 
-METRICS = ["loss", "loss_after", "other_loss", "other_loss_after", "next_loss", "next_loss_after", "lr", "grad_norm", "update_norm", "gn_residual"]
+METRICS = ["loss", "loss_after", "other_loss", "other_loss_after", "next_loss", "next_loss_after", "phase", "lr", "grad_norm", "update_norm", "gn_residual"]
 
 
 def read(path):
