@@ -30,7 +30,8 @@ def test_every_preset_loads_and_validates():
 
 def test_paper_presets_have_published_sizes():
     mnist, cifar = load_config("paper-mnist"), load_config("paper-cifar")
-    assert (mnist.data.name, mnist.model.hidden, mnist.model.depth, mnist.train.batch_size) == ("mnist", 8000, 2, 1000)
+    # docs/paper-protocol: batch 1024
+    assert (mnist.data.name, mnist.model.hidden, mnist.model.depth, mnist.train.batch_size) == ("mnist", 8000, 2, 1024)
     assert (cifar.data.name, cifar.model.depth, cifar.train.batch_size) == ("cifar10", 6, 1024)
 
 
