@@ -32,6 +32,7 @@ EXAMPLES = """examples:
   dynamics report runs/mnist1d
   dynamics compare runs/mnist1d runs/digits --out comparison.html
   dynamics config show --preset digits --set optimizers.gn.lr=0.3   # the resolved config as TOML
+  dynamics sweep sweep.toml --out runs/sweep      # a [sweep] grid on all cores; again → only what is missing
 """
 
 
@@ -163,7 +164,39 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "reads back to the same config)"),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(show, run_flags=False)
+    sweep = command("sweep", "train a grid of configs (the [sweep] table of CONFIG.toml) as dask.distributed "
+                    "tasks; running it again does only what is missing",
+                    "CONFIG.toml: a config file (preset = ..., tables) plus [sweep] with dotted keys -> lists of "
+                    "values, e.g. \"optimizers.gn.lr\" = [0.03, 0.1]; a local cluster of --workers single-threaded "
+                    "processes, or an existing cluster (--scheduler)",
+                    "DIR/sweep.json (grid, run names, status of each run) and DIR/runs/<run>.zarr; the manifest's "
+                    "path is printed. Then `dynamics analyze DIR` and `dynamics report DIR`")
+    add_sweep_arguments(sweep)
     return parser
+
+
+def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
+    sweep.add_argument("config", type=Path, metavar="CONFIG.toml", help="config file with a [sweep] table")
+    sweep.add_argument("--out", type=Path, required=True, help="sweep folder (manifest sweep.json, runs/)")
+    sweep.add_argument("--workers", type=int, help="worker processes of the local cluster (default: one per core)")
+    sweep.add_argument("--scheduler", metavar="ADDRESS", help="use an existing dask cluster, e.g. tcp://host:8786")
+    sweep.add_argument("--retries", type=int, default=2, help="extra attempts of a failing run (default 2)")
+    sweep.add_argument("--force", action="store_true", help="accept a config that differs from DIR/sweep.json; "
+                                                            "runs whose config changed are trained again")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+
+def command_sweep(args: argparse.Namespace) -> None:
+    from trainers.sweep import print_summary, run_sweep
+
+    try:
+        manifest = run_sweep(args.config, args.out, workers=args.workers, scheduler=args.scheduler,
+                             retries=args.retries, force=args.force, quiet=args.quiet)
+    except KeyboardInterrupt:
+        print("dynamics sweep: interrupted; run the same command again to continue", file=sys.stderr)
+        raise SystemExit(130) from None
+    print_summary(manifest, args.out, args.quiet)
+    print(args.out / "sweep.json")
 
 
 def config_from(args: argparse.Namespace):
@@ -252,9 +285,14 @@ def is_run_store(path: Path) -> bool:
 
 def command_analyze(args: argparse.Namespace) -> None:
     from analysis import analyze, analyze_experiment
+    from dynamics.sweep_manifest import is_sweep
 
     for path in existing_dirs(args.dirs):
-        if is_run_store(path):
+        if is_sweep(path):  # every run of a sweep, as tasks on a local dask cluster
+            from analysis.sweep import analyze_sweep
+            analyze_sweep(path)
+            print(path / "sweep.json")
+        elif is_run_store(path):
             analyze(path)  # written into the store unless a live writer holds it
             print(path)
         else:
@@ -263,9 +301,15 @@ def command_analyze(args: argparse.Namespace) -> None:
 
 
 def command_report(args: argparse.Namespace) -> None:
+    from dynamics.sweep_manifest import is_sweep
     from reports import write_report
 
-    print(write_report(existing_dirs([args.dir])[0]))
+    directory = existing_dirs([args.dir])[0]
+    if is_sweep(directory):
+        from reports.sweep import write_sweep_report
+        print(write_sweep_report(directory))
+        return
+    print(write_report(directory))
 
 
 def command_compare(args: argparse.Namespace) -> None:
@@ -281,7 +325,8 @@ def command_config(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"run": command_run, "train": command_train, "analyze": command_analyze,
-            "report": command_report, "compare": command_compare, "config": command_config}
+            "report": command_report, "compare": command_compare, "config": command_config,
+            "sweep": command_sweep}
 
 
 def main(argv: list[str] | None = None) -> int:

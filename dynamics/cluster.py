@@ -1,0 +1,116 @@
+"""A dask.distributed client for many independent runs: a local cluster of single-threaded worker
+processes, or an existing cluster reached through its scheduler's address.
+
+Each task of a sweep (training or analysing one run) is single-threaded: on a machine with C cores,
+C worker processes with one thread each use every core without oversubscribing it. The thread pools
+of OpenMP/MKL/OpenBLAS are sized when a library first starts them, so their variables are set in the
+worker's environment before the process starts (``distributed`` also does so by default,
+``distributed.nanny.pre-spawn-environ``) and :func:`single_threaded` sets torch's own pool from
+inside each task (workers of an existing cluster were started by someone else).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+
+from dynamics.errors import DynamicsError
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+                    "NUMEXPR_NUM_THREADS")
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS reports one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def single_threaded() -> None:
+    """Limit torch (intra- and inter-op) and BLAS pools of the calling process to one thread."""
+    for name in THREAD_VARIABLES:
+        os.environ.setdefault(name, "1")
+    import torch
+    torch.set_num_threads(1)
+    with contextlib.suppress(RuntimeError):  # allowed only before the first inter-op work
+        torch.set_num_interop_threads(1)
+    with contextlib.suppress(ImportError):
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(limits=1)
+
+
+def _check_workers(workers: object) -> int | None:
+    if workers is None:
+        return None
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise DynamicsError(f"--workers must be an integer >= 1, got {workers!r}")
+    return workers
+
+
+@contextlib.contextmanager
+def open_client(*, workers: int | None = None, scheduler: str | None = None) -> Iterator[object]:
+    """A ``distributed.Client``: connected to ``scheduler`` ("tcp://HOST:PORT") when given, otherwise
+    to a new ``LocalCluster`` of ``workers`` (default: one per available core) single-threaded worker
+    processes, closed on exit. DynamicsError when the scheduler cannot be reached."""
+    from distributed import Client, LocalCluster
+
+    workers = _check_workers(workers)
+    if scheduler is not None:
+        if workers is not None:
+            raise DynamicsError("--workers applies to the local cluster only; an existing cluster (--scheduler) "
+                                "has the workers it was started with")
+        try:
+            client = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as error:
+            raise DynamicsError(f"cannot reach the dask scheduler at {scheduler!r}: {error}") from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    n = workers or available_cores()
+    env = {name: "1" for name in THREAD_VARIABLES}
+    with quiet_logs("distributed", logging.ERROR):  # the nanny warns when it kills a worker it closes
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                               env=env, silence_logs=logging.ERROR)
+        try:
+            client = Client(cluster)
+            try:
+                yield client
+            finally:
+                client.close()
+        finally:
+            cluster.close()
+
+
+@contextlib.contextmanager
+def quiet_logs(name: str, level: int) -> Iterator[None]:
+    """Raise logger ``name``'s level to ``level`` inside the block."""
+    logger = logging.getLogger(name)
+    previous = logger.level
+    logger.setLevel(max(level, previous))
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
+def dashboard_link(client: object) -> str | None:
+    """The dashboard address of ``client``'s scheduler when it serves one (bokeh installed), else None."""
+    try:
+        services = client.scheduler_info().get("services", {})
+    except Exception:  # a scheduler that went away: no dashboard to point at
+        return None
+    return client.dashboard_link if "dashboard" in services and _has_bokeh() else None
+
+
+def _has_bokeh() -> bool:
+    try:
+        import bokeh  # noqa: F401
+    except ImportError:
+        return False
+    return True

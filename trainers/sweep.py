@@ -1,0 +1,169 @@
+"""``dynamics sweep``: every run of a sweep file as a dask.distributed task, resumable and idempotent.
+
+Invocation after invocation the same command does only what is missing (DESIGN §4 "Command line"):
+- runs whose store is "complete" are skipped (a finished sweep re-runs in seconds: no cluster starts);
+- runs with a store that is not complete (interrupted, killed, failed) continue from their last
+  resume state, bit-exactly (:mod:`trainers.sweep_worker`, :mod:`trainers.loop`);
+- a run that fails (diverges, raises) is tried again until it has failed ``1 + retries`` times (counted
+  over invocations, so a finished sweep with a diverged run re-runs in seconds too; a larger
+  ``retries`` tries it again), then recorded "failed" with its error in ``DIR/sweep.json``; the other
+  runs go on;
+- a worker process that dies mid-run: the scheduler gives its task to another worker
+  (``distributed.scheduler.allowed-failures`` times), which resumes the store; beyond that the
+  ``KilledWorker`` error counts as a failed attempt;
+- SIGINT / SIGTERM: the driver creates the stop file, each running task saves its resume state at its
+  next step boundary and marks its store "interrupted" (waited for up to :data:`GRACE` seconds; a
+  task that does not finish in time still leaves a store that resumes from its last checkpoint), the
+  manifest is written, and KeyboardInterrupt is raised (exit 130);
+- a sweep file whose config or grid differs from the folder's manifest → :class:`SweepConflict`
+  unless ``force``; with ``force`` the manifest is rewritten and runs whose config changed are
+  trained again from scratch (their old stores are replaced).
+Only one driver works on a folder at a time (lock file ``DIR/.lock``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from dynamics.errors import DynamicsError, StoreLockedError
+from dynamics.store.lock import StoreLock
+from dynamics.sweep_manifest import (RUNS_FOLDER, SCHEMA, read_manifest, store_status, write_manifest)
+from trainers.sweep_driver import wanted
+from trainers.sweep_plan import SweepPlan, flatten, plan_sweep
+
+GRACE = 30.0
+STOP_FILE = ".sweep-stop"
+
+
+class SweepConflict(DynamicsError):
+    """The sweep folder's manifest was written for another sweep config."""
+
+
+def differences(old: dict, plan: SweepPlan, limit: int = 3) -> list[str]:
+    """Dotted keys (config, or ``sweep.<key>``) in which manifest ``old`` and ``plan`` differ."""
+    a = {**flatten(old.get("config", {})), **{f"sweep.{k}": v for k, v in old.get("sweep", {}).items()}}
+    b = {**flatten(plan.base), **{f"sweep.{k}": v for k, v in plan.grid.items()}}
+    keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+    if not keys and list(old.get("sweep", {})) != list(plan.grid):
+        keys = ["the order of the [sweep] keys"]
+    return keys[:limit] + (["..."] if len(keys) > limit else [])
+
+
+def build_manifest(plan: SweepPlan, folder: Path, old: dict | None) -> dict:
+    """The manifest of ``plan`` with each run's status read from its store (and attempts carried over
+    from ``old`` for runs whose config did not change). Stores of runs whose config changed are
+    removed (this happens under ``force`` only)."""
+    previous = (old or {}).get("runs", {})
+    runs = {}
+    for name, spec in plan.runs.items():
+        store = folder / RUNS_FOLDER / f"{name}.zarr"
+        before = previous.get(name)
+        if before is not None and before.get("digest") != spec.digest and store.exists():
+            shutil.rmtree(store)
+        same = before is not None and before.get("digest") == spec.digest
+        runs[name] = {"optimizer": spec.optimizer, "store": f"{RUNS_FOLDER}/{name}.zarr", "digest": spec.digest,
+                      "status": store_status(store) or "pending", "attempts": before["attempts"] if same else 0,
+                      "failures": before.get("failures", 0) if same else 0,
+                      "error": before.get("error") if same else None, "config": spec.config}
+        if same:
+            runs[name].update({k: before[k] for k in ("seconds", "updated") if k in before})
+        if runs[name]["status"] == "running":  # its writer was killed: resumable
+            runs[name]["status"] = "interrupted"
+    return {"schema": SCHEMA, "digest": plan.digest, "config": plan.base, "sweep": plan.grid,
+            "optimizers": plan.optimizers, "points": plan.points, "runs": runs}
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside the block, SIGTERM raises KeyboardInterrupt in the main thread (like SIGINT)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    lock = StoreLock(folder)
+    try:
+        lock.acquire()
+    except StoreLockedError as error:
+        raise DynamicsError(f"sweep folder {folder} is in use by another `dynamics sweep`: {error}") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def run_sweep(config_path: str | Path, out: str | Path, *, workers: int | None = None, scheduler: str | None = None,
+              retries: int = 2, force: bool = False, quiet: bool = False) -> dict:
+    """Train every missing run of sweep file ``config_path`` into ``out`` (see the module docstring).
+
+    Returns the final manifest. Raises ConfigError for a bad sweep file, SweepConflict for a folder of
+    another sweep (unless ``force``), DynamicsError for an unreachable scheduler, and KeyboardInterrupt
+    after SIGINT/SIGTERM (every run left resumable).
+    """
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise DynamicsError(f"--retries must be an integer >= 0, got {retries!r}")
+    plan = plan_sweep(config_path)
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise DynamicsError(f"--out {folder} exists and is not a directory")
+    folder.mkdir(parents=True, exist_ok=True)
+    with folder_lock(folder):
+        old = read_manifest(folder)
+        if old is not None and old["digest"] != plan.digest and not force:
+            raise SweepConflict(f"{folder / 'sweep.json'} belongs to a sweep with another config (differs in "
+                                f"{', '.join(differences(old, plan))}); use another --out, or --force to "
+                                f"retrain the runs whose config changed")
+        manifest = build_manifest(plan, folder, old)
+        write_manifest(folder, manifest)
+        todo = [name for name, run in manifest["runs"].items() if wanted(run, retries)]
+        if todo:
+            (folder / RUNS_FOLDER).mkdir(exist_ok=True)
+            from trainers.sweep_driver import drive  # noqa: PLC0415 (imports distributed)
+            stop = folder / STOP_FILE
+            stop.unlink(missing_ok=True)
+            try:
+                with sigterm_as_interrupt():
+                    drive(manifest, folder, todo, plan, workers=workers, scheduler=scheduler, retries=retries,
+                          quiet=quiet, stop=stop, grace=GRACE)
+            finally:
+                stop.unlink(missing_ok=True)
+                write_manifest(folder, manifest)
+    return manifest
+
+
+def summary(manifest: dict) -> str:
+    """One line: how many runs are in each status."""
+    counts: dict[str, int] = {}
+    for run in manifest["runs"].values():
+        counts[run["status"]] = counts.get(run["status"], 0) + 1
+    parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    return f"{len(manifest['runs'])} runs ({len(manifest['points'])} grid points): {parts}"
+
+
+def failed_runs(manifest: dict) -> list[str]:
+    return [f"{name}: {run['error']}" for name, run in manifest["runs"].items() if run["status"] == "failed"]
+
+
+def print_summary(manifest: dict, folder: Path, quiet: bool) -> None:
+    if quiet:
+        return
+    print(summary(manifest), file=sys.stderr)
+    for line in failed_runs(manifest):
+        print(f"  failed {line}", file=sys.stderr)

@@ -1,0 +1,107 @@
+"""The client side of a sweep: submit one task per run, retry failures, keep the manifest current,
+show one progress bar over the runs, stop cleanly on KeyboardInterrupt (see :mod:`trainers.sweep`)."""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from tqdm import tqdm
+
+from dynamics.cluster import dashboard_link, open_client
+from dynamics.sweep_manifest import write_manifest
+from trainers.sweep_plan import SweepPlan
+from trainers.sweep_worker import train_run
+
+
+def wanted(run: dict, retries: int) -> bool:
+    """Whether an invocation with ``retries`` trains ``run``: not complete, and not a run that already
+    failed ``1 + retries`` times (a larger ``--retries`` tries it again)."""
+    return run["status"] != "complete" and run.get("failures", 0) <= retries
+
+
+def progress_bar(manifest: dict, quiet: bool) -> tqdm:
+    """One bar over all runs of the sweep (complete ones already counted); silent when ``quiet`` or
+    when stderr is not a terminal."""
+    runs = manifest["runs"].values()
+    done = sum(run["status"] == "complete" for run in runs)  # (runs that fail count when they end)
+    return tqdm(total=len(manifest["runs"]), initial=done, unit="run", desc="sweep",
+                disable=quiet or not sys.stderr.isatty())
+
+
+def drive(manifest: dict, folder: Path, todo: list[str], plan: SweepPlan, *, workers: int | None,
+          scheduler: str | None, retries: int, quiet: bool, stop: Path, grace: float) -> None:
+    """Run the runs ``todo`` of ``manifest`` on a dask cluster, updating ``manifest`` in place (and on
+    disk after every result)."""
+    from distributed import as_completed, wait
+
+    with open_client(workers=workers, scheduler=scheduler) as client, \
+            progress_bar(manifest, quiet) as bar:
+        link = dashboard_link(client)
+        if link and not quiet:
+            bar.write(f"dask dashboard: {link}", file=sys.stderr)
+        names: dict[object, str] = {}
+
+        def submit(name: str) -> object:
+            run, spec = manifest["runs"][name], plan.runs[name]
+            run["attempts"] += 1
+            run["status"] = "running"
+            future = client.submit(train_run, spec.config, spec.optimizer, str(folder / run["store"]), str(stop),
+                                   key=f"sweep-train-{name}-{uuid.uuid4().hex[:8]}", pure=False)
+            names[future] = name
+            return future
+
+        futures = as_completed([submit(name) for name in todo])
+        write_manifest(folder, manifest)
+        try:
+            for future in futures:
+                name = names.pop(future)
+                result = outcome(future)
+                record(manifest["runs"][name], result)
+                if result["status"] == "failed" and wanted(manifest["runs"][name], retries) and not stop.exists():
+                    futures.add(submit(name))
+                else:
+                    bar.update(1)
+                    if result["status"] == "failed":
+                        failed = sum(run["status"] == "failed" for run in manifest["runs"].values())
+                        bar.set_postfix(failed=failed)
+                write_manifest(folder, manifest)
+        except KeyboardInterrupt:
+            stop.touch()
+            if not quiet:
+                bar.write("interrupted: letting running runs save their state ...", file=sys.stderr)
+            outstanding = list(names)
+            wait(outstanding, timeout=grace)
+            for future in outstanding:
+                run = manifest["runs"][names[future]]
+                if future.done():
+                    record(run, outcome(future))
+                else:
+                    future.cancel()
+                    run["status"] = "interrupted"
+            write_manifest(folder, manifest)
+            raise
+
+
+def outcome(future: object) -> dict:
+    """The task's result dict; an exception of the task machinery (KilledWorker, CancelledError...)
+    as a failed attempt."""
+    try:
+        return future.result()
+    except Exception as error:
+        return {"status": "failed", "trained": True, "error": f"{type(error).__name__}: {error}",
+                "seconds": float("nan")}
+
+
+def record(run: dict, result: dict) -> None:
+    """Copy a task's result into the run's manifest entry."""
+    run["status"] = result["status"]
+    run["failures"] = run.get("failures", 0) + (result["status"] == "failed")
+    run["error"] = result.get("error")
+    if result["status"] == "complete":
+        run["error"] = None
+    if result.get("seconds") is not None and result["status"] == "complete" and result.get("trained"):
+        run["seconds"] = round(float(result["seconds"]), 3)
+    run["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,76 @@
+"""What one dask task of a sweep does: train (or finish) one run into its store.
+
+A task always trains with ``resume=True``: a missing store starts fresh, a complete one is left alone,
+an interrupted or killed one continues bit-exactly from the resume state of its last checkpoint (see
+:mod:`trainers.loop`). The lock of a store whose writer was killed (a worker process that died) is
+taken over by the next writer on the same host; while the dead process has not been reaped yet it
+still counts as alive, so a locked store is retried for up to ``lock_wait`` seconds.
+
+The task stops at the next step boundary — saving the resume state, marking the store
+"interrupted" — once the *stop file* exists (the sweep driver creates it on SIGINT/SIGTERM; a file
+works for workers on any host that sees the sweep folder).
+
+Failures are returned, not raised, so that the driver counts attempts and records the error text:
+the result is a JSON-able dict ``{"status": "complete" | "failed" | "interrupted", "trained": bool,
+"error": str | None, "seconds": float}``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from pathlib import Path
+
+from dynamics.cluster import single_threaded
+from dynamics.errors import StoreLockedError
+from dynamics.sweep_manifest import store_status
+
+LOCK_WAIT = 60.0
+
+
+def train_run(config: dict, optimizer: str, store: str, stop_file: str, *, lock_wait: float = LOCK_WAIT,
+              threads: int | None = 1) -> dict:
+    """Train run ``config`` / ``optimizer`` into ``store`` (resuming it); see the module docstring.
+
+    ``threads``: torch/BLAS threads of this process (1 on a sweep worker; None leaves them as they are).
+    """
+    start = time.perf_counter()
+    if threads == 1:
+        single_threaded()
+    from trainers.loop import train
+
+    def result(status: str, trained: bool, error: str | None = None) -> dict:
+        return {"status": status, "trained": trained, "error": error, "seconds": time.perf_counter() - start}
+
+    if store_status(store) == "complete":
+        return result("complete", False)
+    stop = Path(stop_file)
+
+    def check_stop(step: int) -> None:
+        if stop.exists():
+            raise KeyboardInterrupt
+
+    deadline = time.monotonic() + lock_wait
+    while True:
+        if stop.exists():
+            return result("interrupted", False)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="taking over the stale lock", category=RuntimeWarning)
+                train(config, optimizer, store, resume=True, progress=False, callback=check_stop)
+        except StoreLockedError as error:
+            if time.monotonic() > deadline:
+                return result("failed", False, f"{type(error).__name__}: {error}")
+            time.sleep(0.25)
+            continue
+        except KeyboardInterrupt:
+            return result("interrupted", True)
+        except Exception as error:  # recorded in the manifest; never stops the sweep
+            return result("failed", True, f"{type(error).__name__}: {error}")
+        return result("complete", True)
+
+
+def worker_pid() -> int:
+    """The worker process's id (tests kill workers by it)."""
+    return os.getpid()
