@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from dynamics.convert import to_numpy
+from dynamics.distributed import InactiveRecorder, process_rank, unwrap_model
 from dynamics.errors import StoreError
 from dynamics.schedules import as_schedule
 from dynamics.store import schema
@@ -136,7 +137,16 @@ class Recorder:
     process writes to the store; ValueError for a probe the model cannot take (the model is run on
     its first two inputs: wrong width or rank) and TypeError for a probe of another dtype kind
     (integer features, complex).
+
+    In a distributed job only rank 0 records: on other ranks ``Recorder(...)`` returns a no-op
+    :class:`dynamics.distributed.InactiveRecorder`; a DistributedDataParallel model is unwrapped
+    (see :mod:`dynamics.distributed`).
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        if cls is Recorder and process_rank() != 0:
+            return InactiveRecorder(*args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(self, path: str | os.PathLike, model: nn.Module, probe: tuple[Any, Any], *,
                  config: dict | None = None, layers: str | Iterable[str] | None = None,
@@ -145,6 +155,7 @@ class Recorder:
                  flush_secs: float = 10.0) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        model = unwrap_model(model)
         if not isinstance(probe, (tuple, list)) or len(probe) != 2:
             raise TypeError(f"probe must be a pair (x, y), got {type(probe).__name__}")
         x, y = _probe_array("x", probe[0]), _probe_array("y", probe[1])
