@@ -195,7 +195,7 @@ def command_sweep(args: argparse.Namespace) -> None:
     except KeyboardInterrupt:
         print("dynamics sweep: interrupted; run the same command again to continue", file=sys.stderr)
         raise SystemExit(130) from None
-    print_summary(manifest, args.out, args.quiet)
+    print_summary(manifest, args.quiet)
     print(args.out / "sweep.json")
 
 

@@ -43,12 +43,16 @@ def single_threaded() -> None:
         threadpool_limits(limits=1)
 
 
-def _check_workers(workers: object) -> int | None:
-    if workers is None:
-        return None
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+def check_cluster_options(workers: object, scheduler: object) -> None:
+    """DynamicsError for a worker count that is not an int >= 1, a scheduler address that is not a
+    string, or both given (an existing cluster has the workers it was started with)."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise DynamicsError(f"--workers must be an integer >= 1, got {workers!r}")
-    return workers
+    if scheduler is not None and not isinstance(scheduler, str):
+        raise DynamicsError(f"--scheduler must be an address such as tcp://host:8786, got {scheduler!r}")
+    if scheduler is not None and workers is not None:
+        raise DynamicsError("--workers applies to the local cluster only; an existing cluster (--scheduler) "
+                            "has the workers it was started with")
 
 
 @contextlib.contextmanager
@@ -58,11 +62,8 @@ def open_client(*, workers: int | None = None, scheduler: str | None = None) -> 
     processes, closed on exit. DynamicsError when the scheduler cannot be reached."""
     from distributed import Client, LocalCluster
 
-    workers = _check_workers(workers)
+    check_cluster_options(workers, scheduler)
     if scheduler is not None:
-        if workers is not None:
-            raise DynamicsError("--workers applies to the local cluster only; an existing cluster (--scheduler) "
-                                "has the workers it was started with")
         try:
             client = Client(scheduler, timeout="20s")
         except (OSError, TimeoutError) as error:

@@ -31,6 +31,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from dynamics.cluster import check_cluster_options
 from dynamics.errors import DynamicsError, StoreLockedError
 from dynamics.store.lock import StoreLock
 from dynamics.sweep_manifest import (RUNS_FOLDER, SCHEMA, read_manifest, store_status, write_manifest)
@@ -119,6 +120,7 @@ def run_sweep(config_path: str | Path, out: str | Path, *, workers: int | None =
     """
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise DynamicsError(f"--retries must be an integer >= 0, got {retries!r}")
+    check_cluster_options(workers, scheduler)
     plan = plan_sweep(config_path)
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
@@ -161,7 +163,7 @@ def failed_runs(manifest: dict) -> list[str]:
     return [f"{name}: {run['error']}" for name, run in manifest["runs"].items() if run["status"] == "failed"]
 
 
-def print_summary(manifest: dict, folder: Path, quiet: bool) -> None:
+def print_summary(manifest: dict, quiet: bool) -> None:
     if quiet:
         return
     print(summary(manifest), file=sys.stderr)

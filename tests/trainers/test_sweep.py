@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import dynamics
-from dynamics.errors import ConfigError
+from dynamics.errors import ConfigError, DynamicsError
 from dynamics.sweep_manifest import read_manifest, store_status
 from trainers.sweep import SweepConflict, run_sweep
 from trainers.sweep_plan import plan_sweep
@@ -301,3 +301,18 @@ def kill_a_writer(out: Path, process) -> int:
     assert pid != process.pid
     os.kill(pid, signal.SIGKILL)
     return pid
+
+
+@pytest.mark.slow
+def test_existing_scheduler_runs_the_sweep(tmp_path):
+    """--scheduler: the runs go to a cluster started elsewhere (here: a LocalCluster of this test)."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        manifest = run_sweep(sweep_file(tmp_path, steps=4, extra=""), tmp_path / "out",
+                             scheduler=cluster.scheduler_address, quiet=True)
+    assert len(manifest["runs"]) == 6
+    assert all(run["status"] == "complete" for run in manifest["runs"].values())
+    with pytest.raises(DynamicsError, match="--workers applies to the local cluster only"):
+        run_sweep(sweep_file(tmp_path, steps=5, extra=""), tmp_path / "other", scheduler="tcp://127.0.0.1:9",
+                  workers=2, quiet=True)
