@@ -24,7 +24,6 @@ other than letters, digits, ``_``, ``.``, ``+`` and ``-`` become ``~``; a name t
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import itertools
 import json
@@ -35,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dynamics.errors import ConfigError
-from trainers.config import merge, read_preset, read_toml, resolve_optimizer, validate
+from trainers.config import load_config, read_toml, validate
 
 SWEEP_TABLE = "sweep"
 MAX_NAME = 120
@@ -60,36 +59,20 @@ def flatten(table: Mapping, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def unflatten(flat: Mapping[str, object]) -> dict:
-    """{dotted key: value} → nested tables (the inverse of :func:`flatten`)."""
-    out: dict = {}
-    for dotted, value in flat.items():
-        *parents, last = dotted.split(".")
-        table = out
-        for part in parents:
-            table = table.setdefault(part, {})
-            if not isinstance(table, dict):
-                raise ConfigError(f"config key {dotted} lies inside {part}, which is not a table")
-        table[last] = copy.deepcopy(value)
-    return out
-
-
 def resolve(preset: str, overrides: Mapping[str, object]) -> dict:
-    """The validated config of preset ``preset`` with the dotted ``overrides`` applied (the sweep's one
-    point of contact with :mod:`trainers.config`)."""
-    base = read_preset(preset)
-    base.setdefault("name", preset)
-    config = validate(merge(base, unflatten(overrides)))
-    config["preset"] = preset
-    return config
+    """The validated config of preset ``preset`` with the dotted ``overrides`` applied, as its JSON-able
+    dict (:meth:`trainers.config.ExperimentConfig.to_dict`; what crosses to the dask workers)."""
+    return load_config(preset, overrides=overrides).to_dict()
 
 
 def run_config(config: dict, optimizer: str) -> dict:
-    """``config`` reduced to what a run of ``optimizer`` trains with (see the module docstring)."""
-    out = json.loads(json.dumps(config))
-    out["optimizers"] = {optimizer: resolve_optimizer(config, optimizer)}
+    """``config`` reduced to what a run of ``optimizer`` trains with (see the module docstring), with the
+    optimiser's options complete (defaults filled in), so equal runs have equal run configs."""
+    typed = validate(config)
+    out = typed.to_dict()
+    out["optimizers"] = {optimizer: typed.optimizer(optimizer).model_dump(mode="json")}
     out["train"]["optimizers"] = [optimizer]
-    return out
+    return validate(out).to_dict()
 
 
 @dataclass(frozen=True)
@@ -149,7 +132,7 @@ def read_sweep_file(path: str | Path) -> tuple[str, dict[str, object], dict[str,
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"sweep file '{path}' does not exist")
-    user = read_toml(path.read_text(encoding="utf-8"), f"sweep file '{path}'")
+    user = read_toml(path.read_bytes(), f"sweep file '{path}'")
     if SWEEP_TABLE not in user:
         raise ConfigError(f"sweep file '{path}' has no [sweep] table of dotted keys → lists of values")
     grid = check_grid(user.pop(SWEEP_TABLE))
