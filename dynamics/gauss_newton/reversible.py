@@ -33,7 +33,7 @@ import torch
 
 from dynamics.gauss_newton.base import GaussNewtonOptimizer
 from dynamics.gauss_newton.report import GNStepReport
-from dynamics.gauss_newton.solve import TRUNCATIONS, Truncation, make_solver
+from dynamics.gauss_newton.solve import TRUNCATIONS, ProjectionFactors, Truncation, make_solver
 from dynamics.gauss_newton.targets import CE_TARGETS, LOSSES, batch_loss, check_inputs, check_targets, output_targets
 from dynamics.gauss_newton.tangents import BlockState, forward_states, pull_back, push_forward
 from dynamics.models.revmlp import RevMLP
@@ -51,10 +51,10 @@ def readout_lift(readout: torch.Tensor) -> torch.Tensor:
 class _BlockSolve:
     """Both couplings' solvers of one block; ``solve(t)`` returns updates and the realised change."""
 
-    def __init__(self, state: BlockState, solver: str, rule: Truncation) -> None:
+    def __init__(self, state: BlockState, solver: str, rule: Truncation, factors: ProjectionFactors) -> None:
         self.state = state
-        self.f = make_solver(state.F, solver, rule)
-        self.g = make_solver(state.G, solver, rule)
+        self.f = make_solver(state.F, solver, rule, factors)
+        self.g = make_solver(state.G, solver, rule, factors)
         self.full_rank = self.f.full_rank and self.g.full_rank
 
     def solve(self, target: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
@@ -98,6 +98,7 @@ class ReversibleGN(GaussNewtonOptimizer):
                             "use KernelGN for other models")
         super().__init__(model, dict(lr=lr, loss=loss, combine=combine, rtol=rtol, atol=atol,
                                      ce_target=ce_target, solver=solver, truncation=truncation))
+        self.factors = ProjectionFactors()  # float64 factors of the fixed projections, refreshed when they change
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> GNStepReport:  # type: ignore[override]
         start = time.perf_counter()
@@ -111,7 +112,7 @@ class ReversibleGN(GaussNewtonOptimizer):
             desired = -settings["lr"] * output_targets(logits, y, settings["loss"], ce_target=settings["ce_target"])
             target = desired @ readout_lift(readout)
             rule = Truncation.named(settings["truncation"], x.shape[0], settings["rtol"], settings["atol"])
-            blocks = [_BlockSolve(s, settings["solver"], rule) for s in states]
+            blocks = [_BlockSolve(s, settings["solver"], rule, self.factors) for s in states]
             solutions = self._combine(states, blocks, target, settings["combine"])
             moved = push_forward(states, {b: scale * realised for b, (_, realised, scale) in solutions.items()})[-1]
             target_norm = float(torch.linalg.vector_norm(desired))

@@ -156,19 +156,44 @@ class GramSolver:
         return coef.T @ self.features, coef.sum(dim=0), realised.to(self.dtype)
 
 
+def projection_factor(proj: torch.Tensor) -> torch.Tensor:
+    """L (float64, (half+1)²) with L Lᵀ = blockdiag(CᵀC, 1) for the fixed projection C (H × half)."""
+    half = proj.shape[1]
+    proj = proj.to(SOLVE_DTYPE)
+    k = torch.zeros(half + 1, half + 1, dtype=SOLVE_DTYPE, device=proj.device)
+    k[:half, :half] = proj.T @ proj
+    k[half, half] = 1.0
+    chol_k, info = torch.linalg.cholesky_ex(k)
+    if int(info) != 0:
+        raise ValueError(f"the fixed projection (shape {tuple(proj.shape)}) does not have full column rank")
+    return chol_k
+
+
+class ProjectionFactors:
+    """Cache of :func:`projection_factor` per projection buffer, recomputed when the buffer is
+    replaced (``.to()``), edited in place (version counter) or changes dtype/device."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, tuple[tuple, torch.Tensor]] = {}
+
+    def __call__(self, proj: torch.Tensor) -> torch.Tensor:
+        key = (proj.data_ptr(), proj._version, proj.dtype, proj.device, tuple(proj.shape))
+        hit = self._cache.get(id(proj))
+        if hit is None or hit[0] != key:
+            hit = (key, projection_factor(proj))
+            self._cache[id(proj)] = hit
+        return hit[1]
+
+
 class LinearSolver:
     """Exact min-norm solve for linear features a = u Cᵀ through the (half+1)-dim factorisation, in float64."""
 
-    def __init__(self, inputs: torch.Tensor, proj: torch.Tensor, rule: Truncation) -> None:
-        n, half = inputs.shape
+    def __init__(self, inputs: torch.Tensor, proj: torch.Tensor, rule: Truncation,
+                 chol_k: torch.Tensor | None = None) -> None:
+        n = inputs.shape[0]
         self.dtype = inputs.dtype
-        self.proj = proj.to(SOLVE_DTYPE)
-        k = torch.zeros(half + 1, half + 1, dtype=SOLVE_DTYPE, device=inputs.device)
-        k[:half, :half] = self.proj.T @ self.proj
-        k[half, half] = 1.0
-        self.chol_k, info = torch.linalg.cholesky_ex(k)
-        if int(info) != 0:
-            raise ValueError(f"the fixed projection (shape {tuple(proj.shape)}) does not have full column rank")
+        self.proj = proj
+        self.chol_k = projection_factor(proj) if chol_k is None else chol_k
         inputs_aug = torch.cat([inputs, inputs.new_ones(n, 1)], dim=1).to(SOLVE_DTYPE)
         self.pinv = TruncatedPinv(inputs_aug @ self.chol_k, rule)
         self.rank = self.pinv.rank
@@ -176,8 +201,8 @@ class LinearSolver:
 
     def solve(self, target: torch.Tensor) -> Solution:
         coef, realised = self.pinv.solve(target.to(SOLVE_DTYPE))  # X̃⁺ t, (half+1, half)
-        m = torch.linalg.solve_triangular(self.chol_k.T, coef, upper=True)  # L⁻ᵀ c
-        return (self.proj @ m[:-1]).T.to(self.dtype), m[-1].to(self.dtype), realised.to(self.dtype)
+        m = torch.linalg.solve_triangular(self.chol_k.T, coef, upper=True).to(self.dtype)  # L⁻ᵀ c
+        return (self.proj @ m[:-1]).T, m[-1], realised.to(self.dtype)
 
 
 class SVDSolver:
@@ -196,10 +221,11 @@ class SVDSolver:
         return (*_split(coef, self.dtype), realised.to(self.dtype))
 
 
-def make_solver(state, solver: str, rule: Truncation):
+def make_solver(state, solver: str, rule: Truncation, factors: ProjectionFactors | None = None):
     """The solver for a coupling state (see :mod:`dynamics.gauss_newton.tangents`): "gram" or "svd"."""
     if solver == "svd":
         return SVDSolver(state.features, rule)
-    if state.is_linear and state.coupling.proj.shape[0] >= state.coupling.proj.shape[1]:
-        return LinearSolver(state.inputs, state.coupling.proj, rule)
+    proj = state.coupling.proj
+    if state.is_linear and proj.shape[0] >= proj.shape[1]:
+        return LinearSolver(state.inputs, proj, rule, None if factors is None else factors(proj))
     return GramSolver(state.features, rule)

@@ -55,3 +55,27 @@ def test_readout_really_is_non_orthonormal_in_these_cases():
     for build in ("double", "half_double", "edited_readout"):
         r = BUILDS[build]().readout
         assert float((r @ r.T - torch.eye(4, dtype=F64)).abs().max()) > 1e-9
+
+
+@pytest.mark.parametrize("edit", ["in_place", "replaced"])
+def test_projection_edited_between_steps_is_refactored(edit):
+    """The float64 factor of a linear coupling's fixed projection is cached per optimiser; editing the
+    buffer in place or replacing it must invalidate it."""
+    model = RevMLP(16, 64, 2, 4, seed=0, dtype=F64)  # first block linear: LinearSolver
+    opt = ReversibleGN(model, lr=0.1)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(6, 16, dtype=F64, generator=gen)
+    y = torch.randint(0, 4, (6,), generator=gen)
+    opt.step(x, y)
+    coupling = model.blocks[0].F
+    with torch.no_grad():
+        if edit == "in_place":
+            coupling.proj.mul_(torch.linspace(0.5, 2.0, coupling.proj.shape[1], dtype=F64))
+        else:
+            coupling.proj = coupling.proj * 3.0 + 0.1
+    jac = dense_jacobian(model, x)
+    with torch.no_grad():
+        desired = -0.1 * reference_targets(model(x), y, "ce")
+    before = flat_params(model)
+    opt.step(x, y)
+    assert dense_residual(jac, flat_params(model) - before, desired) <= 1e-12
