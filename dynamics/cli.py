@@ -33,6 +33,7 @@ EXAMPLES = """examples:
   dynamics compare runs/mnist1d runs/digits --out comparison.html
   dynamics config show --preset digits --set optimizers.gn.lr=0.3   # the resolved config as TOML
   dynamics sweep sweep.toml --out runs/sweep      # a [sweep] grid on all cores; again → only what is missing
+  dynamics unlock runs/mnist1d/gn.zarr           # after the host that wrote it died
 """
 
 
@@ -172,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "DIR/sweep.json (grid, run names, status of each run) and DIR/runs/<run>.zarr; the manifest's "
                     "path is printed. Then `dynamics analyze DIR` and `dynamics report DIR`")
     add_sweep_arguments(sweep)
+    unlock = command("unlock", "remove the lock of a run store whose writer is gone (e.g. its host died)",
+                     "STORE: a run store whose lock file names a process that no longer runs; refused while "
+                     "a process on this machine holds the lock", "the lock file is removed; the holder it "
+                     "named is printed", epilog="")
+    unlock.add_argument("store", type=Path, metavar="STORE")
     return parser
 
 
@@ -318,6 +324,12 @@ def command_compare(args: argparse.Namespace) -> None:
     print(compare(existing_dirs(args.dirs), args.out))
 
 
+def command_unlock(args: argparse.Namespace) -> None:
+    from dynamics.store.lock import unlock
+
+    print(f"removed the lock of {args.store} held by {unlock(args.store)}")
+
+
 def command_config(args: argparse.Namespace) -> None:
     from trainers.config_toml import config_to_toml
 
@@ -326,7 +338,7 @@ def command_config(args: argparse.Namespace) -> None:
 
 COMMANDS = {"run": command_run, "train": command_train, "analyze": command_analyze,
             "report": command_report, "compare": command_compare, "config": command_config,
-            "sweep": command_sweep}
+            "sweep": command_sweep, "unlock": command_unlock}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,7 @@ from zarr.storage import LocalStore
 from dynamics.errors import StoreError
 from dynamics.store import root as root_record
 from dynamics.store import schema
-from dynamics.store.lock import StoreLock
+from dynamics.store.lock import StoreLock, abandoned
 from dynamics.store.reader import check_store, quiet_zarr_warnings
 
 _FILL = {"i": -1, "u": 0, "f": np.nan, "b": False}
@@ -154,6 +154,13 @@ def _grow_then_write(plan: list) -> None:
     zarr_sync(run())
 
 
+def _sweep_abandoned_creations(path: Path) -> None:
+    """Delete ``.NAME.creating-PID`` folders next to ``path`` left by creators that were killed."""
+    for staging in path.parent.glob(f".{path.name}.creating-*"):
+        if staging.is_dir() and abandoned(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def _remove_partial_files(path: Path) -> None:
     """Delete temporary files (``*.partial``) that a killed zarr write left behind."""
     for partial in path.rglob("*.partial"):
@@ -217,20 +224,24 @@ class RunWriter:
         except (TypeError, ValueError) as err:
             raise TypeError(f"config must be JSON-serialisable: {err}") from None
         path.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_abandoned_creations(path)
         staging = path.parent / f".{path.name}.creating-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
+        lock = StoreLock(staging)
         try:
+            lock.acquire()
             cls._build(staging, config_json, probe_x, probe_y)
-            StoreLock(staging).acquire()
             try:
                 os.rename(staging, path)
             except OSError:
                 raise StoreError(f"{path} was created by another process meanwhile") from None
+            lock.moved_to(path)
+        except BaseException:
+            lock.release()
+            raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        lock = StoreLock(path)
-        lock.held = True
         return cls(path, _open_root(path), lock)
 
     @staticmethod

@@ -217,12 +217,15 @@ def test_second_writer_is_refused_with_the_holder_pid(tmp_path):
 
 
 def test_stale_lock_is_taken_over_and_foreign_host_refused(tmp_path):
+    """More cases (namespaces, boots, unlock, full disk) in test_store_lock.py."""
     x, y = _probe(np.random.default_rng(0))
     path = tmp_path / "run.zarr"
     RunWriter.create(path, config=None, probe_x=x, probe_y=y).close("complete")
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead_pid = int(dead.stdout)
-    (path / ".lock").write_text(json.dumps({"pid": dead_pid, "host": socket.gethostname()}))
+    code = "import sys; from dynamics.store.lock import StoreLock; StoreLock(sys.argv[1]).acquire(); print('held')"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]))
+    dead = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=env)
+    assert dead.stdout.strip() == "held"   # exited holding the lock: the file stays, its flock is gone
+    dead_pid = json.loads((path / ".lock").read_text())["pid"]
     with pytest.warns(RuntimeWarning, match=f"stale lock .* of process {dead_pid}"):
         w = RunWriter.resume(path)
     assert json.loads((path / ".lock").read_text())["pid"] == os.getpid()
