@@ -3,14 +3,15 @@
 Subcommands import the upper layers (trainers, analysis, reports) lazily, so ``dynamics --help`` is
 fast and the core package never imports them at module level. User errors
 (:class:`dynamics.errors.DynamicsError`: a bad config key, a missing data file, a foreign store)
-print one line to stderr and exit with status 2; Ctrl-C exits with 130 and leaves a store that
-``--resume`` continues.
+print one line to stderr and exit with status 2; Ctrl-C, SIGTERM and SIGHUP exit with 128 + the
+signal number (130, 143, 129) and leave a store that ``--resume`` continues.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import errno
 import sys
 import textwrap
 from pathlib import Path
@@ -242,7 +243,21 @@ def command_train(args: argparse.Namespace) -> None:
     print(path)
 
 
-def command_run(args: argparse.Namespace) -> None:
+def _failed_run(path: Path) -> str | None:
+    """The recorded error of the store at ``path`` if it exists and is marked "failed", else None."""
+    from dynamics.store import check_store
+
+    try:
+        attrs = check_store(path)
+    except DynamicsError:
+        return None
+    return str(attrs.get("error", "failed")) if attrs.get("status") == "failed" else None
+
+
+def command_run(args: argparse.Namespace) -> int:
+    """Train every (seed, optimiser), analyse, report. A run that fails on its own (its store is marked
+    "failed", e.g. by the divergence rule) does not stop the others: it is named on stderr, marked in
+    the report, and the exit status is 1. Errors before a store exists (config, data) stop at once."""
     from analysis import analyze_experiment
     from reports import write_report
     from trainers import store_name, train
@@ -259,13 +274,27 @@ def command_run(args: argparse.Namespace) -> None:
     runs = [(seed, optimizer, out / store_name(optimizer, seed, len(seeds))) for seed in seeds for optimizer in names]
     for _, _, path in runs:
         check_target(path, args)
+    failed = []
     for seed, optimizer, path in runs:
-        train(config, optimizer, path, seed=seed, resume=args.resume, overwrite=args.overwrite,
-              progress=not args.quiet)
+        try:
+            train(config, optimizer, path, seed=seed, resume=args.resume, overwrite=args.overwrite,
+                  progress=not args.quiet)
+        except Exception:
+            reason = _failed_run(path)
+            if reason is None:
+                raise
+            failed.append(path)
+            print(f"dynamics run: {path} failed: {reason}; training the others", file=sys.stderr)
+            continue
         say(args, f"trained {path}")
     analyze_experiment(out)
     say(args, f"analysed {out}")
     print(write_report(out))
+    if failed:
+        print(f"dynamics run: {len(failed)} of {len(runs)} runs failed "
+              f"(marked in the report): {', '.join(p.name for p in failed)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def existing_dirs(dirs: list[Path]) -> list[Path]:
@@ -342,17 +371,26 @@ COMMANDS = {"run": command_run, "train": command_train, "analyze": command_analy
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``dynamics``; returns the exit status (0 ok, 2 user error, 130 Ctrl-C)."""
+    """Entry point of ``dynamics``; returns the exit status (0 ok, 1 some runs of ``run`` failed or a
+    file-system error such as a full disk, 2 user error, 128 + signal number
+    when stopped by SIGINT (130), SIGTERM (143) or SIGHUP (129))."""
     args = build_parser().parse_args(argv)
     try:
-        COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args) or 0
     except DynamicsError as error:
         print(f"dynamics {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"dynamics {args.command}: interrupted; run it again with --resume to continue", file=sys.stderr)
-        return 130
-    return 0
+    except OSError as error:   # a full disk, a read-only file system: one line with path and errno
+        where = f"{error.filename}: " if error.filename else ""
+        code = errno.errorcode.get(error.errno, error.errno) if error.errno else type(error).__name__
+        print(f"dynamics {args.command}: error: {where}{error.strerror or error} ({code})", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as stop:   # Ctrl-C, or SIGTERM/SIGHUP as trainers.signals.Stopped
+        name = getattr(stop, "signal_name", "SIGINT")
+        print(f"dynamics {args.command}: interrupted by {name}; run it again with --resume to continue",
+              file=sys.stderr)
+        return getattr(stop, "exit_status", 130)
+    return status
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ error text ("interrupted" for KeyboardInterrupt).
 from __future__ import annotations
 
 import bisect
+import errno
+import io
 import math
 import os
 import time
@@ -394,7 +396,8 @@ class Recorder:
 
     def save_state(self, state: dict) -> None:
         """Save a trainer's resume state (tensors, numbers, strings, lists, dicts) atomically to
-        ``<store>/resume/state.pt`` (torch.save to a temporary file, then os.replace).
+        ``<store>/resume/state.pt`` (torch.save to a temporary file, then os.replace). A file error
+        (disk full, read-only) → StoreError naming the file and errno; the temporary file is removed.
 
         The buffered metrics rows are written first, so the store holds every row logged before the
         state was saved: resuming from it (``truncate(state_step)``) leaves no gap in ``metrics``."""
@@ -402,10 +405,18 @@ class Recorder:
         if not isinstance(state, dict):
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
         self.flush()
-        self.state_path.parent.mkdir(exist_ok=True)
+        buffer = io.BytesIO()   # serialised first, so that a file error is an OSError with its errno
+        torch.save(state, buffer)
         tmp = self.state_path.with_name(f"state.pt.{os.getpid()}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.state_path)
+        try:
+            self.state_path.parent.mkdir(exist_ok=True)
+            with open(tmp, "wb") as handle:
+                handle.write(buffer.getbuffer())
+            os.replace(tmp, self.state_path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)   # never leave a partial file holding the space close() needs
+            raise StoreError(f"cannot save the resume state {self.state_path}: {err.strerror} "
+                             f"({errno.errorcode.get(err.errno, err.errno)})") from None
 
     def load_state(self) -> dict | None:
         """The state saved by :meth:`save_state` (``torch.load(weights_only=True)``), or None."""

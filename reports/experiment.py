@@ -35,6 +35,7 @@ class StoreInfo:
     versions: dict
     status: str
     schema: str
+    error: str = ""   # the reason recorded by a run whose status is "failed"
 
 
 def experiment_dir(run_dir) -> Path:
@@ -77,7 +78,7 @@ def store_info(path) -> StoreInfo:
         raise ReportError(f"{str(path)!r} is not a readable zarr run store: {error}") from error
     return StoreInfo(path, path.name.removesuffix(".zarr"), as_dict(attrs.get("config"), "config"),
                      as_dict(attrs.get("versions"), "versions"), str(attrs.get("status", "unknown")),
-                     str(attrs.get("schema", "unknown")))
+                     str(attrs.get("schema", "unknown")), str(attrs.get("error", "")))
 
 
 def _newest_mtime(path: Path, skip_top: tuple[str, ...] = ()) -> float:

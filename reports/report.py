@@ -115,16 +115,24 @@ def runs_html(ds: xr.Dataset, stores: list[StoreInfo]) -> str:
     """Table of runs (name, optimiser, seed, status, steps, checkpoints), configuration and versions."""
     ds = as_combined(ds)
     status = {s.label: s.status for s in stores}
+    failed = [s for s in stores if s.status == "failed"]
     rows, colors = [], []
     for r in run_infos(ds):
         steps = step_series(ds, "loss", r.index)[0].size if has_values(ds, "loss") else 0
         checkpoints = int(np.isfinite(ds["test_acc"].isel(run=r.index).values).sum()) \
             if has_values(ds, "test_acc") else ds.sizes.get("checkpoint", 0)
+        state = status.get(r.label, "—")
         rows.append([r.label, r.optimizer, "—" if r.seed is None else str(r.seed),
-                     status.get(r.label, "—"), str(steps), str(checkpoints)])
+                     "FAILED" if state == "failed" else state, str(steps), str(checkpoints)])
         colors.append(r.color)
     parts = [h.table(["run", "optimiser", "seed", "store status", "steps logged", "checkpoints"], rows,
                      numeric={2, 4, 5}, swatch=0, colors=colors)]
+    if failed:   # a failed run's curves end where it failed; say so next to the table
+        items = "".join(f"<li><strong>{h.escape(s.label)}</strong>: {h.escape(s.error or 'failed')}</li>"
+                        for s in failed)
+        parts.insert(0, f'<div class="failed-runs"><p><strong>{len(failed)} run(s) failed</strong> and '
+                        f'stopped early; their results cover the steps before the failure only.</p>'
+                        f'<ul>{items}</ul></div>')
     configs = {s.label: s.config for s in stores if s.config}
     if not configs and "config" in ds.attrs:
         configs = {"all runs": as_dict(ds.attrs["config"], "config")}

@@ -20,8 +20,9 @@ Data order: a ``torch.Generator`` seeded with the run's seed draws one permutati
 epoch. The resume state (saved at every checkpoint and on Ctrl-C) holds that generator's state at the
 start of the current epoch, the position in it, the model and optimiser ``state_dict`` s and the last
 other-batch loss and the optimiser phase, so a resumed run equals an uninterrupted one bit for bit (CPU).
-Ctrl-C is deferred to the end of the current step; a second Ctrl-C interrupts at once (then the state
-saved at the last checkpoint is the one a resume starts from).
+Ctrl-C, SIGTERM and SIGHUP are deferred to the end of the current step; a second one interrupts at
+once (then the state saved at the last checkpoint is the one a resume starts from); see
+:mod:`trainers.signals`. A run that meets the divergence rule of :mod:`trainers.failures` fails.
 """
 
 from __future__ import annotations
@@ -29,12 +30,9 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import signal
 import sys
-import threading
 import warnings
 from collections.abc import Callable, Mapping
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -46,6 +44,7 @@ from dynamics.errors import ConfigError, StoreError
 from dynamics.store import check_store
 from dynamics.store.lock import StoreLock
 from dynamics.schedules import at
+from trainers import failures, signals
 from trainers.budget import check_memory
 from trainers.config import ExperimentConfig, validate
 from trainers.optimizers import batch_loss, make_optimizer
@@ -76,29 +75,6 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str
 def parameter_vector(model: torch.nn.Module) -> torch.Tensor:
     """All parameters as one new flat tensor (``torch.cat`` copies, so later updates leave it unchanged)."""
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-
-@contextmanager
-def deferred_interrupt():
-    """Yield a dict whose "requested" turns True on the first SIGINT; the second SIGINT raises at once.
-
-    Only in the main thread (elsewhere Ctrl-C raises KeyboardInterrupt as usual)."""
-    flag = {"requested": False}
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def handler(signum, frame):
-        if flag["requested"]:
-            raise KeyboardInterrupt
-        flag["requested"] = True
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def resolved_config(config: ExperimentConfig, optimizer: str, seed: int, experiment: Experiment) -> dict:
@@ -133,7 +109,10 @@ def train(config: ExperimentConfig | Mapping, optimizer: str, out: str | Path, *
     interrupted store (a missing store starts fresh); ``overwrite`` deletes an existing run store at
     ``out`` first (never anything that is not a run store); ``callback(step)`` runs after every step
     (tests raise KeyboardInterrupt from it). Bad config or seed, or a config that cannot fit in the
-    available memory (:mod:`trainers.budget`) → ConfigError before anything is written."""
+    available memory (:mod:`trainers.budget`) → ConfigError before anything is written. SIGINT,
+    SIGTERM and SIGHUP stop the run between steps (:mod:`trainers.signals`): the store is marked
+    "interrupted" and :class:`~trainers.signals.Stopped` (a KeyboardInterrupt) is raised. Resuming a
+    complete store does nothing; a failed resume leaves the status it found (:mod:`trainers.failures`)."""
     out = Path(out)
     config = validate(config)
     seed = config.train.seed if seed is None else seed
@@ -146,6 +125,13 @@ def train(config: ExperimentConfig | Mapping, optimizer: str, out: str | Path, *
         raise ConfigError("resume and overwrite exclude each other: resume continues a store, overwrite deletes it")
     if out.exists() and not out.is_dir():
         raise StoreError(f"'{out}' is an existing file, not a run store (a directory); choose another path")
+    with signals.deferred_stop() as stop:
+        return _train(config, optimizer, out, seed, resume, overwrite, progress, callback, stop, phases, options)
+
+
+def _train(config: ExperimentConfig, optimizer: str, out: Path, seed: int, resume: bool, overwrite: bool,
+           progress: bool, callback: Callable[[int], None] | None, stop: dict, phases: list | None,
+           options: dict) -> Path:
     experiment = prepare(config)
     plan = phase_plan(phases or [{"optimizer": optimizer}], experiment.steps_per_epoch, experiment.total_steps)
     if phases:  # the last update of every phase is a checkpoint (parameters at the switch)
@@ -161,23 +147,26 @@ def train(config: ExperimentConfig | Mapping, optimizer: str, out: str | Path, *
     steppers = PhaseSteppers(plan, lambda name: make_optimizer(name, options[name], model, loss))
     stepper = steppers.at(0)
     resuming = resume and out.exists()
+    if resuming and failures.already_complete(out, stored_config):
+        return out   # resuming a complete store does nothing
+    previous = check_store(out).get("status") if resuming else None
     recorder = Recorder(out, model, probe=(experiment.x[experiment.probe], experiment.y[experiment.probe]),
                         config=stored_config, schedule=at(experiment.checkpoint_steps),
                         ntk=config.train.ntk, resume=resuming)
     run = RunState(experiment, model, stepper, recorder, loss, seed, stored_config)
     run.steppers = steppers
+    restoring = resuming   # until training starts, a failure leaves the status found (failures.py)
     try:
-        state = recorder.load_state() if resuming else None
-        if state is not None:
-            run.restore(state, out)
-        else:  # a fresh store, or one stopped before its first resume state: start from scratch
+        state = load_resume_state(recorder, run, out, previous) if resuming else None
+        if state is None:  # a fresh store, or one stopped before its first resume state: start from scratch
             recorder.truncate(-1)
             run.checkpoint()
+        restoring = False
         run.boundary = True
-        with deferred_interrupt() as interrupt, tqdm(total=experiment.total_steps, initial=run.step,
-                                                      disable=not progress or not sys.stderr.isatty(),
-                                                      desc=f"{optimizer} seed {seed}", unit="step") as bar:
+        with tqdm(total=experiment.total_steps, initial=run.step, disable=not progress or not sys.stderr.isatty(),
+                  desc=f"{optimizer} seed {seed}", unit="step") as bar:
             while run.step < experiment.total_steps:
+                signals.check(stop)
                 run.boundary = False
                 run.advance()
                 run.boundary = True
@@ -185,18 +174,36 @@ def train(config: ExperimentConfig | Mapping, optimizer: str, out: str | Path, *
                 bar.set_postfix(loss=f"{run.last_loss:.4f}", refresh=False)
                 if callback is not None:
                     callback(run.step)
-                if interrupt["requested"]:
-                    raise KeyboardInterrupt
+                signals.check(stop)
     except KeyboardInterrupt:
-        if run.boundary:
-            recorder.save_state(run.state())
-        recorder.close(status="interrupted")
+        with signals.shielded(stop):
+            try:
+                if run.boundary:
+                    recorder.save_state(run.state())
+            finally:
+                failures.close_quietly(recorder, "interrupted")
         raise
     except BaseException as error:
-        recorder.close(status="failed", error=f"{type(error).__name__}: {error}")
+        status = failures.status_after_failed_resume(previous) if restoring else "failed"
+        failures.close_quietly(recorder, status, f"{type(error).__name__}: {error}")
         raise
     recorder.close(status="complete")
     return out
+
+
+def load_resume_state(recorder, run: RunState, out: Path, previous: str | None) -> dict | None:
+    """Load the store's resume state into ``run``; None when there is none. An unreadable or foreign
+    state → StoreError naming the file (:func:`trainers.failures.unusable_state`); a different config →
+    ConfigError."""
+    try:
+        state = recorder.load_state()
+        if state is not None:
+            run.restore(state, out)
+    except ConfigError:
+        raise
+    except Exception as error:
+        raise failures.unusable_state(out, recorder.state_path, error, previous) from None
+    return state
 
 
 class RunState:
@@ -210,6 +217,7 @@ class RunState:
         self.order: torch.Tensor | None = None
         self.step, self.epoch, self.position = 0, 0, 0
         self.other_loss = self.batch_loss(experiment.other)
+        self.initial_loss = self.other_loss   # at step 0 (also when resuming: set before restore)
         self.last_loss = math.nan
         self.boundary = False   # True between steps, when the state is consistent
         self.steppers: PhaseSteppers | None = None   # optimiser phases (trainers.phases); None: one stepper
@@ -259,10 +267,9 @@ class RunState:
         loss_after = self.batch_loss(indices)
         other_after = self.batch_loss(e.other)
         next_after = self.batch_loss(upcoming)
-        if not (math.isfinite(loss_after) and math.isfinite(other_after)):
-            name = self.steppers.plan[self.phase].optimizer if self.steppers is not None else self.config["optimizer"]
-            raise ConfigError(f"optimizer {name!r} diverged at step {self.step + 1} "
-                              f"(non-finite loss after the update); lower its lr in [optimizers.{name}]")
+        name = self.steppers.plan[self.phase].optimizer if self.steppers is not None else self.config["optimizer"]
+        failures.check_divergence(name, self.step + 1, self.initial_loss,
+                                  {"loss_after": loss_after, "other_loss_after": other_after})
         self.step += 1
         self.position += 1
         if self.position == e.steps_per_epoch:

@@ -168,13 +168,16 @@ class StoreLock:
         """Write the holder's identity aside, flock it, link it to the lock path; False if it exists."""
         tmp = self.path.with_name(f"{LOCK_NAME}.{os.getpid()}.{time.monotonic_ns()}.tmp")
         try:
-            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+            # Held through a read-only descriptor: the holder keeps no file open for writing (a
+            # remount read-only is not blocked by it); the file is private until it is linked.
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDONLY, 0o644)
         except OSError as err:
             raise StoreError(f"cannot create the lock of store {self.path.parent}: {tmp}: "
                              f"{err.strerror} ({errno.errorcode.get(err.errno, err.errno)})") from None
         try:
             flocked = _try_flock(fd) is True
-            os.write(fd, json.dumps(_identity(flocked)).encode())
+            with open(tmp, "w") as handle:
+                handle.write(json.dumps(_identity(flocked)))
             os.link(tmp, self.path)
         except FileExistsError:
             os.close(fd)

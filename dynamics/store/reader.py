@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dynamics.errors import StoreError
-from dynamics.store import schema
+from dynamics.store import schema, validate
 
 
 @contextlib.contextmanager
@@ -65,6 +65,7 @@ def _checked_attrs(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
         raise StoreError(f"{path} is a zarr group but not a dynamics run store (no 'schema' attribute)")
     if found != schema.SCHEMA:
         raise StoreError(f"{path} has schema {found!r}; this version of dynamics reads {schema.SCHEMA!r} only")
+    validate.root_attributes(attrs, path)
     return attrs
 
 
@@ -74,13 +75,31 @@ def _open_group(path: Path, group: str, consolidated: bool) -> Any:
                                             zarr_format=3)
 
 
-def _committed_dataset(path: Path, group: str, names: list[str], rows: int, consolidated: bool) -> Any:
-    """Dataset of the variables ``names`` of ``group``, each cut to its first ``rows`` rows, CF-decoded."""
+def _committed_dataset(path: Path, group: str, names: list[str], rows: int | None, consolidated: bool) -> Any:
+    """Dataset of the variables ``names`` of ``group``, each cut to its first ``rows`` rows (None: all),
+    CF-decoded; every chunk file of those rows checked to exist, read errors naming their chunk."""
     import xarray as xr
-    store = _open_group(path, group, consolidated)
+    from xarray.core import indexing
     try:
-        row_dim = schema.ROW_DIM[group]
-        variables = {name: store.open_store_variable(name).isel({row_dim: slice(0, rows)}) for name in names}
+        store = _open_group(path, group, consolidated)
+    except Exception as err:
+        raise StoreError(f"store {path}: group {group!r} cannot be opened ({type(err).__name__}: {err}); its "
+                         f"zarr.json is missing or damaged") from None
+    try:
+        variables = {}
+        for name in names:
+            try:
+                variable = store.open_store_variable(name)
+            except Exception as err:
+                raise StoreError(f"store {path}: variable {group}/{name} cannot be opened ({type(err).__name__}: "
+                                 f"{err}); its zarr.json is missing or damaged") from None
+            inner = variable._data.array   # xarray's lazily indexed ZarrArrayWrapper
+            validate.check_chunks(path, group, name, inner._array, rows)
+            variable = xr.Variable(variable.dims, indexing.LazilyIndexedArray(
+                validate.NamedChunks(inner, path, group, name)), variable.attrs, variable.encoding)
+            if rows is not None:
+                variable = variable.isel({schema.ROW_DIM[group]: slice(0, rows)})
+            variables[name] = variable
     finally:
         store.close()
     return xr.decode_cf(xr.Dataset(variables))
@@ -98,15 +117,16 @@ def open_run(path: str | os.PathLike) -> Any:
     path = Path(path)
     meta = _root_metadata(path)
     attrs = _checked_attrs(path, meta)
-    committed = schema.parse_json_attr(attrs, "committed", path)
+    committed = validate.committed(attrs, path)
     consolidated = "consolidated_metadata" in meta
     nodes: dict[str, Any] = {"/": xr.Dataset(attrs=attrs)}
     with quiet_zarr_warnings():
         for group in schema.ROW_DIM:
             rows = schema.committed_rows(committed, group)
             nodes[f"/{group}"] = _committed_dataset(path, group, committed["variables"][group], rows, consolidated)
+        nodes["/probe"] = _committed_dataset(path, "probe", ["x", "y"], None, consolidated)
         for child in sorted(p.name for p in path.iterdir() if (p / "zarr.json").is_file()):
-            if child in schema.ROW_DIM:
+            if child in schema.ROW_DIM or child == "probe":
                 continue
             # Groups written after training (``analysis``) are replaced as a whole: read their own
             # metadata, never the root's consolidated copy, which a killed rewrite may have left stale.

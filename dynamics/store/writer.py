@@ -35,8 +35,8 @@ from zarr.storage import LocalStore
 
 from dynamics.errors import StoreError
 from dynamics.store import root as root_record
-from dynamics.store import schema
-from dynamics.store.lock import StoreLock, abandoned
+from dynamics.store import schema, validate
+from dynamics.store.lock import StoreLock, abandoned, sweep_temporary
 from dynamics.store.reader import check_store, quiet_zarr_warnings
 
 _FILL = {"i": -1, "u": 0, "f": np.nan, "b": False}
@@ -102,7 +102,7 @@ def _create_array(group: zarr.Group, name: str, dims: tuple[str, ...], shape: tu
     dtype = np.dtype(dtype)
     return group.create_array(name, overwrite=True, shape=shape, chunks=tuple(max(c, 1) for c in chunks), dtype=dtype,
                               fill_value=_FILL.get(dtype.kind, 0), dimension_names=list(dims),
-                              attributes=attrs or {}, compressors=_InlineZstdCodec(level=1), config=_ARRAY_CONFIG,
+                              attributes=attrs or {}, compressors=_InlineZstdCodec(level=1, checksum=True), config=_ARRAY_CONFIG,
                               chunk_key_encoding={"name": "default", "separator": "."})
 
 
@@ -136,6 +136,37 @@ def _strip_consolidated(path: Path) -> None:
     os.replace(tmp, meta_path)
 
 
+def _run_all(coroutines: list) -> None:
+    """Run ``coroutines`` concurrently on zarr's event loop; the first failure cancels the others and
+    is raised as itself (no sibling is left running, no exception is left unretrieved)."""
+    async def run() -> None:
+        async with asyncio.TaskGroup() as group:
+            for coroutine in coroutines:
+                group.create_task(coroutine)
+    try:
+        zarr_sync(run())
+    except BaseExceptionGroup as errors:
+        first = errors.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+
+
+def _delete_chunks_past(folder: Path, array: zarr.Array, rows: int) -> None:
+    """Delete the chunk files of ``array`` (stored in ``folder``) that lie wholly past row ``rows``.
+
+    Done here, file by file, rather than by zarr's ``resize``, which deletes through concurrent tasks
+    that go on (and each fail, unretrieved) after the first failure on a read-only file system."""
+    first_gone = -(-rows // (array.shards or array.chunks)[0])
+    separator = array.metadata.chunk_key_encoding.separator   # keys "c<sep>i<sep>j…" (default encoding)
+    for root, _, files in os.walk(folder):
+        for name in files:
+            key = os.path.relpath(os.path.join(root, name), folder).replace(os.sep, separator)
+            parts = key.split(separator)
+            if parts[0] == "c" and len(parts) > 1 and parts[1].isdigit() and int(parts[1]) >= first_gone:
+                os.unlink(os.path.join(root, name))
+
+
 def _grow_then_write(plan: list) -> None:
     """Grow every planned array, then write its new rows: one concurrent batch on zarr's loop.
 
@@ -149,9 +180,7 @@ def _grow_then_write(plan: list) -> None:
             await a.resize((_capacity(a.shape[0], rows + n, a.chunks[0]),) + a.shape[1:])
         await a.setitem(slice(rows, rows + n), v)
 
-    async def run() -> None:
-        await asyncio.gather(*(grow_write(*item) for item in plan))
-    zarr_sync(run())
+    _run_all([grow_write(*item) for item in plan])
 
 
 def _sweep_abandoned_creations(path: Path) -> None:
@@ -278,7 +307,10 @@ class RunWriter:
         lock = StoreLock(path).acquire()
         try:
             _remove_partial_files(path)
+            sweep_temporary(path, "zarr.json.*.tmp", grace_s=0)           # we hold the lock: all debris
+            sweep_temporary(path / "resume", "state.pt.*.tmp", grace_s=0)
             writer = cls(path, _open_root(path), lock)
+            validate.check_row_arrays(path, writer.root, writer.committed)   # never extend a damaged store
             writer._trim_to_committed(delete_rows=True)   # a killed writer may have left rows past the mark
             writer._nodes = root_record.read_nodes(path)
             writer._write_root_now()
@@ -294,7 +326,7 @@ class RunWriter:
         have been written there (after a kill, a truncation or a failed write batch); otherwise the
         files do not exist and looking for each one would cost a file-system call per spare row."""
         self._arrays.clear()
-        resized = []
+        resized, doomed = [], []
         with quiet_zarr_warnings():
             for group_name in schema.ROW_DIM:
                 group = self.root[group_name]
@@ -305,11 +337,13 @@ class RunWriter:
                         del group[name]
                         self._nodes.pop(f"{group_name}/{name}", None)
                     elif array.shape[0] != rows:
-                        resized.append(array.async_array.resize((rows,) + array.shape[1:], delete_rows))
+                        resized.append(array.async_array.resize((rows,) + array.shape[1:], False))
+                        if delete_rows:
+                            doomed.append((self.path / group_name / name, array, rows))
 
-        async def run() -> None:
-            await asyncio.gather(*resized)
-        zarr_sync(run())
+        _run_all(resized)
+        for folder, array, rows in doomed:   # one at a time: the first failure stops, nothing left running
+            _delete_chunks_past(folder, array, rows)
         if delete_rows:
             self._rows_past_committed = False
 

@@ -96,7 +96,7 @@ def test_live_holder_in_another_pid_namespace_is_refused(tmp_path):
     store = _store(tmp_path / "run.zarr")
     if subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True).returncode:
         pytest.skip("unshare --pid needs root and a kernel that allows PID namespaces")
-    proc = _holder(store, ["unshare", "--pid", "--fork", "--mount-proc"])
+    proc = _holder(store, ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"])
     try:
         holder = read_holder(store)
         assert holder["pid"] != proc.pid and holder["pid_ns"] != os.readlink("/proc/self/ns/pid")

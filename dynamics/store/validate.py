@@ -1,0 +1,147 @@
+"""Checks of what a reader takes from a run store: root attributes, the ``committed`` mark, chunk files.
+
+Damage is reported as :class:`~dynamics.errors.StoreError` naming the store, the variable and, for
+data, the chunk (its key and file) — never as a bare KeyError, AttributeError or codec error:
+
+- ``committed`` must be the object of :mod:`dynamics.store.schema` (row counts ints ≥ 0, steps int or
+  null, ``variables`` a list of names per row group); ``config`` and ``nonfinite`` JSON objects;
+  ``status`` one of the schema's statuses.
+- Every chunk file of a committed row of ``metrics``/``checkpoints``/``params`` and of ``probe`` must
+  exist: the writer writes every chunk (also chunks equal to the fill value), so a missing one is
+  damage, not NaN.
+- A chunk that cannot be decoded (truncated, zeroed, corrupted: new stores carry zstd's content
+  checksum, so a flipped bit is caught too) raises, when read, a StoreError naming it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from xarray.backends import BackendArray
+
+from dynamics.errors import StoreError
+from dynamics.store import schema
+
+
+def _object(attrs: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
+    value = schema.parse_json_attr(attrs, key, path)
+    if not isinstance(value, dict):
+        raise StoreError(f"store {path}: root attribute {key!r} must be a JSON object, got "
+                         f"{type(value).__name__} {json.dumps(value)[:60]}")
+    return value
+
+
+def _count(value: Any, what: str, path: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise StoreError(f"store {path}: committed.{what} must be an int >= 0, got {value!r}")
+    return value
+
+
+def committed(attrs: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The ``committed`` mark of root attributes ``attrs``, checked; StoreError naming what is wrong."""
+    mark = _object(attrs, "committed", path)
+    for key in ("metrics", "step", "checkpoint", "checkpoint_step", "variables"):
+        if key not in mark:
+            raise StoreError(f"store {path}: committed mark lacks {key!r} (found {sorted(mark)}); the store "
+                             f"is damaged")
+    _count(mark["metrics"], "metrics", path)
+    _count(mark["checkpoint"], "checkpoint", path)
+    for key in ("step", "checkpoint_step"):
+        if mark[key] is not None:
+            _count(mark[key], key, path)
+    variables = mark["variables"]
+    if not isinstance(variables, dict) or set(variables) != set(schema.ROW_DIM) or not all(
+            isinstance(names, list) and all(isinstance(n, str) for n in names) for names in variables.values()):
+        raise StoreError(f"store {path}: committed.variables must map {sorted(schema.ROW_DIM)} to lists of "
+                         f"names, got {json.dumps(variables)[:80]}")
+    return mark
+
+
+def root_attributes(attrs: dict[str, Any], path: Path) -> None:
+    """Check ``config``, ``nonfinite``, ``status`` and ``committed`` of a run store's root attributes."""
+    _object(attrs, "config", path)
+    _object(attrs, "nonfinite", path)
+    if attrs.get("status") not in schema.STATUSES:
+        raise StoreError(f"store {path}: status must be one of {list(schema.STATUSES)}, got {attrs.get('status')!r}")
+    committed(attrs, path)
+
+
+def _chunk_grid(array: Any) -> tuple[int, ...]:
+    """Rows (and extents) of one stored file: the shard shape of a sharded array, else the chunk shape."""
+    return tuple(array.shards or array.chunks)
+
+
+def check_chunks(path: Path, group: str, name: str, array: Any, rows: int | None) -> None:
+    """StoreError when a chunk file of the first ``rows`` rows (all rows: None) of the zarr ``array``
+    ``group/name`` of store ``path`` is missing, or when the array holds fewer than ``rows`` rows."""
+    shape = tuple(array.shape)
+    if rows is not None and shape and shape[0] < rows:
+        raise StoreError(f"store {path}: {group}/{name} holds {shape[0]} rows but the committed mark says "
+                         f"{rows}; the store is damaged")
+    extent = shape if rows is None or not shape else (rows,) + shape[1:]
+    grid = _chunk_grid(array)
+    folder = path / group / name
+    present = {os.path.relpath(os.path.join(root, f), folder) for root, _, files in os.walk(folder) for f in files}
+    counts = [math.ceil(n / c) for n, c in zip(extent, grid)]
+    for coords in itertools.product(*(range(n) for n in counts)):
+        key = array.metadata.encode_chunk_key(coords)
+        if key not in present:
+            raise StoreError(f"store {path}: chunk {key} of {group}/{name} (rows {_rows(coords, grid)}) is missing "
+                             f"(file {folder / key}); it lies inside the committed range, so the data is lost")
+
+
+def _rows(coords: tuple[int, ...], grid: tuple[int, ...]) -> str:
+    if not coords:
+        return "all"
+    first = coords[0] * grid[0]
+    return f"{first}–{first + grid[0] - 1}"
+
+
+class NamedChunks(BackendArray):
+    """A lazily read zarr array (xarray's ``ZarrArrayWrapper`` ``inner``) whose read errors become a
+    StoreError naming store, variable and the first chunk that fails to decode."""
+
+    def __init__(self, inner: Any, path: Path, group: str, name: str) -> None:
+        self.inner, self.path, self.group, self.name = inner, path, group, name
+        self.shape, self.dtype = inner.shape, inner.dtype
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            return self.inner[key]
+        except Exception as err:
+            raise StoreError(self._describe(err)) from None
+
+    def _describe(self, err: Exception) -> str:
+        array = self.inner._array
+        grid = _chunk_grid(array)
+        counts = [math.ceil(n / c) for n, c in zip(array.shape, grid)]
+        for coords in itertools.product(*(range(n) for n in counts)):
+            region = tuple(slice(i * c, (i + 1) * c) for i, c in zip(coords, grid))
+            try:
+                array[region]
+            except Exception as chunk_err:
+                key = array.metadata.encode_chunk_key(coords)
+                return (f"store {self.path}: chunk {key} of {self.group}/{self.name} (rows {_rows(coords, grid)}, "
+                        f"file {self.path / self.group / self.name / key}) cannot be read: "
+                        f"{type(chunk_err).__name__}: {chunk_err}")
+        return f"store {self.path}: {self.group}/{self.name} cannot be read: {type(err).__name__}: {err}"
+
+
+def check_row_arrays(path: Path, root: Any, mark: dict[str, Any]) -> None:
+    """:func:`check_chunks` for every committed variable of the zarr group ``root`` of store ``path``
+    (a writer resuming a store checks it before it appends: a damaged store is never extended)."""
+    for group, names in mark["variables"].items():
+        rows = schema.committed_rows(mark, group)
+        for name in names:
+            try:
+                array = root[group][name]
+            except Exception as err:
+                raise StoreError(f"store {path}: variable {group}/{name} cannot be opened ({type(err).__name__}: "
+                                 f"{err}); its zarr.json is missing or damaged") from None
+            check_chunks(path, group, name, array, rows)
