@@ -27,6 +27,7 @@ from analysis import analyze
 from dynamics import Recorder
 from dynamics.models import RevMLP
 from dynamics.schedules import log_spaced
+from environment import environment_line
 
 
 def write_store(path: Path, steps: int, probe: int, checkpoints: int) -> float:
@@ -103,6 +104,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="300 steps, probe 128, 6 checkpoints")
     parser.add_argument("--probe", type=int, default=None, help="probe set size (default 256; --quick 128)")
     args = parser.parse_args()
+    print(environment_line())
     steps, checkpoints = (300, 6) if args.quick else (1000, 10)
     probe = args.probe or (128 if args.quick else 256)
     with tempfile.TemporaryDirectory() as tmp:

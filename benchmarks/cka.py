@@ -21,6 +21,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from analysis.cka import linear_cka
+from environment import environment_line
 
 
 def naive_centring_matrix_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -55,6 +56,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="BLAS threads for every method (default: the library's own setting)")
     args = parser.parse_args()
+    print(environment_line())
     with threadpool_limits(limits=args.threads, user_api="blas"):
         run(args)
 

@@ -31,6 +31,7 @@ import torch
 
 from dynamics.gauss_newton import ReversibleGN, gn_residual
 from dynamics.gauss_newton.targets import output_targets
+from environment import environment_line, synchronize
 from dynamics.models import RevMLP
 
 CASES = {
@@ -97,9 +98,11 @@ def independent_residual(model: RevMLP, opt: ReversibleGN, initial: dict, x: tor
     return gn_residual(twin, x.double(), update, desired)
 
 
-def time_case(name: str, dim: int, hidden: int, n: int, depth: int, data: str, repeats: int) -> list[tuple]:
-    model = RevMLP(dim, hidden, depth, 10, first_linear=True, seed=0)
+def time_case(name: str, dim: int, hidden: int, n: int, depth: int, data: str, repeats: int,
+              device: str = "cpu") -> list[tuple]:
+    model = RevMLP(dim, hidden, depth, 10, first_linear=True, seed=0).to(device)
     x, y = batch(data, n, dim)
+    x, y = x.to(device), y.to(device)
     initial = copy.deepcopy(model.state_dict())
     models = {method: copy.deepcopy(model) for method in METHODS}
     opts = {method: make(models[method]) for method, make in METHODS.items()}
@@ -110,11 +113,13 @@ def time_case(name: str, dim: int, hidden: int, n: int, depth: int, data: str, r
     loads = [os.getloadavg()[0]]
     for step in steps.values():
         step(x, y)  # warm-up
+    synchronize(device)
     for _ in range(repeats):  # round-robin, so that load from other processes hits every method alike
         for method, step in steps.items():
             models[method].load_state_dict(initial)  # every timed step starts from the same point
             start, start_cpu = time.perf_counter(), time.process_time()
             report = step(x, y)
+            synchronize(device)
             times[method].append(time.perf_counter() - start)
             cpu[method].append(time.process_time() - start_cpu)
             if report is not None:
@@ -125,7 +130,7 @@ def time_case(name: str, dim: int, hidden: int, n: int, depth: int, data: str, r
     rows = [(m, min(times[m]), statistics.median(times[m]), min(cpu[m]),
              max(residuals[m]) if residuals[m] else float("nan"), independent.get(m, float("nan"))) for m in METHODS]
     adam = next(row for row in rows if row[0] == "Adam")
-    print(f"\n({name}) d={dim}, H={hidden}, N={n}, depth={depth}, {data} inputs, float32, "
+    print(f"\n({name}) d={dim}, H={hidden}, N={n}, depth={depth}, {data} inputs, float32, {device}, "
           f"{torch.get_num_threads()} threads, {repeats} repeats, load average {min(loads):.1f}–{max(loads):.1f}")
     print(f"{'method':28s} {'best [s]':>9s} {'× Adam':>7s} {'median [s]':>10s} {'× Adam':>7s} "
           f"{'CPU [s]':>8s} {'× Adam':>7s} {'ρ report':>9s} {'ρ indep':>9s}")
@@ -142,6 +147,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per method (default 3)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's choice); 1 gives the steadiest ratios on a busy machine")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -149,10 +155,9 @@ def main() -> None:
     unknown = sorted(set(cases) - set(CASES))
     if unknown:
         parser.error(f"unknown case(s) {unknown}; choose from {sorted(CASES)}")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, load average {os.getloadavg()}")
+    print(environment_line(args.device))
     for name in cases:
-        time_case(name, repeats=args.repeats or 3, **CASES[name])
+        time_case(name, repeats=args.repeats or 3, device=args.device, **CASES[name])
 
 
 if __name__ == "__main__":

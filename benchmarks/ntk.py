@@ -20,21 +20,23 @@ Structured times are the best of ``--repeats`` (default 5) runs after one warm-u
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import torch
 
 from dynamics.models import MLP, RevMLP
 from dynamics.ntk import empirical_ntk
+from environment import environment_line, synchronize
 
 
-def best_time(fn, repeats: int) -> tuple[float, torch.Tensor]:
+def best_time(fn, repeats: int, device: str = "cpu") -> tuple[float, torch.Tensor]:
     result = fn()  # warm-up
+    synchronize(device)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         result = fn()
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return best, result
 
@@ -43,23 +45,24 @@ def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
-def mlp_case(hidden: int, n: int, repeats: int) -> list[dict]:
-    model = MLP(64, hidden, 2, 10, seed=0)
-    x = torch.randn(n, 64, generator=torch.Generator().manual_seed(0))
+def mlp_case(hidden: int, n: int, repeats: int, device: str = "cpu") -> list[dict]:
+    model = MLP(64, hidden, 2, 10, seed=0).to(device)
+    x = torch.randn(n, 64, generator=torch.Generator().manual_seed(0)).to(device)
     rows = []
     for trace in (False, True):
-        t_s, k_s = best_time(lambda: empirical_ntk(model, x, trace=trace, method="structured"), repeats)
-        t_j, k_j = best_time(lambda: empirical_ntk(model, x, trace=trace, method="jacobian", chunk_size=n), 1)
+        t_s, k_s = best_time(lambda: empirical_ntk(model, x, trace=trace, method="structured"), repeats, device)
+        t_j, k_j = best_time(lambda: empirical_ntk(model, x, trace=trace, method="jacobian", chunk_size=n), 1, device)
         rows.append(dict(case=f"MLP 64→{hidden}→{hidden}→10, {n} probes", kernel="traced" if trace else "full",
                          structured=t_s, jacobian=f"{t_j:.2f}", ratio=f"{t_j / t_s:.0f}×",
                          rel_diff=f"{relative_difference(k_s, k_j):.1e}"))
     return rows
 
 
-def revmlp_case(hidden: int, n: int, repeats: int, jac_probes: int = 4, jac_chunk: int = 2) -> list[dict]:
-    model = RevMLP(784, hidden, 2, 10, seed=0)
+def revmlp_case(hidden: int, n: int, repeats: int, jac_probes: int = 4, jac_chunk: int = 2,
+                device: str = "cpu") -> list[dict]:
+    model = RevMLP(784, hidden, 2, 10, seed=0).to(device)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    x = torch.randn(n, 784, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(n, 784, generator=torch.Generator().manual_seed(0)).to(device)
     small = x[:jac_probes]
     pairs = lambda c: c * (c + 1) // 2  # noqa: E731  (chunk pairs of a symmetric kernel)
     scale = pairs(-(-n // jac_chunk)) / pairs(-(-jac_probes // jac_chunk))
@@ -68,9 +71,10 @@ def revmlp_case(hidden: int, n: int, repeats: int, jac_probes: int = 4, jac_chun
     for trace in (False, True):
         start = time.perf_counter()
         k_small_j = empirical_ntk(model, small, trace=trace, method="jacobian", chunk_size=jac_chunk)
+        synchronize(device)
         estimate = (time.perf_counter() - start) * scale
         k_small_s = empirical_ntk(model, small, trace=trace, method="structured")
-        t_s, _ = best_time(lambda: empirical_ntk(model, x, trace=trace, method="structured"), repeats)
+        t_s, _ = best_time(lambda: empirical_ntk(model, x, trace=trace, method="structured"), repeats, device)
         rows.append(dict(case=label, kernel="traced" if trace else "full", structured=t_s,
                          jacobian=f"~{estimate:.0f} (est.)", ratio=f"~{estimate / t_s:.0f}×",
                          rel_diff=f"{relative_difference(k_small_s, k_small_j):.1e} ({jac_probes} probes)"))
@@ -80,17 +84,17 @@ def revmlp_case(hidden: int, n: int, repeats: int, jac_probes: int = 4, jac_chun
     return rows
 
 
-def cnn_case(n: int, repeats: int) -> list[dict]:
+def cnn_case(n: int, repeats: int, device: str = "cpu") -> list[dict]:
     from torch import nn
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
-                          nn.Flatten(), nn.Linear(32 * 64, 10))
-    x = torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+                          nn.Flatten(), nn.Linear(32 * 64, 10)).to(device)
+    x = torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(0)).to(device)
     rows = []
     for trace in (False, True):
-        t_s, k_s = best_time(lambda: empirical_ntk(model, x, trace=trace, method="structured"), repeats)
-        t_j, k_j = best_time(lambda: empirical_ntk(model, x, trace=trace, method="jacobian"), 1)
+        t_s, k_s = best_time(lambda: empirical_ntk(model, x, trace=trace, method="structured"), repeats, device)
+        t_j, k_j = best_time(lambda: empirical_ntk(model, x, trace=trace, method="jacobian"), 1, device)
         rows.append(dict(case=f"CNN 1→16→32 conv + Linear 2048→10, 8×8 inputs, {n} probes",
                          kernel="traced" if trace else "full", structured=t_s, jacobian=f"{t_j:.2f}",
                          ratio=f"{t_j / t_s:.1f}×", rel_diff=f"{relative_difference(k_s, k_j):.1e}"))
@@ -110,14 +114,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller models and probe sets")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per structured measurement")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
-          f"{os.cpu_count()} CPUs, load average {load:.1f} (other work inflates the times)")
-    rows = mlp_case(256, 32, args.repeats) if args.quick else mlp_case(1024, 64, args.repeats)
-    rows += revmlp_case(2000, 100, args.repeats) if args.quick else revmlp_case(8000, 500, args.repeats)
-    rows += cnn_case(32 if args.quick else 128, args.repeats)
+    print(f"{environment_line(args.device)}, float32 (other work inflates the times)")
+    d = args.device
+    rows = mlp_case(256, 32, args.repeats, d) if args.quick else mlp_case(1024, 64, args.repeats, d)
+    rows += revmlp_case(2000, 100, args.repeats, device=d) if args.quick else revmlp_case(8000, 500, args.repeats, device=d)
+    rows += cnn_case(32 if args.quick else 128, args.repeats, d)
     print_table(rows)
 
 

@@ -33,6 +33,7 @@ import torch
 from dynamics import Recorder, open_run
 from dynamics.models import MLP, RevMLP
 from dynamics.schedules import every, log_spaced
+from environment import environment_line
 
 CASES = {  # name: (model factory, optimizer factory, steps, checkpoints, quick steps, quick checkpoints)
     "default": (lambda: MLP(40, 256, 3, 10, seed=0),
@@ -141,6 +142,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=None, help="bare/recorded pairs per overhead case")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    print(environment_line())
     for case in ("default", "dense"):
         if args.case in (case, "all"):
             overhead(case, args.quick, args.pairs)

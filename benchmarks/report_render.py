@@ -26,6 +26,7 @@ from synthetic import make_analysis  # noqa: E402
 
 from reports.plotting import figure_png, new_figure  # noqa: E402
 from reports.report import render_figures, report_html  # noqa: E402
+from environment import environment_line
 
 CASES = {
     "3 runs × 400 steps": dict(optimizers=("gn", "sgd", "adam"), seeds=(0,), n_steps=400),
@@ -53,6 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smallest case, one repeat")
     args = parser.parse_args()
+    print(environment_line())
     repeats = 1 if args.quick else 3
     cases = dict(list(CASES.items())[:1]) if args.quick else CASES
     baseline_png()  # warm-up: font cache, Agg

@@ -24,6 +24,7 @@ from trainers import load_config, train
 from trainers.config import ExperimentConfig
 from trainers.optimizers import make_optimizer
 from trainers.setup import build_model, prepare
+from environment import environment_line
 
 
 def bare_update_ms(config: ExperimentConfig, name: str, steps: int) -> float:
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer steps")
     parser.add_argument("--steps", type=int, default=60)
     args = parser.parse_args()
+    print(environment_line())
     steps = 20 if args.quick else args.steps
     config = load_config("mnist1d")
     bare_update_ms(config, "adam", 5)  # warm-up: first calls allocate and load kernels

@@ -114,7 +114,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, run_flags: bool = T
     parser.add_argument("--resume", action="store_true", help="continue interrupted stores instead of failing")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete existing run stores at the output paths and train them again")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar (terminal), no progress lines (redirected stderr), no messages")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads per training process (default: the cores not busy with other "
+                             "programs, by the 1-minute load average, at least 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,11 +237,21 @@ def say(args: argparse.Namespace, message: str) -> None:
         print(message, file=sys.stderr)
 
 
+def use_threads(args: argparse.Namespace, concurrent: int = 1) -> None:
+    """Apply ``--threads`` (or the default share of the cores for ``concurrent`` runs) before training."""
+    from trainers.runtime import apply_threads, check_threads, default_threads
+
+    threads = default_threads(concurrent) if args.threads is None else check_threads(args.threads)
+    say(args, f"training with {apply_threads(threads)} CPU thread(s) per run"
+              f"{'' if args.threads is not None else ' (default; set --threads N to pin)'}")
+
+
 def command_train(args: argparse.Namespace) -> None:
     from trainers import train
 
     config = config_from(args)
     check_target(args.out, args)
+    use_threads(args)
     path = train(config, args.optimizer, args.out, seed=args.seed, resume=args.resume, overwrite=args.overwrite,
                  progress=not args.quiet)
     print(path)
@@ -274,6 +288,7 @@ def command_run(args: argparse.Namespace) -> int:
     runs = [(seed, optimizer, out / store_name(optimizer, seed, len(seeds))) for seed in seeds for optimizer in names]
     for _, _, path in runs:
         check_target(path, args)
+    use_threads(args)  # the runs train one after the other: each gets the whole share
     failed = []
     for seed, optimizer, path in runs:
         try:

@@ -30,14 +30,12 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import sys
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from dynamics import Recorder
 from dynamics.errors import ConfigError, StoreError
@@ -49,6 +47,7 @@ from trainers.budget import check_memory
 from trainers.config import ExperimentConfig, validate
 from trainers.optimizers import batch_loss, make_optimizer
 from trainers.phases import PhaseSteppers, phase_plan, run_phases
+from trainers.progress import Progress
 from trainers.schema import SEED_MAX
 from trainers.setup import Experiment, build_model, prepare
 
@@ -107,7 +106,8 @@ def train(config: ExperimentConfig | Mapping, optimizer: str, out: str | Path, *
     store ``out``; returns its path. ``config`` is an :class:`~trainers.config.ExperimentConfig` (a
     mapping is validated first); ``seed`` overrides ``train.seed``; ``resume`` continues an
     interrupted store (a missing store starts fresh); ``overwrite`` deletes an existing run store at
-    ``out`` first (never anything that is not a run store); ``callback(step)`` runs after every step
+    ``out`` first (never anything that is not a run store); ``progress`` shows a bar on a terminal
+    and progress lines on a redirected stderr (:mod:`trainers.progress`), False nothing; ``callback(step)`` runs after every step
     (tests raise KeyboardInterrupt from it). Bad config or seed, or a config that cannot fit in the
     available memory (:mod:`trainers.budget`) → ConfigError before anything is written. SIGINT,
     SIGTERM and SIGHUP stop the run between steps (:mod:`trainers.signals`): the store is marked
@@ -163,15 +163,14 @@ def _train(config: ExperimentConfig, optimizer: str, out: Path, seed: int, resum
             run.checkpoint()
         restoring = False
         run.boundary = True
-        with tqdm(total=experiment.total_steps, initial=run.step, disable=not progress or not sys.stderr.isatty(),
-                  desc=f"{optimizer} seed {seed}", unit="step") as bar:
+        with Progress(experiment.total_steps, initial=run.step, desc=f"{optimizer} seed {seed}",
+                      mode="auto" if progress else "off") as bar:
             while run.step < experiment.total_steps:
                 signals.check(stop)
                 run.boundary = False
                 run.advance()
                 run.boundary = True
-                bar.update(1)
-                bar.set_postfix(loss=f"{run.last_loss:.4f}", refresh=False)
+                bar.update(run.step, run.last_loss)
                 if callback is not None:
                     callback(run.step)
                 signals.check(stop)
