@@ -238,12 +238,11 @@ def say(args: argparse.Namespace, message: str) -> None:
 
 
 def use_threads(args: argparse.Namespace, concurrent: int = 1) -> None:
-    """Apply ``--threads`` (or the default share of the cores for ``concurrent`` runs) before training."""
+    """Apply ``--threads`` (or the default share of the cores for ``concurrent`` runs) before training;
+    each run's first progress line names the count."""
     from trainers.runtime import apply_threads, check_threads, default_threads
 
-    threads = default_threads(concurrent) if args.threads is None else check_threads(args.threads)
-    say(args, f"training with {apply_threads(threads)} CPU thread(s) per run"
-              f"{'' if args.threads is not None else ' (default; set --threads N to pin)'}")
+    apply_threads(default_threads(concurrent) if args.threads is None else check_threads(args.threads))
 
 
 def command_train(args: argparse.Namespace) -> None:

@@ -164,7 +164,8 @@ def _train(config: ExperimentConfig, optimizer: str, out: Path, seed: int, resum
         restoring = False
         run.boundary = True
         with Progress(experiment.total_steps, initial=run.step, desc=f"{optimizer} seed {seed}",
-                      mode="auto" if progress else "off") as bar:
+                      mode="auto" if progress else "off",
+                      header=f"{experiment.total_steps} steps, {torch.get_num_threads()} CPU thread(s)") as bar:
             while run.step < experiment.total_steps:
                 signals.check(stop)
                 run.boundary = False

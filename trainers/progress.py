@@ -9,6 +9,7 @@ lost or garble the log, so one line is printed
   (steps/s over the steps of this process, ETA = remaining steps ÷ that rate).
 
 ``mode``: "auto" (bar when ``stream.isatty()``, else lines), "bar", "lines" or "off" (``--quiet``).
+In lines mode a ``header`` (e.g. "1000 steps, cpu, 2 CPU threads") is printed first as ``desc: header``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class Progress:
     """Report ``update(step, loss)`` calls of a run of ``total`` steps starting at ``initial``."""
 
     def __init__(self, total: int, *, initial: int = 0, desc: str = "training", mode: str = "auto",
-                 interval: float = 10.0, stream: TextIO | None = None) -> None:
+                 interval: float = 10.0, stream: TextIO | None = None, header: str = "") -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if not interval > 0:
@@ -47,6 +48,8 @@ class Progress:
         self.step, self.loss = initial, math.nan
         self.start = self.last_time = time.monotonic()
         self.last_tenth, self.emitted = self.tenth(initial), initial
+        if mode == "lines" and header:
+            print(f"{desc}: {header}", file=self.stream, flush=True)
         self.bar = (tqdm(total=total, initial=initial, desc=desc, unit="step", file=self.stream)
                     if mode == "bar" else None)
 
