@@ -116,6 +116,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, run_flags: bool = T
                         help="delete existing run stores at the output paths and train them again")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bar (terminal), no progress lines (redirected stderr), no messages")
+    parser.add_argument("--device", metavar="DEVICE",
+                        help="cpu, cuda, cuda:N or auto (CUDA when available); sets train.device (default cpu)")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads per training process (default: the cores not busy with other "
                              "programs, by the 1-minute load average, at least 1)")
@@ -217,6 +219,8 @@ def config_from(args: argparse.Namespace):
     overrides = dict(args.settings)
     if args.data_dir is not None:
         overrides["data.data_dir"] = args.data_dir
+    if getattr(args, "device", None) is not None:
+        overrides["train.device"] = args.device
     return load_config(args.preset, args.config, overrides)
 
 

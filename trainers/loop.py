@@ -48,6 +48,7 @@ from trainers.config import ExperimentConfig, validate
 from trainers.optimizers import batch_loss, make_optimizer
 from trainers.phases import PhaseSteppers, phase_plan, run_phases
 from trainers.progress import Progress
+from trainers.runtime import resolve_device
 from trainers.schema import SEED_MAX
 from trainers.setup import Experiment, build_model, prepare
 
@@ -121,6 +122,7 @@ def train(config: ExperimentConfig | Mapping, optimizer: str, out: str | Path, *
     phases = run_phases(config.train.phases, optimizer)   # None: a one-optimiser run
     names = [p["optimizer"] for p in phases] if phases else [optimizer]
     options = {name: config.optimizer(name) for name in names}
+    device = resolve_device(config.train.device)   # ConfigError when CUDA is asked for and absent
     if resume and overwrite:
         raise ConfigError("resume and overwrite exclude each other: resume continues a store, overwrite deletes it")
     if out.exists() and not out.is_dir():
@@ -142,7 +144,8 @@ def _train(config: ExperimentConfig, optimizer: str, out: Path, seed: int, resum
     if overwrite and out.exists():
         remove_store(out)
     stored_config = resolved_config(config, optimizer, seed, experiment)
-    model = build_model(config.model, experiment.x.shape[1], experiment.n_classes, seed)
+    model = build_model(config.model, experiment.x.shape[1], experiment.n_classes, seed).to(device)
+    experiment = experiment.to(device)  # data, probe, batches on the model's device; stores get CPU copies
     loss = config.train.loss
     steppers = PhaseSteppers(plan, lambda name: make_optimizer(name, options[name], model, loss))
     stepper = steppers.at(0)
@@ -165,7 +168,8 @@ def _train(config: ExperimentConfig, optimizer: str, out: Path, seed: int, resum
         run.boundary = True
         with Progress(experiment.total_steps, initial=run.step, desc=f"{optimizer} seed {seed}",
                       mode="auto" if progress else "off",
-                      header=f"{experiment.total_steps} steps, {torch.get_num_threads()} CPU thread(s)") as bar:
+                      header=f"{experiment.total_steps} steps on {device}, "
+                             f"{torch.get_num_threads()} CPU thread(s)") as bar:
             while run.step < experiment.total_steps:
                 signals.check(stop)
                 run.boundary = False

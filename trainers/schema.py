@@ -107,3 +107,7 @@ class TrainConfig(Section):
     loss: Literal["ce", "mse"] = Field("ce", description="cross-entropy or squared error (no 1/2)")
     eval_size: int = Field(0, ge=0, description="examples of train and test evaluated at checkpoints (0 = all)")
     ntk: bool = Field(True, description="record the probe-set NTK at checkpoints")
+    device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:[0-9]+)?)$",
+                        description="torch device of the model, batches, probe, GN solves and NTK: 'cpu', "
+                                    "'cuda', 'cuda:N' or 'auto' (CUDA when available); stores are written "
+                                    "from CPU copies")

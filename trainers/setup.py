@@ -18,7 +18,7 @@ optimisers and seeds share them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -52,6 +52,14 @@ class Experiment:
     steps_per_epoch: int
     total_steps: int
     checkpoint_steps: list[int]
+
+    def to(self, device: torch.device | str) -> Experiment:
+        """A copy whose features, labels and evaluation sets live on ``device``. The index tensors
+        (pool, other, probe) stay on the CPU, where the seeded data order is drawn, so every device
+        trains on the same batches."""
+        move = lambda pair: (pair[0].to(device), pair[1].to(device))  # noqa: E731
+        return replace(self, x=self.x.to(device), y=self.y.to(device), eval_train=move(self.eval_train),
+                       eval_test=move(self.eval_test))
 
 
 def build_model(model_config: ModelConfig, dim: int, n_classes: int, seed: int) -> nn.Module:

@@ -115,4 +115,4 @@ def test_cli_prints_progress_lines_to_a_pipe(tmp_path, quiet):
         return
     assert [int(m["step"]) for m in progress] == [3 * k for k in range(1, 11)]
     assert all(m["desc"] == "adam seed 2" and m["total"] == "30" for m in progress)
-    assert "\r" not in done.stderr and lines(done.stderr)[0] == "adam seed 2: 30 steps, 1 CPU thread(s)"
+    assert "\r" not in done.stderr and lines(done.stderr)[0] == "adam seed 2: 30 steps on cpu, 1 CPU thread(s)"
