@@ -122,7 +122,7 @@ def train(config: ExperimentConfig | Mapping, optimizer: str, out: str | Path, *
     phases = run_phases(config.train.phases, optimizer)   # None: a one-optimiser run
     names = [p["optimizer"] for p in phases] if phases else [optimizer]
     options = {name: config.optimizer(name) for name in names}
-    device = resolve_device(config.train.device)   # ConfigError when CUDA is asked for and absent
+    resolve_device(config.train.device)   # ConfigError when CUDA is asked for and absent, before any write
     if resume and overwrite:
         raise ConfigError("resume and overwrite exclude each other: resume continues a store, overwrite deletes it")
     if out.exists() and not out.is_dir():
@@ -134,6 +134,7 @@ def train(config: ExperimentConfig | Mapping, optimizer: str, out: str | Path, *
 def _train(config: ExperimentConfig, optimizer: str, out: Path, seed: int, resume: bool, overwrite: bool,
            progress: bool, callback: Callable[[int], None] | None, stop: dict, phases: list | None,
            options: dict) -> Path:
+    device = resolve_device(config.train.device)
     experiment = prepare(config)
     plan = phase_plan(phases or [{"optimizer": optimizer}], experiment.steps_per_epoch, experiment.total_steps)
     if phases:  # the last update of every phase is a checkpoint (parameters at the switch)
