@@ -1,7 +1,7 @@
 """Overhead of recording, against the same loop without a Recorder (baseline measured in the same run),
 and the time to load a store with many checkpoints.
 
-    python benchmarks/recorder_overhead.py [--quick] [--case default|dense|load|all]
+    python benchmarks/recorder_overhead.py [--quick] [--case default|dense|cnn|load|all]
 
 Cases:
 
@@ -9,6 +9,9 @@ Cases:
   checkpoints (NTK on 128 probes, 3 representations, parameters).
 - ``dense`` (checkpoint-dense): ``RevMLP(40, 1024, 3, 10)``, Adam, batch 128, 400 steps, 11
   log-spaced checkpoints (NTK on 128 probes, every block's representation, parameters).
+- ``cnn``: a small CNN on digit-sized 8×8 images (Conv2d 1→16→32, 3×3, padding 1, ReLU, Linear
+  2048→10), Adam, batch 128, 1000 steps, 11 log-spaced checkpoints (NTK on 128 probes through the
+  structured Conv2d path, every layer's representation, parameters).
 - ``load``: a store with 1,772 checkpoints of a small model (``MLP(8, 16, 2, 3)``, 16 probes: NTK,
   representations, parameters, two scalars) is written; then ``open_run(path).load()`` is timed.
 
@@ -29,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from dynamics import Recorder, open_run
 from dynamics.models import MLP, RevMLP
@@ -40,14 +44,23 @@ CASES = {  # name: (model factory, optimizer factory, steps, checkpoints, quick 
                 lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9), 3000, 20, 300, 10),
     "dense": (lambda: RevMLP(40, 1024, 3, 10, seed=0),
               lambda p: torch.optim.Adam(p, lr=1e-3), 400, 11, 100, 6),
+    "cnn": (lambda: small_cnn(), lambda p: torch.optim.Adam(p, lr=1e-3), 1000, 11, 200, 6),
 }
+#: shape of one input sample per case
+INPUT_SHAPE = {"default": (40,), "dense": (40,), "cnn": (1, 8, 8)}
+
+
+def small_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(32 * 64, 10))
 
 
 def train(case: str, steps: int, store: Path | None, n_checkpoints: int) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the whole process, all threads) of the loop (creation excluded)."""
     make_model, make_opt = CASES[case][:2]
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(4000, 40, generator=gen)
+    x = torch.randn(4000, *INPUT_SHAPE[case], generator=gen)
     y = torch.randint(0, 10, (4000,), generator=gen)
     model = make_model()
     optimizer = make_opt(model.parameters())
@@ -138,12 +151,12 @@ def load(quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Recorder overhead vs a bare training loop; load time")
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (a smoke run)")
-    parser.add_argument("--case", choices=["default", "dense", "load", "all"], default="all")
+    parser.add_argument("--case", choices=["default", "dense", "cnn", "load", "all"], default="all")
     parser.add_argument("--pairs", type=int, default=None, help="bare/recorded pairs per overhead case")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(environment_line())
-    for case in ("default", "dense"):
+    for case in ("default", "dense", "cnn"):
         if args.case in (case, "all"):
             overhead(case, args.quick, args.pairs)
     if args.case in ("load", "all"):
