@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 
 import numpy as np
 import pytest
@@ -62,18 +61,9 @@ def test_bad_values_are_refused_at_log_and_nothing_is_lost(tmp_path, kwargs, mat
 
 # ------------------------------------------------------------------ case 2b: a full disk
 @pytest.fixture
-def small_disk(tmp_path):
+def small_disk(mount_tmpfs):
     """A 3 MiB tmpfs mounted at tmp_path/disk (tests run as root in CI); skipped where mounting fails."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill (needs root and mount rights): {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+    return mount_tmpfs("3m", "disk")
 
 
 def _fill(folder) -> os.PathLike:

@@ -54,15 +54,9 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture
-def tmpfs(tmp_path):
+def tmpfs(mount_tmpfs):
     """A 1 MiB tmpfs mounted at tmp_path/fs (skipped where mounting is impossible)."""
-    mount = tmp_path / "fs"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    return mount_tmpfs("1m")
 
 
 def _fill(directory: Path) -> None:

@@ -23,15 +23,9 @@ ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture
-def tmpfs(tmp_path):
-    mount = tmp_path / "fs"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["mount", "-o", "remount,rw", str(mount)], capture_output=True)
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+def tmpfs(mount_tmpfs):
+    """A 4 MiB tmpfs mounted at tmp_path/fs (skipped where mounting is impossible)."""
+    return mount_tmpfs("4m")
 
 
 def fill(directory: Path, leave: int = 0) -> None:
