@@ -16,6 +16,11 @@ Per step t = 1 … T (the update that turns the parameters θ_{t−1} into θ_t)
 Checkpoints at step 0 and log-spaced steps up to T store train/test loss and accuracy, the
 parameters, the probe-set NTK and representations (the Recorder does the last three).
 
+Augmentation (``data.augment``): the mini-batch of update t is augmented with the boxes of (seed, t)
+(:mod:`trainers.data.augment`) before the optimiser sees it; ``loss``/``loss_after`` are on that
+augmented batch, ``next_loss``/``next_loss_after`` on the next batch as update t + 1 will see it
+(augmented with (seed, t + 1)); the held-out batch, probe and evaluations are never augmented.
+
 Data order: a ``torch.Generator`` seeded with the run's seed draws one permutation of the pool per
 epoch. The resume state (saved at every checkpoint and on Ctrl-C) holds that generator's state at the
 start of the current epoch, the position in it, the model and optimiser ``state_dict`` s and the last
@@ -216,7 +221,7 @@ class RunState:
 
     def __init__(self, experiment: Experiment, model, stepper, recorder, loss: str, seed: int, config: dict) -> None:
         self.experiment, self.model, self.stepper, self.recorder, self.loss = experiment, model, stepper, recorder, loss
-        self.config = config
+        self.config, self.seed = config, seed
         self.generator = torch.Generator().manual_seed(seed)
         self.epoch_state = self.generator.get_state()
         self.order: torch.Tensor | None = None
@@ -233,8 +238,16 @@ class RunState:
         return max(self.steppers.index, 0) if self.steppers is not None else 0
 
     @torch.no_grad()
-    def batch_loss(self, indices: torch.Tensor) -> float:
-        return float(batch_loss(self.model(self.experiment.x[indices]), self.experiment.y[indices], self.loss))
+    def batch_loss(self, indices: torch.Tensor, x: torch.Tensor | None = None) -> float:
+        """Loss of the examples ``indices`` (with inputs ``x`` instead of their stored features if given)."""
+        x = self.experiment.x[indices] if x is None else x
+        return float(batch_loss(self.model(x), self.experiment.y[indices], self.loss))
+
+    def inputs(self, indices: torch.Tensor, update: int) -> torch.Tensor:
+        """Features of the mini-batch ``indices`` as update ``update`` (1-based) trains on them: augmented
+        with the boxes of (seed, update) when ``data.augment`` is on, else the stored features."""
+        x, augment = self.experiment.x[indices], self.experiment.augment
+        return x if augment is None else augment(x, self.seed, update)
 
     def next_batch(self) -> torch.Tensor:
         """Indices of the next mini-batch; draws the epoch's permutation at its first batch."""
@@ -265,13 +278,14 @@ class RunState:
         upcoming = self.peek_batch()
         if self.steppers is not None:
             self.stepper = self.steppers.at(self.step)
-        next_loss = self.batch_loss(upcoming)
+        x_batch, x_upcoming = self.inputs(indices, self.step + 1), self.inputs(upcoming, self.step + 2)
+        next_loss = self.batch_loss(upcoming, x_upcoming)
         before = parameter_vector(self.model)
-        result = self.stepper.step(e.x[indices], e.y[indices])
+        result = self.stepper.step(x_batch, e.y[indices])
         update_norm = float((parameter_vector(self.model) - before).double().norm())
-        loss_after = self.batch_loss(indices)
+        loss_after = self.batch_loss(indices, x_batch)
         other_after = self.batch_loss(e.other)
-        next_after = self.batch_loss(upcoming)
+        next_after = self.batch_loss(upcoming, x_upcoming)
         name = self.steppers.plan[self.phase].optimizer if self.steppers is not None else self.config["optimizer"]
         failures.check_divergence(name, self.step + 1, self.initial_loss,
                                   {"loss_after": loss_after, "other_loss_after": other_after})

@@ -17,10 +17,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dynamics.errors import ConfigError
-from trainers.data import DATASETS
+from trainers.data import DATASETS, IMAGE_SHAPES
 
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
 OPTIMIZER_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$"
@@ -59,6 +59,33 @@ class DataConfig(Section):
     split_seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of the train/test split, the probe set "
                                                                "and the held-out 'other' batch")
     probe_size: int = Field(256, ge=2, description="examples in the probe set (NTK, representations)")
+    augment: Literal["none", "random_resized_crop"] = Field(
+        "none", description="augmentation of every training mini-batch (image data sets only: "
+                            f"{', '.join(IMAGE_SHAPES)}): 'random_resized_crop' crops a random box of every "
+                            "image (area fraction in crop_scale, aspect ratio w/h in crop_ratio) and resizes it "
+                            "bilinearly back to the image size, seeded by (train seed, step) "
+                            "(trainers.data.augment); probe, held-out batch and evaluation are never augmented")
+    crop_scale: list[float] = Field([0.08, 1.0], min_length=2, max_length=2,
+                                    description="random_resized_crop: [min, max] fraction of the image area "
+                                                "kept, 0 < min <= max <= 1 (the paper: [0.08, 1])")
+    crop_ratio: list[float] = Field([3 / 4, 4 / 3], min_length=2, max_length=2,
+                                    description="random_resized_crop: [min, max] aspect ratio (width / height) "
+                                                "of the box, 0 < min <= max (torchvision's default [3/4, 4/3])")
+
+    @model_validator(mode="after")
+    def _augmentation(self) -> DataConfig:
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ConfigError(f"config key data.crop_scale = {self.crop_scale!r} must be [min, max] with "
+                              f"0 < min <= max <= 1 (fractions of the image area)")
+        low, high = self.crop_ratio
+        if not 0 < low <= high < float("inf"):
+            raise ConfigError(f"config key data.crop_ratio = {self.crop_ratio!r} must be [min, max] with "
+                              f"0 < min <= max (aspect ratios width / height)")
+        if self.augment != "none" and self.name not in IMAGE_SHAPES:
+            raise ConfigError(f"config key data.augment = {self.augment!r} needs an image data set "
+                              f"({', '.join(IMAGE_SHAPES)}); data.name is {self.name!r}")
+        return self
 
 
 class ModelConfig(Section):

@@ -9,6 +9,7 @@
 - the probe set: the next ``probe_size`` examples of that permutation (pool examples, so trained on);
 - the evaluation subsets: the full train (pool + other batch) and test sets, or the first
   ``eval_size`` examples of a seeded permutation of each;
+- the augmentation of training mini-batches (``data.augment``, :mod:`trainers.data.augment`) or None;
 - the model (seeded by the run's seed) and the checkpoint steps: step 0 (initialisation), log-spaced
   steps up to the last step (``schedules.log_spaced_steps(T + 1, checkpoints)``) and the step nearest
   10 % of the run (:func:`checkpoint_schedule`).
@@ -28,6 +29,7 @@ from dynamics.errors import ConfigError, DynamicsError
 from dynamics.models import MLP, RevMLP
 from dynamics.schedules import log_spaced_steps
 from trainers.data import load_dataset
+from trainers.data.augment import RandomResizedCrop
 from trainers.schema import ModelConfig
 
 if TYPE_CHECKING:
@@ -52,14 +54,16 @@ class Experiment:
     steps_per_epoch: int
     total_steps: int
     checkpoint_steps: list[int]
+    augment: RandomResizedCrop | None = None   # applied to training mini-batches only (trainers.loop)
 
     def to(self, device: torch.device | str) -> Experiment:
         """A copy whose features, labels and evaluation sets live on ``device``. The index tensors
         (pool, other, probe) stay on the CPU, where the seeded data order is drawn, so every device
         trains on the same batches."""
         move = lambda pair: (pair[0].to(device), pair[1].to(device))  # noqa: E731
+        augment = None if self.augment is None else self.augment.to(device)
         return replace(self, x=self.x.to(device), y=self.y.to(device), eval_train=move(self.eval_train),
-                       eval_test=move(self.eval_test))
+                       eval_test=move(self.eval_test), augment=augment)
 
 
 def build_model(model_config: ModelConfig, dim: int, n_classes: int, seed: int) -> nn.Module:
@@ -121,11 +125,16 @@ def prepare(config: ExperimentConfig) -> Experiment:
     steps_per_epoch = len(pool) // batch
     total = train_config.steps or train_config.epochs * steps_per_epoch
     split_seed = data_config.split_seed
+    augment = None
+    if data_config.augment == "random_resized_crop":
+        augment = RandomResizedCrop(data.image_shape, torch.from_numpy(data.mean).to(dtype),
+                                    torch.from_numpy(data.scale).to(dtype), area=tuple(data_config.crop_scale),
+                                    ratio=tuple(data_config.crop_ratio))
     return Experiment(
         x=x, y=y, pool=pool, other=other, probe=probe,
         eval_train=eval_subset(x, y, train_config.eval_size, split_seed + 1),
         eval_test=eval_subset(x_test, y_test, train_config.eval_size, split_seed + 2),
         n_classes=data.n_classes, batch_size=batch, steps_per_epoch=steps_per_epoch, total_steps=total,
-        checkpoint_steps=checkpoint_schedule(total, train_config.checkpoints),
+        checkpoint_steps=checkpoint_schedule(total, train_config.checkpoints), augment=augment,
     )
 

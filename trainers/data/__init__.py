@@ -29,6 +29,9 @@ from trainers.data.raw import RawData
 
 DATASETS = ("mnist1d", "digits", "mnist5k", "mnist", "cifar10", "npz")
 BUNDLED = ("mnist1d", "digits", "mnist5k")
+IMAGE_SHAPES = {"digits": (1, 8, 8), "mnist5k": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+"""(channels, height, width) of the data sets whose features are flattened images (channel-major,
+rows row-major: CIFAR-10's binary layout, 1024 red then 1024 green then 1024 blue bytes)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,9 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     n_classes: int
+    mean: np.ndarray | None = None          # (D,) μ of the standardisation (:func:`standardization`)
+    scale: np.ndarray | None = None         # (D,) σ' of the standardisation
+    image_shape: tuple[int, int, int] | None = None   # (C, H, W) of the flattened images, None if not images
 
     @property
     def dim(self) -> int:
@@ -95,6 +101,29 @@ def subset(x: np.ndarray, y: np.ndarray, n: int, rng: np.random.Generator) -> tu
     return x[pick], y[pick]
 
 
+def _moments(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(m, μ/m, σ') per feature of ``x_train`` (N, D): the largest training magnitude m (1 for an
+    all-zero feature), the mean in units of m, and σ' = max(σ, 0.1·mean σ) (1 when every feature is
+    constant) — computed from u = x/m, so nothing overflows for features around 1e300."""
+    magnitude = np.abs(x_train).max(axis=0) if len(x_train) else np.ones(x_train.shape[1])
+    magnitude = np.where(magnitude > 0, magnitude, 1.0)
+    unit = x_train / magnitude
+    std = unit.std(axis=0) * magnitude
+    top = float(std.max()) if std.size else 0.0
+    floor = 0.1 * top * float((std / top).mean()) if top > 0 else 1.0
+    return magnitude, unit.mean(axis=0), np.maximum(std, floor)
+
+
+def standardization(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The per-feature affine map of :func:`standardize`: (μ, σ'), x_std = (x − μ) / σ'.
+
+    Shapes: ``x_train`` (N, D); returns two float64 arrays (D,), σ' = max(σ, 0.1·mean σ) > 0. The image
+    augmentation (:mod:`trainers.data.augment`) undoes this map, crops in pixel space and applies it again.
+    """
+    magnitude, mean_unit, scale = _moments(np.asarray(x_train, dtype=np.float64))
+    return mean_unit * magnitude, scale
+
+
 def standardize(x_train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     """(x − μ) / max(σ, 0.1·mean σ) with μ, σ per feature of ``x_train``; applied to ``x_train`` and ``others``.
 
@@ -104,14 +133,8 @@ def standardize(x_train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     like features around 1). Raises DataError if a result is not finite.
     """
     x_train = np.asarray(x_train, dtype=np.float64)
-    magnitude = np.abs(x_train).max(axis=0) if len(x_train) else np.ones(x_train.shape[1])
-    magnitude = np.where(magnitude > 0, magnitude, 1.0)
-    unit = x_train / magnitude
-    mean_unit = unit.mean(axis=0)
-    std = unit.std(axis=0) * magnitude
-    top = float(std.max()) if std.size else 0.0
-    floor = 0.1 * top * float((std / top).mean()) if top > 0 else 1.0
-    factor = magnitude / np.maximum(std, floor)
+    magnitude, mean_unit, scale = _moments(x_train)
+    factor = magnitude / scale
     out = [(np.asarray(a, dtype=np.float64) / magnitude - mean_unit) * factor for a in (x_train, *others)]
     if not all(np.isfinite(a).all() for a in out):
         raise DataError("standardised features are not finite: the test features are too large relative "
@@ -134,8 +157,10 @@ def load_dataset(name: str, data_dir: str = "", *, n_train: int = 0, n_test: int
     rng = np.random.default_rng([split_seed, 1])
     x_train, y_train = subset(raw.x, raw.y, n_train, rng)
     x_test, y_test = subset(raw.x_test, raw.y_test, n_test, rng)
+    mean, scale = standardization(x_train)
     x_train, x_test = standardize(x_train, x_test)
-    return Dataset(name, x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64), raw.n_classes)
+    return Dataset(name, x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64), raw.n_classes,
+                   mean=mean, scale=scale, image_shape=IMAGE_SHAPES.get(name))
 
 
-__all__ = ["BUNDLED", "DATASETS", "Dataset", "RawData", "load_dataset", "read_raw", "split", "standardize", "subset"]
+__all__ = ["BUNDLED", "DATASETS", "IMAGE_SHAPES", "Dataset", "RawData", "load_dataset", "read_raw", "split", "standardization", "standardize", "subset"]
