@@ -21,8 +21,10 @@ One step, for a RevMLP with fixed orthonormal readout R (O × dim), logits f = R
    carries a null-space component and was 1.3–8.2× longer (median 2.6×) than −α J⁺ ε over 36 small
    RevMLPs (d = 8, H = 20, depth 2–4, N = 3–10). :class:`~dynamics.gauss_newton.KernelGN` is the
    minimum-norm twin (δθ_K = J⁺ J δθ_R).
-5. ρ = ‖J δθ + α ε‖ / ‖α ε‖ from one forward-tangent pass of the realised block changes through the
-   stored states (the exact linearised output change; :func:`gn_residual` is the independent check).
+5. ρ = ‖J δθ + α ε‖ / ‖α ε‖ from a forward-tangent pass of the realised block changes through the
+   stored states (the exact linearised output change; :func:`gn_residual` is the independent check);
+   with ``combine="exact"`` the rank-deficient blocks' part is the push-forward step 4 already made,
+   so only the full-rank blocks' changes are pushed again.
 """
 
 from __future__ import annotations
@@ -113,8 +115,7 @@ class ReversibleGN(GaussNewtonOptimizer):
             target = desired @ readout_lift(readout)
             rule = Truncation.named(settings["truncation"], x.shape[0], settings["rtol"], settings["atol"])
             blocks = [_BlockSolve(s, settings["solver"], rule, self.factors) for s in states]
-            solutions = self._combine(states, blocks, target, settings["combine"])
-            moved = push_forward(states, {b: scale * realised for b, (_, realised, scale) in solutions.items()})[-1]
+            solutions, moved = self._combine(states, blocks, target, settings["combine"])
             target_norm = float(torch.linalg.vector_norm(desired))
             error = float(torch.linalg.vector_norm(moved @ readout.T - desired))
             residual = error / target_norm if target_norm > 0 else 0.0
@@ -131,15 +132,18 @@ class ReversibleGN(GaussNewtonOptimizer):
             time_s=time.perf_counter() - start, lr=settings["lr"], target_norm=target_norm)
 
     @staticmethod
-    def _combine(states: list[BlockState], blocks: list[_BlockSolve], target: torch.Tensor,
-                 combine: str) -> dict[int, tuple[tuple[torch.Tensor, ...], torch.Tensor, float]]:
-        """Per block: (updates, realised change of the block's output, weight) — see the module docstring."""
+    def _combine(states: list[BlockState], blocks: list[_BlockSolve], target: torch.Tensor, combine: str
+                 ) -> tuple[dict[int, tuple[tuple[torch.Tensor, ...], torch.Tensor, float]], torch.Tensor]:
+        """Per block: (updates, realised change of the block's output, weight) — see the module docstring —
+        and the linearised change of the last block's output that the weighted updates make together
+        (the rank-deficient blocks' part is the one already pushed forward here, not pushed again)."""
         depth = len(blocks)
         pulled = pull_back(states, target)
         deficient = [b for b in range(depth) if not blocks[b].full_rank]
         if combine == "sum" or not deficient:
             scale = 1.0 if combine == "sum" else 1.0 / depth
-            return {b: (*blocks[b].solve(pulled[b]), scale) for b in range(depth)}
+            solutions = {b: (*blocks[b].solve(pulled[b]), scale) for b in range(depth)}
+            return solutions, push_forward(states, {b: scale * r for b, (_, r, scale) in solutions.items()})[-1]
         solutions, current, accumulated = {}, None, []
         for b in range(depth):  # rank-deficient blocks, bottom-up, realise what is still missing
             if current is not None:
@@ -151,11 +155,12 @@ class ReversibleGN(GaussNewtonOptimizer):
             accumulated.append(current)
         full = [b for b in range(depth) if b not in deficient]
         if not full:
-            return solutions
+            return solutions, accumulated[-1]
         if max(deficient) > min(full):  # some missing part must be pulled back past a deficient block
             remaining = pull_back(states, target - accumulated[-1])
         else:
             remaining = [p if s is None else p - s for p, s in zip(pulled, accumulated)]
         for b in full:
             solutions[b] = (*blocks[b].solve(remaining[b]), 1.0 / len(full))
-        return solutions
+        moved = push_forward(states, {b: solutions[b][1] / len(full) for b in full})[-1]
+        return solutions, accumulated[-1] + moved

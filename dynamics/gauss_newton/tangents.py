@@ -2,7 +2,10 @@
 
 For a coupling F(u) = W σ(u Cᵀ) + b the forward pass stores its input u (N, half), its features
 a = σ(u Cᵀ) (N, H) and the slopes σ'(u Cᵀ) (N, H). With those, the directional derivative is
-F'(u) du = ((du Cᵀ) ⊙ σ'(u Cᵀ)) Wᵀ — no recomputation of the primal network.
+F'(u) du = ((du Cᵀ) ⊙ σ'(u Cᵀ)) Wᵀ — no recomputation of the primal network. For a linear coupling
+(σ = identity) with half ≤ H the state keeps the product M = W C (half × half) instead:
+F(u) = u Mᵀ + b and F'(u) du = du Mᵀ cost N·half² instead of 2·N·half·H, and the features u Cᵀ are
+formed only if a solver asks for them (the linear solver works from u alone).
 
 Block y1 = x1 + F(x2), y2 = x2 + G(y1):
 - forward tangent (push-forward):  dy1 = dx1 + F'(x2) dx2,   dy2 = dx2 + G'(y1) dy1;
@@ -36,19 +39,39 @@ def activation_slope(activation: nn.Module, pre: torch.Tensor, features: torch.T
 
 @dataclass
 class CouplingState:
-    """One coupling at the stored forward state: input u (N, half), features a (N, H), slopes σ'."""
+    """One coupling at the stored forward state: input u (N, half), features a (N, H), slopes σ'.
+
+    ``product`` is M = W C (half × half) for a linear coupling with half ≤ H, else None; the
+    features of such a coupling are formed on first access of :attr:`features`.
+    """
 
     coupling: Coupling
     inputs: torch.Tensor
-    features: torch.Tensor
+    stored_features: torch.Tensor | None
     slope: torch.Tensor | None
+    product: torch.Tensor | None = None
 
     @property
     def is_linear(self) -> bool:
         return self.slope is None
 
+    @property
+    def features(self) -> torch.Tensor:
+        """a = σ(u Cᵀ) (N, H)."""
+        if self.stored_features is None:
+            self.stored_features = self.coupling.activation(self.inputs @ self.coupling.proj.T)
+        return self.stored_features
+
+    def output(self) -> torch.Tensor:
+        """F(u) = W a + b (N, half), through M = W C for a linear coupling that keeps it."""
+        if self.product is not None:
+            return torch.addmm(self.coupling.linear.bias, self.inputs, self.product.T)
+        return self.coupling.linear(self.features)
+
     def jvp(self, du: torch.Tensor) -> torch.Tensor:
-        """F'(u) du = ((du Cᵀ) ⊙ σ'(u Cᵀ)) Wᵀ, (N, half) → (N, half)."""
+        """F'(u) du = ((du Cᵀ) ⊙ σ'(u Cᵀ)) Wᵀ (= du Mᵀ when linear), (N, half) → (N, half)."""
+        if self.product is not None:
+            return du @ self.product.T
         hidden = du @ self.coupling.proj.T
         if self.slope is not None:
             hidden = hidden * self.slope
@@ -76,6 +99,10 @@ class BlockState:
 
 
 def coupling_state(coupling: Coupling, u: torch.Tensor) -> CouplingState:
+    """The state of ``coupling`` at input u (N, half); see :class:`CouplingState`."""
+    hidden, half = coupling.proj.shape
+    if coupling.is_linear and half <= hidden:
+        return CouplingState(coupling, u, None, None, coupling.linear.weight @ coupling.proj)
     pre = u @ coupling.proj.T
     features = coupling.activation(pre)
     return CouplingState(coupling, u, features, activation_slope(coupling.activation, pre, features))
@@ -89,9 +116,9 @@ def forward_states(model: RevMLP, x: torch.Tensor) -> tuple[list[BlockState], to
         for block in model.blocks:
             x1, x2 = z.chunk(2, dim=-1)
             f = coupling_state(block.F, x2)
-            y1 = x1 + block.F.linear(f.features)
+            y1 = x1 + f.output()
             g = coupling_state(block.G, y1)
-            z = torch.cat([y1, x2 + block.G.linear(g.features)], dim=-1)
+            z = torch.cat([y1, x2 + g.output()], dim=-1)
             states.append(BlockState(f, g))
         return states, z @ model.readout.T
 

@@ -168,3 +168,29 @@ def test_float32_exact_step_realises_target_within_float32_tolerance(first_linea
         desired = -0.5 * reference_targets(twin(x.double()), y, "ce")
     rho = dense_residual(dense_jacobian(twin, x.double()), update, desired)
     assert rho <= 2e-3 and report.residual <= 2e-3  # stated float32 tolerance
+
+
+@pytest.mark.parametrize("d,h,n", [(6, 16, 5), (16, 4, 3), (10, 5, 6), (8, 40, 9)])
+def test_linear_coupling_state_matches_module_and_jacrev(d, h, n):
+    """A linear coupling with half ≤ H keeps M = W C (forward and tangents through it, features formed on
+    demand); with half > H it keeps the features. Both against the module and jacrev, and the whole step
+    against a dense Jacobian."""
+    model = RevMLP(d, h, 2, 3, first_linear=True, seed=d * h, dtype=F64)
+    x, y = _batch(model, n, "ce", seed=n)
+    states, logits = forward_states(model, x)
+    assert torch.allclose(logits, model(x), rtol=1e-13, atol=1e-13)
+    block = model.blocks[0]
+    x1, x2 = x.chunk(2, dim=-1)
+    y1 = x1 + block.F(x2)
+    du = torch.randn(n, d // 2, dtype=F64, generator=torch.Generator().manual_seed(1))
+    for state, coupling, u in ((states[0].F, block.F, x2), (states[0].G, block.G, y1)):
+        assert (state.product is None) == (d // 2 > h)
+        assert torch.allclose(state.inputs, u, rtol=1e-14, atol=1e-14)
+        assert torch.allclose(state.features, u @ coupling.proj.T, rtol=1e-13, atol=1e-13)
+        _, reference = torch.func.jvp(coupling, (u,), (du,))
+        assert torch.allclose(state.jvp(du), reference, rtol=1e-12, atol=1e-13)
+    report, update, jac, desired = _step(model, x, y, lr=0.2)
+    rho = dense_residual(jac, update, desired)
+    assert report.residual == pytest.approx(rho, abs=1e-11)
+    if _realisable(d, h, 2, n, True):
+        assert rho <= 1e-10
