@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 from analysis.cka import linear_cka
 from analysis.run_analysis import SINGLE_THREAD_ELEMENTS, analyze
 from analysis.freshness import SOURCE_ATTR, recorded_source, source_token, staleness
-from analysis.store_io import group, open_tree, read_analysis_group, write_dataset
+from analysis.store_io import fresh_analysis, group, open_tree, read_analysis_group, write_dataset
 from dynamics.errors import StoreError
 
 EXPERIMENT_ANALYSIS = "analysis.zarr"
@@ -42,17 +42,6 @@ def is_experiment_analysis(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(meta, dict) and (meta.get("attributes") or {}).get("schema") == EXPERIMENT_SCHEMA
-
-
-def fresh_analysis(store: Path) -> tuple[xr.Dataset | None, str]:
-    """(the stored analysis of ``store`` if it was computed from the store's current data, else None;
-    why not: "no analysis group" or the staleness reason of :func:`analysis.freshness.staleness`)."""
-    current = source_token(store)
-    stored = read_analysis_group(store)
-    if stored is None:
-        return None, "no analysis group"
-    why = staleness(recorded_source(stored.attrs), current)
-    return (stored, "") if why is None else (None, f"its analysis group is out of date: {why}")
 
 
 def open_runs(paths: Iterable[str | os.PathLike], *, compute_missing: bool = True) -> xr.Dataset:

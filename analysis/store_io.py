@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from analysis.freshness import SOURCE_ATTR, source_token
+from analysis.freshness import SOURCE_ATTR, recorded_source, source_token, staleness
 from dynamics.errors import StoreError, StoreLockedError
 from dynamics.store import open_run
 from dynamics.store.lock import StoreLock
@@ -45,7 +45,7 @@ def open_tree(run: object) -> tuple[xr.DataTree, Path | None]:
         return run, None
     if isinstance(run, (str, os.PathLike)):
         path = Path(run)
-        return open_run(path), path
+        return open_run(path, analysis="omit"), path   # the training data; analyses are read on their own
     raise TypeError(f"run must be a path to a run store or an xarray.DataTree, got {type(run).__name__}")
 
 
@@ -240,3 +240,14 @@ def read_analysis_group(path: Path) -> xr.Dataset | None:
 def string_coord(values: list[str]) -> np.ndarray:
     """Labels as a numpy unicode array (stored by zarr v3 as its string type)."""
     return np.asarray(values, dtype=str) if values else np.asarray([], dtype="<U1")
+
+
+def fresh_analysis(store: Path) -> tuple[xr.Dataset | None, str]:
+    """(the stored analysis of ``store`` if it was computed from the store's current data, else None;
+    why not: "no analysis group" or the staleness reason of :func:`analysis.freshness.staleness`)."""
+    current = source_token(store)
+    stored = read_analysis_group(store)
+    if stored is None:
+        return None, "no analysis group"
+    why = staleness(recorded_source(stored.attrs), current)
+    return (stored, "") if why is None else (None, f"its analysis group is out of date: {why}")

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
+from analysis.store_io import fresh_analysis
 from dynamics.store.reader import open_run
 from dynamics.sweep_manifest import read_manifest, store_status
 
@@ -42,15 +44,18 @@ def sweep_manifest(folder: str | os.PathLike) -> dict:
 
 def run_dataset(store: str | os.PathLike, *, with_analysis: bool = True) -> xr.Dataset:
     """One run's metrics, checkpoint scalars and stored analysis as one lazy (dask) Dataset, floats."""
-    tree = open_run(store)
+    tree = open_run(store, analysis="omit")
     metrics = tree["metrics"].to_dataset().reset_coords()
     checkpoints = tree["checkpoints"].to_dataset()
     scalars = checkpoints[[v for v in checkpoints.data_vars if checkpoints[v].dims == ("checkpoint",)]]
     scalars = scalars.reset_coords().rename({k: v for k, v in CHECKPOINT_COORDS.items() if k in scalars})
     scalars = scalars.assign_coords(checkpoint=np.arange(scalars.sizes.get("checkpoint", 0)))
     parts = [metrics, scalars]
-    if with_analysis and "analysis" in tree.children:
-        stored = tree["analysis"].to_dataset()
+    stored = fresh_analysis(Path(store))[0] if with_analysis else None
+    if stored is None and with_analysis and (Path(store) / "analysis").is_dir():
+        warnings.warn(f"{store}: its analysis group is out of date or unreadable and is left out; recompute "
+                      f"it with `dynamics analyze`", RuntimeWarning, stacklevel=2)
+    if stored is not None:
         taken = set(metrics.variables) | set(scalars.variables)
         extra = stored[[v for v in stored.data_vars if v not in taken]]
         extra = extra.drop_vars([c for c in extra.coords if c not in extra.dims and c in taken] +

@@ -105,15 +105,29 @@ def _committed_dataset(path: Path, group: str, names: list[str], rows: int | Non
     return xr.decode_cf(xr.Dataset(variables))
 
 
-def open_run(path: str | os.PathLike) -> Any:
+ANALYSIS_MODES = ("fresh", "omit")
+
+
+def open_run(path: str | os.PathLike, *, analysis: str = "fresh") -> Any:
     """The run store at ``path`` as an ``xarray.DataTree`` holding committed data only (lazily loaded).
 
     Children: ``metrics`` (dim step), ``checkpoints`` and ``params`` (dim checkpoint), ``probe``, and any
     other group written into the store later (e.g. ``analysis``), as stored. Root attributes are the
     store's (``config``, ``versions``, ``committed`` and ``nonfinite`` are JSON strings).
-    Raises StoreError for a path that is not a run store of schema "dynamics.run/1".
+
+    ``analysis``: "fresh" (default) — an ``analysis`` group is included only when it was computed from
+    the store's current committed data (its ``source`` token, :mod:`dynamics.store.freshness`); a stale
+    one (the run was resumed, truncated or rewritten since) raises StoreError naming the reason, so a
+    stale analysis is never served silently (``analysis.analyze`` / ``dynamics analyze`` recompute it;
+    ``analysis.open_runs`` does so itself). "omit" — leave any ``analysis`` group out, unchecked (for
+    readers of the training data only).
+
+    Raises StoreError for a path that is not a run store of schema "dynamics.run/1" and for a stale
+    analysis; ValueError for another ``analysis`` mode.
     """
     import xarray as xr
+    if analysis not in ANALYSIS_MODES:
+        raise ValueError(f"analysis must be one of {ANALYSIS_MODES}, got {analysis!r}")
     path = Path(path)
     meta = _root_metadata(path)
     attrs = _checked_attrs(path, meta)
@@ -126,10 +140,27 @@ def open_run(path: str | os.PathLike) -> Any:
             nodes[f"/{group}"] = _committed_dataset(path, group, committed["variables"][group], rows, consolidated)
         nodes["/probe"] = _committed_dataset(path, "probe", ["x", "y"], None, consolidated)
         for child in sorted(p.name for p in path.iterdir() if (p / "zarr.json").is_file()):
-            if child in schema.ROW_DIM or child == "probe":
+            if child in schema.ROW_DIM or child == "probe" or (child == ANALYSIS and analysis == "omit"):
                 continue
             # Groups written after training (``analysis``) are replaced as a whole: read their own
             # metadata, never the root's consolidated copy, which a killed rewrite may have left stale.
-            nodes[f"/{child}"] = xr.open_dataset(path, group=child, engine="zarr", consolidated=False,
-                                                 zarr_format=3, chunks=None)
+            dataset = xr.open_dataset(path, group=child, engine="zarr", consolidated=False, zarr_format=3,
+                                      chunks=None)
+            if child == ANALYSIS:
+                _check_fresh(path, dataset)
+            nodes[f"/{child}"] = dataset
     return xr.DataTree.from_dict(nodes)
+
+
+ANALYSIS = "analysis"
+
+
+def _check_fresh(path: Path, dataset: Any) -> None:
+    """StoreError when the analysis ``dataset`` of store ``path`` was not computed from its current data."""
+    from dynamics.store.freshness import recorded_source, source_token, staleness
+    why = staleness(recorded_source(dataset.attrs), source_token(path))
+    if why is not None:
+        dataset.close()
+        raise StoreError(f"{path}: its analysis group is out of date ({why}); recompute it with "
+                         f"`dynamics analyze` or analysis.analyze, or open the run without it: "
+                         f"open_run(path, analysis=\"omit\")")
