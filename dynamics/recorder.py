@@ -133,6 +133,11 @@ class Recorder:
             chunk of every metrics variable, so fewer, larger writes cost less).
         flush_secs: the longest time (seconds, > 0) a logged row waits in memory before it is
             written, checked at each ``log``/``checkpoint`` call (like TensorBoard's ``flush_secs``).
+        params: which checkpoints keep the trained parameters (root attribute ``params``, see
+            :data:`dynamics.store.schema.PARAMS_MODES`): "all" (every checkpoint), "first_last" (the
+            first and the latest; the rows between are NaN) or "none" (no parameter variables). None:
+            "all" for a new store, the stored mode on resume; a mode that differs from a resumed
+            store's raises StoreError.
 
     Raises StoreError for an existing store without ``resume``, a missing/foreign store with
     ``resume``, a probe or config that differs from the stored one; StoreLockedError when another
@@ -154,7 +159,7 @@ class Recorder:
                  config: dict | None = None, layers: str | Iterable[str] | None = None,
                  schedule: Callable[[int], bool] | None = None, ntk: bool = True, resume: bool = False,
                  ntk_chunk_size: int | None = None, flush_every: int = 1024,
-                 flush_secs: float = 10.0) -> None:
+                 flush_secs: float = 10.0, params: str | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         model = unwrap_model(model)
@@ -169,6 +174,8 @@ class Recorder:
             raise TypeError(f"config must be a dict or None, got {type(config).__name__}")
         if not isinstance(ntk, bool):
             raise TypeError(f"ntk must be True or False, got {ntk!r}")
+        if params is not None:
+            schema.check_params_mode(params)
         if ntk_chunk_size is not None:
             _check_positive("ntk_chunk_size", ntk_chunk_size)
         self._flush_every = _check_positive("flush_every", flush_every)
@@ -192,9 +199,11 @@ class Recorder:
         self.path = Path(path)
         if resume:
             self._writer = RunWriter.resume(self.path)
-            self._check_resumed(x, y, config)
+            self._check_resumed(x, y, config, params)
         else:
-            self._writer = RunWriter.create(self.path, config=config, probe_x=x, probe_y=y)
+            self._writer = RunWriter.create(self.path, config=config, probe_x=x, probe_y=y,
+                                            attrs={"params": params or "all"})
+        self.params = schema.params_mode(self._writer.attrs)
         self._writer.set_attrs(status="running")
         committed = self._writer.committed
         self._last_logged: int | None = committed["step"]
@@ -204,8 +213,12 @@ class Recorder:
         self._oldest: float | None = None   # time.monotonic() when the oldest buffered row was logged
         self._names_ok: set[str] = set()
 
-    def _check_resumed(self, x: np.ndarray, y: np.ndarray, config: dict | None) -> None:
+    def _check_resumed(self, x: np.ndarray, y: np.ndarray, config: dict | None, params: str | None) -> None:
         try:
+            stored_params = schema.params_mode(self._writer.attrs)
+            if params is not None and params != stored_params:
+                raise StoreError(f"{self.path}: params={params!r} differs from the store's params={stored_params!r}; "
+                                 f"resume with the stored mode (or params=None)")
             stored_x, stored_y = self._writer.read_probe()
             if not (np.array_equal(stored_x, x) and np.array_equal(stored_y, y)):
                 raise StoreError(f"{self.path}: the probe given differs from the probe stored in the run")
@@ -312,7 +325,8 @@ class Recorder:
     def checkpoint(self, step: int, epoch: Any = None, **scalars: Any) -> bool:
         """Store a checkpoint at ``step`` if the schedule says so; returns whether it stored.
 
-        Stored: the scalars given (any names), the parameters (group ``params``), the traced NTK
+        Stored: the scalars given (any names), the parameters (group ``params``, as the ``params``
+        mode says), the traced NTK
         ``ntk`` (probe, probe_) unless ``ntk=False``, and ``rep_<layer>`` (probe, unit_<layer>), all
         converted by :func:`dynamics.convert.to_numpy` (half precisions as float32); and, in the same
         commit, the buffered metrics rows with step ≤ ``step``. The step is used up (a later call
@@ -358,6 +372,8 @@ class Recorder:
             if not p.requires_grad:
                 continue
             first = p if first is None else first
+            if self.params == "none":
+                continue
             key = schema.store_name(name)
             params[key] = (tuple(f"{key}_dim{i}" for i in range(p.dim())), to_numpy(p, f"parameter {name!r}"))
         arrays = {}

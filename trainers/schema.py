@@ -134,6 +134,10 @@ class TrainConfig(Section):
     loss: Literal["ce", "mse"] = Field("ce", description="cross-entropy or squared error (no 1/2)")
     eval_size: int = Field(0, ge=0, description="examples of train and test evaluated at checkpoints (0 = all)")
     ntk: bool = Field(True, description="record the probe-set NTK at checkpoints")
+    params: Literal["all", "first_last", "none"] = Field(
+        "all", description="checkpoints that store the trained parameters: 'all', 'first_last' (the first and "
+                           "the latest; weight changes only from init to the last) or 'none' (no weight "
+                           "changes in the analysis); see README 'Store size'")
     device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:[0-9]+)?)$",
                         description="torch device of the model, batches, probe, GN solves and NTK: 'cpu', "
                                     "'cuda', 'cuda:N' or 'auto' (CUDA when available); stores are written "

@@ -52,6 +52,26 @@ METRICS_COORDS = ("step", "epoch")
 CHECKPOINT_COORDS = ("checkpoint", "step", "epoch")
 METRICS_CHUNK = 4096          # steps per chunk of a metrics variable
 CHUNK_BYTES = 256 * 1024      # target size of an uncompressed chunk of a checkpoints/params variable
+PARAMS_MODES = ("all", "first_last", "none")
+"""What the ``params`` group holds (root attribute ``params``; a store without it holds "all"):
+"all" — every checkpoint's parameters; "first_last" — those of the first checkpoint and of the
+latest one written (each new checkpoint's parameters replace the previous non-first row by NaN, the
+float fill value, in the same commit: after a kill the store still holds the first and the latest);
+"none" — no parameter variables (the group keeps its ``checkpoint``/``step``/``epoch`` coordinates)."""
+
+
+def params_mode(attrs: dict[str, Any]) -> str:
+    """The ``params`` mode of a store from its root attributes ("all" for stores written before it)."""
+    return attrs.get("params", "all")
+
+
+def check_params_mode(mode: Any) -> str:
+    """``mode`` if it is one of :data:`PARAMS_MODES`; otherwise ValueError naming it."""
+    if mode not in PARAMS_MODES:
+        raise ValueError(f"params must be one of {', '.join(map(repr, PARAMS_MODES))}, got {mode!r}")
+    return mode
+
+
 RESERVED_SCALARS = {"step", "epoch", "checkpoint", "ntk", "probe", "x", "y"}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

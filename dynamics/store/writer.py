@@ -196,6 +196,19 @@ def _remove_partial_files(path: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
+def _clearing_previous(names: list[str], plan: list) -> list:
+    """The ``params`` plan of one checkpoint with each parameter's previous row set to NaN in the same
+    write ("first_last", :data:`schema.PARAMS_MODES`): (array, row, 1, θ) → (array, row − 1, 2, [NaN, θ]).
+    One write per array, so two writes never race for the chunk they share."""
+    out = []
+    for name, (target, rows, n, value) in zip(names, plan):
+        if name not in schema.CHECKPOINT_COORDS and not isinstance(target, _NewArray) and value.dtype.kind == "f":
+            target, rows, n = target, rows - 1, n + 1
+            value = np.concatenate([np.full((1,) + value.shape[1:], np.nan, dtype=value.dtype), value])
+        out.append((target, rows, n, value))
+    return out
+
+
 class _NewArray(NamedTuple):
     """A row array that a batch creates before writing its first rows."""
     group: str
@@ -243,8 +256,10 @@ class RunWriter:
     # ----------------------------------------------------------------- opening
     @classmethod
     def create(cls, path: str | os.PathLike, *, config: dict | None, probe_x: np.ndarray,
-               probe_y: np.ndarray) -> RunWriter:
-        """Create a new store at ``path`` (atomically: built aside, then renamed into place) and lock it."""
+               probe_y: np.ndarray, attrs: dict[str, Any] | None = None) -> RunWriter:
+        """Create a new store at ``path`` (atomically: built aside, then renamed into place) and lock it.
+
+        ``attrs``: further root attributes (JSON values), e.g. ``params`` (:data:`schema.PARAMS_MODES`)."""
         path = Path(path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise StoreError(f"{path} already exists; open it with resume=True or choose another path")
@@ -260,7 +275,7 @@ class RunWriter:
         lock = StoreLock(staging)
         try:
             lock.acquire()
-            cls._build(staging, config_json, probe_x, probe_y)
+            cls._build(staging, config_json, probe_x, probe_y, attrs or {})
             try:
                 os.rename(staging, path)
             except OSError:
@@ -274,7 +289,7 @@ class RunWriter:
         return cls(path, _open_root(path), lock)
 
     @staticmethod
-    def _build(path: Path, config_json: str, probe_x: np.ndarray, probe_y: np.ndarray) -> None:
+    def _build(path: Path, config_json: str, probe_x: np.ndarray, probe_y: np.ndarray, extra: dict) -> None:
         root = zarr.create_group(str(path), zarr_format=3)
         metrics = root.create_group("metrics")
         _create_array(metrics, "step", ("step",), (0,), (schema.METRICS_CHUNK,), np.int64)
@@ -292,7 +307,7 @@ class RunWriter:
             array[...] = data
         attrs = {"schema": schema.SCHEMA, "config": config_json, "versions": json.dumps(_versions()),
                  "status": "running", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                 "committed": json.dumps(schema.empty_committed()), "nonfinite": json.dumps({})}
+                 "committed": json.dumps(schema.empty_committed()), "nonfinite": json.dumps({}), **extra}
         view = root_record.committed_view(root_record.read_nodes(path), schema.empty_committed())
         root_record.write_root(path, root_record.root_document(attrs, view))
 
@@ -557,6 +572,8 @@ class RunWriter:
         try:
             for group, (columns, n_new) in groups.items():
                 variables[group], group_plan = self._plan_rows(group, columns, n_new)
+                if group == "params" and schema.params_mode(self.attrs) == "first_last" and index >= 2:
+                    group_plan = _clearing_previous(variables[group], group_plan)
                 plan += group_plan
         except OSError as err:
             raise StoreError(f"{self.path}: cannot create an array of the checkpoint at step {step} ({err})") from err

@@ -19,6 +19,7 @@ from analysis.runs import experiment_analysis_is_fresh
 from analysis.store_io import _aside, read_analysis_group, rewrite_root
 from analysis_textbook import linear_cka_textbook
 from dynamics import open_run
+from dynamics.errors import StoreError
 from fresh_runs import open_recorder, record, train_steps
 
 
@@ -125,7 +126,11 @@ def test_experiment_analysis_goes_stale_with_its_stores_and_is_skipped_by_glob(t
 def check_opens_analyses_reports(store):
     """The run opens (its analysis, if any, complete), analyses and reports; afterwards the analysis is
     current, the root metadata consolidated and describing it, and no debris is left."""
-    tree = open_run(store)
+    try:
+        tree = open_run(store)
+    except StoreError as err:   # a stale analysis is never served (open_run checks its source token)
+        assert "analysis group is out of date" in str(err)
+        tree = open_run(store, analysis="omit")
     if "analysis" in tree.children:
         assert tree["analysis"].to_dataset().load().sizes["checkpoint"] in (3, 6)
     analyze(store, probe_checkpoints="none")
