@@ -28,7 +28,8 @@ from analysis.checkpoint_metrics import (checkpoints_selected, ntk_metrics, repr
 from analysis.freshness import SOURCE_ATTR, source_token
 from analysis.overfitting import (default_window, log_change_percent, moving_average, relative_change_percent,
                                   transfer_ratio)
-from analysis.store_io import group, open_tree, run_identity, store_order, string_coord, write_analysis_group
+from analysis.store_io import (group, open_tree, run_identity, store_order, string_coord, with_cf_attrs,
+                               write_analysis_group)
 
 DEFAULT_MAX_MEMORY = 1 << 30  # bytes of one checkpoint's representation processed in memory
 SINGLE_THREAD_ELEMENTS = 1 << 22  # per-checkpoint matrices up to this size use one BLAS thread
@@ -93,7 +94,7 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
     attrs = {"config": config_json, "optimizer": optimizer, "seed": seed, "analysis": json.dumps(settings)}
     if token is not None:
         attrs[SOURCE_ATTR] = json.dumps(token, sort_keys=True)
-    result = xr.Dataset(data, coords=coords, attrs=attrs)
+    result = with_cf_attrs(xr.Dataset(data, coords=coords, attrs=attrs))
     if write:
         if token is None:
             raise ValueError("analyze(write=True) on a DataTree needs store=PATH to write the analysis group into")

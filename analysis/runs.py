@@ -24,7 +24,8 @@ from threadpoolctl import threadpool_limits
 from analysis.cka import linear_cka
 from analysis.run_analysis import SINGLE_THREAD_ELEMENTS, analyze
 from analysis.freshness import SOURCE_ATTR, recorded_source, source_token, staleness
-from analysis.store_io import fresh_analysis, group, open_tree, read_analysis_group, write_dataset
+from analysis.store_io import (fresh_analysis, group, open_tree, read_analysis_group, with_cf_attrs,
+                               write_dataset)
 from dynamics.errors import StoreError
 
 EXPERIMENT_ANALYSIS = "analysis.zarr"
@@ -85,6 +86,7 @@ def combine(analyses: list[xr.Dataset], stores: list[Path]) -> xr.Dataset:
                                           n_checkpoints=combined.sizes["checkpoint"])
     configs = {label: json.loads(a.attrs["config"]) for label, a in zip(labels, analyses)}
     combined.attrs = {"config": analyses[0].attrs["config"], "configs": json.dumps(configs, sort_keys=True)}
+    with_cf_attrs(combined)
     return combined
 
 

@@ -34,6 +34,7 @@ from dynamics.store.lock import StoreLock
 from dynamics.store.reader import quiet_zarr_warnings
 from dynamics.store import root as root_record
 from dynamics.store import schema
+from dynamics.store.attributes import cf_attrs
 
 ANALYSIS_GROUP = "analysis"
 TRAINING_GROUPS = ("metrics", "checkpoints", "params", "probe")
@@ -251,3 +252,11 @@ def fresh_analysis(store: Path) -> tuple[xr.Dataset | None, str]:
         return None, "no analysis group"
     why = staleness(recorded_source(stored.attrs), current)
     return (stored, "") if why is None else (None, f"its analysis group is out of date: {why}")
+
+
+def with_cf_attrs(dataset: xr.Dataset) -> xr.Dataset:
+    """``dataset`` with the registry's ``long_name``, ``units`` and ``description``
+    (:func:`dynamics.store.attributes.cf_attrs`, group "analysis") on every variable and coordinate."""
+    for name, variable in dataset.variables.items():
+        variable.attrs.update(cf_attrs(ANALYSIS_GROUP, str(name)))
+    return dataset

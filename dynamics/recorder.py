@@ -58,6 +58,19 @@ def _probe_array(name: str, value: Any) -> np.ndarray:
     return value
 
 
+def _probe_index(value: Any, n: int) -> np.ndarray:
+    """``value`` as (n,) int64 positions of the probe samples in the data set; TypeError for a
+    non-integer array, ValueError for another length or a negative entry."""
+    index = to_numpy(np.asarray(value) if isinstance(value, (list, tuple)) else value, "probe_index")
+    if index.dtype.kind not in "iu":
+        raise TypeError(f"probe_index must hold integers, got dtype {index.dtype}")
+    if index.shape != (n,):
+        raise ValueError(f"probe_index must have shape ({n},), one entry per probe sample, got {index.shape}")
+    if index.size and index.min() < 0:
+        raise ValueError(f"probe_index must be >= 0, got {int(index.min())}")
+    return index.astype(np.int64)
+
+
 def _expected_input(model: nn.Module) -> str:
     """What the first layer of ``model`` that declares it says about its input, for error messages."""
     for name, module in model.named_modules():
@@ -138,6 +151,8 @@ class Recorder:
             first and the latest; the rows between are NaN) or "none" (no parameter variables). None:
             "all" for a new store, the stored mode on resume; a mode that differs from a resumed
             store's raises StoreError.
+        probe_index: (N,) non-negative integers: the position of each probe sample in the data set
+            (stored as ``probe/probe_index``; on resume it must equal the stored one).
 
     Raises StoreError for an existing store without ``resume``, a missing/foreign store with
     ``resume``, a probe or config that differs from the stored one; StoreLockedError when another
@@ -159,7 +174,7 @@ class Recorder:
                  config: dict | None = None, layers: str | Iterable[str] | None = None,
                  schedule: Callable[[int], bool] | None = None, ntk: bool = True, resume: bool = False,
                  ntk_chunk_size: int | None = None, flush_every: int = 1024,
-                 flush_secs: float = 10.0, params: str | None = None) -> None:
+                 flush_secs: float = 10.0, params: str | None = None, probe_index: Any = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         model = unwrap_model(model)
@@ -176,6 +191,7 @@ class Recorder:
             raise TypeError(f"ntk must be True or False, got {ntk!r}")
         if params is not None:
             schema.check_params_mode(params)
+        index = None if probe_index is None else _probe_index(probe_index, x.shape[0])
         if ntk_chunk_size is not None:
             _check_positive("ntk_chunk_size", ntk_chunk_size)
         self._flush_every = _check_positive("flush_every", flush_every)
@@ -199,10 +215,10 @@ class Recorder:
         self.path = Path(path)
         if resume:
             self._writer = RunWriter.resume(self.path)
-            self._check_resumed(x, y, config, params)
+            self._check_resumed(x, y, config, params, index)
         else:
-            self._writer = RunWriter.create(self.path, config=config, probe_x=x, probe_y=y,
-                                            attrs={"params": params or "all"})
+            self._writer = RunWriter.create(self.path, config=config, probe_x=x, probe_y=y, probe_index=index,
+                                            attrs={"params": params or "all", **schema.identity_attrs(config)})
         self.params = schema.params_mode(self._writer.attrs)
         self._writer.set_attrs(status="running")
         committed = self._writer.committed
@@ -213,8 +229,12 @@ class Recorder:
         self._oldest: float | None = None   # time.monotonic() when the oldest buffered row was logged
         self._names_ok: set[str] = set()
 
-    def _check_resumed(self, x: np.ndarray, y: np.ndarray, config: dict | None, params: str | None) -> None:
+    def _check_resumed(self, x: np.ndarray, y: np.ndarray, config: dict | None, params: str | None,
+                       index: np.ndarray | None) -> None:
         try:
+            stored_index = self._writer.read_probe_index()
+            if index is not None and stored_index is not None and not np.array_equal(index, stored_index):
+                raise StoreError(f"{self.path}: the probe_index given differs from the one stored in the run")
             stored_params = schema.params_mode(self._writer.attrs)
             if params is not None and params != stored_params:
                 raise StoreError(f"{self.path}: params={params!r} differs from the store's params={stored_params!r}; "

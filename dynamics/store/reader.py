@@ -138,7 +138,8 @@ def open_run(path: str | os.PathLike, *, analysis: str = "fresh") -> Any:
         for group in schema.ROW_DIM:
             rows = schema.committed_rows(committed, group)
             nodes[f"/{group}"] = _committed_dataset(path, group, committed["variables"][group], rows, consolidated)
-        nodes["/probe"] = _committed_dataset(path, "probe", ["x", "y"], None, consolidated)
+        probe_names = ["x", "y"] + (["probe_index"] if (path / "probe" / "probe_index" / "zarr.json").is_file() else [])
+        nodes["/probe"] = _committed_dataset(path, "probe", probe_names, None, consolidated)
         for child in sorted(p.name for p in path.iterdir() if (p / "zarr.json").is_file()):
             if child in schema.ROW_DIM or child == "probe" or (child == ANALYSIS and analysis == "omit"):
                 continue

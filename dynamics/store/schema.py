@@ -72,6 +72,26 @@ def check_params_mode(mode: Any) -> str:
     return mode
 
 
+def identity_attrs(config: dict | None) -> dict[str, Any]:
+    """Root attributes ``optimizer`` (its name, or a table's ``name``), ``seed`` (int) and ``preset``
+    taken from a run's ``config`` where it holds them (``seed`` or ``train.seed``), so that a reader
+    sees what the run is without parsing the JSON config."""
+    config = config or {}
+    out: dict[str, Any] = {}
+    optimizer = config.get("optimizer")
+    if isinstance(optimizer, dict):
+        optimizer = optimizer.get("name") or optimizer.get("kind")
+    if isinstance(optimizer, str) and optimizer:
+        out["optimizer"] = optimizer
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    seed = config.get("seed", train.get("seed"))
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        out["seed"] = int(seed)
+    if isinstance(config.get("preset"), str) and config["preset"]:
+        out["preset"] = config["preset"]
+    return out
+
+
 RESERVED_SCALARS = {"step", "epoch", "checkpoint", "ntk", "probe", "x", "y"}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

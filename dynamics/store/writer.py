@@ -35,6 +35,7 @@ from zarr.storage import LocalStore
 
 from dynamics.errors import StoreError
 from dynamics.store import root as root_record
+from dynamics.store.attributes import cf_attrs
 from dynamics.store import schema, validate
 from dynamics.store.lock import StoreLock, abandoned, sweep_temporary
 from dynamics.store.reader import check_store, quiet_zarr_warnings
@@ -99,10 +100,13 @@ def _open_root(path: Path) -> zarr.Group:
 
 def _create_array(group: zarr.Group, name: str, dims: tuple[str, ...], shape: tuple[int, ...],
                   chunks: tuple[int, ...], dtype: Any, attrs: dict | None = None) -> zarr.Array:
+    """A new array ``name`` of ``group`` with the registry's CF attributes
+    (:func:`dynamics.store.attributes.cf_attrs`) and ``attrs``."""
     dtype = np.dtype(dtype)
+    attributes = {**cf_attrs(group.basename, name), **(attrs or {})}
     return group.create_array(name, overwrite=True, shape=shape, chunks=tuple(max(c, 1) for c in chunks), dtype=dtype,
                               fill_value=_FILL.get(dtype.kind, 0), dimension_names=list(dims),
-                              attributes=attrs or {}, compressors=_InlineZstdCodec(level=1, checksum=True), config=_ARRAY_CONFIG,
+                              attributes=attributes, compressors=_InlineZstdCodec(level=1, checksum=True), config=_ARRAY_CONFIG,
                               chunk_key_encoding={"name": "default", "separator": "."})
 
 
@@ -256,10 +260,13 @@ class RunWriter:
     # ----------------------------------------------------------------- opening
     @classmethod
     def create(cls, path: str | os.PathLike, *, config: dict | None, probe_x: np.ndarray,
-               probe_y: np.ndarray, attrs: dict[str, Any] | None = None) -> RunWriter:
+               probe_y: np.ndarray, attrs: dict[str, Any] | None = None,
+               probe_index: np.ndarray | None = None) -> RunWriter:
         """Create a new store at ``path`` (atomically: built aside, then renamed into place) and lock it.
 
-        ``attrs``: further root attributes (JSON values), e.g. ``params`` (:data:`schema.PARAMS_MODES`)."""
+        ``attrs``: further root attributes (JSON values), e.g. ``params`` (:data:`schema.PARAMS_MODES`),
+        ``optimizer``, ``seed``, ``preset``. ``probe_index``: (probe,) int64 positions of the probe
+        samples in the data set, stored as ``probe/probe_index``."""
         path = Path(path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise StoreError(f"{path} already exists; open it with resume=True or choose another path")
@@ -275,7 +282,7 @@ class RunWriter:
         lock = StoreLock(staging)
         try:
             lock.acquire()
-            cls._build(staging, config_json, probe_x, probe_y, attrs or {})
+            cls._build(staging, config_json, probe_x, probe_y, attrs or {}, probe_index)
             try:
                 os.rename(staging, path)
             except OSError:
@@ -289,7 +296,8 @@ class RunWriter:
         return cls(path, _open_root(path), lock)
 
     @staticmethod
-    def _build(path: Path, config_json: str, probe_x: np.ndarray, probe_y: np.ndarray, extra: dict) -> None:
+    def _build(path: Path, config_json: str, probe_x: np.ndarray, probe_y: np.ndarray, extra: dict,
+               probe_index: np.ndarray | None) -> None:
         root = zarr.create_group(str(path), zarr_format=3)
         metrics = root.create_group("metrics")
         _create_array(metrics, "step", ("step",), (0,), (schema.METRICS_CHUNK,), np.int64)
@@ -301,7 +309,10 @@ class RunWriter:
             _create_array(group, "step", ("checkpoint",), (0,), coord_chunk, np.int64)
             _create_array(group, "epoch", ("checkpoint",), (0,), coord_chunk, np.float64)
         probe = root.create_group("probe")
-        for name, data, base in (("x", probe_x, "feature"), ("y", probe_y, "output")):
+        probe_arrays = [("x", probe_x, "feature"), ("y", probe_y, "output")]
+        if probe_index is not None:
+            probe_arrays.append(("probe_index", probe_index, ""))
+        for name, data, base in probe_arrays:
             dims = ("probe",) if data.ndim == 1 else _probe_dims(data.ndim, base)
             array = _create_array(probe, name, dims, data.shape, data.shape, data.dtype)
             array[...] = data
@@ -385,6 +396,13 @@ class RunWriter:
 
     def read_probe(self) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(self.root["probe"]["x"][...]), np.asarray(self.root["probe"]["y"][...])
+
+    def read_probe_index(self) -> np.ndarray | None:
+        """The stored ``probe/probe_index``, or None (not given, or a store written before it)."""
+        with quiet_zarr_warnings():
+            if "probe_index" not in self.root["probe"]:
+                return None
+            return np.asarray(self.root["probe"]["probe_index"][...])
 
     def read_config(self) -> dict:
         return schema.parse_json_attr(self.attrs, "config", self.path)
