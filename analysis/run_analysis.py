@@ -34,6 +34,7 @@ from analysis.store_io import (group, open_tree, run_identity, store_order, stri
 DEFAULT_MAX_MEMORY = 1 << 30  # bytes of one checkpoint's representation processed in memory
 SINGLE_THREAD_ELEMENTS = 1 << 22  # per-checkpoint matrices up to this size use one BLAS thread
 CHECKPOINT_SCALARS = ("train_loss", "train_acc", "test_loss", "test_acc")
+COORDINATES = ("step", "epoch", "checkpoint_step", "checkpoint_epoch")   # never parameters
 
 
 def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int = 3, probe_max_iter: int = 100,
@@ -125,7 +126,7 @@ def _compute(checkpoints: xr.Dataset, metrics: xr.Dataset, params: xr.Dataset, t
             per_layer[name][:, j] = values
     data.update({name: (("checkpoint", "layer"), values) for name, values in per_layer.items()})
 
-    param_names = store_order(tree, "params", [name for name in params.data_vars if name not in ("step", "epoch")])
+    param_names = store_order(tree, "params", [name for name in params.data_vars if name not in COORDINATES])
     per_param = {name: np.full((n, len(param_names)), np.nan) for name in ("rel", "cos", "delta")}
     init_norm = np.full(len(param_names), np.nan)
     for j, name in enumerate(param_names):

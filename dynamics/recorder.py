@@ -112,7 +112,7 @@ def _check_parameter_names(model: nn.Module) -> None:
         if not p.requires_grad:
             continue
         key = schema.store_name(name)
-        if key in schema.CHECKPOINT_COORDS:
+        if key in schema.CHECKPOINT_COORDS or key in schema.LEGACY_CHECKPOINT_COORDS:
             raise ValueError(f"parameter {name!r} would be stored as {key!r}, the name of a coordinate of the "
                              f"params group; rename it")
         if key in seen:

@@ -60,7 +60,7 @@ def main() -> None:
     alignment = (ntk * k0).sum(("probe", "probe_")) / np.sqrt(
         (ntk ** 2).sum(("probe", "probe_")) * (k0 ** 2).sum())
     print(f"{'step':>6} {'train_acc':>9} {'NTK drift':>10}")
-    for step, acc, drift in zip(tree["checkpoints"]["step"].values, tree["checkpoints"]["train_acc"].values,
+    for step, acc, drift in zip(tree["checkpoints"]["checkpoint_step"].values, tree["checkpoints"]["train_acc"].values,
                                 (1 - alignment).values):
         print(f"{step:6d} {acc:9.3f} {drift:10.5f}")
     print(f"metrics: {tree['metrics'].sizes['step']} steps, final loss {float(tree['metrics']['loss'][-1]):.4f}")

@@ -47,7 +47,7 @@ def test_readme_loop_checkpoints_the_initialisation(snippet_dirs):
     folder = next(f for block, f in snippet_dirs if "Recorder(" in block and "gn.step" in block)
     initial = RevMLP(64, 512, 2, 10, dtype=torch.float64, seed=0)
     params = xr.open_zarr(folder / "runs" / "mine.zarr", group="params")
-    assert int(params["step"].values[0]) == 0
+    assert int(params["checkpoint_step"].values[0]) == 0
     for name, value in initial.named_parameters():
         stored = params[name.replace(".", "__")].isel(checkpoint=0).values
         np.testing.assert_array_equal(stored, value.detach().numpy())
@@ -60,7 +60,7 @@ def test_examples_run_and_checkpoint_the_initialisation(example, steps, tmp_path
                             capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     checkpoints = xr.open_zarr(out, group="checkpoints")
-    steps_stored = checkpoints["step"].values
+    steps_stored = checkpoints["checkpoint_step"].values
     assert steps_stored[0] == 0 and steps_stored[-1] == steps
     metrics = xr.open_zarr(out, group="metrics")
     assert metrics["step"].values[0] == 1 and metrics["step"].values[-1] == steps

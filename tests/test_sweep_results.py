@@ -90,7 +90,7 @@ def test_values_equal_each_runs_own_store(folder):
             tree = dynamics.open_run(folder / "runs" / f"{name}.zarr")
             np.testing.assert_array_equal(cell["loss"].values, tree["metrics"]["loss"].values)
             np.testing.assert_array_equal(cell["test_acc"].values, tree["checkpoints"]["test_acc"].values)
-            np.testing.assert_array_equal(cell["checkpoint_step"].values, tree["checkpoints"]["step"].values)
+            np.testing.assert_array_equal(cell["checkpoint_step"].values, tree["checkpoints"]["checkpoint_step"].values)
             np.testing.assert_array_equal(cell["cka_init"].values, tree["analysis"]["cka_init"].values)
             checked += 1
     assert checked == 2 * 4 + 1 * 2 * 2 - 2   # gn at 4 points but one missing; adam lr 1e-3 at every point

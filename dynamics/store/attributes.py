@@ -65,7 +65,8 @@ _GROUPS: dict[str, dict[str, Entry]] = {
         "phase": ("optimiser phase", "1", "index of the optimiser phase ([[train.phases]]) the step belongs to"),
     },
     "checkpoints": {
-        "checkpoint": _CHECKPOINT, "step": _CHECKPOINT_STEP, "epoch": _CHECKPOINT_EPOCH,
+        "checkpoint": _CHECKPOINT, "checkpoint_step": _CHECKPOINT_STEP, "checkpoint_epoch": _CHECKPOINT_EPOCH,
+        "step": _CHECKPOINT_STEP, "epoch": _CHECKPOINT_EPOCH,   # the names in stores written before
         "train_loss": ("training loss", "1", "mean loss over the training evaluation set at the checkpoint"),
         "train_acc": ("training accuracy", "1", "fraction of the training evaluation set classified correctly"),
         "test_loss": ("test loss", "1", "mean loss over the test evaluation set at the checkpoint"),
@@ -73,7 +74,8 @@ _GROUPS: dict[str, dict[str, Entry]] = {
         "ntk": ("empirical neural tangent kernel", "1",
                 "Θ(x_i, x_j) = Σ_o ⟨∂f_o(x_i)/∂θ, ∂f_o(x_j)/∂θ⟩ on the probe inputs, traced over the outputs"),
     },
-    "params": {"checkpoint": _CHECKPOINT, "step": _CHECKPOINT_STEP, "epoch": _CHECKPOINT_EPOCH},
+    "params": {"checkpoint": _CHECKPOINT, "checkpoint_step": _CHECKPOINT_STEP, "checkpoint_epoch": _CHECKPOINT_EPOCH,
+               "step": _CHECKPOINT_STEP, "epoch": _CHECKPOINT_EPOCH},
     "probe": {
         "x": ("probe inputs", "1", "the fixed probe set's inputs (standardised as in training) that NTKs and "
                                    "representations are computed on"),

@@ -8,8 +8,9 @@ A run store is one zarr v3 group (DESIGN §4):
   ``nonfinite`` (JSON string, see below).
 - ``metrics``: dim ``step`` (int64 index coordinate) with ``epoch`` (float64, NaN where not given) and
   one float64 variable per logged scalar name.
-- ``checkpoints``: dim ``checkpoint`` (int64 index 0, 1, …) with non-index coordinates ``step``
-  (int64) and ``epoch`` (float64); one float64 variable per checkpoint scalar; ``ntk``
+- ``checkpoints``: dim ``checkpoint`` (int64 index 0, 1, …) with non-index coordinates
+  ``checkpoint_step`` (int64) and ``checkpoint_epoch`` (float64) — named ``step`` and ``epoch`` in
+  stores written before, which readers see renamed (:data:`LEGACY_CHECKPOINT_COORDS`); one float64 variable per checkpoint scalar; ``ntk``
   (checkpoint, probe, probe_); ``rep_<layer>`` (checkpoint, probe, unit_<layer>).
 - ``params``: same coordinates as ``checkpoints``; one variable per trained parameter, named with
   "." → "__", dims (checkpoint, <name>_dim0, <name>_dim1, …).
@@ -49,7 +50,11 @@ SCHEMA = "dynamics.run/1"
 STATUSES = ("running", "complete", "interrupted", "failed")
 ROW_DIM = {"metrics": "step", "checkpoints": "checkpoint", "params": "checkpoint"}
 METRICS_COORDS = ("step", "epoch")
-CHECKPOINT_COORDS = ("checkpoint", "step", "epoch")
+CHECKPOINT_COORDS = ("checkpoint", "checkpoint_step", "checkpoint_epoch")
+#: The coordinates of ``checkpoints``/``params`` in stores written before they were named like the
+#: analysis' (one name for a checkpoint's step in every group); such stores are read with the new
+#: names (:func:`dynamics.open_run`) and appended to with their own.
+LEGACY_CHECKPOINT_COORDS = ("checkpoint", "step", "epoch")
 METRICS_CHUNK = 4096          # steps per chunk of a metrics variable
 CHUNK_BYTES = 256 * 1024      # target size of an uncompressed chunk of a checkpoints/params variable
 PARAMS_MODES = ("all", "first_last", "none")
@@ -92,7 +97,7 @@ def identity_attrs(config: dict | None) -> dict[str, Any]:
     return out
 
 
-RESERVED_SCALARS = {"step", "epoch", "checkpoint", "ntk", "probe", "x", "y"}
+RESERVED_SCALARS = {"step", "epoch", "checkpoint", "checkpoint_step", "checkpoint_epoch", "ntk", "probe", "x", "y"}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -168,6 +173,13 @@ def empty_committed() -> dict[str, Any]:
     return {"metrics": 0, "step": None, "checkpoint": 0, "checkpoint_step": None,
             "variables": {"metrics": ["step", "epoch"], "checkpoints": list(CHECKPOINT_COORDS),
                           "params": list(CHECKPOINT_COORDS)}}
+
+
+def checkpoint_coords(committed: dict[str, Any]) -> tuple[str, str, str]:
+    """The names of the ``checkpoints``/``params`` coordinates in a store with ``committed`` mark:
+    :data:`CHECKPOINT_COORDS`, or :data:`LEGACY_CHECKPOINT_COORDS` for a store written before them."""
+    legacy = "step" in committed["variables"]["checkpoints"]
+    return LEGACY_CHECKPOINT_COORDS if legacy else CHECKPOINT_COORDS
 
 
 def committed_rows(committed: dict[str, Any], group: str) -> int:

@@ -206,7 +206,8 @@ def _clearing_previous(names: list[str], plan: list) -> list:
     One write per array, so two writes never race for the chunk they share."""
     out = []
     for name, (target, rows, n, value) in zip(names, plan):
-        if name not in schema.CHECKPOINT_COORDS and not isinstance(target, _NewArray) and value.dtype.kind == "f":
+        coordinate = name in schema.CHECKPOINT_COORDS or name in schema.LEGACY_CHECKPOINT_COORDS
+        if not coordinate and not isinstance(target, _NewArray) and value.dtype.kind == "f":
             target, rows, n = target, rows - 1, n + 1
             value = np.concatenate([np.full((1,) + value.shape[1:], np.nan, dtype=value.dtype), value])
         out.append((target, rows, n, value))
@@ -306,8 +307,8 @@ class RunWriter:
             group = root.create_group(name)
             coord_chunk = (schema.checkpoint_chunk_rows(8),)
             _create_array(group, "checkpoint", ("checkpoint",), (0,), coord_chunk, np.int64)
-            _create_array(group, "step", ("checkpoint",), (0,), coord_chunk, np.int64)
-            _create_array(group, "epoch", ("checkpoint",), (0,), coord_chunk, np.float64)
+            _create_array(group, "checkpoint_step", ("checkpoint",), (0,), coord_chunk, np.int64)
+            _create_array(group, "checkpoint_epoch", ("checkpoint",), (0,), coord_chunk, np.float64)
         probe = root.create_group("probe")
         probe_arrays = [("x", probe_x, "feature"), ("y", probe_y, "output")]
         if probe_index is not None:
@@ -392,7 +393,8 @@ class RunWriter:
         """The committed ``step`` coordinate of ``group`` ("metrics" or "checkpoints"), after the
         write in flight."""
         self.wait()
-        return np.asarray(self._array(group, "step")[: self._rows(group)], dtype=np.int64)
+        name = "step" if group == "metrics" else schema.checkpoint_coords(self.committed)[1]
+        return np.asarray(self._array(group, name)[: self._rows(group)], dtype=np.int64)
 
     def read_probe(self) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(self.root["probe"]["x"][...]), np.asarray(self.root["probe"]["y"][...])
@@ -503,7 +505,8 @@ class RunWriter:
         rows = self._rows(group)
         names = list(self.committed["variables"][group])
         row_dim = schema.ROW_DIM[group]
-        coords = "epoch" if group == "metrics" else "step epoch"
+        coord_names = schema.METRICS_COORDS if group == "metrics" else schema.checkpoint_coords(self.committed)
+        coords = " ".join(c for c in coord_names if c != row_dim)
         new: dict[str, _NewArray] = {}
         for name, (dims, data) in columns.items():
             if name in names:
@@ -511,7 +514,7 @@ class RunWriter:
             row_bytes = data.dtype.itemsize * int(np.prod(data.shape[1:], dtype=np.int64))
             chunks = ((schema.METRICS_CHUNK,) if group == "metrics"
                       else (schema.checkpoint_chunk_rows(row_bytes),) + data.shape[1:])
-            attrs = {} if name in ("step", "epoch", "checkpoint") else {"coordinates": coords}
+            attrs = {} if name in coord_names else {"coordinates": coords}
             length = _capacity(rows, rows + n_new, chunks[0])   # created with room: no resize at once
             new[name] = _NewArray(group, name, (row_dim,) + dims, (length,) + data.shape[1:], chunks, data.dtype,
                                   attrs)
@@ -574,8 +577,10 @@ class RunWriter:
         if last is not None and step <= last:
             raise StoreError(f"checkpoint step {step} is not after the last stored checkpoint step {last}")
         index = self.committed["checkpoint"]
-        coords = {"checkpoint": ((), np.array([index], dtype=np.int64)), "step": ((), np.array([step], dtype=np.int64)),
-                  "epoch": ((), np.array([epoch], dtype=np.float64))}
+        _, step_name, epoch_name = schema.checkpoint_coords(self.committed)
+        coords = {"checkpoint": ((), np.array([index], dtype=np.int64)),
+                  step_name: ((), np.array([step], dtype=np.int64)),
+                  epoch_name: ((), np.array([epoch], dtype=np.float64))}
         cols = dict(coords)
         cols.update({name: ((), np.array([v], dtype=np.float64)) for name, v in scalars.items()})
         cols.update({name: (dims, data[None]) for name, (dims, data) in checkpoint_arrays.items()})

@@ -45,7 +45,7 @@ def expect_current(store, ds):
     checkpoints = raw(store, "checkpoints")
     n = checkpoints.sizes["checkpoint"]
     assert ds.sizes["checkpoint"] == n
-    np.testing.assert_array_equal(ds["checkpoint_step"].values, checkpoints["step"].values)
+    np.testing.assert_array_equal(ds["checkpoint_step"].values, checkpoints["checkpoint_step"].values)
     np.testing.assert_allclose(ds["train_loss"].values, checkpoints["train_loss"].values, rtol=0, atol=0)
     rep = checkpoints["rep_blocks__1"].values
     expected = linear_cka_textbook(rep[0], rep[-1])

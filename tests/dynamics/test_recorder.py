@@ -74,7 +74,7 @@ def test_checkpoints_match_brute_force_references(tmp_path, kind, dtype, tol, n_
             optimizer.step()
     tree = open_run(tmp_path / "run.zarr")
     ck, params = tree["checkpoints"], tree["params"]
-    np.testing.assert_array_equal(ck["step"].values, [0, 2])
+    np.testing.assert_array_equal(ck["checkpoint_step"].values, [0, 2])
     np.testing.assert_array_equal(ck["train_loss"].values, [0.0, 2.0])
     assert ck["ntk"].dims == ("checkpoint", "probe", "probe_") and ck["ntk"].dtype == np.dtype(str(dtype)[6:])
     for i, (weights, ntk, reps) in enumerate(expected):
@@ -225,7 +225,7 @@ def test_resume_rules(tmp_path):
         rec.checkpoint(1)
     tree = open_run(path)
     np.testing.assert_array_equal(tree["metrics"]["loss"].values, [1.0, 2.0])
-    np.testing.assert_array_equal(tree["checkpoints"]["step"].values, [0, 1])
+    np.testing.assert_array_equal(tree["checkpoints"]["checkpoint_step"].values, [0, 1])
 
 
 def test_truncate_and_resume_state(tmp_path):

@@ -34,7 +34,7 @@ def test_torchrun_two_ranks_rank0_writes_unwrapped(tmp_path):
                                                           "run.zarr"]
     tree = dynamics.open_run(tmp_path / "run.zarr")
     assert tree.attrs["status"] == "complete"
-    assert tree["checkpoints"]["step"].values.tolist() == [0, 2, 4, 6]
+    assert tree["checkpoints"]["checkpoint_step"].values.tolist() == [0, 2, 4, 6]
     assert tree["metrics"].sizes["step"] == 6
     params = tree["params"].to_dataset()
     names = sorted(v for v in params.data_vars)

@@ -70,7 +70,7 @@ def test_all_keeps_every_checkpoint(tmp_path):
 def test_first_last_keeps_the_first_and_the_latest(tmp_path, n):
     snaps = record(tmp_path / "r.zarr", "first_last", steps=n)
     ds = stored_params(tmp_path / "r.zarr")
-    assert ds.sizes["checkpoint"] == n and list(ds["step"].values) == list(range(n))
+    assert ds.sizes["checkpoint"] == n and list(ds["checkpoint_step"].values) == list(range(n))
     for name in snaps[0]:
         values = ds[name].values
         np.testing.assert_array_equal(values[0], snaps[0][name])
@@ -96,7 +96,7 @@ def test_first_last_store_while_running_holds_first_and_latest(tmp_path):
 def test_none_stores_no_parameters_but_keeps_the_coordinates(tmp_path):
     record(tmp_path / "r.zarr", "none")
     ds = stored_params(tmp_path / "r.zarr")
-    assert set(ds.variables) == {"checkpoint", "step", "epoch"} and list(ds["step"].values) == list(range(N_CHECKPOINTS))
+    assert set(ds.variables) == {"checkpoint", "checkpoint_step", "checkpoint_epoch"} and list(ds["checkpoint_step"].values) == list(range(N_CHECKPOINTS))
     assert not any((tmp_path / "r.zarr" / "params").glob("*weight*"))
 
 

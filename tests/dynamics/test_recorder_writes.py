@@ -105,7 +105,7 @@ def test_disk_full_keeps_rows_and_the_next_flush_writes_them(small_disk):
     rec.close()
     tree = open_run(path)
     np.testing.assert_array_equal(tree["metrics"]["loss"].values, list(range(12)) + [13])
-    np.testing.assert_array_equal(tree["checkpoints"]["step"].values, [12])
+    np.testing.assert_array_equal(tree["checkpoints"]["checkpoint_step"].values, [12])
     assert tree.attrs["status"] == "complete"
     xr.testing.assert_equal(xr.open_zarr(path, group="metrics").load(), tree["metrics"].to_dataset().load())
 
@@ -214,7 +214,7 @@ def test_a_failed_checkpoint_does_not_use_up_its_step(tmp_path):
     model.fail = False
     assert rec.checkpoint(0)
     rec.close()
-    np.testing.assert_array_equal(open_run(tmp_path / "r.zarr")["checkpoints"]["step"].values, [0])
+    np.testing.assert_array_equal(open_run(tmp_path / "r.zarr")["checkpoints"]["checkpoint_step"].values, [0])
 
 
 def test_conversion_refuses_what_a_store_cannot_hold():

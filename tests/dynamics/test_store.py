@@ -65,8 +65,8 @@ def _check_content(tree, x, y, steps, expected, ckpts):
         np.testing.assert_array_equal(m[name].values, np.array(values))
     c = tree["checkpoints"]
     np.testing.assert_array_equal(c["checkpoint"].values, np.arange(len(ckpts)))
-    np.testing.assert_array_equal(c["step"].values, [k[0] for k in ckpts])
-    np.testing.assert_array_equal(c["epoch"].values, [k[1] for k in ckpts])
+    np.testing.assert_array_equal(c["checkpoint_step"].values, [k[0] for k in ckpts])
+    np.testing.assert_array_equal(c["checkpoint_epoch"].values, [k[1] for k in ckpts])
     np.testing.assert_array_equal(c["acc"].values, [k[2] for k in ckpts])
     np.testing.assert_array_equal(c["ntk"].values, np.stack([k[3] for k in ckpts]))
     assert c["ntk"].dims == ("checkpoint", "probe", "probe_") and c["ntk"].dtype == x.dtype
@@ -149,7 +149,7 @@ def test_truncate_keeps_nonfinite_counts_exact(tmp_path):
     w.close("interrupted")
     tree = open_run(path)
     np.testing.assert_array_equal(tree["metrics"]["step"].values, np.arange(8))
-    np.testing.assert_array_equal(tree["checkpoints"]["step"].values, [1, 4])
+    np.testing.assert_array_equal(tree["checkpoints"]["checkpoint_step"].values, [1, 4])
     assert json.loads(tree.attrs["nonfinite"]) == {"metrics": {"loss": {"count": 3, "steps": [[2, 3], [7, 7]]}}}
     assert tree.attrs["status"] == "interrupted"
 
@@ -254,7 +254,7 @@ def test_arrays_grow_in_blocks_and_are_cut_to_committed_at_close(tmp_path):
     assert chunk == schema.checkpoint_chunk_rows(6 * 6 * 8)
     assert grown.shape[0] == max(2 * MIN_CAPACITY, chunk) # grown by the next, in whole chunks
     assert zarr.open_group(str(path))["checkpoints"]["ntk"].shape[0] == n   # the consolidated (committed) view
-    np.testing.assert_array_equal(open_run(path)["checkpoints"]["step"].values, np.arange(n))
+    np.testing.assert_array_equal(open_run(path)["checkpoints"]["checkpoint_step"].values, np.arange(n))
     w.close("complete")
     for _ in range(2):                                  # close, and resume-then-close with no appends
         plain = xr.open_datatree(path, engine="zarr")
@@ -338,7 +338,7 @@ def test_checkpoint_index_reads_as_arange_after_truncation_and_regrowth(tmp_path
     plain = xr.open_datatree(path, engine="zarr")
     for group in ("checkpoints", "params"):
         np.testing.assert_array_equal(plain[group]["checkpoint"].values, np.arange(7))
-        np.testing.assert_array_equal(plain[group]["step"].values, 10 * np.arange(7))
+        np.testing.assert_array_equal(plain[group]["checkpoint_step"].values, 10 * np.arange(7))
     np.testing.assert_array_equal(plain["params"]["w"].values[:, 0], np.arange(7.0))
 
 

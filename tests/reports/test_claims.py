@@ -78,7 +78,7 @@ def expected_per_run(store):
         v0, vt = params[name].values[0].ravel(), params[name].values[-1].ravel()
         if np.linalg.norm(v0) > 0:  # a zero-initialised tensor (a bias) has no angle to its start
             cos.append(1 - v0 @ vt / (np.linalg.norm(v0) * np.linalg.norm(vt)))
-    ck_steps = checkpoints["step"].values
+    ck_steps = checkpoints["checkpoint_step"].values
     early = int(np.argmin(np.abs(ck_steps - 0.1 * ck_steps.max())))
     return {
         "own": np.mean(own),

@@ -60,7 +60,7 @@ def test_metrics_equal_recomputation(full_runs, tiny, optimizer):
     stored = json.loads(attrs["config"])
     assert stored["optimizer"] == optimizer and stored["seed"] == 3 and stored["train"]["seed"] == 3
     assert json.loads(attrs["versions"])["torch"] == torch.__version__
-    steps = checkpoints["step"].values.tolist()
+    steps = checkpoints["checkpoint_step"].values.tolist()
     assert steps == stored["schedule"]["checkpoint_steps"] and steps[0] == 0 and steps[-1] == 14
     np.testing.assert_array_equal(metrics["step"].values, np.arange(1, 15))
     # the other batch's "before" is the previous step's "after"
@@ -125,14 +125,14 @@ def test_same_seed_same_numbers_other_seed_differs(tmp_path, tiny, full_runs):
         np.testing.assert_array_equal(a[2][name].values, b[2][name].values)
     np.testing.assert_array_equal(a[1]["ntk"].values, b[1]["ntk"].values)
     assert not np.array_equal(a[0]["loss"].values, c[0]["loss"].values)
-    np.testing.assert_array_equal(a[1]["step"].values, c[1]["step"].values)
+    np.testing.assert_array_equal(a[1]["checkpoint_step"].values, c[1]["checkpoint_step"].values)
 
 
 def assert_same_run(first, second):
     for name in METRICS:
         np.testing.assert_array_equal(first[0][name].values, second[0][name].values, err_msg=name)
     np.testing.assert_array_equal(first[0]["step"].values, second[0]["step"].values)
-    for name in ("train_loss", "train_acc", "test_loss", "test_acc", "ntk", "step"):
+    for name in ("train_loss", "train_acc", "test_loss", "test_acc", "ntk", "checkpoint_step"):
         np.testing.assert_array_equal(first[1][name].values, second[1][name].values, err_msg=name)
     for name in first[2].data_vars:
         np.testing.assert_array_equal(first[2][name].values, second[2][name].values, err_msg=name)

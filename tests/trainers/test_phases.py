@@ -48,10 +48,10 @@ def test_adam_then_gn_is_continuous(tmp_path, tiny):
     np.testing.assert_array_equal(metrics["lr"].values, [1e-3] * 9 + [0.1] * 18)
     assert np.all(np.isnan(metrics["gn_residual"].values[:9])) and np.all(metrics["gn_residual"].values[9:] < 1e-8)
     # phase 0 is exactly a plain Adam run; the switch step is a checkpoint
-    steps = checkpoints["step"].values.tolist()
+    steps = checkpoints["checkpoint_step"].values.tolist()
     assert 9 in steps
     for name in params.data_vars:
-        i, j = steps.index(9), pure[1]["step"].values.tolist().index(9) if 9 in pure[1]["step"].values else None
+        i, j = steps.index(9), pure[1]["checkpoint_step"].values.tolist().index(9) if 9 in pure[1]["checkpoint_step"].values else None
         if j is not None:
             np.testing.assert_array_equal(params[name].values[i], pure[2][name].values[j])
     for name in ("loss", "loss_after", "other_loss_after"):
