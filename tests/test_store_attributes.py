@@ -76,7 +76,7 @@ def test_every_variable_of_a_run_store_and_its_analysis_is_explained(experiment)
     arrays = every_array(experiment / "gn.zarr")
     groups = {key.split("/")[0] for key in arrays}
     assert groups == {"metrics", "checkpoints", "params", "probe", "analysis"}
-    for expected in ("metrics/time", "metrics/gn_residual", "checkpoints/ntk", "checkpoints/step",
+    for expected in ("metrics/time", "metrics/gn_residual", "checkpoints/ntk", "checkpoints/checkpoint_step",
                      "probe/probe_index", "analysis/checkpoint_step", "analysis/weight_rel_change"):
         assert expected in arrays
     assert any(key.startswith("checkpoints/rep_") for key in arrays)
