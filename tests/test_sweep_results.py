@@ -132,3 +132,16 @@ def test_analyze_a_sweep_on_the_cluster(folder, capsys):
     assert capsys.readouterr().out.strip() == str(folder / "sweep.json")
     for store, before in stamp.items():
         assert (store / "analysis" / "zarr.json").stat().st_mtime_ns > before
+
+
+def test_no_integer_fill_value_in_the_sweep(folder):
+    """Missing and failed runs are NaN: no integer variable holds xarray's int64 fill (issue 15 §4)."""
+    ds = open_sweep(folder).load()
+    ints = []
+    for name, variable in {**ds.coords, **ds.data_vars}.items():
+        if variable.dtype.kind in "iu":
+            assert not (variable.values == np.iinfo(variable.dtype).min).any(), name
+            ints.append(name)
+    assert set(ints) <= {"checkpoint", "step", "train.seed"}
+    steps = ds["checkpoint_step"].sel(optimizer="gn")
+    assert steps.dtype == np.float64 and np.isnan(steps.sel({"optimizers.gn.lr": 0.1, "train.seed": 1})).all()

@@ -71,3 +71,12 @@ def test_analysis_without_a_token_raises(tmp_path):
 def test_bad_mode(analysed):
     with pytest.raises(ValueError, match="'stale'"):
         open_run(analysed, analysis="stale")
+
+
+def test_sweep_reader_leaves_a_stale_analysis_out_with_a_warning(analysed):
+    from analysis.sweep import run_dataset
+    assert "ntk_alignment_init" in run_dataset(analysed).variables   # fresh: included
+    resume_to(analysed, 25)
+    with pytest.warns(RuntimeWarning, match="analysis group is out of date or unreadable"):
+        ds = run_dataset(analysed)
+    assert "ntk_alignment_init" not in ds.variables and ds.sizes["checkpoint"] == 6
