@@ -105,6 +105,7 @@ def _committed_dataset(path: Path, group: str, names: list[str], rows: int | Non
     return xr.decode_cf(xr.Dataset(variables))
 
 
+ANALYSIS = "analysis"
 ANALYSIS_MODES = ("fresh", "omit")
 
 
@@ -156,9 +157,6 @@ def open_run(path: str | os.PathLike, *, analysis: str = "fresh") -> Any:
                 _check_fresh(path, dataset)
             nodes[f"/{child}"] = dataset
     return xr.DataTree.from_dict(nodes)
-
-
-ANALYSIS = "analysis"
 
 
 def _check_fresh(path: Path, dataset: Any) -> None:

@@ -35,8 +35,8 @@ from zarr.storage import LocalStore
 
 from dynamics.errors import StoreError
 from dynamics.store import root as root_record
-from dynamics.store.attributes import cf_attrs
 from dynamics.store import schema, validate
+from dynamics.store.attributes import cf_attrs
 from dynamics.store.lock import StoreLock, abandoned, sweep_temporary
 from dynamics.store.reader import check_store, quiet_zarr_warnings
 
@@ -208,7 +208,7 @@ def _clearing_previous(names: list[str], plan: list) -> list:
     for name, (target, rows, n, value) in zip(names, plan):
         coordinate = name in schema.CHECKPOINT_COORDS or name in schema.LEGACY_CHECKPOINT_COORDS
         if not coordinate and not isinstance(target, _NewArray) and value.dtype.kind == "f":
-            target, rows, n = target, rows - 1, n + 1
+            rows, n = rows - 1, n + 1
             value = np.concatenate([np.full((1,) + value.shape[1:], np.nan, dtype=value.dtype), value])
         out.append((target, rows, n, value))
     return out

@@ -91,7 +91,7 @@ def test_resume_inside_a_later_phase_is_bit_exact(tmp_path, tiny, stop_at):
     for name in whole[0].data_vars:
         if name != "time":
             np.testing.assert_array_equal(whole[0][name].values, resumed[0][name].values, err_msg=name)
-    for name in ("train_loss", "test_loss", "ntk", "step"):
+    for name in ("train_loss", "test_loss", "ntk", "checkpoint_step"):
         np.testing.assert_array_equal(whole[1][name].values, resumed[1][name].values, err_msg=name)
     for name in whole[2].data_vars:
         np.testing.assert_array_equal(whole[2][name].values, resumed[2][name].values, err_msg=name)
