@@ -34,7 +34,7 @@ def test_fresh_analysis_is_served(analysed):
     tree = open_run(analysed)
     stored = tree["analysis"].to_dataset()
     with xr.open_zarr(analysed, group="checkpoints", consolidated=False) as raw:
-        np.testing.assert_array_equal(stored["checkpoint_step"].values, raw["step"].values)
+        np.testing.assert_array_equal(stored["checkpoint_step"].values, raw["checkpoint_step"].values)
 
 
 def test_resumed_run_raises_and_omit_opens_the_training_data(analysed):
