@@ -141,8 +141,6 @@ def open_run(path: str | os.PathLike, *, analysis: str = "fresh") -> Any:
             dataset = _committed_dataset(path, group, committed["variables"][group], rows, consolidated)
             if group != "metrics" and schema.checkpoint_coords(committed) == schema.LEGACY_CHECKPOINT_COORDS:
                 dataset = dataset.rename(dict(zip(schema.LEGACY_CHECKPOINT_COORDS[1:], schema.CHECKPOINT_COORDS[1:])))
-            if group != "metrics":
-                dataset = dataset.set_coords([c for c in schema.CHECKPOINT_COORDS if c in dataset.data_vars])
             nodes[f"/{group}"] = dataset
         probe_names = ["x", "y"] + (["probe_index"] if (path / "probe" / "probe_index" / "zarr.json").is_file() else [])
         nodes["/probe"] = _committed_dataset(path, "probe", probe_names, None, consolidated)
