@@ -279,6 +279,7 @@ def command_run(args: argparse.Namespace) -> int:
     from reports import write_report
     from trainers import store_name, train
     from trainers.phases import phases_name
+    from trainers.setup import load_data
 
     config = config_from(args)
     out = args.out or Path("runs") / config.name
@@ -292,11 +293,12 @@ def command_run(args: argparse.Namespace) -> int:
     for _, _, path in runs:
         check_target(path, args)
     use_threads(args)  # the runs train one after the other: each gets the whole share
+    data = load_data(config.data)  # once for every run (generating MNIST-1D takes seconds)
     failed = []
     for seed, optimizer, path in runs:
         try:
             train(config, optimizer, path, seed=seed, resume=args.resume, overwrite=args.overwrite,
-                  progress=not args.quiet)
+                  progress=not args.quiet, data=data)
         except Exception:
             reason = _failed_run(path)
             if reason is None:

@@ -62,11 +62,17 @@ def test_train_writes_one_store(tmp_path, tiny_file, capsys):
     assert tree["metrics"].sizes["step"] == 10
 
 
-def test_run_trains_analyses_and_reports(tmp_path, tiny_file, capsys):
+def test_run_trains_analyses_and_reports(tmp_path, tiny_file, capsys, monkeypatch):
     out = tmp_path / "exp"
     config = tiny_file()
     config.write_text(config.read_text().replace('optimizers = ["gn", "adam"]', 'optimizers = ["adam"]'))
+    import trainers.data
+
+    reads, read_raw = [], trainers.data.read_raw
+    monkeypatch.setattr(trainers.data, "read_raw", lambda *a, **k: reads.append(a) or read_raw(*a, **k))
     assert main(["run", "--config", str(config), "--out", str(out), "--seeds", "0,1", "--quiet"]) == 0
+    assert len(reads) == 1   # the data set is read once and shared by both runs
+    monkeypatch.undo()
     report = out / "report.html"
     assert capsys.readouterr().out.strip() == str(report)
     assert report.is_file() and (out / "analysis.zarr").is_dir()

@@ -55,6 +55,7 @@ from trainers.phases import PhaseSteppers, phase_plan, run_phases
 from trainers.progress import Progress
 from trainers.runtime import resolve_device
 from trainers.schema import SEED_MAX
+from trainers.data import Dataset
 from trainers.setup import Experiment, build_model, prepare
 
 EVAL_CHUNK = 4096
@@ -107,14 +108,15 @@ def remove_store(out: Path) -> None:
 
 def train(config: ExperimentConfig | Mapping, optimizer: str, out: str | Path, *, seed: int | None = None,
           resume: bool = False, overwrite: bool = False, progress: bool = True,
-          callback: Callable[[int], None] | None = None) -> Path:
+          callback: Callable[[int], None] | None = None, data: Dataset | None = None) -> Path:
     """Train ``config``'s model with ``optimizer`` (a name in ``config.optimizers`` or a kind) into the
     store ``out``; returns its path. ``config`` is an :class:`~trainers.config.ExperimentConfig` (a
     mapping is validated first); ``seed`` overrides ``train.seed``; ``resume`` continues an
     interrupted store (a missing store starts fresh); ``overwrite`` deletes an existing run store at
     ``out`` first (never anything that is not a run store); ``progress`` shows a bar on a terminal
     and progress lines on a redirected stderr (:mod:`trainers.progress`), False nothing; ``callback(step)`` runs after every step
-    (tests raise KeyboardInterrupt from it). Bad config or seed, or a config that cannot fit in the
+    (tests raise KeyboardInterrupt from it); ``data`` is ``config.data``'s data set already loaded by
+    :func:`trainers.setup.load_data` (``dynamics run`` loads it once for all its runs; None loads it). Bad config or seed, or a config that cannot fit in the
     available memory (:mod:`trainers.budget`) → ConfigError before anything is written. SIGINT,
     SIGTERM and SIGHUP stop the run between steps (:mod:`trainers.signals`): the store is marked
     "interrupted" and :class:`~trainers.signals.Stopped` (a KeyboardInterrupt) is raised. Resuming a
@@ -133,14 +135,15 @@ def train(config: ExperimentConfig | Mapping, optimizer: str, out: str | Path, *
     if out.exists() and not out.is_dir():
         raise StoreError(f"'{out}' is an existing file, not a run store (a directory); choose another path")
     with signals.deferred_stop() as stop:
-        return _train(config, optimizer, out, seed, resume, overwrite, progress, callback, stop, phases, options)
+        return _train(config, optimizer, out, seed, resume, overwrite, progress, callback, stop, phases, options,
+                      data)
 
 
 def _train(config: ExperimentConfig, optimizer: str, out: Path, seed: int, resume: bool, overwrite: bool,
            progress: bool, callback: Callable[[int], None] | None, stop: dict, phases: list | None,
-           options: dict) -> Path:
+           options: dict, data: Dataset | None) -> Path:
     device = resolve_device(config.train.device)
-    experiment = prepare(config)
+    experiment = prepare(config, data)
     plan = phase_plan(phases or [{"optimizer": optimizer}], experiment.steps_per_epoch, experiment.total_steps)
     if phases:  # the last update of every phase is a checkpoint (parameters at the switch)
         experiment = replace(experiment, checkpoint_steps=sorted(set(experiment.checkpoint_steps)

@@ -28,9 +28,9 @@ from torch import nn
 from dynamics.errors import ConfigError, DynamicsError
 from dynamics.models import MLP, RevMLP
 from dynamics.schedules import log_spaced_steps
-from trainers.data import load_dataset
+from trainers.data import Dataset, load_dataset
 from trainers.data.augment import RandomResizedCrop
-from trainers.schema import ModelConfig
+from trainers.schema import DataConfig, ModelConfig
 
 if TYPE_CHECKING:
     from trainers.config import ExperimentConfig
@@ -98,17 +98,32 @@ def checkpoint_schedule(total: int, checkpoints: int) -> list[int]:
     return sorted(steps)
 
 
-def prepare(config: ExperimentConfig) -> Experiment:
-    """Data, index sets and schedule for ``config`` (validated); impossible sizes → ConfigError."""
-    data_config, train_config = config.data, config.train
+def load_data(data_config: DataConfig) -> Dataset:
+    """The standardised data set ``[data]`` describes (:func:`trainers.data.load_dataset`); a bad
+    size or fraction → ConfigError naming the section. Load it once and pass it to :func:`prepare`
+    (and :func:`trainers.loop.train`) of every run of the same ``[data]``: generating MNIST-1D takes
+    seconds."""
     try:
-        data = load_dataset(data_config.name, data_config.data_dir, n_train=data_config.n_train,
+        return load_dataset(data_config.name, data_config.data_dir, n_train=data_config.n_train,
                             n_test=data_config.n_test, test_fraction=data_config.test_fraction,
                             split_seed=data_config.split_seed)
     except DynamicsError:
         raise
     except ValueError as error:
         raise ConfigError(f"config section data: {error}") from error
+
+
+def prepare(config: ExperimentConfig, data: Dataset | None = None) -> Experiment:
+    """Data, index sets and schedule for ``config`` (validated); impossible sizes → ConfigError.
+
+    ``data``: the data set of ``config.data`` already loaded by :func:`load_data` (shared between
+    runs); None loads it. The caller vouches that it was loaded from the same ``[data]`` section."""
+    data_config, train_config = config.data, config.train
+    if data is None:
+        data = load_data(data_config)
+    elif not isinstance(data, Dataset) or data.name != data_config.name:
+        raise ValueError(f"prepare: data must be the Dataset of data.name = {data_config.name!r} (from "
+                         f"load_data), got {getattr(data, 'name', type(data).__name__)!r}")
     dtype = DTYPES[config.model.dtype]
     x, y = torch.from_numpy(data.x_train).to(dtype), torch.from_numpy(data.y_train)
     x_test, y_test = torch.from_numpy(data.x_test).to(dtype), torch.from_numpy(data.y_test)

@@ -1,12 +1,17 @@
 """The shipped presets validate and follow the published protocol; paper-mnist5k trains one epoch."""
 
+import copy
 import json
+from pathlib import Path
 
 import pytest
+import torch
 
 import dynamics
 from trainers import train
 from trainers.config import load_config, preset_names
+from trainers.optimizers import make_optimizer
+from trainers.setup import build_model, prepare
 
 
 def test_every_preset_validates():
@@ -41,3 +46,19 @@ def test_paper_mnist5k_trains_one_epoch(tmp_path):
     metrics = tree["metrics"].to_dataset().load()
     assert metrics.sizes["step"] == 2
     assert (metrics["loss_after"] < metrics["loss"]).all()
+
+
+def test_prepare_with_shared_data_equals_prepare_alone():
+    """A data set loaded once (load_data) gives the same Experiment as loading it inside prepare, for
+    several batch sizes of the same [data]; a data set of another [data] name is refused."""
+    from trainers.setup import load_data
+
+    data = load_data(load_config("digits").data)
+    for batch in (32, 100, 256):
+        config = load_config("digits", overrides={"train.batch_size": batch, "train.epochs": 1})
+        shared, alone = prepare(config, data), prepare(config)
+        for field in ("x", "y", "pool", "other", "probe"):
+            assert torch.equal(getattr(shared, field), getattr(alone, field))
+        assert shared.checkpoint_steps == alone.checkpoint_steps
+    with pytest.raises(ValueError, match="mnist1d"):
+        prepare(load_config(), data)
