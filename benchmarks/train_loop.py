@@ -1,5 +1,5 @@
-"""Benchmark: the trainers' loop on the default preset (mnist1d, RevMLP d=40, hidden 1024, depth 2,
-batch 100) — cost per step of each optimiser and the loop's own overhead.
+"""Benchmark: the trainers' loop on the default preset (mnist1d: RevMLP d=40, hidden 512, depth 2, float32,
+batch 64) — cost per step of each optimiser and the loop's own overhead.
 
     python benchmarks/train_loop.py [--quick] [--steps 60]
 

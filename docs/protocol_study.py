@@ -27,12 +27,19 @@ init std 1e-3 and the batch whose steps per epoch are nearest the paper's 58 —
 rates the rule picks there. Neither the point nor the rule looks at which of the paper's findings
 come out. Part 2 then trains that point for the paper's 100 epochs (seed 0, plain updates) and
 tabulates the full-training-set loss at a few epochs, to document what a shorter default run keeps.
+Part 2 showed that the rule's GN and SGD picks, stable through epoch 1, diverge later; the paper's
+mini-batch rule asks for progress "without instability", so part 3 walks down the rule's ranking
+(GN: stable α from the largest down; SGD, Adam: from the lowest epoch-1 loss up) at the chosen point
+and takes the first learning rate that stays stable over the default run's RUN_EPOCHS epochs for
+every seed (full-training-set loss below its initial value at the end of every epoch, no batch loss
+meeting the divergence rule). Those are the default preset's learning rates.
 
 Every run here uses plain updates (no recording), the project's own optimisers, models, data order
 (a ``torch.Generator`` seeded with the run's seed draws each epoch's permutation of the pool, as
 ``trainers.loop`` does) and one thread. Run (a few minutes of CPU):
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python docs/protocol_study.py     # writes docs/protocol-study.md
+    OMP_NUM_THREADS=1 PYTHONPATH=. python docs/protocol_study.py --stability   # part 3 only, appended
 """
 
 from __future__ import annotations
@@ -67,6 +74,7 @@ PAPER_STEPS_PER_EPOCH = 60000 // 1024
 DIVERGED = 1000.0                 # trainers.failures: loss above 1000 × the initial loss
 LONG_EPOCHS = 100                 # the paper's run length
 LONG_REPORT = (1, 5, 10, 15, 20, 25, 30, 50, 100)
+RUN_EPOCHS = 20                   # the default preset's run length (the 2-minute budget of `dynamics run`)
 
 
 def study_config(init_std: float, batch: int, lrs: dict[str, float] | None = None) -> ExperimentConfig:
@@ -121,10 +129,10 @@ def pick(optimizer: str, results: dict[float, dict]) -> float | None:
     return max(stable) if optimizer == "gn" else min(stable, key=stable.get)
 
 
-def grid(data) -> list[dict]:
+def grid(data, init_stds: tuple[float, ...] = INIT_STDS, batch_sizes: tuple[int, ...] = BATCH_SIZES) -> list[dict]:
     rows = []
-    for init_std in INIT_STDS:
-        for batch in BATCH_SIZES:
+    for init_std in init_stds:
+        for batch in batch_sizes:
             config = study_config(init_std, batch)
             experiment = prepare(config, data)
             row = {"init_std": init_std, "batch": batch, "steps_per_epoch": experiment.steps_per_epoch,
@@ -138,6 +146,12 @@ def grid(data) -> list[dict]:
             rows.append(row)
             print(f"init_std {init_std:g} batch {batch}: {row['chosen']} ({row['seconds']:.0f} s)", flush=True)
     return rows
+
+
+def default_batch(data) -> int:
+    """The batch of BATCH_SIZES whose steps per epoch are nearest the paper's 58."""
+    return min(BATCH_SIZES, key=lambda b: abs(prepare(study_config(PAPER_INIT_STD, b), data).steps_per_epoch
+                                              - PAPER_STEPS_PER_EPOCH))
 
 
 def default_point(rows: list[dict]) -> dict:
@@ -156,6 +170,59 @@ def long_runs(data, point: dict) -> dict[str, tuple[float, dict[int, float], boo
         out[optimizer] = train_epochs(config, experiment, optimizer, SEEDS[0], LONG_EPOCHS, LONG_REPORT)
         print(f"{optimizer} {LONG_EPOCHS} epochs: {out[optimizer][1]} ({time.perf_counter() - t0:.0f} s)", flush=True)
     return out
+
+
+def run_stability(data, point: dict) -> dict[str, dict]:
+    """Part 3: the rule's candidates at the chosen point, in the rule's order (GN: stable α from the
+    largest down; SGD, Adam: stable lrs from the lowest epoch-1 loss up), each trained RUN_EPOCHS epochs
+    for every seed; the first whose full-training-set loss stays below its initial value at the end
+    of every epoch (and never meets the divergence rule) for every seed is the default's."""
+    experiment = prepare(study_config(point["init_std"], point["batch"]), data)
+    out = {}
+    for optimizer in LRS:
+        stable = {lr: r for lr, r in point["results"][optimizer].items() if r["stable"]}
+        order = sorted(stable, reverse=True) if optimizer == "gn" else sorted(stable, key=lambda lr: stable[lr]["end"])
+        tried = []
+        for lr in order:
+            config = study_config(point["init_std"], point["batch"], {optimizer: lr})
+            ok, finals = True, []
+            for seed in SEEDS:
+                start, losses, fine = train_epochs(config, experiment, optimizer, seed, RUN_EPOCHS,
+                                                   tuple(range(1, RUN_EPOCHS + 1)))
+                fine = fine and len(losses) == RUN_EPOCHS and all(v < start for v in losses.values())
+                finals.append(losses.get(RUN_EPOCHS, math.nan) if fine else math.nan)
+                ok = ok and fine
+                if not ok:
+                    break
+            tried.append((lr, ok, finals))
+            print(f"{optimizer} lr {lr:g} over {RUN_EPOCHS} epochs: {'stable' if ok else 'unstable'} {finals}", flush=True)
+            if ok:
+                break
+        out[optimizer] = {"tried": tried, "chosen": tried[-1][0] if tried and tried[-1][1] else None}
+    return out
+
+
+def stability_table(stability: dict) -> str:
+    lines = ["| optimiser | learning rates tried, in the rule's order | default |", "|---|---|---|"]
+    for optimizer, entry in stability.items():
+        parts = [f"{lr:g}: " + (f"stable (final loss {sum(f) / len(f):.3f})" if ok else "unstable")
+                 for lr, ok, f in entry["tried"]]
+        chosen = "—" if entry["chosen"] is None else f"**{entry['chosen']:g}**"
+        lines.append(f"| {optimizer} | {'; '.join(parts)} | {chosen} |")
+    return "\n".join(lines)
+
+
+def stability_section(stability: dict) -> str:
+    return ("## 3. Stable over the default run\n\n"
+            f"A learning rate stable through epoch 1 can diverge later (part 2: the rule's picks over 100 "
+            f"epochs). The paper's "
+            f"mini-batch rule asks for the most progress \"without instability\", so the default takes, at "
+            f"the chosen point, the first of the rule's candidates (GN: stable α from the largest down; SGD, "
+            f"Adam: from the lowest epoch-1 loss up) that stays stable over the default run's "
+            f"{RUN_EPOCHS} epochs for every seed {', '.join(map(str, SEEDS))}: the full-training-set "
+            f"loss below its initial value at the end of every epoch, and no batch loss non-finite or "
+            f"above 1000 × the initial loss. Final loss: mean over the seeds after epoch {RUN_EPOCHS}.\n\n"
+            f"{stability_table(stability)}\n")
 
 
 def grid_table(rows: list[dict]) -> str:
@@ -193,13 +260,28 @@ def long_table(point: dict, runs: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("protocol-study.md"))
+    parser.add_argument("--stability", action="store_true",
+                        help="only part 3 (recomputing part 1 at the chosen point), appended to --out")
     args = parser.parse_args()
     torch.set_num_threads(1)
     t0, c0 = time.perf_counter(), time.process_time()
     data = load_data(study_config(PAPER_INIT_STD, BATCH_SIZES[0]).data)   # generated once, shared by every run
+    if args.stability:
+        point = default_point(grid(data, (PAPER_INIT_STD,), (default_batch(data),)))
+        stability = run_stability(data, point)
+        load = os.getloadavg()
+        with args.out.open("a", encoding="utf-8") as out:
+            out.write(f"\n{stability_section(stability)}\n"
+                      f"Part 3 ran on its own (`OMP_NUM_THREADS=1 PYTHONPATH=. python docs/protocol_study.py "
+                      f"--stability`, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}): wall "
+                      f"{time.perf_counter() - t0:.0f} s, CPU {time.process_time() - c0:.0f} s, load average "
+                      f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}.\n")
+        print(args.out)
+        return
     rows = grid(data)
     point = default_point(rows)
     runs = long_runs(data, point)
+    stability = run_stability(data, point)
     load = os.getloadavg()
     fixed = ", ".join(f"{k} = {v}" for k, v in FIXED.items())
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -221,7 +303,8 @@ def main() -> None:
         f"{point['batch']} ({point['steps_per_epoch']} steps per epoch, nearest the paper's "
         f"{PAPER_STEPS_PER_EPOCH}), learning rates as picked above: GN α {point['chosen']['gn']}, SGD "
         f"{point['chosen']['sgd']}, Adam {point['chosen']['adam']}. Full-training-set loss after "
-        f"the given epoch, seed {SEEDS[0]}, plain updates:\n\n{long_table(point, runs)}\n\n"
+        f"the given epoch, seed {SEEDS[0]}, plain updates; a run stops (—) when a batch loss meets the "
+        f"divergence rule:\n\n{long_table(point, runs)}\n\n{stability_section(stability)}\n"
         f"Wall time {time.perf_counter() - t0:.0f} s, CPU time {time.process_time() - c0:.0f} s, one thread; "
         f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (a shared 2-core machine).\n",
         encoding="utf-8")

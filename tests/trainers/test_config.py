@@ -39,6 +39,7 @@ def test_default_is_mnist1d_with_gn_sgd_adam():
     config = load_config()
     assert config.preset == "mnist1d" and config.data.name == "mnist1d"
     assert config.train.optimizers == ["gn", "sgd", "adam"]
+    # GN α 0.1: the largest α stable over the default run in the protocol study (docs/protocol-study.md)
     assert config.optimizers["gn"].kind == "gn" and config.optimizers["gn"].lr == 0.1
 
 
