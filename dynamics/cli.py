@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = command("sweep", "train a grid of configs (the [sweep] table of CONFIG.toml) as dask.distributed "
                     "tasks; running it again does only what is missing",
                     "CONFIG.toml: a config file (preset = ..., tables) plus [sweep] with dotted keys -> lists of "
-                    "values, e.g. \"optimizers.gn.lr\" = [0.03, 0.1]; a local cluster of --workers single-threaded "
+                    "values, e.g. \"optimizers.gn.lr\" = [0.03, 0.1]; --set overrides for every point; a local cluster of --workers single-threaded "
                     "processes, or an existing cluster (--scheduler)",
                     "DIR/sweep.json (grid, run names, status of each run) and DIR/runs/<run>.zarr; the manifest's "
                     "path is printed. Then `dynamics analyze DIR` and `dynamics report DIR`")
@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     unlock = command("unlock", "remove the lock of a run store whose writer is gone (e.g. its host died)",
                      "STORE: a run store whose lock file names a process that no longer runs; refused while "
                      "a process on this machine holds the lock", "the lock file is removed; the holder it "
-                     "named is printed", epilog="")
+                     "named is printed")
     unlock.add_argument("store", type=Path, metavar="STORE")
     return parser
 
@@ -197,6 +197,9 @@ def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
     sweep.add_argument("--force", action="store_true", help="accept a config that differs from DIR/sweep.json; "
                                                             "runs whose config changed are trained again")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    sweep.add_argument("--set", type=setting, action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                       help="override one dotted config key at every point of the grid, e.g. --set "
+                            "train.epochs=5 (repeatable; after the file's keys; a swept key is refused)")
 
 
 def command_sweep(args: argparse.Namespace) -> None:
@@ -204,7 +207,8 @@ def command_sweep(args: argparse.Namespace) -> None:
 
     try:
         manifest = run_sweep(args.config, args.out, workers=args.workers, scheduler=args.scheduler,
-                             retries=args.retries, force=args.force, quiet=args.quiet)
+                             retries=args.retries, force=args.force, quiet=args.quiet,
+                             overrides=dict(args.settings))
     except KeyboardInterrupt:
         print("dynamics sweep: interrupted; run the same command again to continue", file=sys.stderr)
         raise SystemExit(130) from None

@@ -164,7 +164,7 @@ def test_run_takes_set_and_refuses_bad_keys(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command", [["run"], ["train"], ["analyze"], ["report"], ["compare"], ["config"],
-                                     ["config", "show"]])
+                                     ["config", "show"], ["sweep"], ["unlock"]])
 def test_every_subcommand_help_says_what_inputs_outputs(capsys, command):
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])

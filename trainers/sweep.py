@@ -28,7 +28,7 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from dynamics.cluster import check_cluster_options
@@ -111,8 +111,10 @@ def folder_lock(folder: Path) -> Iterator[None]:
 
 
 def run_sweep(config_path: str | Path, out: str | Path, *, workers: int | None = None, scheduler: str | None = None,
-              retries: int = 2, force: bool = False, quiet: bool = False) -> dict:
-    """Train every missing run of sweep file ``config_path`` into ``out`` (see the module docstring).
+              retries: int = 2, force: bool = False, quiet: bool = False,
+              overrides: Mapping[str, object] | None = None) -> dict:
+    """Train every missing run of sweep file ``config_path`` into ``out`` (see the module docstring);
+    ``overrides`` (dotted keys → values, ``--set``) apply on top of the file's keys at every point.
 
     Returns the final manifest. Raises ConfigError for a bad sweep file, SweepConflict for a folder of
     another sweep (unless ``force``), DynamicsError for an unreachable scheduler, and KeyboardInterrupt
@@ -121,7 +123,7 @@ def run_sweep(config_path: str | Path, out: str | Path, *, workers: int | None =
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise DynamicsError(f"--retries must be an integer >= 0, got {retries!r}")
     check_cluster_options(workers, scheduler)
-    plan = plan_sweep(config_path)
+    plan = plan_sweep(config_path, overrides)
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise DynamicsError(f"--out {folder} exists and is not a directory")

@@ -142,9 +142,14 @@ def read_sweep_file(path: str | Path) -> tuple[str, dict[str, object], dict[str,
     return preset, flatten(user), grid
 
 
-def plan_sweep(path: str | Path) -> SweepPlan:
-    """The plan of sweep file ``path``: every point validated, runs deduplicated and named."""
-    preset, overrides, grid = read_sweep_file(path)
+def plan_sweep(path: str | Path, overrides: Mapping[str, object] | None = None) -> SweepPlan:
+    """The plan of sweep file ``path``: every point validated, runs deduplicated and named. ``overrides``
+    (dotted keys, ``--set``) apply after the file's own keys; a key that is also swept → ConfigError."""
+    preset, file_overrides, grid = read_sweep_file(path)
+    swept = sorted(str(key) for key in (overrides or {}) if key in grid)
+    if swept:
+        raise ConfigError(f"--set {swept[0]} is also a key of the [sweep] table of '{path}'; drop one of them")
+    overrides = {**file_overrides, **(overrides or {})}
     base = resolve(preset, overrides)
     optimizers = list(base["train"]["optimizers"])
     plan = SweepPlan(base=base, grid=grid, optimizers=optimizers)
