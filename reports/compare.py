@@ -14,7 +14,8 @@ from reports import html as h
 from reports.catalog import FIGURES
 from reports.experiment import ReportError, experiment_dir, load_analysis, run_stores, store_info
 from reports.findings import finding_sentences, headlines
-from reports.report import FINDINGS_HEADER, FINDINGS_NOTE, headline_row, render_figures
+from reports.ranking import incomparable
+from reports.report import FINDINGS_HEADER, FINDINGS_NOTE, headline_row, render_figures, run_configs
 from reports.runs import as_combined
 
 
@@ -49,6 +50,18 @@ def _differing_settings(configs: dict[str, dict]) -> list[list[str]]:
     return out
 
 
+def _shared(configs: dict[str, dict]) -> dict:
+    """The ``data``/``model`` tables of an experiment's runs when they agree (else the first run's)."""
+    first = next(iter(configs.values()), {})
+    return {k: first.get(k) for k in ("data", "model") if k in first}
+
+
+def across_sentence(differences: list[str]) -> str:
+    """Why the comparison page states no comparison between the experiments."""
+    return ("The experiments were trained on different data or models, so they are shown side by side and no "
+            "sentence compares them across experiments. Differing settings: " + "; ".join(differences) + ".")
+
+
 def compare(dirs, out) -> Path:
     """Write a comparison page of the experiments in ``dirs`` to ``out`` (HTML); returns ``Path(out)``."""
     paths = _check_dirs(dirs)
@@ -80,8 +93,12 @@ def compare(dirs, out) -> Path:
                                           numeric=set(range(2, len(FINDINGS_HEADER) + 1)),
                                           swatch=1, colors=colors),
              f'<p class="note">{h.escape(FINDINGS_NOTE)}</p>']
-    for name, hs in zip(names, per_experiment):
-        sentences = "".join(f"<li>{h.escape(s)}</li>" for s in finding_sentences(hs))
+    configs = [run_configs(ds, st) for ds, st in zip(datasets, stores)]
+    across = incomparable({name: _shared(c) for name, c in zip(names, configs)})
+    if across:
+        body.append(f'<p class="note">{h.escape(across_sentence(across))}</p>')
+    for name, hs, c in zip(names, per_experiment, configs):
+        sentences = "".join(f"<li>{h.escape(s)}</li>" for s in finding_sentences(hs, incomparable(c)))
         body.append(f'<h3>{h.escape(name)}</h3><ul class="findings">{sentences}</ul>')
 
     settings = _differing_settings({n: {s.label: s.config for s in st if s.config} for n, st in zip(names, stores)})

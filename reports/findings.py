@@ -12,7 +12,10 @@ batch), from the per-step relative changes r = 100·(L_after − L_before)/L_bef
   over layers), both at the last checkpoint where they are finite;
 - final test / train accuracy in % (fractions are multiplied by 100);
 - median and maximum GN residual ρ over steps (NaN for first-order runs).
-Every value is NaN when its variable is missing, and sentences needing it are left out.
+Every value is NaN when its variable is missing, and sentences needing it are left out. Sentences
+that compare optimisers (transfer, NTK alignment, CKA, test accuracy, train–test gap) go through the
+one rule of :mod:`reports.ranking`: a rank is stated with the seed-to-seed spread, not at all with
+one seed, and never across runs of different data or models.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ import numpy as np
 import xarray as xr
 
 from analysis.overfitting import log_transfer
+from reports.html import number
 from reports.plotting import accuracy_scale
+from reports.ranking import Spread, ranking_sentence, refusal_sentence, spread
 from reports.runs import (as_combined, dim_values, final_value, has_values,
                           optimizer_title, run_infos, step_series)
 
@@ -120,11 +125,6 @@ def headlines(ds: xr.Dataset) -> list[Headline]:
     return list(by_optimizer.values())
 
 
-def _finite(hs: list[Headline], name: str) -> list[tuple[Headline, float]]:
-    means = [(h, h.mean(name)) for h in hs]
-    return [(h, v) for h, v in means if np.isfinite(v)]
-
-
 def _verb(change: float) -> str:
     return "reduce" if change < 0 else "increase"
 
@@ -152,48 +152,65 @@ def _batch_sentence(h: Headline) -> str | None:
     return text + "."
 
 
-def _extremes_sentence(hs, name, low_text, high_text, single_text) -> str | None:
-    vals = _finite(hs, name)
-    if not vals:
-        return None
-    if len(vals) == 1:
-        h, v = vals[0]
-        return single_text.format(a=h.title, x=v)
-    (lo, lo_v), (hi, hi_v) = min(vals, key=lambda t: t[1]), max(vals, key=lambda t: t[1])
-    if lo_v == hi_v:
-        return None
-    return f"{low_text.format(a=lo.title, x=lo_v)} and {high_text.format(a=hi.title, x=hi_v)}."
+def _spreads(hs: list[Headline], name: str) -> list[Spread]:
+    return [spread(h.title, h.values.get(name, [])) for h in hs]
 
 
-def finding_sentences(hs: list[Headline]) -> list[str]:
-    """Plain-text sentences, each computed from the headline numbers (escape before putting in HTML)."""
-    out = [s for s in (_batch_sentence(h) for h in hs) if s]
-    optional = [
-        _extremes_sentence(hs, "transfer", "Transfer to other batches (1 = a step helps every batch alike, "
-                           "0 = only its own) is lowest for {a} ({x:.2f})", "highest for {a} ({x:.2f})",
-                           "{a}'s transfer to other batches is {x:.2f} (1 = a step helps every batch alike, "
-                           "0 = only its own)."),
-        _extremes_sentence(hs, "ntk_alignment", "The NTK moves most under {a} (final alignment to "
-                           "initialisation {x:.2f}; 1 = unchanged)", "least under {a} ({x:.2f})",
-                           "Under {a} the NTK's final alignment to its initial value is {x:.2f} (1 = unchanged)."),
-        _extremes_sentence(hs, "cka_init", "Hidden representations move furthest from initialisation under "
-                           "{a} (final CKA to initialisation, mean over layers, {x:.2f})",
-                           "stay closest under {a} ({x:.2f})",
-                           "Under {a} the hidden representations end with CKA {x:.2f} to initialisation "
-                           "(mean over layers; 1 = unchanged)."),
-        _extremes_sentence(hs, "test_acc", "Final test accuracy is lowest for {a} ({x:.1f}%)",
-                           "highest for {a} ({x:.1f}%)", "{a} ends at {x:.1f}% test accuracy."),
-    ]
-    out += [s for s in optional if s]
-    gaps = [(h, h.mean("train_acc") - h.mean("test_acc")) for h in hs]
-    gaps = [(h, g) for h, g in gaps if np.isfinite(g)]
-    if gaps:
-        h, g = max(gaps, key=lambda t: t[1])
-        out.append(f"{'The largest train–test gap is' if len(gaps) > 1 else 'The train–test gap is'} "
-                   f"{h.title}'s: {h.mean('train_acc'):.1f}% train vs {h.mean('test_acc'):.1f}% test "
-                   f"accuracy ({g:.1f} points).")
-    for h, median in _finite(hs, "gn_residual_median"):
-        out.append(f"{h.title}'s steps move the linearised outputs onto their target up to a relative "
-                   f"residual ρ of {median:.1e} (median over steps; worst {h.mean('gn_residual_max'):.1e}).")
+def _gap_spreads(hs: list[Headline]) -> list[Spread]:
+    """Train − test accuracy in points, per run (then over the seeds of each optimiser)."""
+    return [spread(h.title, [a - b for a, b in zip(h.values.get("train_acc", []), h.values.get("test_acc", []))])
+            for h in hs]
+
+
+RANKED = (  # (headline field, sentence start, decimal places, unit, sentence for a single optimiser)
+    ("transfer", "Transfer to other batches (1 = a step helps every batch alike, 0 = only its own)", 2, "",
+     "{a}'s transfer to other batches is {x} (1 = a step helps every batch alike, 0 = only its own)."),
+    ("ntk_alignment", "The final NTK alignment to initialisation (1 = unchanged; lower = the kernel moved more)", 2,
+     "", "Under {a} the NTK's final alignment to its initial value is {x} (1 = unchanged)."),
+    ("cka_init", "The final CKA of the hidden representations to initialisation (mean over layers; 1 = unchanged)",
+     2, "", "Under {a} the hidden representations end with CKA {x} to initialisation (mean over layers; "
+            "1 = unchanged)."),
+    ("test_acc", "Final test accuracy", 1, "%", "{a} ends at {x} test accuracy."),
+)
+
+
+def ranked_sentences(hs: list[Headline]) -> list[str]:
+    """Every sentence that compares optimisers, through the one rule of :mod:`reports.ranking`
+    (a single optimiser gets a plain statement of its value instead)."""
+    out = []
+    for name, quantity, digits, unit, single_text in RANKED:
+        spreads = [s for s in _spreads(hs, name) if np.isfinite(s.mean)]
+        if len(spreads) == 1:
+            out.append(single_text.format(a=spreads[0].title,
+                                          x=number(spreads[0].mean, spreads[0].sd, digits=digits, unit=unit)))
+        elif sentence := ranking_sentence(quantity, spreads, digits=digits, unit=unit):
+            out.append(sentence)
+    gaps = [s for s in _gap_spreads(hs) if np.isfinite(s.mean)]
+    if len(gaps) == 1:
+        out.append(f"The train–test accuracy gap of {gaps[0].title} is "
+                   f"{number(gaps[0].mean, gaps[0].sd, digits=1, unit=' points')}.")
+    elif sentence := ranking_sentence("The train–test accuracy gap (train minus test, in points)", gaps, digits=1,
+                                      unit=" points", low="smallest", high="largest"):
+        out.append(sentence)
     return out
 
+
+def finding_sentences(hs: list[Headline], differences: list[str] = ()) -> list[str]:
+    """Plain-text sentences, each computed from the headline numbers (escape before putting in HTML).
+
+    Sentences about one optimiser come first; sentences that compare optimisers follow the rule of
+    :mod:`reports.ranking` (seed-to-seed spread). ``differences`` (from
+    :func:`reports.ranking.incomparable`) non-empty: the runs differ in data or model, and one
+    sentence saying so replaces every comparison.
+    """
+    out = [s for s in (_batch_sentence(h) for h in hs) if s]
+    if differences:
+        out.append(refusal_sentence(list(differences)))
+    else:
+        out += ranked_sentences(hs)
+    for h in hs:
+        median, worst = h.mean("gn_residual_median"), h.mean("gn_residual_max")
+        if np.isfinite(median):
+            out.append(f"{h.title}'s steps move the linearised outputs onto their target up to a relative "
+                       f"residual ρ of {median:.1e} (median over steps; worst {worst:.1e}).")
+    return out

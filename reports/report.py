@@ -21,6 +21,7 @@ from reports.experiment import (ReportError, StoreInfo, as_dict, experiment_dir,
 from reports.claims import findings
 from reports.findings import BATCHES, Headline, finding_sentences, headlines
 from reports.plotting import figure_png
+from reports.ranking import incomparable
 from reports.runs import as_combined, has_values, optimizer_title, run_infos, step_series
 
 FINDINGS_HEADER = ["optimiser", "runs", "own-batch loss change per step", "next-batch loss change per step",
@@ -87,21 +88,44 @@ def _claim_values(entry: dict) -> str:
     return "; ".join(parts) or "—"
 
 
-def claims_html(document: dict) -> str:
-    """Table of the paper's claims (``reports.claims.findings``): claim, verdict, values, criterion."""
-    rows = [[f"{i}. {c['statement']}", c["verdict"], f"{_claim_values(c)} — {c['unit']}", c["criterion"]]
-            for i, c in enumerate(document["claims"].values(), 1)]
+def claim_verdict(entry: dict, differences=()) -> str:
+    """A claim's verdict as shown: with the caveat of :mod:`reports.ranking` when it rests on one seed
+    (the seed-to-seed spread is unknown), replaced when the runs differ in data or model."""
+    if differences and entry["verdict"] != "not measured":
+        return "not compared (the runs differ in data or model)"
+    if len(entry.get("per_seed", {})) == 1 and entry["verdict"] in ("holds", "does not hold"):
+        return f"{entry['verdict']} on one seed (the seed-to-seed spread is unknown)"
+    return entry["verdict"]
+
+
+def claims_html(document: dict, differences=()) -> str:
+    """Table of the paper's claims (``reports.claims.findings``): claim, verdict, values, criterion;
+    ``differences`` (:func:`reports.ranking.incomparable`) non-empty: no verdict is stated."""
+    rows = [[f"{i}. {c['statement']}", claim_verdict(c, differences), f"{_claim_values(c)} — {c['unit']}",
+             c["criterion"]] for i, c in enumerate(document["claims"].values(), 1)]
     return (h.table(["claim (Buffelli et al. 2024)", "verdict", "measured (mean ± sd over seeds)", "criterion"], rows)
             + '<p class="note">Each claim is measured the way the paper measured it, per seed, and its criterion '
               'checked seed by seed: "holds" when every seed meets it, "does not hold" when none does, '
               '"inconclusive" when the seeds disagree. The same numbers are in findings.json.</p>')
 
 
-def findings_html(ds: xr.Dataset) -> str:
-    """The findings table, its note, the per-step change statistics and one sentence per finding."""
+def run_configs(ds: xr.Dataset, stores=()) -> dict[str, dict]:
+    """label → config of every run: from the stores' root attributes, else the analysis' ``configs``."""
+    configs = {s.label: s.config for s in stores if s.config}
+    if not configs and "configs" in ds.attrs:
+        configs = as_dict(ds.attrs["configs"], "configs")
+    return configs
+
+
+def findings_html(ds: xr.Dataset, configs: dict[str, dict] | None = None) -> str:
+    """The findings table, its note, the per-step change statistics and one sentence per finding.
+
+    ``configs`` (label → config, default :func:`run_configs`) decides whether the runs may be
+    compared (:func:`reports.ranking.incomparable`)."""
     hs = headlines(ds)
     rows = [headline_row(x) for x in hs]
-    sentences = "".join(f"<li>{h.escape(s)}</li>" for s in finding_sentences(hs))
+    differences = incomparable(run_configs(ds) if configs is None else configs)
+    sentences = "".join(f"<li>{h.escape(s)}</li>" for s in finding_sentences(hs, differences))
     change_rows, change_colors = changes_rows(hs)
     changes = (h.table(CHANGES_HEADER, change_rows, numeric={2, 3, 4}, swatch=0, colors=change_colors)
                if change_rows else "")
@@ -157,8 +181,9 @@ def report_html(ds: xr.Dataset, *, title: str, stores: list[StoreInfo] = (), sou
     lead += f" from {source}." if source else "."
     body = [f"<h1>{h.escape(title)}</h1>", f'<p class="lead">{h.escape(lead)}</p>',
             "<h2>Runs and configuration</h2>", runs_html(ds, list(stores)),
-            "<h2>Claims of the paper</h2>", claims_html(claims if claims is not None else findings(ds)),
-            "<h2>Findings</h2>", findings_html(ds), "<h2>Figures</h2>"]
+            "<h2>Claims of the paper</h2>", claims_html(claims if claims is not None else findings(ds),
+                                                        incomparable(run_configs(ds, stores))),
+            "<h2>Findings</h2>", findings_html(ds, run_configs(ds, stores)), "<h2>Figures</h2>"]
     body += [h.figure_html(png, number_=i, title=spec.title, caption=spec.caption, anchor=spec.name)
              for i, (spec, png) in enumerate(drawn, 1)]
     if skipped:

@@ -59,11 +59,12 @@ def test_sentences_state_the_numbers(analysis_ds):
     assert (f"GN's updates reduce the loss of the batch they were computed on by {two_digits(abs(gn.mean('own_log')))}% "
             f"per step (mean log-ratio), but reduce the loss of a held-out batch by only "
             f"{two_digits(abs(gn.mean('other_log')))}% (transfer {two_digits(gn.mean('transfer'))})") in text
-    assert f"is lowest for GN ({gn.mean('transfer'):.2f})" in text
-    assert f"least under GN ({gn.mean('ntk_alignment'):.2f})" in text
-    assert f"most under Adam (final alignment to initialisation {hs[2].mean('ntk_alignment'):.2f}" in text
-    assert f"highest for Adam ({hs[2].mean('test_acc'):.1f}%)" in text
-    assert "The largest train–test gap is GN's" in text
+    # one seed each: the values are listed, never ranked (reports.ranking)
+    assert "is lowest for" not in text and "highest for" not in text and "largest" not in text
+    assert (f"Transfer to other batches (1 = a step helps every batch alike, 0 = only its own): GN "
+            f"{gn.mean('transfer'):.2f}, SGD {hs[1].mean('transfer'):.2f}, Adam {hs[2].mean('transfer'):.2f} (every "
+            "optimiser with one seed: the seed-to-seed spread is unknown, so the optimisers are not ranked).") in text
+    assert f"Final test accuracy: GN {gn.mean('test_acc'):.1f}%, SGD" in text
     assert "SGD's steps" not in text and "GN's steps move the linearised outputs" in text
 
 

@@ -92,6 +92,9 @@ def test_compare_side_by_side(tmp_path, experiment):
     assert len(doc.images) == 2 * len(FIGURES) - 0  # both have every quantity
     text = doc.all_text("main")
     assert "data.name" in text and "mnist1d" in text and "digits" in text
+    assert ("The experiments were trained on different data or models, so they are shown side by side and no "
+            "sentence compares them across experiments. Differing settings: data.name (demo: mnist1d · digits: "
+            "digits).") in text
     findings = page.split("<h2>Findings</h2>")[1].split("<h2>Settings that differ</h2>")[0]
     assert findings.count("<tr>") == 1 + 3 + 2  # header + demo's 3 optimisers + digits' 2
 
