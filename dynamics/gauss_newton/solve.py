@@ -69,11 +69,12 @@ class Truncation:
 def gram_with_bias(features: torch.Tensor, pieces: int | None = None) -> torch.Tensor:
     """A Aᵀ = a aᵀ + 1 1ᵀ (N × N) from the lower block-triangle only, then mirrored.
 
-    The rows are cut into ``pieces`` slices (default: one per 64 rows, at most 4); slice i is
-    multiplied with rows [0, end_i) only, so (pieces + 1) / (2 · pieces) of the full N²H flops.
+    The rows are cut into ``pieces`` slices (default: one per 32 rows, at most 8); slice i is
+    multiplied with rows [0, end_i) only, so (pieces + 1) / (2 · pieces) of the full N²H flops
+    (9/16 with 8 slices; 16 slices measured slower at N = 1000, H = 8000).
     """
     n = features.shape[0]
-    pieces = max(1, min(4, n // 64)) if pieces is None else pieces
+    pieces = max(1, min(8, n // 32)) if pieces is None else pieces
     bounds = [round(i * n / pieces) for i in range(pieces + 1)]
     gram = features.new_empty(n, n)
     for start, end in zip(bounds, bounds[1:]):

@@ -95,7 +95,23 @@ def test_rank_deficient_block_above_full_rank_blocks():
     x, y = _batch(model, 8, "mse", seed=1)
     report, update, jac, desired = _step(model, x, y, lr=1.0, loss="mse")
     assert report.full_rank == (True, True, False)
-    assert dense_residual(jac, update, desired) <= 1e-10
+    rho = dense_residual(jac, update, desired)
+    assert rho <= 1e-10 and report.residual == pytest.approx(rho, abs=1e-11)
+
+
+@pytest.mark.parametrize("zeroed,n,seed", [((2,), 8, 0), ((1, 3), 9, 1), ((2,), 12, 2)])
+def test_reported_residual_is_the_dense_one_with_deficient_blocks_between_full_ones(zeroed, n, seed):
+    """Linear deficient block 0, nonlinear blocks made deficient in between: the report's ρ (which reuses
+    the deficient blocks' push-forward) equals ρ from a dense Jacobian, and both are round-off."""
+    model = RevMLP(6, 30, 4, 3, first_linear=True, seed=7 + seed, dtype=F64)
+    with torch.no_grad():
+        for b in zeroed:
+            model.blocks[b].G.proj.zero_()  # relu(0) = 0: G's features have rank 1 (bias only)
+    x, y = _batch(model, n, "ce", seed=seed)
+    report, update, jac, desired = _step(model, x, y, lr=0.7)
+    assert report.full_rank == tuple(b != 0 and b not in zeroed for b in range(4))
+    rho = dense_residual(jac, update, desired)
+    assert rho <= 1e-10 and report.residual == pytest.approx(rho, abs=1e-11)
 
 
 def test_no_block_full_rank_gives_least_squares_of_the_lowest_block():
