@@ -1,7 +1,7 @@
 """Overhead of recording, against the same loop without a Recorder (baseline measured in the same run),
 and the time to load a store with many checkpoints.
 
-    python benchmarks/recorder_overhead.py [--quick] [--case default|dense|cnn|load|all]
+    python benchmarks/recorder_overhead.py [--quick] [--case default|dense|cnn|load|all] [--pairs N] [--sync-ntk]
 
 Cases:
 
@@ -20,6 +20,9 @@ work counts even where it overlaps training); on a loaded machine the CPU ratio 
 They run the two variants in alternating pairs and print their median wall times and the
 median of the per-pair ratios (target ≤ 1.15×): a pair runs back to back, so a slow spell of a shared
 machine inflates both halves of it rather than one variant. ``os.getloadavg()`` is printed with each.
+The Recorder computes the NTK of checkpoints after its first on a worker thread (``ntk_background``,
+the default); ``--sync-ntk`` adds a third run to each pair, with ``ntk_background=False``, and prints
+its ratio too (same run, same pairs).
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ def small_cnn() -> nn.Module:
                          nn.Flatten(), nn.Linear(32 * 64, 10))
 
 
-def train(case: str, steps: int, store: Path | None, n_checkpoints: int) -> tuple[float, float]:
+def train(case: str, steps: int, store: Path | None, n_checkpoints: int,
+          background: bool = True) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the whole process, all threads) of the loop (creation excluded)."""
     make_model, make_opt = CASES[case][:2]
     gen = torch.Generator().manual_seed(0)
@@ -66,7 +70,8 @@ def train(case: str, steps: int, store: Path | None, n_checkpoints: int) -> tupl
     optimizer = make_opt(model.parameters())
     rec = None
     if store is not None:
-        rec = Recorder(store, model, (x[:128], y[:128]), schedule=log_spaced(steps, n_checkpoints))
+        rec = Recorder(store, model, (x[:128], y[:128]), schedule=log_spaced(steps, n_checkpoints),
+                       ntk_background=background)
     start, cpu = time.perf_counter(), time.process_time()
     for step in range(steps):
         idx = torch.randint(0, 4000, (128,), generator=gen)
@@ -94,10 +99,10 @@ def train(case: str, steps: int, store: Path | None, n_checkpoints: int) -> tupl
 INSIDE = {"log": 0.0, "checkpoint": 0.0, "close": 0.0}
 
 
-def overhead(case: str, quick: bool, pairs: int | None = None) -> None:
+def overhead(case: str, quick: bool, pairs: int | None = None, sync: bool = False) -> None:
     steps, n_ck = CASES[case][4:6] if quick else CASES[case][2:4]
     repeats = pairs if pairs else (2 if quick else 5)
-    bare, recorded = [], []
+    bare, recorded, synchronous = [], [], []
     for key in INSIDE:
         INSIDE[key] = 0.0
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,6 +113,10 @@ def overhead(case: str, quick: bool, pairs: int | None = None) -> None:
         for r in range(repeats):
             bare.append(train(case, steps, None, n_ck))
             recorded.append(train(case, steps, Path(tmp) / f"run{r}.zarr", n_ck))
+            if sync:
+                inside = dict(INSIDE)
+                synchronous.append(train(case, steps, Path(tmp) / f"sync{r}.zarr", n_ck, background=False))
+                INSIDE.update(inside)   # the Recorder's calls are reported for the default runs only
     b, w = statistics.median(t for t, _ in bare), statistics.median(t for t, _ in recorded)
     ratios = [r[0] / s[0] for r, s in zip(recorded, bare)]
     cpu_ratios = [r[1] / s[1] for r, s in zip(recorded, bare)]
@@ -118,6 +127,11 @@ def overhead(case: str, quick: bool, pairs: int | None = None) -> None:
           f"(target <= 1.15x)")
     print(f"  ratio (CPU)    {statistics.median(cpu_ratios):8.3f}x  median of pairs {[round(r, 3) for r in cpu_ratios]} "
           f"(process CPU time, all threads: steadier on a loaded machine)")
+    if synchronous:
+        s_ratios = [r[0] / s[0] for r, s in zip(synchronous, bare)]
+        print(f"  ntk_background=False: ratio (wall) {statistics.median(s_ratios):8.3f}x  median of pairs "
+              f"{[round(r, 3) for r in s_ratios]}, CPU "
+              f"{statistics.median(r[1] / s[1] for r, s in zip(synchronous, bare)):.3f}x")
     print("  inside the Recorder's calls per run (main thread): "
           + ", ".join(f"{k} {v / repeats:.3f} s" for k, v in INSIDE.items()), flush=True)
 
@@ -153,12 +167,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (a smoke run)")
     parser.add_argument("--case", choices=["default", "dense", "cnn", "load", "all"], default="all")
     parser.add_argument("--pairs", type=int, default=None, help="bare/recorded pairs per overhead case")
+    parser.add_argument("--sync-ntk", action="store_true",
+                        help="also time each pair's recorded loop with ntk_background=False")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(environment_line())
     for case in ("default", "dense", "cnn"):
         if args.case in (case, "all"):
-            overhead(case, args.quick, args.pairs)
+            overhead(case, args.quick, args.pairs, args.sync_ntk)
     if args.case in ("load", "all"):
         load(args.quick)
 

@@ -40,9 +40,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from dynamics.convert import to_numpy
+from dynamics.convert import stored_dtype, to_numpy
 from dynamics.distributed import InactiveRecorder, process_rank, unwrap_model
 from dynamics.errors import StoreError
+from dynamics.ntk.background import KernelWorker
+from dynamics.pending import PendingCheckpoint, PendingCheckpoints, rows_columns
 from dynamics.schedules import as_schedule
 from dynamics.store import schema
 from dynamics.store.writer import RunWriter
@@ -120,6 +122,11 @@ def _check_parameter_names(model: nn.Module) -> None:
         seen[key] = name
 
 
+#: Checkpoints whose background NTK may be in progress or waiting to be written at once; one more
+#: waits for the oldest to be handed to the writer.
+MAX_PENDING = 4
+
+
 def _check_positive(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {value!r}")
@@ -153,6 +160,10 @@ class Recorder:
             store's raises StoreError.
         probe_index: (N,) non-negative integers: the position of each probe sample in the data set
             (stored as ``probe/probe_index``; on resume it must equal the stored one).
+        ntk_background: compute the NTK of every stored checkpoint after the first from a snapshot of
+            the model on a worker thread, overlapping training (bit-identical to computing it at once;
+            see :meth:`checkpoint` for when it is written and how its errors surface). False: each
+            checkpoint computes its NTK before returning.
 
     Raises StoreError for an existing store without ``resume``, a missing/foreign store with
     ``resume``, a probe or config that differs from the stored one; StoreLockedError when another
@@ -174,7 +185,8 @@ class Recorder:
                  config: dict | None = None, layers: str | Iterable[str] | None = None,
                  schedule: Callable[[int], bool] | None = None, ntk: bool = True, resume: bool = False,
                  ntk_chunk_size: int | None = None, flush_every: int = 1024,
-                 flush_secs: float = 10.0, params: str | None = None, probe_index: Any = None) -> None:
+                 flush_secs: float = 10.0, params: str | None = None, probe_index: Any = None,
+                 ntk_background: bool = True) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         model = unwrap_model(model)
@@ -192,6 +204,8 @@ class Recorder:
         if params is not None:
             schema.check_params_mode(params)
         index = None if probe_index is None else _probe_index(probe_index, x.shape[0])
+        if not isinstance(ntk_background, bool):
+            raise TypeError(f"ntk_background must be True or False, got {ntk_background!r}")
         if ntk_chunk_size is not None:
             _check_positive("ntk_chunk_size", ntk_chunk_size)
         self._flush_every = _check_positive("flush_every", flush_every)
@@ -228,6 +242,10 @@ class Recorder:
         self._rows: list[tuple[int, float, dict[str, float], list[str]]] = []  # (step, epoch, values, nonfinite)
         self._oldest: float | None = None   # time.monotonic() when the oldest buffered row was logged
         self._names_ok: set[str] = set()
+        # NTKs of checkpoints after the first are computed on a worker thread (see checkpoint())
+        self._kernels = KernelWorker(ntk_chunk_size) if ntk and ntk_background else None
+        self._pending = PendingCheckpoints(self._writer, self._restore)
+        self._stored_here = 0   # checkpoints this Recorder stored (or has pending)
 
     def _check_resumed(self, x: np.ndarray, y: np.ndarray, config: dict | None, params: str | None,
                        index: np.ndarray | None) -> None:
@@ -256,6 +274,11 @@ class Recorder:
     def last_step(self) -> int | None:
         """The last committed metrics step (rows still buffered in memory are not counted; a write in
         flight is waited for)."""
+        if self._pending:
+            try:
+                self._pending.hand_over()
+            except StoreError:
+                pass                    # a failed write stays for the next flush, as below
         self._writer.wait(raise_errors=False)
         return self._writer.committed["step"]
 
@@ -311,6 +334,8 @@ class Recorder:
         self._rows.append((step, epoch_value, values, bad))
         if self._oldest is None:
             self._oldest = time.monotonic()
+        if self._pending:
+            self._pending.hand_over(keep=len(self._pending))   # what is ready, without waiting
         if len(self._rows) >= self._flush_every or time.monotonic() - self._oldest >= self._flush_secs:
             self._write_rows(len(self._rows), wait=False)
 
@@ -323,24 +348,17 @@ class Recorder:
         self._write_rows(len(self._rows), wait=True)
 
     def _write_rows(self, n: int, wait: bool) -> None:
-        """Hand the first ``n`` buffered rows to the writer (they leave the buffer once handed over)."""
+        """Hand the first ``n`` buffered rows to the writer (they leave the buffer once handed over),
+        after the checkpoints pending in the background (whose rows come first)."""
+        self._pending.hand_over()
         if n:
             rows = self._rows[:n]
-            steps, epochs, columns, bad = self._columns(rows)
+            steps, epochs, columns, bad = rows_columns(rows)
             self._writer.append_metrics(steps, epochs, columns, nonfinite=bad, wait=False)
             self._rows = self._rows[n:]
             self._oldest = time.monotonic() if self._rows else None
         if wait:
             self._writer.wait()
-
-    @staticmethod
-    def _columns(rows: list) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], list]:
-        """Buffered rows as (steps, epochs, name → column, nonfinite events) for the writer."""
-        names = list(dict.fromkeys(name for _, _, values, _ in rows for name in values))
-        columns = {name: np.array([values.get(name, math.nan) for _, _, values, _ in rows]) for name in names}
-        bad = [("metrics", name, step) for step, _, _, names_bad in rows for name in names_bad]
-        return (np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.float64),
-                columns, bad)
 
     def checkpoint(self, step: int, epoch: Any = None, **scalars: Any) -> bool:
         """Store a checkpoint at ``step`` if the schedule says so; returns whether it stored.
@@ -352,6 +370,19 @@ class Recorder:
         commit, the buffered metrics rows with step ≤ ``step``. The step is used up (a later call
         must come after it) only when the checkpoint was handed to the writer: if computing or
         converting it raises, the same step may be checkpointed again.
+
+        With ``ntk_background=True`` (the default) the NTK of every stored checkpoint after this
+        Recorder's first is computed from a snapshot of the model (:mod:`dynamics.ntk.background`)
+        on a worker thread while training goes on; parameters and representations are taken here,
+        and the columns are checked against the stored variables here (a dtype change raises
+        StoreError from this call, as without it). The checkpoint waits in memory
+        (:mod:`dynamics.pending`) and is handed to the writer, with its kernel and the rows up to its
+        step, by the first ``log`` or ``checkpoint`` call after its kernel is done and the writer is
+        free — or, waiting for it, by ``flush``, ``save_state``, ``truncate``, ``close``,
+        ``last_step``, any write of metrics rows, and a checkpoint call that finds
+        :data:`MAX_PENDING` waiting. Should that kernel's computation fail, that call raises its
+        error (with a note naming the step): the checkpoint is dropped, its metrics rows are kept
+        for the next write, and ``close`` marks the store "failed".
         """
         self._check_open()
         step = schema.check_step(step)
@@ -364,28 +395,58 @@ class Recorder:
                 self._names_ok.add(name)
             schema.scalar_value(name, value)
         epoch_value = self._epoch(epoch)
+        if self._pending:
+            self._pending.hand_over(keep=MAX_PENDING - 1)
         if self._schedule is not None and not self._schedule(step):
             self._last_checkpoint_call = step
             if self._oldest is not None and time.monotonic() - self._oldest >= self._flush_secs:
                 self._write_rows(len(self._rows), wait=False)
             return False
-        arrays, params = self._model_arrays()
+        background = self._kernels is not None and self._stored_here > 0
+        arrays, params, x = self._model_arrays(ntk=self.ntk and not background)
+        kernel = self._kernels.submit(self.model, x) if background else None
+        if background and kernel is None:   # a model that cannot be snapshotted: computed here
+            arrays = {"ntk": self._kernel_array(x), **arrays}
         values, bad = self._scalars("checkpoints", step, scalars)
+        if kernel is None:
+            self._pending.hand_over()   # earlier checkpoints are committed first (their rows come first)
         n = bisect.bisect_right([r[0] for r in self._rows], step)
         rows = self._rows[:n]
         metrics, events = None, [("checkpoints", name, step) for name in bad]
-        if rows:
-            m_steps, m_epochs, m_cols, m_bad = self._columns(rows)
-            metrics, events = (m_steps, m_epochs, m_cols), events + m_bad
-        self._writer.append_checkpoint(step, epoch_value, values, arrays, params, metrics=metrics,
-                                       nonfinite=events, wait=False)
+        if kernel is None:
+            if rows:
+                m_steps, m_epochs, m_cols, m_bad = rows_columns(rows)
+                metrics, events = (m_steps, m_epochs, m_cols), events + m_bad
+            self._writer.append_checkpoint(step, epoch_value, values, arrays, params, metrics=metrics,
+                                           nonfinite=events, wait=False)
+        else:
+            pending = PendingCheckpoint(step, epoch_value, values, arrays, params, events, rows, kernel)
+            try:   # refuse now what the writer would refuse: the kernel's dtype is the parameters' one
+                self._writer.check_checkpoint(values, pending.with_kernel(np.empty((len(x),) * 2, dtype=stored_dtype(
+                    x.dtype))), params)
+            except BaseException:
+                kernel.cancel()
+                raise
+            self._pending.add(pending)
+        self._stored_here += 1
         self._rows = self._rows[n:]
         self._oldest = time.monotonic() if self._rows else None
         self._last_checkpoint_call = step
         self._checkpoint_steps.append(step)
         return True
 
-    def _model_arrays(self) -> tuple[dict, dict]:
+    def _restore(self, dropped: PendingCheckpoint) -> None:
+        """Take back the rows of a checkpoint dropped from the background queue; forget its step."""
+        self._rows = dropped.rows + self._rows
+        if self._rows and self._oldest is None:
+            self._oldest = time.monotonic()
+        self._checkpoint_steps.remove(dropped.step)
+
+    def _stop_kernels(self) -> None:
+        if self._kernels is not None:
+            self._kernels.shutdown()
+
+    def _model_arrays(self, ntk: bool) -> tuple[dict, dict, torch.Tensor]:
         params = {}
         first = None
         for name, p in self.model.named_parameters():
@@ -400,16 +461,19 @@ class Recorder:
         x = self._x_probe
         if first is not None:
             x = x.to(device=first.device, dtype=first.dtype if x.is_floating_point() else x.dtype)
-        if self.ntk:
-            from dynamics.ntk import empirical_ntk
-            kernel = empirical_ntk(self.model, x, trace=True, chunk_size=self.ntk_chunk_size)
-            arrays["ntk"] = (("probe", "probe_"), to_numpy(kernel, "the NTK"))
+        if ntk:
+            arrays["ntk"] = self._kernel_array(x)
         if self.layers:
             from dynamics.capture import capture_representations
             for layer, rep in capture_representations(self.model, x, self.layers).items():
                 key = schema.store_name(layer)
                 arrays[f"rep_{key}"] = (("probe", f"unit_{key}"), to_numpy(rep, f"the representation of {layer!r}"))
-        return arrays, params
+        return arrays, params, x
+
+    def _kernel_array(self, x: torch.Tensor) -> tuple[tuple[str, str], np.ndarray]:
+        from dynamics.ntk import empirical_ntk
+        kernel = empirical_ntk(self.model, x, trace=True, chunk_size=self.ntk_chunk_size)
+        return ("probe", "probe_"), to_numpy(kernel, "the NTK")
 
     def truncate(self, step: int) -> None:
         """Drop committed (and buffered) metrics and checkpoints with step > ``step`` (−1 drops all)."""
@@ -471,6 +535,19 @@ class Recorder:
             raise TypeError(f"error must be a string or None, got {type(error).__name__}")
         if self._writer.closed:
             return
+        try:
+            self._close(status, error)
+        finally:
+            self._stop_kernels()
+
+    def _close(self, status: str, error: str | None) -> None:
+        kernel_error = None
+        try:
+            self._pending.hand_over()
+        except StoreError:
+            pass                        # a failed write: tried again below
+        except Exception as err:        # the background NTK failed: its rows are back in the buffer
+            kernel_error = err
         for attempt in (1, 2):    # the first try may only report a write that failed in the background
             try:
                 self._write_rows(len(self._rows), wait=True)
@@ -483,6 +560,12 @@ class Recorder:
                     except StoreError:
                         pass            # the disk may still be full: the write error above says why
                     raise
+        if kernel_error is not None:
+            failure = f"{type(kernel_error).__name__}: {kernel_error}"
+            if status == "complete":
+                self._writer.close("failed", failure)
+                raise kernel_error
+            error = f"{error}; also: {failure}" if error else failure
         self._writer.close(status, error)
 
     def __enter__(self) -> Recorder:
@@ -499,5 +582,6 @@ class Recorder:
 
     def __repr__(self) -> str:
         state = "closed" if self._writer.closed else "open"
-        return (f"Recorder({str(self.path)!r}, {state}, last_step={self.last_step}, "
+        self._writer.wait(raise_errors=False)
+        return (f"Recorder({str(self.path)!r}, {state}, last_step={self._writer.committed['step']}, "
                 f"checkpoints={len(self._checkpoint_steps)}, schedule={self._schedule!r})")

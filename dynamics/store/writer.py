@@ -234,6 +234,9 @@ class _Batch:
     def __init__(self, what: str, plan: list, committed: dict, nonfinite: dict, attrs: dict) -> None:
         self.what, self.plan, self.committed, self.nonfinite, self.attrs = what, plan, committed, nonfinite, attrs
         self.future: Future | None = None
+        #: (group, name) → (shape per row, dtype) of the arrays this batch creates
+        self.created = {(t.group, t.name): (tuple(t.shape[1:]), np.dtype(t.dtype))
+                        for t, *_ in plan if isinstance(t, _NewArray)}
 
 
 class RunWriter:
@@ -435,6 +438,13 @@ class RunWriter:
         _grow_then_write(plan)
         root_record.write_root(self.path, self._document(batch.attrs, batch.committed))
 
+    @property
+    def idle(self) -> bool:
+        """True when no write is in flight and none failed: the next append starts at once."""
+        batch = self._batch
+        return batch is None or (batch.future is not None and batch.future.done()
+                                 and batch.future.exception() is None)
+
     def wait(self, raise_errors: bool = True) -> None:
         """Wait for the write in flight, and write again a batch whose write failed before.
 
@@ -479,12 +489,17 @@ class RunWriter:
         names = set(self.committed["variables"][group])
         checked = {}
         for name, (dims, data) in columns.items():
+            layout = None
             if name in names:
                 array = self._array(group, name)
-                if array.shape[1:] != data.shape[1:]:
-                    raise StoreError(f"{group}/{name} has shape {array.shape[1:]} per row in the store, got "
+                layout = array.shape[1:], np.dtype(array.dtype)
+            elif self._batch is not None:   # created by the batch in flight (or failed and kept)
+                layout = self._batch.created.get((group, name))
+            if layout is not None:
+                shape, stored = layout
+                if shape != data.shape[1:]:
+                    raise StoreError(f"{group}/{name} has shape {shape} per row in the store, got "
                                      f"{data.shape[1:]}")
-                stored = np.dtype(array.dtype)
                 if data.dtype != stored:
                     if not np.can_cast(data.dtype, stored, casting="safe"):
                         raise StoreError(f"{group}/{name} is stored as {stored}, got {data.dtype}: writing it "
@@ -564,6 +579,15 @@ class RunWriter:
         self._submit(f"metrics rows of steps {int(steps[0])}..{int(steps[-1])}", plan,
                      {"metrics": self.committed["metrics"] + len(steps), "step": int(steps[-1]),
                       "variables": variables}, self._with_counts(nonfinite), wait)
+
+    def check_checkpoint(self, scalars: dict[str, float], checkpoint_arrays: dict[str, tuple[tuple[str, ...], np.ndarray]],
+                         param_arrays: dict[str, tuple[tuple[str, ...], np.ndarray]]) -> None:
+        """Raise the StoreError that :meth:`append_checkpoint` would raise for a column that does not fit
+        its committed variable (shape per row, dtype), without writing or waiting for anything."""
+        cols = {name: ((), np.array([v], dtype=np.float64)) for name, v in scalars.items()}
+        cols.update({name: (dims, data[None]) for name, (dims, data) in checkpoint_arrays.items()})
+        self._check_columns("checkpoints", cols)
+        self._check_columns("params", {name: (dims, data[None]) for name, (dims, data) in param_arrays.items()})
 
     def append_checkpoint(self, step: int, epoch: float, scalars: dict[str, float],
                           checkpoint_arrays: dict[str, tuple[tuple[str, ...], np.ndarray]],

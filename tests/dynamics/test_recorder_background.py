@@ -1,0 +1,256 @@
+"""The Recorder's NTK computed in the background (``ntk_background=True``, the default): the kernel of
+each checkpoint is that of the parameters at its step — equal to a dense ``jacrev`` NTK and bit-identical
+to computing it at once — although training changes the parameters in place right after
+``checkpoint`` returns; its errors surface from the next call, and nothing of the run is lost."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dynamics import Recorder, open_run
+from dynamics.errors import StoreError
+from dynamics.models import MLP
+
+
+def _dense_ntk(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) -> np.ndarray:
+    """Σ_o J_o J_oᵀ from the dense Jacobian of the model's outputs at the given parameters."""
+    jac = torch.func.jacrev(lambda p: torch.func.functional_call(model, p, (x,)))(params)
+    n = x.shape[0]
+    dense = torch.cat([j.reshape(n, j.shape[1], -1) for j in jac.values()], dim=-1)
+    return torch.einsum("nop,mop->nm", dense, dense).numpy()
+
+
+def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, rec: Recorder, steps: int,
+           snapshots: dict[int, dict[str, torch.Tensor]] | None = None) -> None:
+    """SGD on ``model``; the parameters change in place right after each ``checkpoint`` returns."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(steps):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        rec.log(step, loss=loss.item())
+        if rec.checkpoint(step) and snapshots is not None:
+            snapshots[step] = {k: v.detach().clone() for k, v in model.named_parameters()}
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def _data(dtype=torch.float64):
+    gen = torch.Generator().manual_seed(3)
+    return torch.randn(10, 5, generator=gen, dtype=dtype), torch.randint(0, 3, (10,), generator=gen)
+
+
+def test_background_kernels_are_the_dense_ntk_of_each_step_and_bit_identical_to_synchronous(tmp_path):
+    x, y = _data()
+    kernels = {}
+    for background in (True, False):
+        model = MLP(5, 7, 2, 3, seed=4, dtype=torch.float64)
+        snapshots: dict[int, dict[str, torch.Tensor]] = {}
+        path = tmp_path / f"bg{background}.zarr"
+        with Recorder(path, model, (x, y), ntk_background=background) as rec:
+            _train(model, x, y, rec, 12, snapshots)
+        run = open_run(path)
+        assert run["checkpoints"]["checkpoint_step"].values.tolist() == list(range(12))
+        assert run["metrics"]["loss"].sizes["step"] == 12
+        kernels[background] = run["checkpoints"]["ntk"].values
+        for i, step in enumerate(run["checkpoints"]["checkpoint_step"].values):   # the parameters of that step
+            np.testing.assert_allclose(kernels[background][i], _dense_ntk(model, snapshots[int(step)], x),
+                                       rtol=1e-12, atol=1e-12)
+        assert not np.array_equal(kernels[background][0], kernels[background][-1])   # training moved them
+    assert np.array_equal(kernels[True], kernels[False])      # bit-identical to computing it at once
+
+
+def test_the_issue_11_hardtanh_model_gets_its_true_kernel_in_the_background(tmp_path):
+    """Linear(4,6) → Hardtanh(inplace=True) → Linear(6,2), samples 4–7 beyond the clip: the background
+    kernel (structured path with its per-chunk checks) equals the dense Jacobian's at every step."""
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Hardtanh(inplace=True), nn.Linear(6, 2)).double()
+    gen = torch.Generator().manual_seed(100)
+    x = torch.randn(8, 4, generator=gen, dtype=torch.float64) * 0.05
+    x[4:] *= 100
+    with torch.no_grad():
+        hit = (model[0](x).abs() > 1).any(1)
+    assert not hit[:4].any() and hit[4:].all()
+    y = torch.randint(0, 2, (8,), generator=gen)
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+    with Recorder(tmp_path / "h.zarr", model, (x, y), layers=[]) as rec:
+        _train(model, x, y, rec, 6, snapshots)
+    stored = open_run(tmp_path / "h.zarr")["checkpoints"]["ntk"].values
+    for step in range(6):
+        np.testing.assert_allclose(stored[step], _dense_ntk(model, snapshots[step], x), rtol=1e-12, atol=1e-12)
+
+
+#: Opened by the tests; a _FailsWithGrad kernel waits for it, so that checkpoints stay pending.
+GATE = threading.Event()
+
+
+class _FailsWithGrad(nn.Module):
+    """A linear model whose forward under autograd (the NTK) waits for GATE and then raises when
+    ``fail`` is set; under no_grad (the representations) it never waits nor fails. ``fail`` is part
+    of the snapshot taken at ``checkpoint``."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.fail = nn.Linear(5, 3), False
+
+    def forward(self, x):
+        if torch.is_grad_enabled():
+            assert GATE.wait(timeout=60)
+            if self.fail:
+                raise RuntimeError("kernel exploded")
+        return self.lin(x)
+
+
+def test_a_failed_background_kernel_is_raised_by_the_next_call_and_keeps_the_rows(tmp_path):
+    x, y = _data(torch.float32)
+    model = _FailsWithGrad()
+    path = tmp_path / "f.zarr"
+    GATE.set()
+    rec = Recorder(path, model, (x, y), layers=["lin"])
+    rec.log(0, loss=0.0)
+    assert rec.checkpoint(0)                       # the first checkpoint is computed at once
+    model.fail = True
+    rec.log(1, loss=1.0)
+    assert rec.checkpoint(1)                       # its kernel fails on the worker thread
+    rec.log(2, loss=2.0)
+    with pytest.raises(RuntimeError, match="kernel exploded") as info:
+        rec.flush()
+    assert "checkpoint at step 1" in "".join(getattr(info.value, "__notes__", []))
+    assert rec.checkpoint_steps == [0]
+    model.fail = False
+    assert rec.checkpoint(2)
+    rec.close()
+    run = open_run(path)
+    assert run.attrs["status"] == "complete"
+    assert run["checkpoints"]["checkpoint_step"].values.tolist() == [0, 2]
+    np.testing.assert_array_equal(run["metrics"]["loss"].values, [0.0, 1.0, 2.0])   # step 1's row kept
+
+
+def test_pending_checkpoints_are_committed_in_order_and_a_failed_one_hands_its_rows_on(tmp_path):
+    x, y = _data(torch.float32)
+    model = _FailsWithGrad()
+    path = tmp_path / "q.zarr"
+    GATE.set()
+    rec = Recorder(path, model, (x, y), layers=[])
+    rec.checkpoint(0)
+    GATE.clear()                                   # the kernels below wait: their checkpoints stay pending
+    try:
+        for step in range(1, 4):
+            model.fail = step == 2                 # the snapshot of step 2 fails
+            rec.log(step, loss=float(step))
+            assert rec.checkpoint(step)
+        assert rec.checkpoint_steps == [0, 1, 2, 3]
+        assert open_run(path)["checkpoints"].sizes["checkpoint"] <= 1   # nothing pending is committed yet
+    finally:
+        GATE.set()
+    with pytest.raises(RuntimeError, match="kernel exploded"):
+        rec.flush()                                # hands over 1, then fails on 2
+    rec.close()                                    # hands over 3 with the rows of steps 2 and 3
+    run = open_run(path)
+    assert run.attrs["status"] == "complete"
+    assert run["checkpoints"]["checkpoint_step"].values.tolist() == [0, 1, 3]
+    np.testing.assert_array_equal(run["metrics"]["loss"].values, [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(run["metrics"]["step"].values, [1, 2, 3])
+
+
+def test_at_most_max_pending_checkpoints_wait(tmp_path):
+    from dynamics.recorder import MAX_PENDING
+    x, y = _data(torch.float32)
+    model = _FailsWithGrad()
+    GATE.set()
+    rec = Recorder(tmp_path / "m.zarr", model, (x, y), layers=[])
+    rec.checkpoint(0)
+    GATE.clear()
+    opener = threading.Timer(1.0, GATE.set)        # the call beyond MAX_PENDING blocks until the gate opens
+    try:
+        for step in range(1, MAX_PENDING + 1):
+            rec.checkpoint(step)
+        assert len(rec._pending) == MAX_PENDING
+        opener.start()
+        rec.checkpoint(MAX_PENDING + 1)
+        assert len(rec._pending) <= MAX_PENDING
+    finally:
+        opener.cancel()
+        GATE.set()
+    rec.close()
+    assert open_run(tmp_path / "m.zarr")["checkpoints"]["checkpoint_step"].values.tolist() == list(range(MAX_PENDING + 2))
+
+
+@pytest.mark.parametrize("finish", ["close", "flush", "exit"])
+def test_a_kernel_that_fails_at_the_end_marks_the_store_failed_and_writes_every_row(tmp_path, finish):
+    x, y = _data(torch.float32)
+    model = _FailsWithGrad()
+    path = tmp_path / "e.zarr"
+    GATE.set()
+    rec = Recorder(path, model, (x, y), layers=[])
+    rec.checkpoint(0)
+    model.fail = True
+    for step in range(1, 4):
+        rec.log(step, loss=float(step))
+    assert rec.checkpoint(3)
+    if finish == "exit":
+        with pytest.raises(RuntimeError, match="kernel exploded"):
+            with rec:
+                pass
+    elif finish == "flush":
+        with pytest.raises(RuntimeError, match="kernel exploded"):
+            rec.flush()
+        rec.flush()                                # the rows were kept and are written now
+        rec.close()
+    else:
+        with pytest.raises(RuntimeError, match="kernel exploded"):
+            rec.close()
+    run = open_run(path)
+    assert run.attrs["status"] == ("complete" if finish == "flush" else "failed")
+    if finish != "flush":
+        assert "kernel exploded" in run.attrs["error"]
+    assert run["checkpoints"]["checkpoint_step"].values.tolist() == [0]
+    np.testing.assert_array_equal(run["metrics"]["loss"].values, [1.0, 2.0, 3.0])
+
+
+class _Uncopyable(nn.Module):
+    """Holds a lock: ``copy.deepcopy`` fails, so no snapshot can be taken."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.lock = nn.Linear(5, 3).double(), threading.Lock()
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+def test_a_model_that_cannot_be_copied_gets_its_kernel_at_once(tmp_path):
+    x, y = _data()
+    model = _Uncopyable()
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+    with Recorder(tmp_path / "u.zarr", model, (x, y), layers=[]) as rec:
+        _train(model, x, y, rec, 4, snapshots)
+    stored = open_run(tmp_path / "u.zarr")["checkpoints"]["ntk"].values
+    for step in range(4):
+        np.testing.assert_allclose(stored[step], _dense_ntk(model, snapshots[step], x), rtol=1e-12, atol=1e-12)
+
+
+def test_a_dtype_change_is_refused_at_the_call_while_a_kernel_is_pending(tmp_path):
+    x, y = _data(torch.float32)
+    model = MLP(5, 6, 1, 3, seed=1)
+    path = tmp_path / "d.zarr"
+    rec = Recorder(path, model, (x, y), layers=[])
+    rec.checkpoint(0)
+    rec.checkpoint(1)                              # pending in the background
+    model.double()
+    with pytest.raises(StoreError, match="checkpoints/ntk is stored as float32, got float64"):
+        rec.checkpoint(2)
+    model.float()
+    assert rec.checkpoint(2)
+    rec.close()
+    assert open_run(path)["checkpoints"]["checkpoint_step"].values.tolist() == [0, 1, 2]
+
+
+def test_ntk_background_must_be_a_bool(tmp_path):
+    x, y = _data(torch.float32)
+    with pytest.raises(TypeError, match="ntk_background must be True or False, got 1"):
+        Recorder(tmp_path / "b.zarr", MLP(5, 6, 1, 3), (x, y), ntk_background=1)
