@@ -7,19 +7,34 @@ of OpenMP/MKL/OpenBLAS are sized when a library first starts them, so their vari
 worker's environment before the process starts (``distributed`` also does so by default,
 ``distributed.nanny.pre-spawn-environ``) and :func:`single_threaded` sets torch's own pool from
 inside each task (workers of an existing cluster were started by someone else).
+
+Start-up cost of a local cluster. A worker process that is *spawned* (distributed's default) starts a
+fresh interpreter and imports torch and the project on its first task — seconds of CPU per worker,
+paid again by every replacement of a killed worker. :func:`open_client` therefore has the local
+cluster's worker processes *forked* from multiprocessing's forkserver (``distributed.worker.
+multiprocessing-method = "forkserver"``), a single-threaded server process that imports the modules
+named by ``preload`` once; each worker is a fork of it with those modules already imported. The
+forkserver is started (without waiting for it) before the scheduler, so its imports overlap the
+scheduler's start-up. It is one per Python process (multiprocessing's singleton, alive until the
+process exits): a second sweep in the same process reuses it, with the preload of the first. It is
+launched with the thread variables set to 1 (and ``PYTHONHASHSEED`` fixed, as distributed does for
+spawned workers), so the forkserver's own imports start no thread pools; each task still calls
+:func:`single_threaded`. On platforms without fork (Windows) workers are spawned as before.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from dynamics.errors import DynamicsError
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
                     "NUMEXPR_NUM_THREADS")
+HASH_SEED = "6640"   # distributed's own fixed PYTHONHASHSEED for the worker processes it spawns
 
 
 def available_cores() -> int:
@@ -56,10 +71,16 @@ def check_cluster_options(workers: object, scheduler: object) -> None:
 
 
 @contextlib.contextmanager
-def open_client(*, workers: int | None = None, scheduler: str | None = None) -> Iterator[object]:
+def open_client(*, workers: int | None = None, scheduler: str | None = None,
+                preload: Sequence[str] = ()) -> Iterator[object]:
     """A ``distributed.Client``: connected to ``scheduler`` ("tcp://HOST:PORT") when given, otherwise
     to a new ``LocalCluster`` of ``workers`` (default: one per available core) single-threaded worker
-    processes, closed on exit. DynamicsError when the scheduler cannot be reached."""
+    processes, closed on exit. ``preload``: modules the local cluster's worker processes start with
+    (imported once in the forkserver they are forked from; see the module docstring; names that
+    cannot be imported are skipped); ignored for an existing cluster. The local scheduler hands each
+    worker one task at a time (``worker-saturation`` 1.0: no task waits behind another on a busy
+    worker while a worker is idle). DynamicsError when the scheduler cannot be reached."""
+    import dask
     from distributed import Client, LocalCluster
 
     check_cluster_options(workers, scheduler)
@@ -75,7 +96,12 @@ def open_client(*, workers: int | None = None, scheduler: str | None = None) -> 
         return
     n = workers or available_cores()
     env = {name: "1" for name in THREAD_VARIABLES}
-    with quiet_logs("distributed", logging.ERROR):  # the nanny warns when it kills a worker it closes
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    settings = {"distributed.worker.multiprocessing-method": method, "distributed.scheduler.worker-saturation": 1.0}
+    # the nanny warns when it kills a worker it closes
+    with dask.config.set(settings), quiet_logs("distributed", logging.ERROR):
+        if method == "forkserver":
+            start_forkserver(preload, {**env, "PYTHONHASHSEED": HASH_SEED})
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                                env=env, silence_logs=logging.ERROR)
         try:
@@ -86,6 +112,30 @@ def open_client(*, workers: int | None = None, scheduler: str | None = None) -> 
                 client.close()
         finally:
             cluster.close()
+
+
+def start_forkserver(modules: Sequence[str], env: dict[str, str]) -> None:
+    """Launch multiprocessing's forkserver, if this process has none yet, importing ``distributed``
+    and ``modules`` and with ``env`` added to its environment; returns at once (the server imports
+    while the caller goes on; the first worker it forks waits for the imports). Call it under
+    ``distributed.worker.multiprocessing-method = "forkserver"``. This process's environment is
+    restored afterwards."""
+    from multiprocessing import forkserver
+
+    from distributed.utils import get_mp_context
+
+    context = get_mp_context()   # distributed sets its own preload here, once per process; ours replaces it
+    context.set_forkserver_preload(["distributed", *modules])
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        forkserver.ensure_running()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from dynamics.cluster import dashboard_link, open_client
 from dynamics.sweep_manifest import write_manifest
 from trainers.sweep_plan import SweepPlan
-from trainers.sweep_worker import train_run
+from trainers.sweep_worker import train_run, worker_preload
 
 
 def wanted(run: dict, retries: int) -> bool:
@@ -37,7 +37,8 @@ def drive(manifest: dict, folder: Path, todo: list[str], plan: SweepPlan, *, wor
     disk after every result)."""
     from distributed import as_completed, wait
 
-    with open_client(workers=workers, scheduler=scheduler) as client, \
+    preload = worker_preload(plan.runs[name].config["data"]["name"] for name in todo)
+    with open_client(workers=workers, scheduler=scheduler, preload=preload) as client, \
             progress_bar(manifest, quiet) as bar:
         link = dashboard_link(client)
         if link and not quiet:

@@ -13,6 +13,10 @@ works for workers on any host that sees the sweep folder).
 Failures are returned, not raised, so that the driver counts attempts and records the error text:
 the result is a JSON-able dict ``{"status": "complete" | "failed" | "interrupted", "trained": bool,
 "error": str | None, "seconds": float}``.
+
+:func:`worker_preload` names the modules a task imports (torch, ``torch._dynamo`` — imported by the
+first ``torch.optim.Optimizer`` —, the trainer, the data sets' readers): a local cluster's worker
+processes start with them imported (:func:`dynamics.cluster.open_client`), so no task pays for them.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 from dynamics.cluster import single_threaded
@@ -27,6 +32,16 @@ from dynamics.errors import StoreLockedError
 from dynamics.sweep_manifest import store_status
 
 LOCK_WAIT = 60.0
+TASK_MODULES = ("torch", "torch._dynamo", "trainers.loop", "trainers.sweep_worker")
+
+
+def worker_preload(data_names: Iterable[str]) -> list[str]:
+    """Modules a task training data sets ``data_names`` imports: :data:`TASK_MODULES` and the packages
+    of those data sets' readers (:data:`trainers.data.READER_IMPORTS`)."""
+    from trainers.data import READER_IMPORTS
+
+    readers = [module for name in dict.fromkeys(data_names) for module in READER_IMPORTS.get(name, ())]
+    return [*TASK_MODULES, *readers]
 
 
 def train_run(config: dict, optimizer: str, store: str, stop_file: str, *, lock_wait: float = LOCK_WAIT,

@@ -1,0 +1,100 @@
+"""dynamics.cluster: a local cluster's workers are forked from a forkserver that imported the preload
+modules (no task pays for them), one task per worker at a time, single-threaded; bad options; the
+README's SLURM example builds a real dask-jobqueue SLURMCluster (skipped without dask-jobqueue)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dynamics.cluster import check_cluster_options
+from dynamics.errors import DynamicsError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PROBE = """
+import json, os, sys
+from dynamics.cluster import open_client
+
+def before_any_task():
+    return {"modules": [m in sys.modules for m in ("torch", "trainers.loop", "json.tool")],
+            "pid": os.getpid(), "ppid": os.getppid(), "omp": os.environ.get("OMP_NUM_THREADS"),
+            "hash": hash("sweep")}
+
+def threads(_):
+    from dynamics.cluster import single_threaded
+    single_threaded()
+    import torch
+    return torch.get_num_threads()
+
+if __name__ == "__main__":
+    with open_client(workers=2, preload=["torch", "trainers.loop", "no_such_module_xyz"]) as client:
+        client.wait_for_workers(2)
+        info = client.run(before_any_task)
+        settings = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.WORKER_SATURATION)
+        print(json.dumps({"info": list(info.values()), "threads": client.gather(client.map(threads, range(2), pure=False)),
+                          "saturation": settings, "driver": os.getpid()}))
+"""
+
+
+@pytest.mark.slow
+def test_local_workers_are_forked_with_the_preloaded_modules(tmp_path):
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    info = result["info"]
+    assert len(info) == 2
+    for worker in info:
+        assert worker["modules"] == [True, True, False]   # preloaded before any task; nothing else
+        assert worker["omp"] == "1"
+        assert worker["ppid"] != result["driver"]           # forked by the forkserver, not the nanny
+    assert info[0]["ppid"] == info[1]["ppid"]               # ... the same forkserver
+    assert info[0]["hash"] == info[1]["hash"]               # one fixed string hash seed
+    assert result["threads"] == [1, 1]
+    assert result["saturation"] == 1.0
+
+
+@pytest.mark.parametrize(("workers", "scheduler", "piece"), [
+    (0, None, "--workers"), (True, None, "--workers"), (2.0, None, "--workers"),
+    (None, 8786, "--scheduler"), (2, "tcp://127.0.0.1:8786", "local cluster only")])
+def test_bad_cluster_options_name_the_option(workers, scheduler, piece):
+    with pytest.raises(DynamicsError, match=piece):
+        check_cluster_options(workers, scheduler)
+
+
+def slurm_example() -> str:
+    """The README's SLURM block: the ``slurm_cluster.py`` code fence."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("# slurm_cluster.py")
+    return text[start:text.index("```", start)]
+
+
+def test_readme_slurm_example_builds_a_slurm_cluster(tmp_path, monkeypatch):
+    """Runs the README's SLURMCluster construction with the real dask-jobqueue (nothing is submitted:
+    ``scale``, ``input`` and ``print`` statements are left out) and renders its job script."""
+    pytest.importorskip("dask_jobqueue")
+    module = ast.parse(slurm_example())
+    kept = [s for s in module.body
+            if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Call)
+                    and ast.unparse(s.value.func) in ("cluster.scale", "input", "print"))]
+    assert len(kept) == 2, ast.unparse(module)   # the import and the constructor
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(ast.Module(kept, type_ignores=[]), "README.md", "exec"), namespace)
+    cluster = namespace["cluster"]
+    try:
+        script = cluster.job_script()
+        assert "#SBATCH" in script and "OMP_NUM_THREADS=1" in script
+        assert "--nthreads 1" in script or "--nworkers 8" in script
+    finally:
+        cluster.close()
