@@ -11,9 +11,10 @@ exit (the parent's clock), so each includes its interpreter start and every impo
 - sequential: a process that imports torch and the trainer and runs
   ``trainers.sweep_worker.train_run`` for each run, one after another, single-threaded (the
   one-time imports and the data loading of the first run are paid once);
-- parallel: a process that runs ``trainers.sweep.run_sweep`` with ``--workers`` single-threaded
-  worker processes: its own imports, planning and manifest, the cluster's start (scheduler,
-  forkserver importing torch and the trainer, workers forked from it), the runs, and the teardown.
+- parallel: a process that runs ``dynamics sweep FILE --out DIR --workers N --quiet`` (through
+  ``dynamics.cli.main``) with ``--workers`` single-threaded worker processes: its own imports,
+  planning and manifest, the cluster's start (scheduler, forkserver importing torch and the
+  trainer, workers forked from it), the runs, and the teardown.
 Parallel efficiency = T_sequential / (workers × T_parallel); 1 is perfect.
 
 The breakdown shows where the time goes: the sequential child's import time and per-run times (the
@@ -74,16 +75,17 @@ def sequential_child(path: Path, out: Path) -> dict:
 
 
 def parallel_child(path: Path, out: Path, workers: int) -> dict:
-    """In a fresh process: ``run_sweep`` over sweep file ``path`` on a LocalCluster; the timings."""
-    start = time.perf_counter()
-    from trainers.sweep import run_sweep
+    """In a fresh process: ``dynamics sweep PATH --out OUT --workers N --quiet`` (the command line's own
+    entry point, so its early forkserver start is included) on a LocalCluster; the tasks' timings."""
+    from dynamics.cli import main
+    from dynamics.sweep_manifest import read_manifest
 
-    imports = time.perf_counter() - start
-    manifest = run_sweep(path, out, workers=workers, quiet=True)
+    code = main(["sweep", str(path), "--out", str(out), "--workers", str(workers), "--quiet"])
+    manifest = read_manifest(out)
     bad = [n for n, r in manifest["runs"].items() if r["status"] != "complete"]
-    if bad:
-        raise RuntimeError(f"runs {bad} did not complete")
-    return {"imports": imports, "runs": {n: r["seconds"] for n, r in manifest["runs"].items()}}
+    if code or bad:
+        raise RuntimeError(f"dynamics sweep exited {code}; runs {bad} did not complete")
+    return {"runs": {n: r["seconds"] for n, r in manifest["runs"].items()}}
 
 
 def timed_child(side: str, path: Path, out: Path, workers: int) -> tuple[float, dict]:
@@ -116,7 +118,7 @@ def measure(steps: int, hidden: int, workers: int, tmp: Path, repeat: int) -> di
             "first_extra": seq["runs"][first] - sum(same_kind) / max(len(same_kind), 1),
             "seq_fixed": t_seq - sum(seq["runs"].values()) + seq["runs"][first]
             - sum(same_kind) / max(len(same_kind), 1),
-            "par_imports": par["imports"], "tasks": tasks, "par_fixed": t_par - tasks / workers,
+            "tasks": tasks, "par_fixed": t_par - tasks / workers,
             "load": os.getloadavg()[0]}
 
 
@@ -156,11 +158,11 @@ def main() -> None:
     print("\nbreakdown (s): sequential = imports + Σ runs (+ interpreter start); the first run's extra over "
           "later runs of its optimiser is one-time work; parallel fixed cost = T_parallel − Σ tasks / workers")
     print("| steps | seq: imports | seq: Σ runs | seq: first run's extra | seq: one-time total | "
-          "par: driver imports | par: Σ task time on workers | par: fixed cost |")
-    print("|---|---|---|---|---|---|---|---|")
+          "par: Σ task time on workers | par: fixed cost |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['steps']} | {r['seq_imports']:.1f} | {r['seq_runs']:.1f} | {r['first_extra']:.1f} | "
-              f"{r['seq_fixed']:.1f} | {r['par_imports']:.1f} | {r['tasks']:.1f} | {r['par_fixed']:.1f} |")
+              f"{r['seq_fixed']:.1f} | {r['tasks']:.1f} | {r['par_fixed']:.1f} |")
 
 
 if __name__ == "__main__":

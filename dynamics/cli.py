@@ -203,6 +203,10 @@ def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
 
 
 def command_sweep(args: argparse.Namespace) -> None:
+    if args.scheduler is None and not sweep_looks_finished(args.out):
+        # the local cluster's forkserver imports torch and the trainers while this process does the same
+        from dynamics.cluster import SWEEP_MODULES, start_forkserver
+        start_forkserver(SWEEP_MODULES)
     from trainers.sweep import print_summary, run_sweep
 
     try:
@@ -214,6 +218,20 @@ def command_sweep(args: argparse.Namespace) -> None:
         raise SystemExit(130) from None
     print_summary(manifest, args.quiet)
     print(args.out / "sweep.json")
+
+
+def sweep_looks_finished(folder: Path) -> bool:
+    """Whether ``folder``'s manifest records every run as complete or failed (then no cluster is likely
+    to start, and no forkserver is started ahead of it); False without a readable manifest."""
+    from dynamics.errors import StoreError
+    from dynamics.sweep_manifest import read_manifest
+
+    try:
+        manifest = read_manifest(folder) if folder.is_dir() else None
+    except StoreError:
+        return False
+    runs = manifest["runs"].values() if manifest is not None and isinstance(manifest["runs"], dict) else None
+    return bool(runs) and all(isinstance(r, dict) and r.get("status") in ("complete", "failed") for r in runs)
 
 
 def config_from(args: argparse.Namespace):

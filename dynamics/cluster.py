@@ -15,9 +15,10 @@ cluster's worker processes *forked* from multiprocessing's forkserver (``distrib
 multiprocessing-method = "forkserver"``), a single-threaded server process that imports the modules
 named by ``preload`` once; each worker is a fork of it with those modules already imported. The
 forkserver is started (without waiting for it) before the scheduler, so its imports overlap the
-scheduler's start-up. It is one per Python process (multiprocessing's singleton, alive until the
-process exits): a second sweep in the same process reuses it, with the preload of the first. It is
-launched with the thread variables set to 1 (and ``PYTHONHASHSEED`` fixed, as distributed does for
+scheduler's start-up; ``dynamics sweep`` starts it even earlier, before the driver's own imports of
+the trainers (:func:`start_forkserver` with :data:`SWEEP_MODULES`), so the two import in parallel.
+It is one per Python process (multiprocessing's singleton; it exits with that process): a second
+sweep in the same process reuses it, with the preload of the first. It is launched with the thread variables set to 1 (and ``PYTHONHASHSEED`` fixed, as distributed does for
 spawned workers), so the forkserver's own imports start no thread pools; each task still calls
 :func:`single_threaded`. On platforms without fork (Windows) workers are spawned as before.
 """
@@ -35,6 +36,9 @@ from dynamics.errors import DynamicsError
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
                     "NUMEXPR_NUM_THREADS")
 HASH_SEED = "6640"   # distributed's own fixed PYTHONHASHSEED for the worker processes it spawns
+# what a sweep task imports (named, never imported here: this layer does not import trainers);
+# the forkserver's preload for ``dynamics sweep`` (trainers.sweep_worker.worker_preload adds the data readers)
+SWEEP_MODULES = ("torch", "torch._dynamo", "trainers.loop", "trainers.sweep_worker")
 
 
 def available_cores() -> int:
@@ -96,12 +100,10 @@ def open_client(*, workers: int | None = None, scheduler: str | None = None,
         return
     n = workers or available_cores()
     env = {name: "1" for name in THREAD_VARIABLES}
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    method = "forkserver" if start_forkserver(preload) else "spawn"
     settings = {"distributed.worker.multiprocessing-method": method, "distributed.scheduler.worker-saturation": 1.0}
     # the nanny warns when it kills a worker it closes
     with dask.config.set(settings), quiet_logs("distributed", logging.ERROR):
-        if method == "forkserver":
-            start_forkserver(preload, {**env, "PYTHONHASHSEED": HASH_SEED})
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                                env=env, silence_logs=logging.ERROR)
         try:
@@ -114,18 +116,19 @@ def open_client(*, workers: int | None = None, scheduler: str | None = None,
             cluster.close()
 
 
-def start_forkserver(modules: Sequence[str], env: dict[str, str]) -> None:
+def start_forkserver(modules: Sequence[str]) -> bool:
     """Launch multiprocessing's forkserver, if this process has none yet, importing ``distributed``
-    and ``modules`` and with ``env`` added to its environment; returns at once (the server imports
-    while the caller goes on; the first worker it forks waits for the imports). Call it under
-    ``distributed.worker.multiprocessing-method = "forkserver"``. This process's environment is
-    restored afterwards."""
+    and ``modules``, with the thread variables at 1 and ``PYTHONHASHSEED`` at :data:`HASH_SEED` in
+    its environment (this process's environment is restored afterwards). Returns at once — the server
+    imports while the caller goes on; the first process it forks waits for the imports — True, or
+    False where the platform has no forkserver. Imports neither distributed nor torch here."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return False
     from multiprocessing import forkserver
 
-    from distributed.utils import get_mp_context
-
-    context = get_mp_context()   # distributed sets its own preload here, once per process; ours replaces it
-    context.set_forkserver_preload(["distributed", *modules])
+    # distributed sets its own preload list on its first worker start; once the server runs, that is moot
+    multiprocessing.get_context("forkserver").set_forkserver_preload(["distributed", *modules])
+    env = {**{name: "1" for name in THREAD_VARIABLES}, "PYTHONHASHSEED": HASH_SEED}
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     try:
@@ -136,6 +139,7 @@ def start_forkserver(modules: Sequence[str], env: dict[str, str]) -> None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+    return True
 
 
 @contextlib.contextmanager

@@ -27,21 +27,20 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
-from dynamics.cluster import single_threaded
+from dynamics.cluster import SWEEP_MODULES, single_threaded
 from dynamics.errors import StoreLockedError
 from dynamics.sweep_manifest import store_status
 
 LOCK_WAIT = 60.0
-TASK_MODULES = ("torch", "torch._dynamo", "trainers.loop", "trainers.sweep_worker")
 
 
 def worker_preload(data_names: Iterable[str]) -> list[str]:
-    """Modules a task training data sets ``data_names`` imports: :data:`TASK_MODULES` and the packages
-    of those data sets' readers (:data:`trainers.data.READER_IMPORTS`)."""
+    """Modules a task training data sets ``data_names`` imports: :data:`dynamics.cluster.SWEEP_MODULES`
+    and the packages of those data sets' readers (:data:`trainers.data.READER_IMPORTS`)."""
     from trainers.data import READER_IMPORTS
 
     readers = [module for name in dict.fromkeys(data_names) for module in READER_IMPORTS.get(name, ())]
-    return [*TASK_MODULES, *readers]
+    return [*SWEEP_MODULES, *readers]
 
 
 def train_run(config: dict, optimizer: str, store: str, stop_file: str, *, lock_wait: float = LOCK_WAIT,

@@ -98,3 +98,33 @@ def test_readme_slurm_example_builds_a_slurm_cluster(tmp_path, monkeypatch):
         assert "--nthreads 1" in script or "--nworkers 8" in script
     finally:
         cluster.close()
+
+
+def write_manifest_with(folder: Path, statuses: list[str]) -> None:
+    from dynamics.sweep_manifest import SCHEMA, write_manifest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    runs = {f"run{i}": {"status": status} for i, status in enumerate(statuses)}
+    write_manifest(folder, {"schema": SCHEMA, "digest": "x", "config": {}, "sweep": {}, "optimizers": [],
+                            "points": [], "runs": runs})
+
+
+@pytest.mark.parametrize(("statuses", "finished"), [
+    (["complete", "complete"], True), (["complete", "failed"], True), (["complete", "pending"], False),
+    (["interrupted"], False), (["running", "complete"], False), ([], False)])
+def test_sweep_looks_finished_reads_the_manifest(tmp_path, statuses, finished):
+    from dynamics.cli import sweep_looks_finished
+
+    write_manifest_with(tmp_path / "sweep", statuses)
+    assert sweep_looks_finished(tmp_path / "sweep") is finished
+
+
+def test_sweep_looks_finished_is_false_without_a_readable_manifest(tmp_path):
+    from dynamics.cli import sweep_looks_finished
+
+    assert not sweep_looks_finished(tmp_path / "absent")
+    (tmp_path / "file").write_text("x")
+    assert not sweep_looks_finished(tmp_path / "file")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "sweep.json").write_text("{not json")
+    assert not sweep_looks_finished(tmp_path / "bad")

