@@ -31,8 +31,12 @@ def checkpoint_reader(array: xr.DataArray, max_memory: int):
     return lambda c: np.asarray(array.isel(checkpoint=c).values, dtype=np.float64)
 
 
-def ntk_metrics(ntk: xr.DataArray | None, targets: np.ndarray, n: int, max_memory: int) -> dict[str, np.ndarray]:
+def ntk_metrics(ntk: xr.DataArray | None, targets: np.ndarray, n: int, max_memory: int, *,
+                centered: bool = False) -> dict[str, np.ndarray]:
     """A(Θ_t, Θ_0), 1 − A(Θ_t, Θ_{t−1}) (NaN at t = 0), A(Θ_t, YYᵀ), entropy rank of Θ_t's eigenvalues.
+
+    ``centered``: the three alignments are centred, A(HK₁H, HK₂H) with H = I − 11ᵀ/N (Cortes et al.
+    2012; :func:`analysis.kernels.alignment`); the rank is of Θ_t itself either way.
 
     ``ntk`` (checkpoint, probe, probe_) traced over outputs, or None (all NaN). ``targets`` is the
     probe's integer labels (N,) — one-hot Y — or float targets (N, O) used as Y directly.
@@ -54,11 +58,12 @@ def ntk_metrics(ntk: xr.DataArray | None, targets: np.ndarray, n: int, max_memor
             previous = None
             continue
         first = kernel if first is None else first
-        out["ntk_alignment_init"][c] = alignment(kernel, first)
+        out["ntk_alignment_init"][c] = alignment(kernel, first, centered=centered)
         if previous is not None:
-            out["ntk_velocity"][c] = kernel_distance(kernel, previous)
-        out["ntk_target_alignment"][c] = (target_alignment(kernel, targets) if target_kernel is None
-                                          else alignment(kernel, target_kernel))
+            out["ntk_velocity"][c] = kernel_distance(kernel, previous, centered=centered)
+        out["ntk_target_alignment"][c] = (target_alignment(kernel, targets, centered=centered)
+                                          if target_kernel is None else alignment(kernel, target_kernel,
+                                                                                  centered=centered))
         out["ntk_effective_rank"][c] = effective_rank(kernel, kind="entropy", matrix="kernel")
         previous = kernel
     return out

@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from analysis.checkpoint_metrics import (checkpoints_selected, ntk_metrics, representation_metrics,
                                          weight_metrics)
-from analysis.freshness import SOURCE_ATTR, source_token
+from analysis.freshness import ALIGNMENT_KEY, SOURCE_ATTR, alignment_kind, analysis_token, source_token
 from analysis.overfitting import (default_window, log_change_percent, moving_average, relative_change_percent,
                                   transfer_ratio)
 from analysis.store_io import (group, open_tree, run_identity, store_order, string_coord, with_cf_attrs,
@@ -35,11 +35,12 @@ DEFAULT_MAX_MEMORY = 1 << 30  # bytes of one checkpoint's representation process
 SINGLE_THREAD_ELEMENTS = 1 << 22  # per-checkpoint matrices up to this size use one BLAS thread
 CHECKPOINT_SCALARS = ("train_loss", "train_acc", "test_loss", "test_acc")
 COORDINATES = ("step", "epoch", "checkpoint_step", "checkpoint_epoch")   # never parameters
+ALIGNMENT_VARIABLES = ("ntk_alignment_init", "ntk_velocity", "ntk_target_alignment")
 
 
 def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int = 3, probe_max_iter: int = 100,
             max_memory: int = DEFAULT_MAX_MEMORY, smoothing_window: int | None = None, write: bool = True,
-            store: str | os.PathLike | None = None) -> xr.Dataset:
+            store: str | os.PathLike | None = None, centered_alignment: bool = False) -> xr.Dataset:
     """Analyse one run (a store path or the DataTree of :func:`dynamics.store.open_run`).
 
     Args:
@@ -49,17 +50,23 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
         max_memory: bytes (as float64) of one checkpoint's representation above which it is read in
             probe chunks (CKA and rank from accumulated XᵀX, YᵀY, YᵀX; same values as in memory).
         smoothing_window: steps of the trailing moving averages; default max(1, n_steps // 50).
+        centered_alignment: the NTK alignments (to init, velocity, to the labels) are centred kernel
+            alignments A(HK₁H, HK₂H), H = I − 11ᵀ/N (Cortes et al. 2012), instead of the plain
+            A(K₁, K₂). Recorded in attrs ``kernel_alignment`` ("centred"/"uncentred", also on the
+            three variables) and in the ``source`` token, so a stored analysis of the other kind is
+            never taken for this one (:func:`analysis.freshness.analysis_token`).
         write: write the result into the store as group ``analysis`` (needs a path: ``run`` itself
             or ``store`` when ``run`` is a DataTree). Skipped, leaving the store untouched, while
             another process holds the store's lock (a live run: its committed data is analysed) or
             when the store changed during the analysis (see :mod:`analysis.store_io`).
 
     Returns the Dataset of DESIGN §6 with attrs ``config`` (JSON), ``optimizer``, ``seed``,
-    ``analysis`` (JSON of the settings used) and, for a store path, ``source`` (JSON: the store's
-    token it was computed from, :mod:`analysis.freshness`).
+    ``analysis`` (JSON of the settings used), ``kernel_alignment`` and, for a store path, ``source``
+    (JSON: the store's token it was computed from with the options, :mod:`analysis.freshness`).
     """
     if isinstance(max_memory, bool) or not isinstance(max_memory, (int, np.integer)) or max_memory < 1:
         raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory!r}")
+    kind = alignment_kind(centered_alignment)
     path = Path(store) if store is not None else (Path(run) if isinstance(run, (str, os.PathLike)) else None)
     token = source_token(path) if path is not None and (path / "zarr.json").is_file() else None
     tree, _ = open_tree(run)  # the token is taken first: a store that changes meanwhile is not written
@@ -80,7 +87,7 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
     with threadpool_limits(limits=1 if largest <= SINGLE_THREAD_ELEMENTS else None, user_api="blas"):
         data, (layers, param_names, steps, window) = _compute(
             checkpoints, metrics, params, tree, targets, labels, probe_at, n, int(max_memory), probe_folds,
-            probe_max_iter, smoothing_window)
+            probe_max_iter, smoothing_window, centered_alignment)
 
     coords = {
         "checkpoint": np.arange(n, dtype=np.int64),
@@ -91,21 +98,27 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
         "layer": string_coord(layers), "param": string_coord(param_names),
     }
     settings = {"probe_checkpoints": np.flatnonzero(probe_at).tolist(), "probe_folds": probe_folds,
-                "probe_max_iter": probe_max_iter, "smoothing_window": window, "max_memory": int(max_memory)}
-    attrs = {"config": config_json, "optimizer": optimizer, "seed": seed, "analysis": json.dumps(settings)}
-    if token is not None:
-        attrs[SOURCE_ATTR] = json.dumps(token, sort_keys=True)
+                "probe_max_iter": probe_max_iter, "smoothing_window": window, "max_memory": int(max_memory),
+                "centered_alignment": centered_alignment}
+    attrs = {"config": config_json, "optimizer": optimizer, "seed": seed, "analysis": json.dumps(settings),
+             ALIGNMENT_KEY: kind}
+    recorded = None if token is None else analysis_token(token, centered_alignment=centered_alignment)
+    if recorded is not None:
+        attrs[SOURCE_ATTR] = json.dumps(recorded, sort_keys=True)
     result = with_cf_attrs(xr.Dataset(data, coords=coords, attrs=attrs))
+    for name in ALIGNMENT_VARIABLES:
+        result[name].attrs[ALIGNMENT_KEY] = kind
     if write:
         if token is None:
             raise ValueError("analyze(write=True) on a DataTree needs store=PATH to write the analysis group into")
-        write_analysis_group(path, result, token)
+        write_analysis_group(path, result, token, recorded)
     return result
 
 
 def _compute(checkpoints: xr.Dataset, metrics: xr.Dataset, params: xr.Dataset, tree: xr.DataTree,
              targets: np.ndarray, labels: np.ndarray, probe_at: np.ndarray, n: int, max_memory: int,
-             probe_folds: int, probe_max_iter: int, smoothing_window: int | None) -> tuple[dict, tuple]:
+             probe_folds: int, probe_max_iter: int, smoothing_window: int | None,
+             centered_alignment: bool = False) -> tuple[dict, tuple]:
     """Every variable of the analysis Dataset, and (layers, parameter names, steps, window)."""
     data: dict[str, tuple] = {}
     for name in CHECKPOINT_SCALARS:
@@ -113,7 +126,7 @@ def _compute(checkpoints: xr.Dataset, metrics: xr.Dataset, params: xr.Dataset, t
         data[name] = ("checkpoint", np.asarray(values, dtype=np.float64))
     ntk = checkpoints["ntk"] if "ntk" in checkpoints else None
     for name, values in ntk_metrics(ntk, np.asarray(targets, dtype=np.float64) if targets.ndim == 2 else labels,
-                                    n, max_memory).items():
+                                    n, max_memory, centered=centered_alignment).items():
         data[name] = ("checkpoint", values)
 
     rep_names = store_order(tree, "checkpoints", [name for name in checkpoints.data_vars if name.startswith("rep_")])

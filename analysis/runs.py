@@ -22,10 +22,9 @@ import xarray as xr
 from threadpoolctl import threadpool_limits
 
 from analysis.cka import linear_cka
-from analysis.run_analysis import SINGLE_THREAD_ELEMENTS, analyze
-from analysis.freshness import SOURCE_ATTR, recorded_source, source_token, staleness
-from analysis.store_io import (fresh_analysis, group, open_tree, read_analysis_group, with_cf_attrs,
-                               write_dataset)
+from analysis.run_analysis import ALIGNMENT_VARIABLES, SINGLE_THREAD_ELEMENTS, analyze
+from analysis.freshness import ALIGNMENT_KEY, SOURCE_ATTR, analysis_token, source_token
+from analysis.store_io import fresh_analysis, group, open_tree, with_cf_attrs, write_dataset
 from dynamics.errors import StoreError
 
 EXPERIMENT_ANALYSIS = "analysis.zarr"
@@ -45,7 +44,8 @@ def is_experiment_analysis(path: Path) -> bool:
     return isinstance(meta, dict) and (meta.get("attributes") or {}).get("schema") == EXPERIMENT_SCHEMA
 
 
-def open_runs(paths: Iterable[str | os.PathLike], *, compute_missing: bool = True) -> xr.Dataset:
+def open_runs(paths: Iterable[str | os.PathLike], *, compute_missing: bool = True,
+              centered_alignment: bool = False) -> xr.Dataset:
     """Stored analyses of the run stores ``paths`` along dim ``run``, plus ``cka_between``.
 
     A stored analysis is used only when it was computed from the store's current committed data
@@ -53,8 +53,9 @@ def open_runs(paths: Iterable[str | os.PathLike], *, compute_missing: bool = Tru
     before the run was resumed, truncated or changed, is analysed again (and the group rewritten,
     unless the store is locked by a live writer) when ``compute_missing`` is true; otherwise
     ValueError naming the store and the reason. Experiment analyses (``analysis.zarr``) among
-    ``paths`` are skipped. Attrs: ``configs`` (JSON: label → config) and ``config`` (the first
-    run's config JSON).
+    ``paths`` are skipped. ``centered_alignment`` asks for centred NTK alignments (a stored analysis
+    of the other kind is recomputed, :func:`analysis.freshness.analysis_token`). Attrs: ``configs``
+    (JSON: label → config), ``config`` (the first run's config JSON) and ``kernel_alignment``.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -65,11 +66,12 @@ def open_runs(paths: Iterable[str | os.PathLike], *, compute_missing: bool = Tru
                          + ("none" if not given else f"only experiment analyses {[str(p) for p in given]}"))
     analyses = []
     for store in stores:
-        result, why = fresh_analysis(store) if (store / "zarr.json").is_file() else (None, "no analysis group")
+        result, why = (fresh_analysis(store, centered_alignment=centered_alignment)
+                       if (store / "zarr.json").is_file() else (None, "no analysis group"))
         if result is None:
             if not compute_missing:
                 raise ValueError(f"run store {str(store)!r}: {why}; run analysis.analyze on it first")
-            result = analyze(store)
+            result = analyze(store, centered_alignment=centered_alignment)
         analyses.append(result)
     return combine(analyses, stores)
 
@@ -85,7 +87,15 @@ def combine(analyses: list[xr.Dataset], stores: list[Path]) -> xr.Dataset:
     combined["cka_between"] = cka_between(stores, labels=labels, layers=[str(v) for v in combined["layer"].values],
                                           n_checkpoints=combined.sizes["checkpoint"])
     configs = {label: json.loads(a.attrs["config"]) for label, a in zip(labels, analyses)}
-    combined.attrs = {"config": analyses[0].attrs["config"], "configs": json.dumps(configs, sort_keys=True)}
+    kinds = sorted({str(a.attrs.get(ALIGNMENT_KEY, "uncentred")) for a in analyses})
+    if len(kinds) > 1:
+        raise ValueError(f"cannot combine analyses of different kernel alignments ({', '.join(kinds)}); analyse "
+                         "every run with the same centered_alignment")
+    combined.attrs = {"config": analyses[0].attrs["config"], "configs": json.dumps(configs, sort_keys=True),
+                      ALIGNMENT_KEY: kinds[0]}
+    for name in ALIGNMENT_VARIABLES:
+        if name in combined:
+            combined[name].attrs[ALIGNMENT_KEY] = kinds[0]
     with_cf_attrs(combined)
     return combined
 
@@ -165,9 +175,10 @@ def experiment_stores(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.zarr") if p.is_dir() and not is_experiment_analysis(p))
 
 
-def experiment_analysis_is_fresh(run_dir: str | os.PathLike) -> bool | None:
-    """Whether ``run_dir/analysis.zarr`` was computed from the folder's current run stores: True/False
-    from its ``sources`` token (the same set of stores, each with its current token); None when it
+def experiment_analysis_is_fresh(run_dir: str | os.PathLike, *, centered_alignment: bool = False) -> bool | None:
+    """Whether ``run_dir/analysis.zarr`` was computed from the folder's current run stores with the
+    requested kernel alignment: True/False from its ``sources`` token (the same set of stores, each
+    with its current token and the options, :func:`analysis.freshness.analysis_token`); None when it
     has no ``sources`` attribute (written by an older version) or is absent."""
     folder = Path(run_dir)
     try:
@@ -179,7 +190,8 @@ def experiment_analysis_is_fresh(run_dir: str | os.PathLike) -> bool | None:
     if not isinstance(sources, dict) or sorted(sources) != [s.name for s in stores]:
         return False
     try:
-        return all(sources[s.name] == source_token(s) for s in stores)
+        return all(sources[s.name] == analysis_token(source_token(s), centered_alignment=centered_alignment)
+                   for s in stores)
     except StoreError:
         return False
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from analysis.freshness import SOURCE_ATTR, recorded_source, source_token, staleness
+from analysis.freshness import SOURCE_ATTR, analysis_token, recorded_source, source_token, staleness
 from dynamics.errors import StoreError, StoreLockedError
 from dynamics.store import open_run
 from dynamics.store.lock import StoreLock
@@ -92,9 +92,12 @@ def store_order(tree: xr.DataTree, group_name: str, names: list[str]) -> list[st
     return sorted(names, key=lambda name: (rank.get(name, len(rank)), names.index(name)))
 
 
-def write_analysis_group(path: Path, dataset: xr.Dataset, token: dict[str, Any]) -> bool:
+def write_analysis_group(path: Path, dataset: xr.Dataset, token: dict[str, Any],
+                         recorded: dict[str, Any] | None = None) -> bool:
     """Replace group ``analysis`` of the store at ``path`` by ``dataset``, computed from the store
-    state ``token`` (:func:`analysis.freshness.source_token`); True when written.
+    state ``token`` (:func:`analysis.freshness.source_token`); True when written. The group records
+    ``recorded`` as its ``source`` (default ``token``; :func:`analysis.freshness.analysis_token` adds
+    the options it was computed with).
 
     Nothing is written (False) when another process holds the store's lock (a live writer: the
     analysis stays in memory, the store is not touched), or when the store's token is no longer
@@ -114,7 +117,8 @@ def write_analysis_group(path: Path, dataset: xr.Dataset, token: dict[str, Any])
         _sweep(path)
         if source_token(path) != token:
             return False
-        dataset = dataset.assign_attrs({SOURCE_ATTR: json.dumps(token, sort_keys=True)})
+        dataset = dataset.assign_attrs({SOURCE_ATTR: json.dumps(token if recorded is None else recorded,
+                                                                sort_keys=True)})
         with quiet_zarr_warnings(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"The data type .* does not have a Zarr V3 specification")
             dataset.to_zarr(str(staging), mode="w", consolidated=True, zarr_format=3)
@@ -243,10 +247,11 @@ def string_coord(values: list[str]) -> np.ndarray:
     return np.asarray(values, dtype=str) if values else np.asarray([], dtype="<U1")
 
 
-def fresh_analysis(store: Path) -> tuple[xr.Dataset | None, str]:
-    """(the stored analysis of ``store`` if it was computed from the store's current data, else None;
-    why not: "no analysis group" or the staleness reason of :func:`analysis.freshness.staleness`)."""
-    current = source_token(store)
+def fresh_analysis(store: Path, *, centered_alignment: bool = False) -> tuple[xr.Dataset | None, str]:
+    """(the stored analysis of ``store`` if it was computed from the store's current data with the
+    requested kernel alignment, else None; why not: "no analysis group" or the staleness reason of
+    :func:`analysis.freshness.staleness`)."""
+    current = analysis_token(source_token(store), centered_alignment=centered_alignment)
     stored = read_analysis_group(store)
     if stored is None:
         return None, "no analysis group"

@@ -141,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(run)
     run.add_argument("--out", type=Path, help="experiment folder DIR (default runs/<name>)")
     run.add_argument("--seeds", type=seed_list, help="comma-separated seeds (default: train.seeds, else train.seed)")
+    add_alignment_argument(run)
     train = command("train", "train one optimiser with one seed into one run store", CONFIG_INPUTS,
                     "the run store at --out (zarr; metrics, checkpoints, parameters, NTK), whose path is printed")
     add_config_arguments(train)
@@ -154,16 +155,19 @@ def build_parser() -> argparse.ArgumentParser:
                       "DIR/analysis.zarr for a folder (the combined analysis), group 'analysis' inside a single "
                       "run store; the paths are printed")
     analyze.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
+    add_alignment_argument(analyze)
     report = command("report", "write the HTML report of an experiment folder or of one run store",
                      "DIR: an experiment folder or one run store (reuses an analysis computed from the current "
                      "data, else analyses; a run being trained is reported from its committed data)",
                      "DIR/report.html with figures in DIR/figures/, or NAME-report.html beside NAME.zarr; "
                      "the path is printed")
     report.add_argument("dir", type=Path, metavar="DIR")
+    add_alignment_argument(report)
     compare = command("compare", "compare experiment folders in one HTML page", "experiment folders DIR",
                       "the HTML file --out")
     compare.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
     compare.add_argument("--out", type=Path, required=True, help="HTML file to write")
+    add_alignment_argument(compare)
     config = command("config", "inspect configs", "see `dynamics config show --help`", "see the action")
     actions = config.add_subparsers(dest="action", required=True, metavar="ACTION")
     show = actions.add_parser("show", help="print the resolved config as TOML", epilog=presets,
@@ -186,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
                      "named is printed")
     unlock.add_argument("store", type=Path, metavar="STORE")
     return parser
+
+
+def add_alignment_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--centered-alignment", action="store_true",
+                        help="NTK alignments (to init, velocity, to the labels) as centred kernel alignment "
+                             "A(HK1H, HK2H), H = I - 11^T/N (Cortes et al. 2012), instead of the uncentred "
+                             "A(K1, K2); an analysis of the other kind is recomputed, and the report says "
+                             "which one it shows")
 
 
 def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
@@ -329,9 +341,9 @@ def command_run(args: argparse.Namespace) -> int:
             print(f"dynamics run: {path} failed: {reason}; training the others", file=sys.stderr)
             continue
         say(args, f"trained {path}")
-    analyze_experiment(out)
+    analyze_experiment(out, centered_alignment=args.centered_alignment)
     say(args, f"analysed {out}")
-    print(write_report(out))
+    print(write_report(out, centered_alignment=args.centered_alignment))
     if failed:
         print(f"dynamics run: {len(failed)} of {len(runs)} runs failed "
               f"(marked in the report): {', '.join(p.name for p in failed)}", file=sys.stderr)
@@ -360,20 +372,28 @@ def is_run_store(path: Path) -> bool:
     return True
 
 
+def refuse_centred_sweep(args: argparse.Namespace, path: Path) -> None:
+    """Sweep analyses and reports have no centred alignment yet: say so rather than ignore the flag."""
+    if args.centered_alignment:
+        raise DynamicsError(f"--centered-alignment is not available for sweep folders ('{path}'); analyse its "
+                            "runs one by one (dynamics analyze RUN.zarr --centered-alignment)")
+
+
 def command_analyze(args: argparse.Namespace) -> None:
     from analysis import analyze, analyze_experiment
     from dynamics.sweep_manifest import is_sweep
 
     for path in existing_dirs(args.dirs):
         if is_sweep(path):  # every run of a sweep, as tasks on a local dask cluster
+            refuse_centred_sweep(args, path)
             from analysis.sweep import analyze_sweep
             analyze_sweep(path)
             print(path / "sweep.json")
         elif is_run_store(path):
-            analyze(path)  # written into the store unless a live writer holds it
+            analyze(path, centered_alignment=args.centered_alignment)  # into the store unless a live writer holds it
             print(path)
         else:
-            analyze_experiment(path)
+            analyze_experiment(path, centered_alignment=args.centered_alignment)
             print(path / "analysis.zarr")
 
 
@@ -383,16 +403,17 @@ def command_report(args: argparse.Namespace) -> None:
 
     directory = existing_dirs([args.dir])[0]
     if is_sweep(directory):
+        refuse_centred_sweep(args, directory)
         from reports.sweep import write_sweep_report
         print(write_sweep_report(directory))
         return
-    print(write_report(directory))
+    print(write_report(directory, centered_alignment=args.centered_alignment))
 
 
 def command_compare(args: argparse.Namespace) -> None:
     from reports import compare
 
-    print(compare(existing_dirs(args.dirs), args.out))
+    print(compare(existing_dirs(args.dirs), args.out, centered_alignment=args.centered_alignment))
 
 
 def command_unlock(args: argparse.Namespace) -> None:

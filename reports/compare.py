@@ -16,7 +16,7 @@ from reports.experiment import ReportError, experiment_dir, load_analysis, run_s
 from reports.findings import finding_sentences, headlines
 from reports.ranking import incomparable
 from reports.report import FINDINGS_HEADER, FINDINGS_NOTE, headline_row, render_figures, run_configs
-from reports.runs import as_combined
+from reports.runs import alignment_note, as_combined, kernel_alignment
 
 
 def experiment_names(paths: list[Path]) -> list[str]:
@@ -62,8 +62,9 @@ def across_sentence(differences: list[str]) -> str:
             "sentence compares them across experiments. Differing settings: " + "; ".join(differences) + ".")
 
 
-def compare(dirs, out) -> Path:
-    """Write a comparison page of the experiments in ``dirs`` to ``out`` (HTML); returns ``Path(out)``."""
+def compare(dirs, out, *, centered_alignment: bool = False) -> Path:
+    """Write a comparison page of the experiments in ``dirs`` to ``out`` (HTML); returns ``Path(out)``.
+    ``centered_alignment``: the NTK alignments are centred (see :func:`reports.write_report`)."""
     paths = _check_dirs(dirs)
     if not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"out must be a file path, got {out!r}")
@@ -71,7 +72,7 @@ def compare(dirs, out) -> Path:
     if out.is_dir():
         raise ReportError(f"out {str(out)!r} is a folder; give the comparison's file name")
     names = experiment_names(paths)
-    datasets = [as_combined(load_analysis(p)) for p in paths]
+    datasets = [as_combined(load_analysis(p, centered_alignment=centered_alignment)) for p in paths]
     stores = [[store_info(s) for s in run_stores(p)] for p in paths]
     figures = [dict(render_figures(ds)[0]) for ds in datasets]
 
@@ -92,13 +93,14 @@ def compare(dirs, out) -> Path:
     body += ["<h2>Findings</h2>", h.table(["experiment", *FINDINGS_HEADER], rows,
                                           numeric=set(range(2, len(FINDINGS_HEADER) + 1)),
                                           swatch=1, colors=colors),
-             f'<p class="note">{h.escape(FINDINGS_NOTE)}</p>']
+             f'<p class="note">{h.escape(FINDINGS_NOTE)} {h.escape(alignment_note(datasets[0]))}</p>']
     configs = [run_configs(ds, st) for ds, st in zip(datasets, stores)]
     across = incomparable({name: _shared(c) for name, c in zip(names, configs)})
     if across:
         body.append(f'<p class="note">{h.escape(across_sentence(across))}</p>')
-    for name, hs, c in zip(names, per_experiment, configs):
-        sentences = "".join(f"<li>{h.escape(s)}</li>" for s in finding_sentences(hs, incomparable(c)))
+    for name, hs, c, ds in zip(names, per_experiment, configs, datasets):
+        sentences = "".join(f"<li>{h.escape(s)}</li>" for s in finding_sentences(hs, incomparable(c),
+                                                                                 kernel_alignment(ds)))
         body.append(f'<h3>{h.escape(name)}</h3><ul class="findings">{sentences}</ul>')
 
     settings = _differing_settings({n: {s.label: s.config for s in st if s.config} for n, st in zip(names, stores)})

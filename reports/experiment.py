@@ -101,8 +101,9 @@ def is_run_store(path: Path) -> bool:
     return isinstance(schema, str) and schema.startswith("dynamics.run/")
 
 
-def analysis_is_fresh(run_dir) -> bool:
-    """True when ``analysis.zarr`` was computed from the folder's current run stores.
+def analysis_is_fresh(run_dir, *, centered_alignment: bool = False) -> bool:
+    """True when ``analysis.zarr`` was computed from the folder's current run stores (with the
+    requested kernel alignment: an older analysis without tokens counts as uncentred).
 
     An ``analysis.zarr`` that records the source tokens of its stores
     (:func:`analysis.runs.experiment_analysis_is_fresh`) is judged by them; an older one without
@@ -114,30 +115,33 @@ def analysis_is_fresh(run_dir) -> bool:
         return False
     from analysis.runs import experiment_analysis_is_fresh  # the reports layer sits above analysis
 
-    fresh = experiment_analysis_is_fresh(path)
+    fresh = experiment_analysis_is_fresh(path, centered_alignment=centered_alignment)
     if fresh is not None:
         return fresh
+    if centered_alignment:
+        return False
     written = _newest_mtime(analysis)
     return all(_newest_mtime(store, ("analysis",)) <= written for store in run_stores(path))
 
 
-def load_analysis(run_dir) -> xr.Dataset:
-    """The experiment's combined analysis: ``analysis.zarr`` if fresh, else ``analysis.analyze_experiment``."""
+def load_analysis(run_dir, *, centered_alignment: bool = False) -> xr.Dataset:
+    """The experiment's combined analysis: ``analysis.zarr`` if fresh (computed from the current stores
+    with the requested kernel alignment), else ``analysis.analyze_experiment``."""
     path = experiment_dir(run_dir)
-    if not analysis_is_fresh(path):
+    if not analysis_is_fresh(path, centered_alignment=centered_alignment):
         if not run_stores(path):
             raise ReportError(f"run_dir {str(path)!r} holds no run stores (*.zarr) and no {ANALYSIS_STORE}")
         from analysis import analyze_experiment  # the reports layer sits above analysis
 
-        return analyze_experiment(path).load()
+        return analyze_experiment(path, centered_alignment=centered_alignment).load()
     from analysis.store_io import read_dataset
 
     ds = read_dataset(path / ANALYSIS_STORE)
-    return analyze_experiment_if_gone(path) if ds is None else ds
+    return analyze_experiment_if_gone(path, centered_alignment) if ds is None else ds
 
 
-def analyze_experiment_if_gone(path: Path) -> xr.Dataset:
+def analyze_experiment_if_gone(path: Path, centered_alignment: bool = False) -> xr.Dataset:
     """The analysis of ``path`` recomputed (``analysis.zarr`` vanished after the freshness check)."""
     from analysis import analyze_experiment
 
-    return analyze_experiment(path).load()
+    return analyze_experiment(path, centered_alignment=centered_alignment).load()

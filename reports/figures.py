@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from analysis.weights import grouped_relative_change
 from reports import plotting as p
 from reports.runs import (RunInfo, as_combined, checkpoint_series, checkpoint_steps, dim_values,
-                          has_values, phase_switches, run_infos, step_mean, step_series)
+                          has_values, kernel_alignment, phase_switches, run_infos, step_mean, step_series)
 
 
 def _require(ds: xr.Dataset, *names: str) -> None:
@@ -181,7 +181,7 @@ def ntk_dynamics(ds: xr.Dataset) -> Figure:
         x = _plot_checkpoints(ax, ds, name, runs)
         p.set_step_axis(ax, x)
         ax.set_ylabel(labels[name][0])
-        ax.set_title(labels[name][1])
+        ax.set_title(f"{labels[name][1]} ({kernel_alignment(ds)})")
         if name == "ntk_velocity" and np.nanmin(ds[name].values) > 0:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)

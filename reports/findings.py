@@ -165,8 +165,9 @@ def _gap_spreads(hs: list[Headline]) -> list[Spread]:
 RANKED = (  # (headline field, sentence start, decimal places, unit, sentence for a single optimiser)
     ("transfer", "Transfer to other batches (1 = a step helps every batch alike, 0 = only its own)", 2, "",
      "{a}'s transfer to other batches is {x} (1 = a step helps every batch alike, 0 = only its own)."),
-    ("ntk_alignment", "The final NTK alignment to initialisation (1 = unchanged; lower = the kernel moved more)", 2,
-     "", "Under {a} the NTK's final alignment to its initial value is {x} (1 = unchanged)."),
+    ("ntk_alignment", "The final {kind} NTK alignment to initialisation (1 = unchanged; lower = the kernel moved "
+                      "more)", 2, "", "Under {a} the NTK's final {kind} alignment to its initial value is {x} "
+                                      "(1 = unchanged)."),
     ("cka_init", "The final CKA of the hidden representations to initialisation (mean over layers; 1 = unchanged)",
      2, "", "Under {a} the hidden representations end with CKA {x} to initialisation (mean over layers; "
             "1 = unchanged)."),
@@ -174,11 +175,13 @@ RANKED = (  # (headline field, sentence start, decimal places, unit, sentence fo
 )
 
 
-def ranked_sentences(hs: list[Headline]) -> list[str]:
+def ranked_sentences(hs: list[Headline], alignment: str = "uncentred") -> list[str]:
     """Every sentence that compares optimisers, through the one rule of :mod:`reports.ranking`
-    (a single optimiser gets a plain statement of its value instead)."""
+    (a single optimiser gets a plain statement of its value instead); ``alignment`` names the kernel
+    alignment ("centred"/"uncentred", :func:`reports.runs.kernel_alignment`)."""
     out = []
     for name, quantity, digits, unit, single_text in RANKED:
+        quantity, single_text = quantity.replace("{kind}", alignment), single_text.replace("{kind}", alignment)
         spreads = [s for s in _spreads(hs, name) if np.isfinite(s.mean)]
         if len(spreads) == 1:
             out.append(single_text.format(a=spreads[0].title,
@@ -195,7 +198,7 @@ def ranked_sentences(hs: list[Headline]) -> list[str]:
     return out
 
 
-def finding_sentences(hs: list[Headline], differences: list[str] = ()) -> list[str]:
+def finding_sentences(hs: list[Headline], differences: list[str] = (), alignment: str = "uncentred") -> list[str]:
     """Plain-text sentences, each computed from the headline numbers (escape before putting in HTML).
 
     Sentences about one optimiser come first; sentences that compare optimisers follow the rule of
@@ -207,7 +210,7 @@ def finding_sentences(hs: list[Headline], differences: list[str] = ()) -> list[s
     if differences:
         out.append(refusal_sentence(list(differences)))
     else:
-        out += ranked_sentences(hs)
+        out += ranked_sentences(hs, alignment)
     for h in hs:
         median, worst = h.mean("gn_residual_median"), h.mean("gn_residual_max")
         if np.isfinite(median):

@@ -22,7 +22,8 @@ from reports.claims import findings
 from reports.findings import BATCHES, Headline, finding_sentences, headlines
 from reports.plotting import figure_png
 from reports.ranking import incomparable
-from reports.runs import as_combined, has_values, optimizer_title, run_infos, step_series
+from reports.runs import (alignment_note, as_combined, has_values, kernel_alignment, optimizer_title, run_infos,
+                          step_series)
 
 FINDINGS_HEADER = ["optimiser", "runs", "own-batch loss change per step", "next-batch loss change per step",
                    "held-out-batch loss change per step", "transfer to next batch", "transfer to held-out batch",
@@ -125,13 +126,13 @@ def findings_html(ds: xr.Dataset, configs: dict[str, dict] | None = None) -> str
     hs = headlines(ds)
     rows = [headline_row(x) for x in hs]
     differences = incomparable(run_configs(ds) if configs is None else configs)
-    sentences = "".join(f"<li>{h.escape(s)}</li>" for s in finding_sentences(hs, differences))
+    sentences = "".join(f"<li>{h.escape(s)}</li>" for s in finding_sentences(hs, differences, kernel_alignment(ds)))
     change_rows, change_colors = changes_rows(hs)
     changes = (h.table(CHANGES_HEADER, change_rows, numeric={2, 3, 4}, swatch=0, colors=change_colors)
                if change_rows else "")
     return (h.table(FINDINGS_HEADER, rows, numeric=set(range(1, len(FINDINGS_HEADER))), swatch=0,
                     colors=h.optimizer_colors([x.optimizer for x in hs]))
-            + f'<p class="note">{h.escape(FINDINGS_NOTE)}</p>' + changes
+            + f'<p class="note">{h.escape(FINDINGS_NOTE)} {h.escape(alignment_note(ds))}</p>' + changes
             + (f'<ul class="findings">{sentences}</ul>' if sentences else ""))
 
 
@@ -184,7 +185,7 @@ def report_html(ds: xr.Dataset, *, title: str, stores: list[StoreInfo] = (), sou
             "<h2>Claims of the paper</h2>", claims_html(claims if claims is not None else findings(ds),
                                                         incomparable(run_configs(ds, stores))),
             "<h2>Findings</h2>", findings_html(ds, run_configs(ds, stores)), "<h2>Figures</h2>"]
-    body += [h.figure_html(png, number_=i, title=spec.title, caption=spec.caption, anchor=spec.name)
+    body += [h.figure_html(png, number_=i, title=spec.title, caption=caption(spec, ds), anchor=spec.name)
              for i, (spec, png) in enumerate(drawn, 1)]
     if skipped:
         items = "".join(f"<li>{h.escape(spec.title)}: {h.escape(why)}</li>" for spec, why in skipped)
@@ -192,19 +193,26 @@ def report_html(ds: xr.Dataset, *, title: str, stores: list[StoreInfo] = (), sou
     return h.page(title, "\n".join(body))
 
 
+def caption(spec: FigureSpec, ds: xr.Dataset) -> str:
+    """The figure's caption; the NTK figure's says which kernel alignment it shows."""
+    return f"{spec.caption} {alignment_note(ds)}" if spec.name == "ntk_dynamics" else spec.caption
+
+
 def figures_dir_for(out: Path) -> Path:
     """Where the PNGs go: ``figures/`` beside ``report.html``, else ``<name>-figures/`` beside ``out``."""
     return out.parent / ("figures" if out.name == "report.html" else f"{out.stem}-figures")
 
 
-def write_report(run_dir, out=None) -> Path:
+def write_report(run_dir, out=None, *, centered_alignment: bool = False) -> Path:
     """Write the experiment's HTML report (default ``run_dir/report.html``) and its figures as PNG.
 
     ``run_dir`` is an experiment folder, or a single run store (default ``out``: ``NAME-report.html``
     beside ``NAME.zarr``). Reads ``run_dir/analysis.zarr`` when it was computed from the current run
     stores (:func:`reports.experiment.analysis_is_fresh`), else runs
     ``analysis.analyze_experiment(run_dir)``; a single store's analysis comes from
-    ``analysis.open_runs``. Config and versions come from the stores' root attrs. The page and the
+    ``analysis.open_runs``. ``centered_alignment``: the NTK alignments are centred (an analysis of
+    the other kind is recomputed; the page says which it shows). Config and versions come from the
+    stores' root attrs. The page and the
     figures are written atomically with the user's umask. Returns the report's path.
     Also writes the paper's claims (:func:`reports.claims.findings`) as JSON: ``findings.json`` beside
     ``report.html``, else ``<report stem>.findings.json``.
@@ -219,9 +227,10 @@ def write_report(run_dir, out=None) -> Path:
     if single:
         from analysis import open_runs  # the reports layer sits above analysis
 
-        ds, stores = open_runs([path]), [store_info(path)]
+        ds, stores = open_runs([path], centered_alignment=centered_alignment), [store_info(path)]
     else:
-        ds, stores = load_analysis(path), [store_info(s) for s in run_stores(path)]
+        ds = load_analysis(path, centered_alignment=centered_alignment)
+        stores = [store_info(s) for s in run_stores(path)]
     drawn, skipped = render_figures(as_combined(ds))
     figures_dir = figures_dir_for(out)
     figures_dir.mkdir(parents=True, exist_ok=True)

@@ -153,6 +153,29 @@ def dim_values(ds: xr.Dataset, dim: str) -> list[str]:
     return [str(v) for v in ds[dim].values] if dim in ds.coords else [str(i) for i in range(ds.sizes[dim])]
 
 
+ALIGNMENT_TEXT = {
+    "uncentred": "uncentred kernel alignment A(K₁, K₂) = ⟨K₁, K₂⟩_F / (‖K₁‖_F ‖K₂‖_F)",
+    "centred": "centred kernel alignment A(HK₁H, HK₂H), H = I − 11ᵀ/N (Cortes et al. 2012)",
+}
+
+
+def kernel_alignment(ds: xr.Dataset) -> str:
+    """"centred" or "uncentred": which kernel alignment the analysis holds (attr ``kernel_alignment``;
+    an analysis without it was computed before the option existed, so uncentred)."""
+    kind = str(ds.attrs.get("kernel_alignment", "uncentred"))
+    if kind not in ALIGNMENT_TEXT:
+        raise ValueError(f"analysis attr kernel_alignment = {kind!r} is not one of {sorted(ALIGNMENT_TEXT)}")
+    return kind
+
+
+def alignment_note(ds: xr.Dataset) -> str:
+    """The sentence saying which kernel alignment a page shows and how to get the other one."""
+    kind = kernel_alignment(ds)
+    other = "without --centered-alignment" if kind == "centred" else "with --centered-alignment"
+    return (f"NTK alignments here are the {ALIGNMENT_TEXT[kind]}; `dynamics analyze` and `dynamics report` "
+            f"{other} give the {'uncentred' if kind == 'centred' else 'centred'} one.")
+
+
 _OPTIMIZER_TITLES = {"gn": "GN", "kgn": "KGN", "sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
 
 
