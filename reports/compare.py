@@ -1,8 +1,10 @@
-"""Side-by-side comparison of several experiment folders in one self-contained HTML page.
+"""Comparison of several experiment folders in one self-contained HTML page.
 
 For every experiment (a folder of run stores, see ``reports.experiment``): its headline numbers
 (``reports.findings``) in one table, the configuration settings that differ between experiments,
-the finding sentences, and each figure of ``reports.catalog`` drawn per experiment, side by side.
+the finding sentences (no sentence compares experiments trained on different data or models,
+``reports.ranking``), and each figure of ``reports.catalog``: all experiments overlaid in one panel
+where the axes agree, else side by side with a note saying why (``reports.overlay``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from reports import html as h
 from reports.catalog import FIGURES
 from reports.experiment import ReportError, experiment_dir, load_analysis, run_stores, store_info
 from reports.findings import finding_sentences, headlines
+from reports.overlay import axes_disagreement, overlay_dataset
+from reports.plotting import figure_png
 from reports.ranking import incomparable
 from reports.report import FINDINGS_HEADER, FINDINGS_NOTE, headline_row, render_figures, run_configs
 from reports.runs import alignment_note, as_combined, kernel_alignment
@@ -60,6 +64,38 @@ def across_sentence(differences: list[str]) -> str:
     """Why the comparison page states no comparison between the experiments."""
     return ("The experiments were trained on different data or models, so they are shown side by side and no "
             "sentence compares them across experiments. Differing settings: " + "; ".join(differences) + ".")
+
+
+def figures_html(datasets: list, names: list[str], figures: list[dict]) -> list[str]:
+    """Each figure of the catalogue: one panel set with every experiment overlaid where the axes agree
+    (:mod:`reports.overlay`), else one per experiment side by side with a note saying why."""
+    overlay = overlay_dataset(datasets, names) if len(datasets) > 1 else None
+    parts = []
+    for number_, spec in enumerate(FIGURES, 1):
+        why = axes_disagreement(spec.name, datasets, names) if overlay is not None else "one experiment"
+        if not why:
+            try:
+                png = figure_png(spec.draw(overlay))
+            except ValueError:   # not recorded in any experiment
+                png = None
+            if png is not None:
+                note = (f"All experiments in one panel (runs named \"experiment: run\"; the axes agree). "
+                        f"{spec.caption}")
+                parts.append(h.figure_html(png, number_=number_, title=f"{spec.title} — all experiments",
+                                           caption=note, anchor=spec.name))
+                continue
+            why = "it was not recorded"
+        cells = []
+        for name, drawn in zip(names, figures):
+            if spec in drawn:
+                cells.append(h.figure_html(drawn[spec], number_=number_, title=f"{spec.title} — {name}",
+                                           caption="", anchor=f"{spec.name}-{len(cells)}"))
+            else:
+                cells.append(f'<p class="note">{h.escape(name)}: not recorded.</p>')
+        grid = f'<div class="grid" style="grid-template-columns: repeat({len(names)}, 1fr)">{"".join(cells)}</div>'
+        said = "" if overlay is None else f"Side by side, not overlaid: {why}. "
+        parts.append(f"<h3>{h.escape(spec.title)}</h3>{grid}<p class=\"note\">{h.escape(said + spec.caption)}</p>")
+    return parts
 
 
 def compare(dirs, out, *, centered_alignment: bool = False) -> Path:
@@ -113,15 +149,6 @@ def compare(dirs, out, *, centered_alignment: bool = False) -> Path:
         body.append('<p class="note">The experiments\' recorded configurations do not differ.</p>')
 
     body.append("<h2>Figures</h2>")
-    for number_, spec in enumerate(FIGURES, 1):
-        cells = []
-        for name, drawn in zip(names, figures):
-            if spec in drawn:
-                cells.append(h.figure_html(drawn[spec], number_=number_, title=f"{spec.title} — {name}",
-                                           caption="", anchor=f"{spec.name}-{len(cells)}"))
-            else:
-                cells.append(f'<p class="note">{h.escape(name)}: not recorded.</p>')
-        grid = f'<div class="grid" style="grid-template-columns: repeat({len(names)}, 1fr)">{"".join(cells)}</div>'
-        body.append(f"<h3>{h.escape(spec.title)}</h3>{grid}<p class=\"note\">{h.escape(spec.caption)}</p>")
+    body += figures_html(datasets, names, figures)
     h.write_text_atomic(out, h.page(title, "\n".join(body)))
     return out
