@@ -101,10 +101,12 @@ def recorded_source(attrs: dict[str, Any]) -> dict[str, Any] | None:
 def staleness(recorded: dict[str, Any] | None, current: dict[str, Any]) -> str | None:
     """None when an analysis with ``recorded`` source matches a store whose token is ``current``;
     otherwise a short reason ("computed from 3 checkpoints and 30 metrics rows; the store now
-    holds 6 and 60")."""
+    holds 6 and 60"). Only the data part of the tokens (``committed``, ``digest``) is compared here;
+    analysis options recorded beside it (``kernel_alignment``) are checked by
+    :func:`analysis.freshness.staleness` against the request."""
     if recorded is None:
         return "it records no source token (written by an older version)"
-    if recorded == current:
+    if all(recorded.get(key) == current.get(key) for key in ("committed", "digest")):
         return None
     old, new = recorded.get("committed"), current.get("committed")
     if isinstance(old, dict) and isinstance(new, dict) and old != new:

@@ -51,7 +51,8 @@ def test_agreeing_axes_are_overlaid_with_the_raw_values(experiments, tmp_path):
         raw = open_run(folder / store)["checkpoints"].to_dataset()
         steps = ds["checkpoint_step"].sel(run=run).values
         keep = np.isfinite(steps)
-        np.testing.assert_array_equal(steps[keep], raw["step"].values)
+        raw_steps = raw["checkpoint_step"] if "checkpoint_step" in raw.variables else raw["step"]
+        np.testing.assert_array_equal(steps[keep], raw_steps.values)
         np.testing.assert_array_equal(ds["test_acc"].sel(run=run).values[keep], raw["test_acc"].values)
     assert np.isnan(ds["loss"].sel(run="short & <a>: sgd").sel(step=12).item())  # 8 steps, padded
 
