@@ -124,6 +124,20 @@ checkpoints = 10
 """
 
 
+def remount_read_only(path):
+    """Remount ``path`` read-only while a writer runs. The kernel refuses (EBUSY, "mount point is
+    busy") while a file on it is open for writing, so retry for up to 10 s: any moment of the run
+    is as good a failure point as another."""
+    deadline = time.monotonic() + 10
+    while True:
+        result = subprocess.run(["mount", "-o", "remount,ro", str(path)], capture_output=True, text=True)
+        if result.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"could not remount {path} read-only: {result.stderr.strip()}")
+        time.sleep(0.005)
+
+
 def test_read_only_file_system_mid_run_is_one_line(tmpfs, tmp_path):
     """Issue input: the file system turns read-only while `dynamics train` runs → one line naming the
     path and errno (no flood of 'Future exception was never retrieved'), exit 1; once writable
@@ -137,7 +151,7 @@ def test_read_only_file_system_mid_run_is_one_line(tmpfs, tmp_path):
     deadline = time.monotonic() + 120
     while not (store / "resume" / "state.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
-    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    remount_read_only(tmpfs)
     _, err = process.communicate(timeout=300)
     if process.returncode == 0:
         pytest.skip("the run finished before the file system turned read-only")
