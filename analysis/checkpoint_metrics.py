@@ -115,7 +115,8 @@ def representation_metrics(rep: xr.DataArray, labels: np.ndarray, probe_at: np.n
 def weight_metrics(history: xr.DataArray, max_memory: int) -> dict[str, np.ndarray | float]:
     """Per checkpoint of one parameter (C, ...) read lazily: ``rel`` = ‖θ_t − θ_0‖/‖θ_0‖, ``cos`` =
     cos(θ_t, θ_0), ``delta`` = ‖θ_t − θ_0‖ (each shape (C,)), and ``init_norm`` = ‖θ_0‖ (a float); norms
-    are Frobenius norms over all entries of the tensor."""
+    are Frobenius norms over all entries of the tensor. A tensor that is all zeros at the first checkpoint
+    (``init_norm`` 0, e.g. zero-initialised biases) has ``rel`` and ``cos`` NaN; the caller says so."""
     n = history.sizes["checkpoint"]
     rel, cos, delta = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     if n == 0:
@@ -131,9 +132,6 @@ def weight_metrics(history: xr.DataArray, max_memory: int) -> dict[str, np.ndarr
             rel[c] = delta[c] / norm0
             if norm > 0:
                 cos[c] = float(theta @ init) / (norm * norm0)
-    if norm0 == 0:
-        warnings.warn(f"parameter {history.name!r} is all zeros at the first checkpoint: its relative change and "
-                      "cosine to init are NaN", RuntimeWarning, stacklevel=2)
     return {"rel": rel, "cos": cos, "delta": delta, "init_norm": norm0}
 
 

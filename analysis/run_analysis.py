@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,11 @@ def _compute(checkpoints: xr.Dataset, metrics: xr.Dataset, params: xr.Dataset, t
         for key, values in per_param.items():
             values[:, j] = result[key]
         init_norm[j] = result["init_norm"]
+    zero_init = [name for name, norm in zip(param_names, init_norm) if norm == 0]
+    if zero_init:   # one message per model, not per tensor and run: identical messages are shown once
+        warnings.warn(f"parameters all zeros at the first checkpoint: {', '.join(zero_init)}; their relative "
+                      "change and cosine to init are NaN (the norm-weighted weight change still counts them)",
+                      RuntimeWarning, stacklevel=2)
     data["weight_rel_change"] = (("checkpoint", "param"), per_param["rel"])
     data["weight_cosine_init"] = (("checkpoint", "param"), per_param["cos"])
     data["weight_delta_norm"] = (("checkpoint", "param"), per_param["delta"])

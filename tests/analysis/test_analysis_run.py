@@ -197,3 +197,44 @@ def test_bad_inputs(store, tmp_path):
         analyze(store, max_memory=0, write=False)
     with pytest.raises(ValueError, match="store=PATH"):
         analyze(open_run(store))
+
+
+def test_zero_initialised_tensors_are_named_in_one_warning(tmp_path):
+    """Zero-initialised biases (the paper's init) have no relative change or cosine to init: NaN, named
+    in one warning per run (not one per tensor), while ‖θ_t − θ_0‖ is still the textbook norm."""
+    import torch
+    from dynamics import Recorder
+    from dynamics.schedules import every
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3)).double()
+    with torch.no_grad():
+        model[0].bias.zero_()
+        model[2].bias.zero_()
+    x, y = torch.randn(40, 5, dtype=torch.float64), torch.arange(40) % 3
+    snapshots = []
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    with Recorder(tmp_path / "zero.zarr", model, probe=(x[:12], y[:12]), schedule=every(3)) as rec:
+        for step in range(7):
+            if step % 3 == 0:
+                rec.checkpoint(step)
+                snapshots.append([p.detach().clone().numpy() for p in model.parameters()])
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            rec.log(step, loss=float(loss.detach()))
+    with pytest.warns(RuntimeWarning, match="all zeros at the first checkpoint") as caught:
+        ds = analyze(tmp_path / "zero.zarr")
+    messages = [str(w.message) for w in caught if "all zeros at the first" in str(w.message)]
+    assert len(messages) == 1 and "0__bias" in messages[0] and "2__bias" in messages[0], messages
+    assert "weight" not in messages[0].split(":")[1].split(";")[0]
+    for j, name in enumerate(["0__weight", "0__bias", "2__weight", "2__bias"]):
+        theta = [snap[j].ravel() for snap in snapshots]
+        delta = [np.linalg.norm(t - theta[0]) for t in theta]
+        np.testing.assert_allclose(ds["weight_delta_norm"].sel(param=name).values, delta, rtol=1e-12, atol=1e-15)
+        rel = ds["weight_rel_change"].sel(param=name).values
+        if name.endswith("bias"):
+            assert np.isnan(rel).all() and np.isnan(ds["weight_cosine_init"].sel(param=name).values).all()
+        else:
+            np.testing.assert_allclose(rel, np.array(delta) / np.linalg.norm(theta[0]), rtol=1e-12)
