@@ -100,13 +100,16 @@ def figures_html(datasets: list, names: list[str], figures: list[dict]) -> list[
 
 def compare(dirs, out, *, centered_alignment: bool = False) -> Path:
     """Write a comparison page of the experiments in ``dirs`` to ``out`` (HTML); returns ``Path(out)``.
-    ``centered_alignment``: the NTK alignments are centred (see :func:`reports.write_report`)."""
-    paths = _check_dirs(dirs)
+    ``out`` must end in ``.html`` or ``.htm`` (ReportError otherwise, before anything is read or written;
+    an existing page of that name is replaced). ``centered_alignment``: the NTK alignments are centred (see :func:`reports.write_report`)."""
     if not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"out must be a file path, got {out!r}")
     out = Path(out)
     if out.is_dir():
         raise ReportError(f"out {str(out)!r} is a folder; give the comparison's file name")
+    if out.suffix.lower() not in (".html", ".htm"):   # never overwrite a user's other file with a page
+        raise ReportError(f"out {str(out)!r} does not end in .html; the comparison is an HTML page")
+    paths = _check_dirs(dirs)
     names = experiment_names(paths)
     datasets = [as_combined(load_analysis(p, centered_alignment=centered_alignment)) for p in paths]
     stores = [[store_info(s) for s in run_stores(p)] for p in paths]

@@ -112,6 +112,21 @@ def test_compare_names_and_errors(tmp_path):
         reports.compare([tmp_path / "missing"], tmp_path / "o.html")
 
 
+def test_compare_refuses_an_out_that_is_not_an_html_page(tmp_path, experiment):
+    """`--out notes.txt` once overwrote the user's file with the page: any out not ending in .html/.htm
+    (or a folder) is refused before anything is written, and the existing file is left as it was."""
+    from reports.experiment import ReportError
+
+    for name in ("notes.txt", "results", "page.html.bak"):
+        target = tmp_path / name
+        target.write_text("keep me")
+        with pytest.raises(ReportError, match=name.replace(".", r"\.")):
+            reports.compare([experiment], target)
+        assert target.read_text() == "keep me"
+    with pytest.raises(ReportError, match="is a folder"):
+        reports.compare([experiment], tmp_path)
+
+
 def test_user_errors_are_dynamics_errors_and_the_cli_prints_one_line(tmp_path):
     import subprocess
     import sys
