@@ -162,7 +162,10 @@ class Recorder:
             (stored as ``probe/probe_index``; on resume it must equal the stored one).
         ntk_background: compute the NTK of every stored checkpoint after the first from a snapshot of
             the model on a worker thread, overlapping training (bit-identical to computing it at once;
-            see :meth:`checkpoint` for when it is written and how its errors surface). False: each
+            see :meth:`checkpoint` for when it is written and how its errors surface). Only for a
+            model whose first NTK, computed at once, drew no random numbers from torch's global
+            generators (the NTK runs in eval mode; a module that draws there anyway keeps every kernel
+            computed at once, so the training loop's random stream stays reproducible). False: each
             checkpoint computes its NTK before returning.
 
     Raises StoreError for an existing store without ``resume``, a missing/foreign store with
@@ -402,7 +405,8 @@ class Recorder:
             if self._oldest is not None and time.monotonic() - self._oldest >= self._flush_secs:
                 self._write_rows(len(self._rows), wait=False)
             return False
-        background = self._kernels is not None and self._stored_here > 0
+        # the kernel at once (before the representations, as without a worker) until the worker may take it
+        background = self._kernels is not None and self._stored_here > 0 and self._kernels.may_defer
         arrays, params, x = self._model_arrays(ntk=self.ntk and not background)
         kernel = self._kernels.submit(self.model, x) if background else None
         if background and kernel is None:   # a model that cannot be snapshotted: computed here
@@ -472,7 +476,10 @@ class Recorder:
 
     def _kernel_array(self, x: torch.Tensor) -> tuple[tuple[str, str], np.ndarray]:
         from dynamics.ntk import empirical_ntk
-        kernel = empirical_ntk(self.model, x, trace=True, chunk_size=self.ntk_chunk_size)
+        if self._kernels is not None:   # also learns whether the model's forward pass draws random numbers
+            kernel = self._kernels.kernel_now(self.model, x)
+        else:
+            kernel = empirical_ntk(self.model, x, trace=True, chunk_size=self.ntk_chunk_size)
         return ("probe", "probe_"), to_numpy(kernel, "the NTK")
 
     def truncate(self, step: int) -> None:

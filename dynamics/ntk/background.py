@@ -12,6 +12,15 @@ The result is the same function of the same numbers on the same kernels: bit-ide
 process's intra-op thread count, as the caller does). A model that cannot be deep-copied (it holds a
 non-leaf tensor, a lock, an open file...) gets no snapshot: ``submit`` returns None and the caller
 computes the kernel itself. An error of the computation is raised by ``Future.result()``.
+
+Random numbers. The NTK runs the model in eval mode (dropout off), but a module may still draw from
+torch's global generators there (a noise layer that ignores the train/eval flag, a user module calling
+``torch.rand``). On the worker thread those draws would happen at moments set by thread timing, so the
+training loop's own random stream — and with it the run — would no longer be reproducible. The kernel
+is therefore computed in the background only once a kernel computed at once
+(:meth:`KernelWorker.kernel_now`, the Recorder's first) has left the global CPU and CUDA generator
+states unchanged; after one that changed them, ``submit`` returns None for good and the caller computes
+every kernel itself, as without a worker thread.
 """
 
 from __future__ import annotations
@@ -34,6 +43,14 @@ def snapshot(model: nn.Module) -> nn.Module | None:
         return None
 
 
+def generator_states() -> list[torch.Tensor]:
+    """The states of torch's global CPU generator and, where CUDA is initialised, of every CUDA device's."""
+    states = [torch.random.get_rng_state()]
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states += torch.cuda.get_rng_state_all()
+    return states
+
+
 class KernelWorker:
     """One worker thread computing traced NTKs of model snapshots (see the module docstring).
 
@@ -45,10 +62,31 @@ class KernelWorker:
         self.chunk_size = chunk_size
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ntk-worker")
         self._threads = torch.get_num_threads()
+        self._draws_random: bool | None = None   # unknown until a kernel was computed at once
+
+    def kernel_now(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Θ(x, x) of ``model`` computed in the calling thread; records whether the computation drew
+        from the global generators (see the module docstring; once it did, it stays recorded)."""
+        before = generator_states()
+        kernel = empirical_ntk(model, x, trace=True, chunk_size=self.chunk_size)
+        after = generator_states()
+        drew = len(before) != len(after) or not all(torch.equal(a, b) for a, b in zip(before, after))
+        self._draws_random = bool(self._draws_random) or drew
+        return kernel
+
+    @property
+    def may_defer(self) -> bool:
+        """True once a kernel computed at once has shown that the model's forward pass leaves the global
+        generators untouched (and none has shown otherwise): kernels may then go to the worker thread."""
+        return self._draws_random is False
 
     def submit(self, model: nn.Module, x: torch.Tensor) -> Future | None:
         """Start Θ(x, x) (traced, shape (N, N), the trained parameters' dtype) of a snapshot of
-        ``model`` taken now; None when the model cannot be snapshotted (compute it synchronously)."""
+        ``model`` taken now; None — compute it with :meth:`kernel_now` — when the model cannot be
+        snapshotted, or when no kernel computed at once has yet shown that the model's forward pass
+        leaves the global generators untouched (or one showed that it does not)."""
+        if not self.may_defer:
+            return None
         copied = snapshot(model)
         if copied is None:
             return None

@@ -254,3 +254,68 @@ def test_ntk_background_must_be_a_bool(tmp_path):
     x, y = _data(torch.float32)
     with pytest.raises(TypeError, match="ntk_background must be True or False, got 1"):
         Recorder(tmp_path / "b.zarr", MLP(5, 6, 1, 3), (x, y), ntk_background=1)
+
+
+
+class _Noise(nn.Module):
+    """Adds Gaussian noise from the global generator in train *and* eval mode (a noise layer that ignores
+    the train/eval flag)."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + 1e-3 * torch.randn_like(h)
+
+
+def _noisy_run(path, background: bool, noise: bool) -> tuple[list[float], np.ndarray, bool]:
+    """Train an MLP (with a noise layer when ``noise``) whose loop also draws from torch's global
+    generator (shuffling), checkpointing every step; returns the losses, the stored NTKs and whether
+    the worker thread ever took a kernel."""
+    torch.manual_seed(11)
+    layers = [nn.Linear(5, 16), nn.Tanh(), *([_Noise()] if noise else []), nn.Dropout(0.3), nn.Linear(16, 3)]
+    model = nn.Sequential(*layers).double()
+    x, y = _data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    losses, used_worker = [], False
+    with Recorder(path, model, (x[:6], y[:6]), ntk_background=background) as rec:
+        for step in range(8):
+            order = torch.randperm(10)                   # the loop's own draws from the global generator
+            loss = torch.nn.functional.cross_entropy(model(x[order]), y[order])
+            rec.log(step, loss=loss.item())
+            rec.checkpoint(step)
+            used_worker |= bool(rec._pending.items)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return losses, open_run(path)["checkpoints"]["ntk"].values, used_worker
+
+
+@pytest.mark.parametrize("noise", [True, False])
+def test_a_model_that_draws_random_numbers_keeps_the_runs_random_stream(tmp_path, noise):
+    """The NTK runs in eval mode (dropout off, no draws), but a noise layer that ignores the flag draws
+    from the global generator in the NTK's forward passes: on a worker thread those draws would interleave
+    with the loop's at moments set by thread timing. Such a model gets every kernel at once, so the run —
+    losses and kernels — is bit-identical to ``ntk_background=False``; without the noise layer (dropout in
+    training mode only) the kernels go to the worker thread and the run is bit-identical too."""
+    background = _noisy_run(tmp_path / "bg.zarr", True, noise)
+    at_once = _noisy_run(tmp_path / "now.zarr", False, noise)
+    assert background[0] == at_once[0]
+    np.testing.assert_array_equal(background[1], at_once[1])
+    assert background[2] is (not noise) and at_once[2] is False
+
+
+def test_kernel_worker_learns_whether_the_forward_pass_draws_random_numbers():
+    from dynamics.ntk.background import KernelWorker
+
+    x = torch.randn(4, 3, dtype=torch.float64)
+    for noise in (False, True):
+        model = nn.Sequential(nn.Linear(3, 4), *([_Noise()] if noise else []), nn.Linear(4, 2)).double()
+        worker = KernelWorker()
+        try:
+            assert worker.submit(model, x) is None          # not known yet: computed at once
+            first = worker.kernel_now(model, x)
+            future = worker.submit(model, x)
+            assert (future is None) is noise
+            if future is not None:
+                np.testing.assert_array_equal(future.result().numpy(), first.numpy())
+        finally:
+            worker.shutdown()
