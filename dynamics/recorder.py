@@ -248,7 +248,6 @@ class Recorder:
         # NTKs of checkpoints after the first are computed on a worker thread (see checkpoint())
         self._kernels = KernelWorker(ntk_chunk_size) if ntk and ntk_background else None
         self._pending = PendingCheckpoints(self._writer, self._restore)
-        self._stored_here = 0   # checkpoints this Recorder stored (or has pending)
 
     def _check_resumed(self, x: np.ndarray, y: np.ndarray, config: dict | None, params: str | None,
                        index: np.ndarray | None) -> None:
@@ -405,8 +404,9 @@ class Recorder:
             if self._oldest is not None and time.monotonic() - self._oldest >= self._flush_secs:
                 self._write_rows(len(self._rows), wait=False)
             return False
-        # the kernel at once (before the representations, as without a worker) until the worker may take it
-        background = self._kernels is not None and self._stored_here > 0 and self._kernels.may_defer
+        # the kernel at once (before the representations, as without a worker) until the worker may take
+        # it: after this Recorder's first kernel, computed at once, showed that it draws no random numbers
+        background = self._kernels is not None and self._kernels.may_defer
         arrays, params, x = self._model_arrays(ntk=self.ntk and not background)
         kernel = self._kernels.submit(self.model, x) if background else None
         if background and kernel is None:   # a model that cannot be snapshotted: computed here
@@ -432,7 +432,6 @@ class Recorder:
                 kernel.cancel()
                 raise
             self._pending.add(pending)
-        self._stored_here += 1
         self._rows = self._rows[n:]
         self._oldest = time.monotonic() if self._rows else None
         self._last_checkpoint_call = step

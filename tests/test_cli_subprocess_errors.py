@@ -10,26 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_cli_config_errors import TINY   # the same tiny config as the in-process twins
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-TINY = """preset = "digits"
-name = "tiny"
-[data]
-n_train = 160
-n_test = 60
-probe_size = 12
-[model]
-hidden = 24
-depth = 2
-[train]
-optimizers = ["adam"]
-steps = 3
-batch_size = 16
-checkpoints = 2
-eval_size = 20
-ntk = false
-"""
 NPZ = """name = "npz"
 [data]
 name = "npz"

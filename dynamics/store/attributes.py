@@ -26,6 +26,9 @@ _CHECKPOINT = ("checkpoint index", "1", "position of the checkpoint in the run: 
 _CHECKPOINT_STEP = ("training step of the checkpoint", "1",
                     "number of optimiser updates done when the checkpoint was taken (0 = initialisation)")
 _CHECKPOINT_EPOCH = ("epoch of the checkpoint", "1", "training progress in epochs at the checkpoint")
+# the coordinates of every group indexed by checkpoint
+_CHECKPOINT_COORDS = {"checkpoint": _CHECKPOINT, "checkpoint_step": _CHECKPOINT_STEP,
+                      "checkpoint_epoch": _CHECKPOINT_EPOCH}
 
 
 def _change(batch: str, smooth: bool = False, log: bool = False) -> Entry:
@@ -65,7 +68,7 @@ _GROUPS: dict[str, dict[str, Entry]] = {
         "phase": ("optimiser phase", "1", "index of the optimiser phase ([[train.phases]]) the step belongs to"),
     },
     "checkpoints": {
-        "checkpoint": _CHECKPOINT, "checkpoint_step": _CHECKPOINT_STEP, "checkpoint_epoch": _CHECKPOINT_EPOCH,
+        **_CHECKPOINT_COORDS,
         "step": _CHECKPOINT_STEP, "epoch": _CHECKPOINT_EPOCH,   # the names in stores written before
         "train_loss": ("training loss", "1", "mean loss over the training evaluation set at the checkpoint"),
         "train_acc": ("training accuracy", "1", "fraction of the training evaluation set classified correctly"),
@@ -74,8 +77,7 @@ _GROUPS: dict[str, dict[str, Entry]] = {
         "ntk": ("empirical neural tangent kernel", "1",
                 "Θ(x_i, x_j) = Σ_o ⟨∂f_o(x_i)/∂θ, ∂f_o(x_j)/∂θ⟩ on the probe inputs, traced over the outputs"),
     },
-    "params": {"checkpoint": _CHECKPOINT, "checkpoint_step": _CHECKPOINT_STEP, "checkpoint_epoch": _CHECKPOINT_EPOCH,
-               "step": _CHECKPOINT_STEP, "epoch": _CHECKPOINT_EPOCH},
+    "params": {**_CHECKPOINT_COORDS, "step": _CHECKPOINT_STEP, "epoch": _CHECKPOINT_EPOCH},
     "probe": {
         "x": ("probe inputs", "1", "the fixed probe set's inputs (standardised as in training) that NTKs and "
                                    "representations are computed on"),
@@ -85,7 +87,7 @@ _GROUPS: dict[str, dict[str, Entry]] = {
                         "(after the train/test split of data.split_seed); -1 where the caller gave none"),
     },
     "analysis": {
-        "checkpoint": _CHECKPOINT, "checkpoint_step": _CHECKPOINT_STEP, "checkpoint_epoch": _CHECKPOINT_EPOCH,
+        **_CHECKPOINT_COORDS,
         "step": _STEP, "epoch": _EPOCH,
         "layer": ("layer", "1", "recorded layer (module name with '.' → '__')"),
         "param": ("parameter", "1", "trained parameter (name with '.' → '__')"),
