@@ -12,14 +12,34 @@ from tqdm import tqdm
 
 from dynamics.cluster import dashboard_link, open_client
 from dynamics.sweep_manifest import write_manifest
+from trainers.optimizer_options import GN_KINDS
 from trainers.sweep_plan import SweepPlan
 from trainers.sweep_worker import train_run, worker_preload
+
+# an exact GN step costs about twice a first-order step on the benchmarks' models
+# (benchmarks/gn_step.py: 1.75–3.8x Adam; benchmarks/sweep.py's digits runs: 2x)
+GN_STEP_COST = 2.0
 
 
 def wanted(run: dict, retries: int) -> bool:
     """Whether an invocation with ``retries`` trains ``run``: not complete, and not a run that already
     failed ``1 + retries`` times (a larger ``--retries`` tries it again)."""
     return run["status"] != "complete" and run.get("failures", 0) <= retries
+
+
+def expected_cost(config: dict) -> float:
+    """A run's relative cost, for ordering only: its training length (``train.steps``, else
+    ``train.epochs``) × :data:`GN_STEP_COST` when one of its optimisers is an exact GN kind."""
+    length = config["train"]["steps"] or config["train"]["epochs"]
+    gn = any(options.get("kind") in GN_KINDS for options in config["optimizers"].values())
+    return length * (GN_STEP_COST if gn else 1.0)
+
+
+def longest_first(todo: list[str], plan: SweepPlan) -> list[str]:
+    """``todo`` by decreasing :func:`expected_cost`, ties in plan order: longest processing time first
+    (Graham 1969), so that the last runs to finish are short ones and no worker idles long at the end
+    while another finishes a long run."""
+    return sorted(todo, key=lambda name: -expected_cost(plan.runs[name].config))
 
 
 def progress_bar(manifest: dict, quiet: bool) -> tqdm:
@@ -44,17 +64,20 @@ def drive(manifest: dict, folder: Path, todo: list[str], plan: SweepPlan, *, wor
         if link and not quiet:
             bar.write(f"dask dashboard: {link}", file=sys.stderr)
         names: dict[object, str] = {}
+        order = longest_first(todo, plan)
+        priority = {name: len(order) - i for i, name in enumerate(order)}  # dask: higher runs first
 
         def submit(name: str) -> object:
             run, spec = manifest["runs"][name], plan.runs[name]
             run["attempts"] += 1
             run["status"] = "running"
             future = client.submit(train_run, spec.config, spec.optimizer, str(folder / run["store"]), str(stop),
-                                   key=f"sweep-train-{name}-{uuid.uuid4().hex[:8]}", pure=False)
+                                   key=f"sweep-train-{name}-{uuid.uuid4().hex[:8]}", pure=False,
+                                   priority=priority[name])
             names[future] = name
             return future
 
-        futures = as_completed([submit(name) for name in todo])
+        futures = as_completed([submit(name) for name in order])
         write_manifest(folder, manifest)
         try:
             for future in futures:

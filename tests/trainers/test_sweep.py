@@ -109,6 +109,20 @@ def test_reference_sweep_dedups_and_records_failures(reference):
                 run["optimizer"]
 
 
+def test_runs_start_longest_first(tmp_path):
+    """One worker runs the tasks in the driver's order: by expected cost (training length, x2 for
+    exact GN), not in plan order (which is gn, adam at steps 10, then at steps 40)."""
+    path = tmp_path / "lpt.toml"
+    path.write_text(SWEEP.format(steps=10).split("[sweep]")[0] + '[sweep]\n"train.steps" = [10, 40]\n')
+    run_sweep(path, tmp_path / "out", workers=1, quiet=True)
+    runs = read_manifest(tmp_path / "out")["runs"]
+    assert all(run["status"] == "complete" for run in runs.values())
+    # a store's probe is written once, when its run starts
+    started = sorted(runs, key=lambda n: (tmp_path / "out" / runs[n]["store"] / "probe" / "x" / "zarr.json").stat().st_mtime)
+    cost = {n: runs[n]["config"]["train"]["steps"] * (2 if runs[n]["optimizer"] == "gn" else 1) for n in runs}
+    assert [cost[n] for n in started] == [80, 40, 20, 10], started
+
+
 # ---------------------------------------------------------------------------- planning (no cluster)
 def test_plan_grid_dedup_and_names(tmp_path):
     plan = plan_sweep(sweep_file(tmp_path, extra=""))
