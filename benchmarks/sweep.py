@@ -214,19 +214,19 @@ def main() -> None:
           "plain processes (s) | their efficiency (ceiling) | load (1 min) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['steps']} | {r['t_seq']:.1f} | {r['t_par']:.1f} | {r['t_seq'] / r['t_par']:.2f}x | "
+        print(f"| {r['steps']:.0f} | {r['t_seq']:.1f} | {r['t_par']:.1f} | {r['t_seq'] / r['t_par']:.2f}x | "
               f"{100 * r['efficiency']:.0f} % | {r['t_plain']:.1f} | {100 * r['plain_efficiency']:.0f} % | "
               f"{r['load']:.1f} |")
     for r in rows:
         each = ", ".join(f"{100 * a:.0f}/{100 * b:.0f}" for a, b in r["each"])
-        print(f"  {r['steps']} steps, each repeat (LocalCluster/plain, %): {each}")
+        print(f"  {r['steps']:.0f} steps, each repeat (LocalCluster/plain, %): {each}")
     print("\nbreakdown (s): sequential = imports + Σ runs (+ interpreter start); the first run's extra over "
           "later runs of its optimiser is one-time work; parallel fixed cost = T_parallel − Σ tasks / workers")
     print("| steps | seq: imports | seq: Σ runs | seq: first run's extra | seq: one-time total | "
           "par: Σ task time on workers | par: fixed cost |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['steps']} | {r['seq_imports']:.1f} | {r['seq_runs']:.1f} | {r['first_extra']:.1f} | "
+        print(f"| {r['steps']:.0f} | {r['seq_imports']:.1f} | {r['seq_runs']:.1f} | {r['first_extra']:.1f} | "
               f"{r['seq_fixed']:.1f} | {r['tasks']:.1f} | {r['par_fixed']:.1f} |")
 
 

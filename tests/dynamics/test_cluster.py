@@ -23,14 +23,23 @@ import json, os, sys
 from dynamics.cluster import open_client
 
 def before_any_task():
+    import dask
+    from dynamics.cluster import QUIET_MONITORS
     return {"modules": [m in sys.modules for m in ("torch", "trainers.loop", "json.tool")],
             "pid": os.getpid(), "ppid": os.getppid(), "omp": os.environ.get("OMP_NUM_THREADS"),
-            "hash": hash("sweep")}
+            "hash": hash("sweep"), "monitors": {k: dask.config.get(k) for k in QUIET_MONITORS}}
+
+def profile_thread(dask_worker):
+    return dask_worker.profile_recent["count"]
 
 def threads(_):
+    import time
     from dynamics.cluster import single_threaded
     single_threaded()
     import torch
+    end = time.perf_counter() + 0.3   # long enough for distributed's profiler to sample it, were it on
+    while time.perf_counter() < end:
+        pass
     return torch.get_num_threads()
 
 if __name__ == "__main__":
@@ -38,8 +47,9 @@ if __name__ == "__main__":
         client.wait_for_workers(2)
         info = client.run(before_any_task)
         settings = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.WORKER_SATURATION)
-        print(json.dumps({"info": list(info.values()), "threads": client.gather(client.map(threads, range(2), pure=False)),
-                          "saturation": settings, "driver": os.getpid()}))
+        ran = client.gather(client.map(threads, range(2), pure=False))
+        print(json.dumps({"info": list(info.values()), "threads": ran, "saturation": settings,
+                          "driver": os.getpid(), "samples": list(client.run(profile_thread).values())}))
 """
 
 
@@ -62,6 +72,13 @@ def test_local_workers_are_forked_with_the_preloaded_modules(tmp_path):
     assert info[0]["hash"] == info[1]["hash"]               # one fixed string hash seed
     assert result["threads"] == [1, 1]
     assert result["saturation"] == 1.0
+    # distributed's monitors leave the task thread alone: no profiler samples, slow ticks and monitors
+    for worker in info:
+        assert worker["monitors"] == {"distributed.worker.profile.enabled": False,
+                                      "distributed.admin.tick.interval": "1s",
+                                      "distributed.admin.system-monitor.interval": "2s",
+                                      "distributed.worker.memory.monitor-interval": "1s"}
+    assert result["samples"] == [0, 0]
 
 
 @pytest.mark.parametrize(("workers", "scheduler", "piece"), [

@@ -118,7 +118,10 @@ def test_runs_start_longest_first(tmp_path):
     runs = read_manifest(tmp_path / "out")["runs"]
     assert all(run["status"] == "complete" for run in runs.values())
     # a store's probe is written once, when its run starts
-    started = sorted(runs, key=lambda n: (tmp_path / "out" / runs[n]["store"] / "probe" / "x" / "zarr.json").stat().st_mtime)
+    def start(name: str) -> float:
+        return (tmp_path / "out" / runs[name]["store"] / "probe" / "x" / "zarr.json").stat().st_mtime
+
+    started = sorted(runs, key=start)
     cost = {n: runs[n]["config"]["train"]["steps"] * (2 if runs[n]["optimizer"] == "gn" else 1) for n in runs}
     assert [cost[n] for n in started] == [80, 40, 20, 10], started
 
