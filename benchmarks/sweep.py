@@ -63,43 +63,28 @@ checkpoints = 6
 """
 
 
-def sequential_child(path: Path, out: Path) -> dict:
-    """In a fresh process: train every run of sweep file ``path`` one after another; the timings."""
+def train_one_after_another(path: Path, out: Path, share: tuple[int, int] | None = None) -> dict:
+    """In a fresh process, single-threaded: train the runs of sweep file ``path`` one after another
+    (all of them, or share ``part`` of ``parts`` when ``share`` is given; see :func:`shares`); the
+    import time and each run's seconds."""
     start = time.perf_counter()
     import torch
 
-    torch.set_num_threads(1)   # the baseline is one core's work
+    torch.set_num_threads(1)   # one core's work
     from trainers.sweep_plan import plan_sweep
     from trainers.sweep_worker import train_run
 
     imports = time.perf_counter() - start
     plan = plan_sweep(path)
+    names = list(plan.runs) if share is None else shares(plan, share[1])[share[0]]
     runs = {}
-    for name, spec in plan.runs.items():
-        result = train_run(spec.config, spec.optimizer, str(out / f"{name}.zarr"), str(out / "stop"))
-        if result["status"] != "complete":
-            raise RuntimeError(f"run {name} ended {result['status']}: {result['error']}")
-        runs[name] = result["seconds"]
-    return {"imports": imports, "runs": runs}
-
-
-def share_child(path: Path, out: Path, part: int, parts: int) -> dict:
-    """In a fresh process: train share ``part`` of ``parts`` of the runs (see :func:`shares`)."""
-    import torch
-
-    torch.set_num_threads(1)
-    from trainers.sweep_plan import plan_sweep
-    from trainers.sweep_worker import train_run
-
-    plan = plan_sweep(path)
-    runs = {}
-    for name in shares(plan, parts)[part]:
+    for name in names:
         spec = plan.runs[name]
         result = train_run(spec.config, spec.optimizer, str(out / f"{name}.zarr"), str(out / "stop"))
         if result["status"] != "complete":
             raise RuntimeError(f"run {name} ended {result['status']}: {result['error']}")
         runs[name] = result["seconds"]
-    return {"runs": runs}
+    return {"imports": imports, "runs": runs}
 
 
 def shares(plan, parts: int) -> list[list[str]]:
@@ -193,9 +178,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--part", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    children = {"sequential": lambda: sequential_child(args.sweep_file, args.out),
+    children = {"sequential": lambda: train_one_after_another(args.sweep_file, args.out),
                 "parallel": lambda: parallel_child(args.sweep_file, args.out, args.workers),
-                "share": lambda: share_child(args.sweep_file, args.out, args.part, args.workers)}
+                "share": lambda: train_one_after_another(args.sweep_file, args.out, (args.part, args.workers))}
     if args.child:
         print(json.dumps(children[args.child]()))
         return

@@ -19,8 +19,9 @@ scheduler's start-up; ``dynamics sweep`` starts it even earlier, before the driv
 the trainers (:func:`start_forkserver` with :data:`SWEEP_MODULES`), so the two import in parallel.
 It is one per Python process (multiprocessing's singleton; it exits with that process): a second
 sweep in the same process reuses it, with the preload of the first. It is launched with the thread
-variables set to 1 (and ``PYTHONHASHSEED`` fixed, as distributed does for spawned workers), so the forkserver's own imports start no thread pools; each task still calls
-:func:`single_threaded`. On platforms without fork (Windows) workers are spawned as before.
+variables set to 1 (and ``PYTHONHASHSEED`` fixed, as distributed does for spawned workers), so the
+forkserver's own imports start no thread pools; each task still calls :func:`single_threaded`. On
+platforms without fork (Windows) workers are spawned as before.
 """
 
 from __future__ import annotations
