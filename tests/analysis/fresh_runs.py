@@ -15,6 +15,7 @@ import sys
 
 import torch
 
+from analysis import analyze
 from dynamics import Recorder
 from dynamics.models import RevMLP
 from dynamics.schedules import every as every_n
@@ -87,3 +88,12 @@ if __name__ == "__main__":
     print("ready", flush=True)
     sys.stdin.read()
     rec.close()
+
+
+def write_legacy_analysis(store):
+    """A run store with a one-run analysis written as older versions wrote it: no source token."""
+    store = record(store, 0, 10)
+    legacy = analyze(store, write=False, probe_checkpoints="none")
+    legacy.attrs.pop("source")
+    legacy.to_zarr(store, group="analysis", mode="w", consolidated=False, zarr_format=3)
+    return store

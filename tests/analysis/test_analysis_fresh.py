@@ -20,7 +20,7 @@ from analysis.store_io import _aside, read_analysis_group, rewrite_root
 from analysis_textbook import linear_cka_textbook
 from dynamics import open_run
 from dynamics.errors import StoreError
-from fresh_runs import open_recorder, record, train_steps
+from fresh_runs import open_recorder, record, train_steps, write_legacy_analysis
 
 
 def raw(store, group):
@@ -93,10 +93,7 @@ def test_truncated_and_rewritten_run_with_the_same_mark_is_analysed_again(tmp_pa
 
 
 def test_analysis_without_a_source_token_is_not_trusted(tmp_path):
-    store = record(tmp_path / "sgd.zarr", 0, 10)
-    legacy = analyze(store, write=False, probe_checkpoints="none")
-    legacy.attrs.pop("source")
-    legacy.to_zarr(store, group="analysis", mode="w", consolidated=False, zarr_format=3)  # as older versions wrote
+    store = write_legacy_analysis(tmp_path / "sgd.zarr")
     with pytest.raises(ValueError, match="records no source token"):
         open_runs([store], compute_missing=False)
     expect_current(store, open_runs([store]).isel(run=0))

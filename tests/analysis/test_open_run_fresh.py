@@ -12,7 +12,7 @@ import xarray as xr
 from analysis import analyze
 from dynamics import open_run
 from dynamics.errors import StoreError
-from fresh_runs import open_recorder, record, train_steps
+from fresh_runs import open_recorder, record, train_steps, write_legacy_analysis
 
 
 def resume_to(store, stop, *, truncate=None, start=None, shift=0.0):
@@ -59,10 +59,7 @@ def test_truncated_and_rewritten_run_with_the_same_mark_raises(tmp_path):
 
 
 def test_analysis_without_a_token_raises(tmp_path):
-    store = record(tmp_path / "sgd.zarr", 0, 10)
-    legacy = analyze(store, write=False, probe_checkpoints="none")
-    legacy.attrs.pop("source")
-    legacy.to_zarr(store, group="analysis", mode="w", consolidated=False, zarr_format=3)  # as older versions wrote
+    store = write_legacy_analysis(tmp_path / "sgd.zarr")
     with pytest.raises(StoreError, match="records no source token"):
         open_run(store)
     assert "analysis" not in open_run(store, analysis="omit").children

@@ -39,6 +39,17 @@ def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, rec: Recorder, st
         opt.step()
 
 
+def _assert_every_kernel_is_dense(path, model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> None:
+    """Record ``steps`` SGD steps (a checkpoint at each, no representations) into ``path``; each stored
+    NTK equals the dense Jacobian's at that step's parameters."""
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+    with Recorder(path, model, (x, y), layers=[]) as rec:
+        _train(model, x, y, rec, steps, snapshots)
+    stored = open_run(path)["checkpoints"]["ntk"].values
+    for step in range(steps):
+        np.testing.assert_allclose(stored[step], _dense_ntk(model, snapshots[step], x), rtol=1e-12, atol=1e-12)
+
+
 def _data(dtype=torch.float64):
     gen = torch.Generator().manual_seed(3)
     return torch.randn(10, 5, generator=gen, dtype=dtype), torch.randint(0, 3, (10,), generator=gen)
@@ -76,12 +87,7 @@ def test_the_issue_11_hardtanh_model_gets_its_true_kernel_in_the_background(tmp_
         hit = (model[0](x).abs() > 1).any(1)
     assert not hit[:4].any() and hit[4:].all()
     y = torch.randint(0, 2, (8,), generator=gen)
-    snapshots: dict[int, dict[str, torch.Tensor]] = {}
-    with Recorder(tmp_path / "h.zarr", model, (x, y), layers=[]) as rec:
-        _train(model, x, y, rec, 6, snapshots)
-    stored = open_run(tmp_path / "h.zarr")["checkpoints"]["ntk"].values
-    for step in range(6):
-        np.testing.assert_allclose(stored[step], _dense_ntk(model, snapshots[step], x), rtol=1e-12, atol=1e-12)
+    _assert_every_kernel_is_dense(tmp_path / "h.zarr", model, x, y, 6)
 
 
 #: Opened by the tests; a _FailsWithGrad kernel waits for it, so that checkpoints stay pending.
@@ -226,12 +232,7 @@ class _Uncopyable(nn.Module):
 def test_a_model_that_cannot_be_copied_gets_its_kernel_at_once(tmp_path):
     x, y = _data()
     model = _Uncopyable()
-    snapshots: dict[int, dict[str, torch.Tensor]] = {}
-    with Recorder(tmp_path / "u.zarr", model, (x, y), layers=[]) as rec:
-        _train(model, x, y, rec, 4, snapshots)
-    stored = open_run(tmp_path / "u.zarr")["checkpoints"]["ntk"].values
-    for step in range(4):
-        np.testing.assert_allclose(stored[step], _dense_ntk(model, snapshots[step], x), rtol=1e-12, atol=1e-12)
+    _assert_every_kernel_is_dense(tmp_path / "u.zarr", model, x, y, 4)
 
 
 def test_a_dtype_change_is_refused_at_the_call_while_a_kernel_is_pending(tmp_path):
