@@ -52,11 +52,6 @@ def read_nodes(path: Path) -> dict[str, dict[str, Any]]:
     return nodes
 
 
-def array_node(path: Path, key: str) -> dict[str, Any]:
-    """The metadata entry of the array ``key`` ("checkpoints/ntk") of store ``path``, from its file."""
-    return json.loads((path / key / "zarr.json").read_text())
-
-
 def committed_view(nodes: dict[str, dict[str, Any]], committed: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``nodes`` as a reader should see them under the ``committed`` mark: row arrays of the variables
     listed in ``committed`` with their first dimension set to the committed rows, other row arrays
@@ -86,7 +81,7 @@ def write_root(path: Path, document: dict[str, Any]) -> None:
     tmp = path / f"zarr.json.{os.getpid()}.partial"
     try:
         with open(tmp, "w") as f:
-            f.write(json.dumps(document, indent=1))
+            f.write(json.dumps(document))   # the C encoder: several times faster than indent=
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

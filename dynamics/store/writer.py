@@ -4,8 +4,9 @@ Every append first grows all arrays of the groups it touches that lack room (``r
 most appends find room and rewrite no array metadata), then writes every new row of every variable
 (NaN where a name has no value), and only then replaces the root ``zarr.json``: the commit record
 (:mod:`dynamics.store.root`), which holds the ``committed`` mark and the consolidated metadata of the
-committed rows. zarr's local store writes each chunk through a temporary file and a rename, and the
-root is replaced the same way, so a process killed at any moment leaves a store whose committed rows
+committed rows. Each chunk file and array document is written through a temporary file and a rename
+(:mod:`dynamics.store.chunks`, which writes the zarr v3 format directly), and the root is replaced the
+same way, so a process killed at any moment leaves a store whose committed rows
 are intact and whose consolidated metadata shows exactly them to plain xarray. A checkpoint and the
 metrics rows logged up to it are one batch with one commit. Rows past ``committed`` (and their
 variables) are ignored by every reader, and trimmed on resume and at close.
@@ -16,7 +17,6 @@ batch is kept until its write succeeded (see :class:`RunWriter`).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -28,19 +28,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import zarr
-from zarr.codecs import ZstdCodec
-from zarr.core.buffer import Buffer
-from zarr.core.sync import sync as zarr_sync  # runs a coroutine on zarr's own event loop
-from zarr.storage import LocalStore
 
 from dynamics.errors import StoreError
 from dynamics.store import root as root_record
 from dynamics.store import schema, validate
 from dynamics.store.attributes import cf_attrs
+from dynamics.store.chunks import FILL, RowArray, group_document, write_document
 from dynamics.store.lock import StoreLock, abandoned, sweep_temporary
 from dynamics.store.reader import check_store, quiet_zarr_warnings
-
-_FILL = {"i": -1, "u": 0, "f": np.nan, "b": False}
 
 
 def _versions() -> dict[str, str]:
@@ -52,73 +47,13 @@ def _versions() -> dict[str, str]:
             "xarray": xarray.__version__, "zarr": zarr.__version__, "dynamics": dynamics.__version__}
 
 
-# zarr runs every file read, file write, compression and decompression of a chunk as a task on a
-# worker thread. A checkpoint touches a few dozen small chunks, and in a training loop the worker
-# threads are asleep between checkpoints: waking one costs more than the work it is handed
-# (benchmarks/recorder_overhead.py: a checkpoint's writes took about 20 ms with the hand-offs and
-# 7 ms without). The writer therefore runs that work in zarr's event-loop thread itself. The bytes on
-# disk and the metadata are zarr's own, so any zarr reader opens the store.
-
-#: Runtime settings of every array the writer touches: write each chunk as given, without first
-#: comparing it with the fill value (a writer's rows are data; the comparison only costs time).
-_ARRAY_CONFIG = {"write_empty_chunks": True}
-
-
-class _InlineLocalStore(LocalStore):
-    """zarr's LocalStore, reading and writing files in the calling (event-loop) thread through its
-    ``get_sync``/``set_sync`` (a write goes to a temporary file, then a rename, as ``set`` does), and
-    answering ``set_if_not_exists`` (zarr's parent-group documents at each array creation) and
-    ``exists`` there too: zarr's own versions hand each file to a thread pool and back, and these
-    hand-offs wait for the GIL while training runs (creating 25 arrays in a run store while another
-    process kept both cores busy: 0.50 s through the thread pool, 0.19 s here)."""
-
-    async def get(self, key: str, prototype: Any = None, byte_range: Any = None) -> Buffer | None:
-        return self.get_sync(key, prototype=prototype, byte_range=byte_range)
-
-    async def set(self, key: str, value: Buffer) -> None:
-        self.set_sync(key, value)
-
-    async def set_if_not_exists(self, key: str, value: Buffer) -> None:
-        if not (self.root / key).exists():   # the store's lock keeps other writers out
-            self.set_sync(key, value)
-
-    async def exists(self, key: str) -> bool:
-        return (self.root / key).is_file()
-
-
-class _InlineZstdCodec(ZstdCodec):
-    """zarr's zstd codec (same bytes, same metadata ``{"name": "zstd", ...}``), compressing and
-    decompressing in the calling thread."""
-
-    async def _encode_single(self, chunk_bytes: Buffer, chunk_spec: Any) -> Buffer | None:
-        return self._encode_sync(chunk_bytes, chunk_spec)
-
-    async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: Any) -> Buffer:
-        return self._decode_sync(chunk_bytes, chunk_spec)
-
-
-def _for_writing(array: zarr.Array) -> zarr.Array:
-    """The same stored array, opened with :class:`_InlineZstdCodec` and :data:`_ARRAY_CONFIG`."""
-    meta = array.metadata.to_dict()
-    meta["codecs"] = [_InlineZstdCodec(**codec["configuration"]) if codec["name"] == "zstd" else codec
-                      for codec in meta["codecs"]]
-    return zarr.Array(zarr.AsyncArray(meta, array.store_path, config=_ARRAY_CONFIG))
-
-
-def _open_root(path: Path) -> zarr.Group:
-    return zarr.open_group(_InlineLocalStore(path), mode="r+", zarr_format=3, use_consolidated=False)
-
-
-def _create_array(group: zarr.Group, name: str, dims: tuple[str, ...], shape: tuple[int, ...],
-                  chunks: tuple[int, ...], dtype: Any, attrs: dict | None = None) -> zarr.Array:
-    """A new array ``name`` of ``group`` with the registry's CF attributes
-    (:func:`dynamics.store.attributes.cf_attrs`) and ``attrs``."""
-    dtype = np.dtype(dtype)
-    attributes = {**cf_attrs(group.basename, name), **(attrs or {})}
-    return group.create_array(name, overwrite=True, shape=shape, chunks=tuple(max(c, 1) for c in chunks), dtype=dtype,
-                              fill_value=_FILL.get(dtype.kind, 0), dimension_names=list(dims),
-                              attributes=attributes, compressors=_InlineZstdCodec(level=1, checksum=True), config=_ARRAY_CONFIG,
-                              chunk_key_encoding={"name": "default", "separator": "."})
+def _create_array(path: Path, group: str, name: str, dims: tuple[str, ...], shape: tuple[int, ...],
+                  chunks: tuple[int, ...], dtype: Any, attrs: dict | None = None) -> RowArray:
+    """A new array ``group/name`` of store ``path`` (:class:`dynamics.store.chunks.RowArray`, chunks of
+    ``chunks[0]`` rows) with the registry's CF attributes (:func:`dynamics.store.attributes.cf_attrs`)
+    and ``attrs``."""
+    attributes = {**cf_attrs(group, name), **(attrs or {})}
+    return RowArray.create(path / group / name, dims, shape, chunks[0], dtype, attributes)
 
 
 #: Rows a row array grows to at least: chunks never written take no space, so a large first block
@@ -151,51 +86,18 @@ def _strip_consolidated(path: Path) -> None:
     os.replace(tmp, meta_path)
 
 
-def _run_all(coroutines: list) -> None:
-    """Run ``coroutines`` concurrently on zarr's event loop; the first failure cancels the others and
-    is raised as itself (no sibling is left running, no exception is left unretrieved)."""
-    async def run() -> None:
-        async with asyncio.TaskGroup() as group:
-            for coroutine in coroutines:
-                group.create_task(coroutine)
-    try:
-        zarr_sync(run())
-    except BaseExceptionGroup as errors:
-        first = errors.exceptions[0]
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
-        raise first from None
-
-
-def _delete_chunks_past(folder: Path, array: zarr.Array, rows: int) -> None:
-    """Delete the chunk files of ``array`` (stored in ``folder``) that lie wholly past row ``rows``.
-
-    Done here, file by file, rather than by zarr's ``resize``, which deletes through concurrent tasks
-    that go on (and each fail, unretrieved) after the first failure on a read-only file system."""
-    first_gone = -(-rows // (array.shards or array.chunks)[0])
-    separator = array.metadata.chunk_key_encoding.separator   # keys "c<sep>i<sep>j…" (default encoding)
-    for root, _, files in os.walk(folder):
-        for name in files:
-            key = os.path.relpath(os.path.join(root, name), folder).replace(os.sep, separator)
-            parts = key.split(separator)
-            if parts[0] == "c" and len(parts) > 1 and parts[1].isdigit() and int(parts[1]) >= first_gone:
-                os.unlink(os.path.join(root, name))
-
-
 def _grow_then_write(plan: list) -> None:
-    """Grow every planned array, then write its new rows: one concurrent batch on zarr's loop.
+    """Grow every planned array, then write its new rows, one array after another (the first failure
+    stops the batch; nothing is left running).
 
-    ``plan``: (async array, first row, rows, values) per array. Each array is resized before its own
-    rows are written; arrays do not wait for each other. Arrays grow in blocks (see
+    ``plan``: (:class:`RowArray`, first row, rows, values) per array. Arrays grow in blocks (see
     :func:`_capacity`), so most appends rewrite no array metadata. Nothing here is visible as
     committed: the commit record is replaced only after the batch.
     """
-    async def grow_write(a: Any, rows: int, n: int, v: np.ndarray) -> None:
-        if a.shape[0] < rows + n:
-            await a.resize((_capacity(a.shape[0], rows + n, a.chunks[0]),) + a.shape[1:])
-        await a.setitem(slice(rows, rows + n), v)
-
-    _run_all([grow_write(*item) for item in plan])
+    for array, rows, n, values in plan:
+        if array.shape[0] < rows + n:
+            array.resize(_capacity(array.shape[0], rows + n, array.chunk_rows))
+        array.write_rows(rows, values)
 
 
 def _sweep_abandoned_creations(path: Path) -> None:
@@ -206,7 +108,7 @@ def _sweep_abandoned_creations(path: Path) -> None:
 
 
 def _remove_partial_files(path: Path) -> None:
-    """Delete temporary files (``*.partial``) that a killed zarr write left behind."""
+    """Delete temporary files (``*.partial``) that a killed write left behind."""
     for partial in path.rglob("*.partial"):
         partial.unlink(missing_ok=True)
 
@@ -260,13 +162,13 @@ class RunWriter:
     of these calls, and is kept and written again by the one after it.
     """
 
-    def __init__(self, path: Path, root: zarr.Group, lock: StoreLock) -> None:
-        self.path, self.root, self._lock = path, root, lock
+    def __init__(self, path: Path, lock: StoreLock) -> None:
+        self.path, self._lock = path, lock
         self.attrs: dict[str, Any] = dict(json.loads((path / "zarr.json").read_text()).get("attributes", {}))
         self.committed = schema.parse_json_attr(self.attrs, "committed", path)
         self.nonfinite = schema.parse_json_attr(self.attrs, "nonfinite", path)
         self._nodes = root_record.read_nodes(path)
-        self._arrays: dict[tuple[str, str], zarr.Array] = {}
+        self._arrays: dict[tuple[str, str], RowArray] = {}
         self._rows_past_committed = False  # a write that failed may have left rows past ``committed``
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-writer-{path.name}")
         self._batch: _Batch | None = None  # in flight, or failed and waiting to be written again
@@ -308,29 +210,27 @@ class RunWriter:
             raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        return cls(path, _open_root(path), lock)
+        return cls(path, lock)
 
     @staticmethod
     def _build(path: Path, config_json: str, probe_x: np.ndarray, probe_y: np.ndarray, extra: dict,
                probe_index: np.ndarray | None) -> None:
-        root = zarr.create_group(str(path), zarr_format=3)
-        metrics = root.create_group("metrics")
-        _create_array(metrics, "step", ("step",), (0,), (schema.METRICS_CHUNK,), np.int64)
-        _create_array(metrics, "epoch", ("step",), (0,), (schema.METRICS_CHUNK,), np.float64)
-        for name in ("checkpoints", "params"):
-            group = root.create_group(name)
+        for group in ("metrics", "checkpoints", "params", "probe"):
+            (path / group).mkdir()
+            write_document(path / group, group_document())
+        _create_array(path, "metrics", "step", ("step",), (0,), (schema.METRICS_CHUNK,), np.int64)
+        _create_array(path, "metrics", "epoch", ("step",), (0,), (schema.METRICS_CHUNK,), np.float64)
+        for group in ("checkpoints", "params"):
             coord_chunk = (schema.checkpoint_chunk_rows(8),)
-            _create_array(group, "checkpoint", ("checkpoint",), (0,), coord_chunk, np.int64)
-            _create_array(group, "checkpoint_step", ("checkpoint",), (0,), coord_chunk, np.int64)
-            _create_array(group, "checkpoint_epoch", ("checkpoint",), (0,), coord_chunk, np.float64)
-        probe = root.create_group("probe")
+            _create_array(path, group, "checkpoint", ("checkpoint",), (0,), coord_chunk, np.int64)
+            _create_array(path, group, "checkpoint_step", ("checkpoint",), (0,), coord_chunk, np.int64)
+            _create_array(path, group, "checkpoint_epoch", ("checkpoint",), (0,), coord_chunk, np.float64)
         probe_arrays = [("x", probe_x, "feature"), ("y", probe_y, "output")]
         if probe_index is not None:
             probe_arrays.append(("probe_index", probe_index, ""))
         for name, data, base in probe_arrays:
             dims = ("probe",) if data.ndim == 1 else _probe_dims(data.ndim, base)
-            array = _create_array(probe, name, dims, data.shape, data.shape, data.dtype)
-            array[...] = data
+            _create_array(path, "probe", name, dims, data.shape, data.shape, data.dtype).write_rows(0, data)
         attrs = {"schema": schema.SCHEMA, "config": config_json, "versions": json.dumps(_versions()),
                  "status": "running", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                  "committed": json.dumps(schema.empty_committed()), "nonfinite": json.dumps({}), **extra}
@@ -350,8 +250,10 @@ class RunWriter:
             _remove_partial_files(path)
             sweep_temporary(path, "zarr.json.*.tmp", grace_s=0)           # we hold the lock: all debris
             sweep_temporary(path / "resume", "state.pt.*.tmp", grace_s=0)
-            writer = cls(path, _open_root(path), lock)
-            validate.check_row_arrays(path, writer.root, writer.committed)   # never extend a damaged store
+            writer = cls(path, lock)
+            with quiet_zarr_warnings():   # never extend a damaged store
+                root = zarr.open_group(str(path), mode="r", zarr_format=3, use_consolidated=False)
+                validate.check_row_arrays(path, root, writer.committed)
             writer._trim_to_committed(delete_rows=True)   # a killed writer may have left rows past the mark
             writer._nodes = root_record.read_nodes(path)
             writer._write_root_now()
@@ -367,24 +269,22 @@ class RunWriter:
         have been written there (after a kill, a truncation or a failed write batch); otherwise the
         files do not exist and looking for each one would cost a file-system call per spare row."""
         self._arrays.clear()
-        resized, doomed = [], []
-        with quiet_zarr_warnings():
-            for group_name in schema.ROW_DIM:
-                group = self.root[group_name]
-                keep = set(self.committed["variables"][group_name])
-                rows = self._rows(group_name)
-                for name, array in list(group.arrays()):
-                    if name not in keep:
-                        del group[name]
-                        self._nodes.pop(f"{group_name}/{name}", None)
-                    elif array.shape[0] != rows:
-                        resized.append(array.async_array.resize((rows,) + array.shape[1:], False))
-                        if delete_rows:
-                            doomed.append((self.path / group_name / name, array, rows))
-
-        _run_all(resized)
-        for folder, array, rows in doomed:   # one at a time: the first failure stops, nothing left running
-            _delete_chunks_past(folder, array, rows)
+        for group in schema.ROW_DIM:   # one array at a time: the first failure stops, nothing left running
+            keep = set(self.committed["variables"][group])
+            rows = self._rows(group)
+            for folder in sorted((self.path / group).iterdir()):
+                if not (folder / "zarr.json").is_file():
+                    continue
+                if folder.name not in keep:
+                    shutil.rmtree(folder)
+                    self._nodes.pop(f"{group}/{folder.name}", None)
+                    continue
+                array = self._array(group, folder.name)
+                if array.shape[0] != rows:
+                    array.resize(rows)
+                    self._nodes[f"{group}/{folder.name}"] = array.document
+                if delete_rows:
+                    array.delete_chunks_past(rows)
         if delete_rows:
             self._rows_past_committed = False
 
@@ -392,10 +292,10 @@ class RunWriter:
     def _rows(self, group: str) -> int:
         return schema.committed_rows(self.committed, group)
 
-    def _array(self, group: str, name: str) -> zarr.Array:
+    def _array(self, group: str, name: str) -> RowArray:
         key = (group, name)
         if key not in self._arrays:
-            self._arrays[key] = _for_writing(self.root[group][name])
+            self._arrays[key] = RowArray.open(self.path / group / name)
         return self._arrays[key]
 
     def variables(self, group: str) -> list[str]:
@@ -408,17 +308,20 @@ class RunWriter:
         write in flight."""
         self.wait()
         name = "step" if group == "metrics" else schema.checkpoint_coords(self.committed)[1]
-        return np.asarray(self._array(group, name)[: self._rows(group)], dtype=np.int64)
+        return self._array(group, name).read_rows(self._rows(group)).astype(np.int64)
+
+    def _read_probe_array(self, name: str) -> np.ndarray:
+        array = RowArray.open(self.path / "probe" / name)
+        return array.read_rows(array.shape[0])
 
     def read_probe(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.asarray(self.root["probe"]["x"][...]), np.asarray(self.root["probe"]["y"][...])
+        return self._read_probe_array("x"), self._read_probe_array("y")
 
     def read_probe_index(self) -> np.ndarray | None:
         """The stored ``probe/probe_index``, or None (not given, or a store written before it)."""
-        with quiet_zarr_warnings():
-            if "probe_index" not in self.root["probe"]:
-                return None
-            return np.asarray(self.root["probe"]["probe_index"][...])
+        if not (self.path / "probe" / "probe_index" / "zarr.json").is_file():
+            return None
+        return self._read_probe_array("probe_index")
 
     def read_config(self) -> dict:
         return schema.parse_json_attr(self.attrs, "config", self.path)
@@ -440,11 +343,11 @@ class RunWriter:
         for target, rows, n, value in batch.plan:
             if isinstance(target, _NewArray):
                 key = f"{target.group}/{target.name}"
-                array = _create_array(self.root[target.group], target.name, target.dims, target.shape,
+                array = _create_array(self.path, target.group, target.name, target.dims, target.shape,
                                       target.chunks, target.dtype, target.attrs)
                 self._arrays[(target.group, target.name)] = array
-                self._nodes[key] = root_record.array_node(self.path, key)
-                target = array.async_array
+                self._nodes[key] = array.document
+                target = array
             plan.append((target, rows, n, value))
         _grow_then_write(plan)
         root_record.write_root(self.path, self._document(batch.attrs, batch.committed))
@@ -550,9 +453,9 @@ class RunWriter:
             if name in new:
                 plan.append((new[name], rows, n_new, columns[name][1]))
                 continue
-            array = self._array(group, name).async_array
+            array = self._array(group, name)
             value = columns[name][1] if name in columns else np.full(
-                (n_new,) + array.shape[1:], _FILL.get(np.dtype(array.dtype).kind, 0), dtype=array.dtype)
+                (n_new,) + array.shape[1:], FILL.get(array.dtype.kind, 0), dtype=array.dtype)
             plan.append((array, rows, n_new, value))
         return names, plan
 

@@ -368,23 +368,3 @@ def test_small_rows_share_chunk_files_and_large_rows_get_their_own(tmp_path):
     np.testing.assert_array_equal(tree["checkpoints"]["acc"].values, np.arange(n, dtype=float))
     np.testing.assert_array_equal(tree["params"]["b"].values[:3], np.stack(bigs))
     assert np.isnan(tree["params"]["b"].values[3:]).all()
-
-
-def test_writer_store_keeps_existing_documents_and_writes_missing_ones(tmp_path):
-    """The writer's store answers zarr's set_if_not_exists and exists in the calling thread: an existing
-    document (the run's commit record) is never replaced, a missing one is written."""
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
-
-    from dynamics.store.writer import _InlineLocalStore
-
-    (tmp_path / "g").mkdir()
-    (tmp_path / "zarr.json").write_text('{"kept": true}')
-    store = _InlineLocalStore(tmp_path)
-    new = default_buffer_prototype().buffer.from_bytes(b'{"new": true}')
-    sync(store.set_if_not_exists("zarr.json", new))
-    sync(store.set_if_not_exists("g/zarr.json", new))
-    assert (tmp_path / "zarr.json").read_text() == '{"kept": true}'
-    assert (tmp_path / "g" / "zarr.json").read_text() == '{"new": true}'
-    assert sync(store.exists("g/zarr.json")) and not sync(store.exists("h/zarr.json"))
-    assert not sync(store.exists("g"))   # a folder is not a key
