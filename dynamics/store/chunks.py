@@ -86,7 +86,7 @@ def _write_file(target: Path, data: bytes | memoryview) -> None:
 
 def group_document(attributes: dict[str, Any] | None = None) -> dict[str, Any]:
     """The zarr v3 document of a group (what ``zarr.create_group`` writes)."""
-    return {"attributes": attributes or {}, "zarr_format": 3, "consolidated_metadata": None, "node_type": "group"}
+    return {"attributes": attributes or {}, "zarr_format": 3, "node_type": "group"}
 
 
 class RowArray:
@@ -196,13 +196,16 @@ class RowArray:
     def write_rows(self, start: int, values: np.ndarray) -> None:
         """Write ``values`` (n rows, the array's shape per row, any dtype that casts to it) as rows
         ``start`` … ``start + n − 1``; each chunk touched is encoded and written once (a chunk only
-        partly covered is read first, or starts as the fill value when it has no file yet)."""
+        partly covered is read first, or starts as the fill value when it has no file yet). An array
+        whose rows hold no elements (a dimension of length 0) has no chunk files, as with zarr."""
         values = np.asarray(values)
         n = values.shape[0] if values.ndim else 0
         if values.shape[1:] != self.shape[1:] or start < 0 or start + n > self.shape[0]:
             raise ValueError(f"{self.folder}: cannot write rows {start}..{start + n - 1} of shape {values.shape[1:]} "
                              f"into an array of shape {self.shape}")
         c = self.chunk_rows
+        if 0 in self.shape[1:]:
+            return
         for k in range(start // c, (start + n - 1) // c + 1 if n else start // c):
             lo, hi = max(start, k * c), min(start + n, (k + 1) * c)
             if lo == k * c and hi == (k + 1) * c:
