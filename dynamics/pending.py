@@ -52,10 +52,17 @@ class PendingCheckpoint:
     events: list
     rows: list[Row]
     kernel: Future
+    #: an array with the shape and dtype the kernel will have (a stand-in for checks before it is done)
+    kernel_like: np.ndarray
 
     def with_kernel(self, kernel: np.ndarray) -> dict:
         """The checkpoint's arrays with the NTK first, in the order of a checkpoint computed at once."""
         return {"ntk": (("probe", "probe_"), kernel), **self.arrays}
+
+    def layout(self) -> tuple[dict, dict]:
+        """(checkpoint arrays with the kernel's stand-in, parameter arrays): what the writer checks a
+        later checkpoint against before this one is written (``RunWriter.check_checkpoint(ahead=)``)."""
+        return self.with_kernel(self.kernel_like), self.params
 
 
 class PendingCheckpoints:
@@ -71,6 +78,11 @@ class PendingCheckpoints:
 
     def add(self, checkpoint: PendingCheckpoint) -> None:
         self.items.append(checkpoint)
+
+    def first_layout(self) -> tuple[dict, dict] | None:
+        """:meth:`PendingCheckpoint.layout` of the oldest pending checkpoint (None when none waits): each
+        pending checkpoint was checked against it, so a new one is checked against it too."""
+        return self.items[0].layout() if self.items else None
 
     def hand_over(self, keep: int = 0) -> None:
         """Hand over every checkpoint that is ready, and block until at most ``keep`` remain."""

@@ -43,7 +43,7 @@ from torch import nn
 from dynamics.convert import stored_dtype, to_numpy
 from dynamics.distributed import InactiveRecorder, process_rank, unwrap_model
 from dynamics.errors import StoreError
-from dynamics.ntk.background import KernelWorker
+from dynamics.ntk.background import KernelWorker, call_noting_draws
 from dynamics.pending import PendingCheckpoint, PendingCheckpoints, rows_columns
 from dynamics.schedules import as_schedule
 from dynamics.store import schema
@@ -83,17 +83,18 @@ def _expected_input(model: nn.Module) -> str:
 
 
 def _check_probe_fits(model: nn.Module, x: np.ndarray, device: torch.device | None,
-                      dtype: torch.dtype | None) -> None:
+                      dtype: torch.dtype | None) -> bool:
     """Run ``model`` on the first two probe inputs (eval mode, no grad; train/eval flags restored);
     ValueError naming the probe's shape and what the model expects when it fails or does not return
-    one output per input."""
+    one output per input. Returns whether that forward pass drew from torch's global generators
+    (:func:`dynamics.ntk.background.call_noting_draws`)."""
     sample = torch.as_tensor(x[:2])
     sample = sample.to(device=device, dtype=dtype if dtype is not None and dtype.is_floating_point else None)
     modes = [(m, m.training) for m in model.modules()]
     try:
         model.eval()
         with torch.no_grad():
-            out = model(sample)
+            out, drew = call_noting_draws(model, sample)
     except Exception as err:   # the model's own error: shapes, dtypes
         raise ValueError(f"probe x of shape {tuple(x.shape)} does not fit the model: {_expected_input(model)} "
                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
@@ -104,6 +105,7 @@ def _check_probe_fits(model: nn.Module, x: np.ndarray, device: torch.device | No
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"probe x of shape {tuple(x.shape)}: the model returned {got} for {sample.shape[0]} "
                          f"inputs; it must return a tensor with one row per input")
+    return drew
 
 
 def _check_parameter_names(model: nn.Module) -> None:
@@ -160,13 +162,13 @@ class Recorder:
             store's raises StoreError.
         probe_index: (N,) non-negative integers: the position of each probe sample in the data set
             (stored as ``probe/probe_index``; on resume it must equal the stored one).
-        ntk_background: compute the NTK of every stored checkpoint after the first from a snapshot of
-            the model on a worker thread, overlapping training (bit-identical to computing it at once;
-            see :meth:`checkpoint` for when it is written and how its errors surface). Only for a
-            model whose first NTK, computed at once, drew no random numbers from torch's global
-            generators (the NTK runs in eval mode; a module that draws there anyway keeps every kernel
-            computed at once, so the training loop's random stream stays reproducible). False: each
-            checkpoint computes its NTK before returning.
+        ntk_background: compute the NTK of every stored checkpoint from a snapshot of the model on a
+            worker thread, overlapping training (bit-identical to computing it at once; see
+            :meth:`checkpoint` for when it is written and how its errors surface). Only for a model
+            whose forward pass in the probe check at construction (eval mode, two probe inputs) drew
+            no random numbers from torch's global generators (the NTK runs in eval mode; a module
+            that draws there anyway keeps every kernel computed at once, so the training loop's random
+            stream stays reproducible). False: each checkpoint computes its NTK before returning.
 
     Raises StoreError for an existing store without ``resume``, a missing/foreign store with
     ``resume``, a probe or config that differs from the stored one; StoreLockedError when another
@@ -227,7 +229,8 @@ class Recorder:
             self.layers = resolve_layers(model, layers)
         _check_parameter_names(model)
         first = next((p for p in model.parameters()), None)
-        _check_probe_fits(model, x, None if first is None else first.device, None if first is None else first.dtype)
+        forward_drew = _check_probe_fits(model, x, None if first is None else first.device,
+                                         None if first is None else first.dtype)
         self._x_probe = torch.as_tensor(x)
         self.path = Path(path)
         if resume:
@@ -245,8 +248,10 @@ class Recorder:
         self._rows: list[tuple[int, float, dict[str, float], list[str]]] = []  # (step, epoch, values, nonfinite)
         self._oldest: float | None = None   # time.monotonic() when the oldest buffered row was logged
         self._names_ok: set[str] = set()
-        # NTKs of checkpoints after the first are computed on a worker thread (see checkpoint())
+        # NTKs of checkpoints are computed on a worker thread (see checkpoint())
         self._kernels = KernelWorker(ntk_chunk_size) if ntk and ntk_background else None
+        if self._kernels is not None:   # the probe check's forward pass: may kernels go to the worker thread?
+            self._kernels.note_draws(forward_drew)
         self._pending = PendingCheckpoints(self._writer, self._restore)
 
     def _check_resumed(self, x: np.ndarray, y: np.ndarray, config: dict | None, params: str | None,
@@ -373,9 +378,9 @@ class Recorder:
         must come after it) only when the checkpoint was handed to the writer: if computing or
         converting it raises, the same step may be checkpointed again.
 
-        With ``ntk_background=True`` (the default) the NTK of every stored checkpoint after this
-        Recorder's first is computed from a snapshot of the model (:mod:`dynamics.ntk.background`)
-        on a worker thread while training goes on; parameters and representations are taken here,
+        With ``ntk_background=True`` (the default) the NTK of every stored checkpoint (of a model whose
+        forward pass draws no random numbers, see ``ntk_background``) is computed from a snapshot of
+        the model (:mod:`dynamics.ntk.background`) on a worker thread while training goes on; parameters and representations are taken here,
         and the columns are checked against the stored variables here (a dtype change raises
         StoreError from this call, as without it). The checkpoint waits in memory
         (:mod:`dynamics.pending`) and is handed to the writer, with its kernel and the rows up to its
@@ -404,8 +409,8 @@ class Recorder:
             if self._oldest is not None and time.monotonic() - self._oldest >= self._flush_secs:
                 self._write_rows(len(self._rows), wait=False)
             return False
-        # the kernel at once (before the representations, as without a worker) until the worker may take
-        # it: after this Recorder's first kernel, computed at once, showed that it draws no random numbers
+        # the kernel at once (before the representations, as without a worker) unless the worker may take
+        # it: the model's forward pass was seen to draw no random numbers (the probe check at construction)
         background = self._kernels is not None and self._kernels.may_defer
         arrays, params, x = self._model_arrays(ntk=self.ntk and not background)
         kernel = self._kernels.submit(self.model, x) if background else None
@@ -424,10 +429,11 @@ class Recorder:
             self._writer.append_checkpoint(step, epoch_value, values, arrays, params, metrics=metrics,
                                            nonfinite=events, wait=False)
         else:
-            pending = PendingCheckpoint(step, epoch_value, values, arrays, params, events, rows, kernel)
+            kernel_like = np.broadcast_to(np.empty((), dtype=stored_dtype(x.dtype)), (len(x),) * 2)
+            pending = PendingCheckpoint(step, epoch_value, values, arrays, params, events, rows, kernel, kernel_like)
             try:   # refuse now what the writer would refuse: the kernel's dtype is the parameters' one
-                self._writer.check_checkpoint(values, pending.with_kernel(np.empty((len(x),) * 2, dtype=stored_dtype(
-                    x.dtype))), params)
+                self._writer.check_checkpoint(values, pending.with_kernel(kernel_like), params,
+                                              ahead=self._pending.first_layout())
             except BaseException:
                 kernel.cancel()
                 raise

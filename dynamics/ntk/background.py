@@ -17,16 +17,20 @@ Random numbers. The NTK runs the model in eval mode (dropout off), but a module 
 torch's global generators there (a noise layer that ignores the train/eval flag, a user module calling
 ``torch.rand``). On the worker thread those draws would happen at moments set by thread timing, so the
 training loop's own random stream — and with it the run — would no longer be reproducible. The kernel
-is therefore computed in the background only once a kernel computed at once
-(:meth:`KernelWorker.kernel_now`, the Recorder's first) has left the global CPU and CUDA generator
-states unchanged; after one that changed them, ``submit`` returns None for good and the caller computes
-every kernel itself, as without a worker thread.
+is therefore computed in the background only once a forward pass of the model in eval mode has been
+seen to leave the global CPU and CUDA generator states unchanged (:meth:`KernelWorker.note_draws`: the
+Recorder's probe check at construction, which runs the model on two probe inputs without gradients,
+or a kernel computed at once, :meth:`KernelWorker.kernel_now`); after one that changed them,
+``submit`` returns None for good and the caller computes every kernel itself, as without a worker
+thread. (A module that draws only while gradients are recorded would pass the probe check unseen.)
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,6 +55,15 @@ def generator_states() -> list[torch.Tensor]:
     return states
 
 
+def call_noting_draws(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, bool]:
+    """``fn(*args, **kwargs)`` and whether it changed the state of torch's global generators
+    (:func:`generator_states`), i.e. drew random numbers from them."""
+    before = generator_states()
+    result = fn(*args, **kwargs)
+    after = generator_states()
+    return result, len(before) != len(after) or not all(torch.equal(a, b) for a, b in zip(before, after))
+
+
 class KernelWorker:
     """One worker thread computing traced NTKs of model snapshots (see the module docstring).
 
@@ -62,29 +75,31 @@ class KernelWorker:
         self.chunk_size = chunk_size
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ntk-worker")
         self._threads = torch.get_num_threads()
-        self._draws_random: bool | None = None   # unknown until a kernel was computed at once
+        self._draws_random: bool | None = None   # unknown until a forward pass was seen (note_draws)
+
+    def note_draws(self, drew: bool) -> None:
+        """Record whether a forward pass of the model in eval mode drew from the global generators
+        (see the module docstring; once one did, it stays recorded)."""
+        self._draws_random = bool(self._draws_random) or drew
 
     def kernel_now(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Θ(x, x) of ``model`` computed in the calling thread; records whether the computation drew
-        from the global generators (see the module docstring; once it did, it stays recorded)."""
-        before = generator_states()
-        kernel = empirical_ntk(model, x, trace=True, chunk_size=self.chunk_size)
-        after = generator_states()
-        drew = len(before) != len(after) or not all(torch.equal(a, b) for a, b in zip(before, after))
-        self._draws_random = bool(self._draws_random) or drew
+        """Θ(x, x) of ``model`` computed in the calling thread; records (:meth:`note_draws`) whether the
+        computation drew from the global generators."""
+        kernel, drew = call_noting_draws(empirical_ntk, model, x, trace=True, chunk_size=self.chunk_size)
+        self.note_draws(drew)
         return kernel
 
     @property
     def may_defer(self) -> bool:
-        """True once a kernel computed at once has shown that the model's forward pass leaves the global
-        generators untouched (and none has shown otherwise): kernels may then go to the worker thread."""
+        """True once a forward pass has shown that the model leaves the global generators untouched (and
+        none has shown otherwise): kernels may then go to the worker thread."""
         return self._draws_random is False
 
     def submit(self, model: nn.Module, x: torch.Tensor) -> Future | None:
         """Start Θ(x, x) (traced, shape (N, N), the trained parameters' dtype) of a snapshot of
         ``model`` taken now; None — compute it with :meth:`kernel_now` — when the model cannot be
-        snapshotted, or when no kernel computed at once has yet shown that the model's forward pass
-        leaves the global generators untouched (or one showed that it does not)."""
+        snapshotted, or when no forward pass has yet shown (:meth:`note_draws`) that the model leaves
+        the global generators untouched (or one showed that it does not)."""
         if not self.may_defer:
             return None
         copied = snapshot(model)

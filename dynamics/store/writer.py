@@ -48,12 +48,12 @@ def _versions() -> dict[str, str]:
 
 
 def _create_array(path: Path, group: str, name: str, dims: tuple[str, ...], shape: tuple[int, ...],
-                  chunks: tuple[int, ...], dtype: Any, attrs: dict | None = None) -> RowArray:
+                  chunk_rows: int, dtype: Any, attrs: dict | None = None) -> RowArray:
     """A new array ``group/name`` of store ``path`` (:class:`dynamics.store.chunks.RowArray`, chunks of
-    ``chunks[0]`` rows) with the registry's CF attributes (:func:`dynamics.store.attributes.cf_attrs`)
+    ``chunk_rows`` rows) with the registry's CF attributes (:func:`dynamics.store.attributes.cf_attrs`)
     and ``attrs``."""
     attributes = {**cf_attrs(group, name), **(attrs or {})}
-    return RowArray.create(path / group / name, dims, shape, chunks[0], dtype, attributes)
+    return RowArray.create(path / group / name, dims, shape, chunk_rows, dtype, attributes)
 
 
 #: Rows a row array grows to at least: chunks never written take no space, so a large first block
@@ -133,7 +133,7 @@ class _NewArray(NamedTuple):
     name: str
     dims: tuple[str, ...]
     shape: tuple[int, ...]
-    chunks: tuple[int, ...]
+    chunk_rows: int
     dtype: np.dtype
     attrs: dict
 
@@ -218,10 +218,10 @@ class RunWriter:
         for group in ("metrics", "checkpoints", "params", "probe"):
             (path / group).mkdir()
             write_document(path / group, group_document())
-        _create_array(path, "metrics", "step", ("step",), (0,), (schema.METRICS_CHUNK,), np.int64)
-        _create_array(path, "metrics", "epoch", ("step",), (0,), (schema.METRICS_CHUNK,), np.float64)
+        _create_array(path, "metrics", "step", ("step",), (0,), schema.METRICS_CHUNK, np.int64)
+        _create_array(path, "metrics", "epoch", ("step",), (0,), schema.METRICS_CHUNK, np.float64)
         for group in ("checkpoints", "params"):
-            coord_chunk = (schema.checkpoint_chunk_rows(8),)
+            coord_chunk = schema.checkpoint_chunk_rows(8)
             _create_array(path, group, "checkpoint", ("checkpoint",), (0,), coord_chunk, np.int64)
             _create_array(path, group, "checkpoint_step", ("checkpoint",), (0,), coord_chunk, np.int64)
             _create_array(path, group, "checkpoint_epoch", ("checkpoint",), (0,), coord_chunk, np.float64)
@@ -230,7 +230,7 @@ class RunWriter:
             probe_arrays.append(("probe_index", probe_index, ""))
         for name, data, base in probe_arrays:
             dims = ("probe",) if data.ndim == 1 else _probe_dims(data.ndim, base)
-            _create_array(path, "probe", name, dims, data.shape, data.shape, data.dtype).write_rows(0, data)
+            _create_array(path, "probe", name, dims, data.shape, data.shape[0], data.dtype).write_rows(0, data)
         attrs = {"schema": schema.SCHEMA, "config": config_json, "versions": json.dumps(_versions()),
                  "status": "running", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                  "committed": json.dumps(schema.empty_committed()), "nonfinite": json.dumps({}), **extra}
@@ -344,7 +344,7 @@ class RunWriter:
             if isinstance(target, _NewArray):
                 key = f"{target.group}/{target.name}"
                 array = _create_array(self.path, target.group, target.name, target.dims, target.shape,
-                                      target.chunks, target.dtype, target.attrs)
+                                      target.chunk_rows, target.dtype, target.attrs)
                 self._arrays[(target.group, target.name)] = array
                 self._nodes[key] = array.document
                 target = array
@@ -396,10 +396,12 @@ class RunWriter:
             self.wait()
 
     # ----------------------------------------------------------------- appends
-    def _check_columns(self, group: str, columns: dict[str, tuple[tuple[str, ...], np.ndarray]]) -> dict:
+    def _check_columns(self, group: str, columns: dict[str, tuple[tuple[str, ...], np.ndarray]],
+                       ahead: dict[str, tuple[tuple[str, ...], np.ndarray]] | None = None) -> dict:
         """``columns`` with values cast to their stored dtype, after checking shapes and dtypes against
-        the committed variables of ``group``: StoreError naming the variable for another shape per
-        row, or for a dtype that the stored one cannot hold exactly (float64 into float32)."""
+        the committed variables of ``group`` (else the batch in flight, else the columns ``ahead``
+        that an earlier append will write first): StoreError naming the variable for another shape
+        per row, or for a dtype that the stored one cannot hold exactly (float64 into float32)."""
         names = set(self.committed["variables"][group])
         checked = {}
         for name, (dims, data) in columns.items():
@@ -407,8 +409,10 @@ class RunWriter:
             if name in names:
                 array = self._array(group, name)
                 layout = array.shape[1:], np.dtype(array.dtype)
-            elif self._batch is not None:   # created by the batch in flight (or failed and kept)
-                layout = self._batch.created.get((group, name))
+            elif self._batch is not None and (group, name) in self._batch.created:   # in flight, or failed and kept
+                layout = self._batch.created[(group, name)]
+            elif ahead and name in ahead:
+                layout = ahead[name][1].shape[1:], ahead[name][1].dtype
             if layout is not None:
                 shape, stored = layout
                 if shape != data.shape[1:]:
@@ -441,11 +445,10 @@ class RunWriter:
             if name in names:
                 continue
             row_bytes = data.dtype.itemsize * int(np.prod(data.shape[1:], dtype=np.int64))
-            chunks = ((schema.METRICS_CHUNK,) if group == "metrics"
-                      else (schema.checkpoint_chunk_rows(row_bytes),) + data.shape[1:])
+            chunk_rows = schema.METRICS_CHUNK if group == "metrics" else schema.checkpoint_chunk_rows(row_bytes)
             attrs = {} if name in coord_names else {"coordinates": coords}
-            length = _capacity(rows, rows + n_new, chunks[0])   # created with room: no resize at once
-            new[name] = _NewArray(group, name, (row_dim,) + dims, (length,) + data.shape[1:], chunks, data.dtype,
+            length = _capacity(rows, rows + n_new, chunk_rows)   # created with room: no resize at once
+            new[name] = _NewArray(group, name, (row_dim,) + dims, (length,) + data.shape[1:], chunk_rows, data.dtype,
                                   attrs)
             names.append(name)
         plan = []
@@ -495,13 +498,18 @@ class RunWriter:
                       "variables": variables}, self._with_counts(nonfinite), wait)
 
     def check_checkpoint(self, scalars: dict[str, float], checkpoint_arrays: dict[str, tuple[tuple[str, ...], np.ndarray]],
-                         param_arrays: dict[str, tuple[tuple[str, ...], np.ndarray]]) -> None:
+                         param_arrays: dict[str, tuple[tuple[str, ...], np.ndarray]],
+                         ahead: tuple[dict, dict] | None = None) -> None:
         """Raise the StoreError that :meth:`append_checkpoint` would raise for a column that does not fit
-        its committed variable (shape per row, dtype), without writing or waiting for anything."""
+        its committed variable (shape per row, dtype), without writing or waiting for anything.
+        ``ahead``: (checkpoint arrays, parameter arrays) of a checkpoint not yet appended that will be
+        appended before this one; they fix the layout of variables the store does not hold yet."""
+        def rows(arrays: dict) -> dict:
+            return {name: (dims, data[None]) for name, (dims, data) in arrays.items()}
         cols = {name: ((), np.array([v], dtype=np.float64)) for name, v in scalars.items()}
-        cols.update({name: (dims, data[None]) for name, (dims, data) in checkpoint_arrays.items()})
-        self._check_columns("checkpoints", cols)
-        self._check_columns("params", {name: (dims, data[None]) for name, (dims, data) in param_arrays.items()})
+        cols.update(rows(checkpoint_arrays))
+        self._check_columns("checkpoints", cols, rows(ahead[0]) if ahead else None)
+        self._check_columns("params", rows(param_arrays), rows(ahead[1]) if ahead else None)
 
     def append_checkpoint(self, step: int, epoch: float, scalars: dict[str, float],
                           checkpoint_arrays: dict[str, tuple[tuple[str, ...], np.ndarray]],

@@ -118,7 +118,7 @@ def test_a_failed_background_kernel_is_raised_by_the_next_call_and_keeps_the_row
     GATE.set()
     rec = Recorder(path, model, (x, y), layers=["lin"])
     rec.log(0, loss=0.0)
-    assert rec.checkpoint(0)                       # the first checkpoint is computed at once
+    assert rec.checkpoint(0)                       # its kernel runs on the worker thread (snapshot: fail=False)
     model.fail = True
     rec.log(1, loss=1.0)
     assert rec.checkpoint(1)                       # its kernel fails on the worker thread
@@ -143,6 +143,7 @@ def test_pending_checkpoints_are_committed_in_order_and_a_failed_one_hands_its_r
     GATE.set()
     rec = Recorder(path, model, (x, y), layers=[])
     rec.checkpoint(0)
+    rec.flush()                                    # checkpoint 0 (its kernel on the worker too) committed
     GATE.clear()                                   # the kernels below wait: their checkpoints stay pending
     try:
         for step in range(1, 4):
@@ -170,6 +171,7 @@ def test_at_most_max_pending_checkpoints_wait(tmp_path):
     GATE.set()
     rec = Recorder(tmp_path / "m.zarr", model, (x, y), layers=[])
     rec.checkpoint(0)
+    rec.flush()                                    # checkpoint 0 committed before the gate closes
     GATE.clear()
     opener = threading.Timer(1.0, GATE.set)        # the call beyond MAX_PENDING blocks until the gate opens
     try:
@@ -249,6 +251,30 @@ def test_a_dtype_change_is_refused_at_the_call_while_a_kernel_is_pending(tmp_pat
     assert rec.checkpoint(2)
     rec.close()
     assert open_run(path)["checkpoints"]["checkpoint_step"].values.tolist() == [0, 1, 2]
+
+
+def test_the_first_checkpoint_goes_to_the_worker_and_a_dtype_change_behind_it_is_refused(tmp_path):
+    """The probe check at construction showed that the model draws no random numbers, so even the first
+    kernel is computed on the worker thread; while it waits, nothing is in the store yet, and a
+    checkpoint of another dtype is checked against the pending one (and refused, leaving it intact)."""
+    x, y = _data(torch.float32)
+    model = _FailsWithGrad()
+    path = tmp_path / "first.zarr"
+    GATE.clear()                                   # the first kernel waits on the worker thread
+    try:
+        rec = Recorder(path, model, (x, y), layers=[])
+        assert rec.checkpoint(0)
+        assert len(rec._pending) == 1
+        model.double()
+        with pytest.raises(StoreError, match=r"checkpoints/ntk is stored as float32, got float64"):
+            rec.checkpoint(1)
+        model.float()
+    finally:
+        GATE.set()
+    rec.close()
+    run = open_run(path)
+    assert run["checkpoints"]["checkpoint_step"].values.tolist() == [0]
+    assert run["checkpoints"]["ntk"].dtype == np.float32
 
 
 def test_ntk_background_must_be_a_bool(tmp_path):

@@ -196,18 +196,23 @@ def test_half_precision_models_are_stored_as_float32(tmp_path, dtype):
     assert tree["checkpoints"]["rep_activations__0"].dtype == np.float32
 
 
-def test_a_failed_checkpoint_does_not_use_up_its_step(tmp_path):
-    class Flaky(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin, self.fail = nn.Linear(4, 3), False
+class _Flaky(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin, self.fail = nn.Linear(4, 3), False
 
-        def forward(self, x):
-            if self.fail:
-                raise RuntimeError("flaky layer")
-            return self.lin(x)
-    model = Flaky()
-    rec = Recorder(tmp_path / "r.zarr", model, _probe(), layers=[])
+    def forward(self, x):
+        if self.fail:
+            raise RuntimeError("flaky layer")
+        return self.lin(x)
+
+
+@pytest.mark.parametrize("background,layers", [(False, []), (False, ["lin"]), (True, ["lin"])])
+def test_a_failed_checkpoint_does_not_use_up_its_step(tmp_path, background, layers):
+    """A checkpoint whose computation fails in the call (the NTK computed at once, or the
+    representations) raises there and leaves its step free to be checkpointed again."""
+    model = _Flaky()
+    rec = Recorder(tmp_path / "r.zarr", model, _probe(), layers=layers, ntk_background=background)
     model.fail = True
     with pytest.raises(RuntimeError, match="flaky"):
         rec.checkpoint(0)
@@ -215,6 +220,29 @@ def test_a_failed_checkpoint_does_not_use_up_its_step(tmp_path):
     assert rec.checkpoint(0)
     rec.close()
     np.testing.assert_array_equal(open_run(tmp_path / "r.zarr")["checkpoints"]["checkpoint_step"].values, [0])
+
+
+def test_a_failed_background_kernel_of_the_first_checkpoint_is_raised_by_the_next_call(tmp_path):
+    """With the NTK on the worker thread and nothing else computed in the call, a failure of the first
+    kernel surfaces at the next call (a note names the step): the checkpoint is dropped, every row kept,
+    and the next step can be checkpointed."""
+    model = _Flaky()
+    path = tmp_path / "r.zarr"
+    rec = Recorder(path, model, _probe(), layers=[])
+    rec.log(0, loss=0.5)
+    model.fail = True
+    assert rec.checkpoint(0)                      # the snapshot fails on the worker thread
+    model.fail = False
+    with pytest.raises(RuntimeError, match="flaky") as info:
+        rec.flush()
+    assert "checkpoint at step 0" in "".join(getattr(info.value, "__notes__", []))
+    rec.log(1, loss=1.5)
+    assert rec.checkpoint(1)
+    rec.close()
+    run = open_run(path)
+    assert run.attrs["status"] == "complete"
+    assert run["checkpoints"]["checkpoint_step"].values.tolist() == [1]
+    np.testing.assert_array_equal(run["metrics"]["loss"].values, [0.5, 1.5])
 
 
 def test_conversion_refuses_what_a_store_cannot_hold():
