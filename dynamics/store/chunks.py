@@ -70,7 +70,7 @@ def _bytes_codec(dtype: np.dtype) -> dict[str, Any]:
 
 def write_document(folder: Path, document: dict[str, Any]) -> None:
     """Write ``folder``/zarr.json (a temporary file, then ``os.replace``; removed when the write fails)."""
-    _write_file(folder / "zarr.json", json.dumps(document, indent=2).encode())
+    _write_file(folder / "zarr.json", json.dumps(document).encode())   # the C encoder (indent= is pure Python)
 
 
 def _write_file(target: Path, data: bytes | memoryview) -> None:
