@@ -43,98 +43,18 @@ from torch import nn
 from dynamics.convert import stored_dtype, to_numpy
 from dynamics.distributed import InactiveRecorder, process_rank, unwrap_model
 from dynamics.errors import StoreError
-from dynamics.ntk.background import KernelWorker, call_noting_draws
+from dynamics.ntk.background import KernelWorker
 from dynamics.pending import PendingCheckpoint, PendingCheckpoints, rows_columns
+from dynamics.recorder_inputs import (check_parameter_names, check_positive, check_probe_fits, probe_array,
+                                      probe_index_array)
 from dynamics.schedules import as_schedule
 from dynamics.store import schema
 from dynamics.store.writer import RunWriter
 
 
-def _probe_array(name: str, value: Any) -> np.ndarray:
-    value = to_numpy(value, f"probe {name}")
-    if value.ndim == 0 or value.shape[0] == 0:
-        raise ValueError(f"probe {name} needs a leading sample dimension with at least one sample, "
-                         f"got shape {value.shape}")
-    if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
-        raise ValueError(f"probe {name} contains NaN or Inf ({int(np.sum(~np.isfinite(value)))} values)")
-    return value
-
-
-def _probe_index(value: Any, n: int) -> np.ndarray:
-    """``value`` as (n,) int64 positions of the probe samples in the data set; TypeError for a
-    non-integer array, ValueError for another length or a negative entry."""
-    index = to_numpy(np.asarray(value) if isinstance(value, (list, tuple)) else value, "probe_index")
-    if index.dtype.kind not in "iu":
-        raise TypeError(f"probe_index must hold integers, got dtype {index.dtype}")
-    if index.shape != (n,):
-        raise ValueError(f"probe_index must have shape ({n},), one entry per probe sample, got {index.shape}")
-    if index.size and index.min() < 0:
-        raise ValueError(f"probe_index must be >= 0, got {int(index.min())}")
-    return index.astype(np.int64)
-
-
-def _expected_input(model: nn.Module) -> str:
-    """What the first layer of ``model`` that declares it says about its input, for error messages."""
-    for name, module in model.named_modules():
-        for attr, what in (("in_features", "input features"), ("in_channels", "input channels")):
-            if isinstance(getattr(module, attr, None), int):
-                return f"its first layer {name or type(module).__name__!r} expects {getattr(module, attr)} {what}"
-    return "see the model's forward"
-
-
-def _check_probe_fits(model: nn.Module, x: np.ndarray, device: torch.device | None,
-                      dtype: torch.dtype | None) -> bool:
-    """Run ``model`` on the first two probe inputs (eval mode, no grad; train/eval flags restored);
-    ValueError naming the probe's shape and what the model expects when it fails or does not return
-    one output per input. Returns whether that forward pass drew from torch's global generators
-    (:func:`dynamics.ntk.background.call_noting_draws`)."""
-    sample = torch.as_tensor(x[:2])
-    sample = sample.to(device=device, dtype=dtype if dtype is not None and dtype.is_floating_point else None)
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        with torch.no_grad():
-            out, drew = call_noting_draws(model, sample)
-    except Exception as err:   # the model's own error: shapes, dtypes
-        raise ValueError(f"probe x of shape {tuple(x.shape)} does not fit the model: {_expected_input(model)} "
-                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
-    finally:
-        for module, mode in modes:
-            module.training = mode
-    if not isinstance(out, torch.Tensor) or out.ndim == 0 or out.shape[0] != sample.shape[0]:
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"probe x of shape {tuple(x.shape)}: the model returned {got} for {sample.shape[0]} "
-                         f"inputs; it must return a tensor with one row per input")
-    return drew
-
-
-def _check_parameter_names(model: nn.Module) -> None:
-    """ValueError when two trained parameters share a store name, or one is named like a coordinate
-    of the ``params`` group (``checkpoint``, ``step``, ``epoch``)."""
-    seen: dict[str, str] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        key = schema.store_name(name)
-        if key in schema.CHECKPOINT_COORDS or key in schema.LEGACY_CHECKPOINT_COORDS:
-            raise ValueError(f"parameter {name!r} would be stored as {key!r}, the name of a coordinate of the "
-                             f"params group; rename it")
-        if key in seen:
-            raise ValueError(f"parameters {seen[key]!r} and {name!r} would both be stored as {key!r}; rename one")
-        seen[key] = name
-
-
 #: Checkpoints whose background NTK may be in progress or waiting to be written at once; one more
 #: waits for the oldest to be handed to the writer.
 MAX_PENDING = 4
-
-
-def _check_positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
 
 
 class Recorder:
@@ -197,7 +117,7 @@ class Recorder:
         model = unwrap_model(model)
         if not isinstance(probe, (tuple, list)) or len(probe) != 2:
             raise TypeError(f"probe must be a pair (x, y), got {type(probe).__name__}")
-        x, y = _probe_array("x", probe[0]), _probe_array("y", probe[1])
+        x, y = probe_array("x", probe[0]), probe_array("y", probe[1])
         if x.dtype.kind != "f":
             raise TypeError(f"probe x must be floating point, got dtype {x.dtype}")
         if y.shape[0] != x.shape[0]:
@@ -208,12 +128,12 @@ class Recorder:
             raise TypeError(f"ntk must be True or False, got {ntk!r}")
         if params is not None:
             schema.check_params_mode(params)
-        index = None if probe_index is None else _probe_index(probe_index, x.shape[0])
+        index = None if probe_index is None else probe_index_array(probe_index, x.shape[0])
         if not isinstance(ntk_background, bool):
             raise TypeError(f"ntk_background must be True or False, got {ntk_background!r}")
         if ntk_chunk_size is not None:
-            _check_positive("ntk_chunk_size", ntk_chunk_size)
-        self._flush_every = _check_positive("flush_every", flush_every)
+            check_positive("ntk_chunk_size", ntk_chunk_size)
+        self._flush_every = check_positive("flush_every", flush_every)
         if isinstance(flush_secs, bool) or not isinstance(flush_secs, (int, float)) or not flush_secs > 0 \
                 or not math.isfinite(flush_secs):
             raise ValueError(f"flush_secs must be a finite number of seconds > 0, got {flush_secs!r}")
@@ -227,9 +147,9 @@ class Recorder:
         else:
             from dynamics.capture import resolve_layers
             self.layers = resolve_layers(model, layers)
-        _check_parameter_names(model)
+        check_parameter_names(model)
         first = next((p for p in model.parameters()), None)
-        forward_drew = _check_probe_fits(model, x, None if first is None else first.device,
+        forward_drew = check_probe_fits(model, x, None if first is None else first.device,
                                          None if first is None else first.dtype)
         self._x_probe = torch.as_tensor(x)
         self.path = Path(path)

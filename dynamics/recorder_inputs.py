@@ -1,0 +1,98 @@
+"""What a :class:`dynamics.recorder.Recorder` is given, checked at its construction: the probe (finite
+floating-point inputs with one leading sample dimension, labels of the same length, inputs the model
+can take), the probe's positions in the data set, the names of the trained parameters, and positive
+integer options. Each check raises TypeError/ValueError naming the bad value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dynamics.convert import to_numpy
+from dynamics.ntk.background import call_noting_draws
+from dynamics.store import schema
+
+
+def probe_array(name: str, value: Any) -> np.ndarray:
+    value = to_numpy(value, f"probe {name}")
+    if value.ndim == 0 or value.shape[0] == 0:
+        raise ValueError(f"probe {name} needs a leading sample dimension with at least one sample, "
+                         f"got shape {value.shape}")
+    if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+        raise ValueError(f"probe {name} contains NaN or Inf ({int(np.sum(~np.isfinite(value)))} values)")
+    return value
+
+
+def probe_index_array(value: Any, n: int) -> np.ndarray:
+    """``value`` as (n,) int64 positions of the probe samples in the data set; TypeError for a
+    non-integer array, ValueError for another length or a negative entry."""
+    index = to_numpy(np.asarray(value) if isinstance(value, (list, tuple)) else value, "probe_index")
+    if index.dtype.kind not in "iu":
+        raise TypeError(f"probe_index must hold integers, got dtype {index.dtype}")
+    if index.shape != (n,):
+        raise ValueError(f"probe_index must have shape ({n},), one entry per probe sample, got {index.shape}")
+    if index.size and index.min() < 0:
+        raise ValueError(f"probe_index must be >= 0, got {int(index.min())}")
+    return index.astype(np.int64)
+
+
+def _expected_input(model: nn.Module) -> str:
+    """What the first layer of ``model`` that declares it says about its input, for error messages."""
+    for name, module in model.named_modules():
+        for attr, what in (("in_features", "input features"), ("in_channels", "input channels")):
+            if isinstance(getattr(module, attr, None), int):
+                return f"its first layer {name or type(module).__name__!r} expects {getattr(module, attr)} {what}"
+    return "see the model's forward"
+
+
+def check_probe_fits(model: nn.Module, x: np.ndarray, device: torch.device | None,
+                      dtype: torch.dtype | None) -> bool:
+    """Run ``model`` on the first two probe inputs (eval mode, no grad; train/eval flags restored);
+    ValueError naming the probe's shape and what the model expects when it fails or does not return
+    one output per input. Returns whether that forward pass drew from torch's global generators
+    (:func:`dynamics.ntk.background.call_noting_draws`)."""
+    sample = torch.as_tensor(x[:2])
+    sample = sample.to(device=device, dtype=dtype if dtype is not None and dtype.is_floating_point else None)
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        with torch.no_grad():
+            out, drew = call_noting_draws(model, sample)
+    except Exception as err:   # the model's own error: shapes, dtypes
+        raise ValueError(f"probe x of shape {tuple(x.shape)} does not fit the model: {_expected_input(model)} "
+                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    finally:
+        for module, mode in modes:
+            module.training = mode
+    if not isinstance(out, torch.Tensor) or out.ndim == 0 or out.shape[0] != sample.shape[0]:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"probe x of shape {tuple(x.shape)}: the model returned {got} for {sample.shape[0]} "
+                         f"inputs; it must return a tensor with one row per input")
+    return drew
+
+
+def check_parameter_names(model: nn.Module) -> None:
+    """ValueError when two trained parameters share a store name, or one is named like a coordinate
+    of the ``params`` group (``checkpoint``, ``step``, ``epoch``)."""
+    seen: dict[str, str] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        key = schema.store_name(name)
+        if key in schema.CHECKPOINT_COORDS or key in schema.LEGACY_CHECKPOINT_COORDS:
+            raise ValueError(f"parameter {name!r} would be stored as {key!r}, the name of a coordinate of the "
+                             f"params group; rename it")
+        if key in seen:
+            raise ValueError(f"parameters {seen[key]!r} and {name!r} would both be stored as {key!r}; rename one")
+        seen[key] = name
+
+
+def check_positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
