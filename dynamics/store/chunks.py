@@ -147,7 +147,7 @@ class RowArray:
             supported = (document.get("node_type") == "array" and grid["name"] == "regular"
                          and document["chunk_key_encoding"]["name"] == "default"
                          and len(chunk_shape) == len(shape)
-                         and all(c >= max(n, 1) for c, n in zip(chunk_shape[1:], shape[1:]))
+                         and all(c == max(n, 1) for c, n in zip(chunk_shape[1:], shape[1:]))
                          and codecs == ["bytes", "zstd"] and not document.get("storage_transformers")
                          and document["codecs"][0].get("configuration", {}).get("endian", "little") == "little")
             array = cls(folder, document) if supported else None

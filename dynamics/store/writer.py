@@ -273,12 +273,16 @@ class RunWriter:
             keep = set(self.committed["variables"][group])
             rows = self._rows(group)
             for folder in sorted((self.path / group).iterdir()):
-                if not (folder / "zarr.json").is_file():
+                if not folder.is_dir():
                     continue
                 if folder.name not in keep:
+                    # an uncommitted variable, or the folder of one whose creation was killed before
+                    # its zarr.json was in place (the lock keeps other writers out)
                     shutil.rmtree(folder)
                     self._nodes.pop(f"{group}/{folder.name}", None)
                     continue
+                if not (folder / "zarr.json").is_file():
+                    continue        # a damaged committed variable: left for the readers to report
                 array = self._array(group, folder.name)
                 if array.shape[0] != rows:
                     array.resize(rows)

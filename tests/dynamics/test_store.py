@@ -368,3 +368,32 @@ def test_small_rows_share_chunk_files_and_large_rows_get_their_own(tmp_path):
     np.testing.assert_array_equal(tree["checkpoints"]["acc"].values, np.arange(n, dtype=float))
     np.testing.assert_array_equal(tree["params"]["b"].values[:3], np.stack(bigs))
     assert np.isnan(tree["params"]["b"].values[3:]).all()
+
+
+@pytest.mark.parametrize("group", ["metrics", "checkpoints", "params"])
+def test_resume_removes_a_variable_folder_whose_creation_was_killed(tmp_path, group):
+    """A writer killed between creating a new variable's folder and renaming its zarr.json into place
+    leaves a folder without a document (perhaps with a ``*.partial`` file): plain xarray and open_run
+    read the store without a warning, resume removes the folder, and the name can be recorded again."""
+    path = tmp_path / "run.zarr"
+    x, y = _probe(np.random.default_rng(0))
+    w = RunWriter.create(path, config=None, probe_x=x, probe_y=y)
+    w.append_checkpoint(0, 0.0, {"acc": 0.5}, {}, {"w": (("w_dim0",), np.zeros(2))})
+    w.append_metrics(np.array([0]), np.zeros(1), {"loss": np.ones(1)})
+    w.close("interrupted")
+    ghost = path / group / "late"
+    ghost.mkdir()
+    (ghost / f"zarr.json.{os.getpid()}.partial").write_text("{")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        xr.open_datatree(path, engine="zarr")
+        open_run(path).load()
+    w = RunWriter.resume(path)
+    assert not ghost.exists()
+    if group == "metrics":
+        w.append_metrics(np.array([1]), np.zeros(1), {"late": np.array([2.0])})
+    else:
+        w.append_checkpoint(1, 0.0, {"late": 2.0} if group == "checkpoints" else {}, {},
+                            {"w": (("w_dim0",), np.ones(2))} | ({"late": ((), np.array(2.0))} if group == "params" else {}))
+    w.close("complete")
+    assert open_run(path)[group]["late"].values.tolist()[-1] == 2.0

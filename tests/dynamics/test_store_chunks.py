@@ -168,6 +168,8 @@ def test_a_failed_file_write_leaves_the_old_chunk_and_no_temporary_file(tmp_path
     lambda p: zarr.create_array(str(p), shape=(4, 6), chunks=(2, 3), dtype="float32"),          # split along dim 1
     lambda p: zarr.create_array(str(p), shape=(8,), chunks=(2,), shards=(4,), dtype="float32"),  # sharded
     lambda p: zarr.create_array(str(p), shape=(4,), chunks=(2,), dtype="float32", compressors=None),
+    lambda p: zarr.create_array(str(p), shape=(4, 3), chunks=(2, 5), dtype="float32",                # wider than the array
+                                compressors=ZstdCodec(level=1, checksum=True)),
 ])
 def test_other_layouts_are_refused_by_name(tmp_path, make):
     make(tmp_path / "a")
