@@ -220,6 +220,23 @@ class RowArray:
                 path.parent.mkdir(parents=True, exist_ok=True)
             _write_file(path, self._zstd.encode(chunk.reshape(-1).view(np.uint8)))
 
+    def fill_rows(self, stop: int) -> None:
+        """Write the fill value into rows 0 … ``stop`` − 1 (a whole chunk of it is encoded once and
+        written to every file). A variable first written at a later row thus still has a file for
+        every chunk before it, as the readers' check of the committed range expects."""
+        c = self.chunk_rows
+        if stop <= 0 or 0 in self.shape[1:]:
+            return
+        chunk = np.full((c,) + self.shape[1:], self.fill_value, dtype=self._stored)
+        encoded = self._zstd.encode(chunk.reshape(-1).view(np.uint8))
+        for k in range(stop // c):
+            path = self._chunk_path(k)
+            if self._separator == "/":
+                path.parent.mkdir(parents=True, exist_ok=True)
+            _write_file(path, encoded)
+        if stop % c:
+            self.write_rows(stop - stop % c, chunk[:stop % c])
+
     def read_rows(self, stop: int) -> np.ndarray:
         """Rows 0 … ``stop`` − 1 (missing chunks read as the fill value), in the native byte order."""
         stop = min(int(stop), self.shape[0])

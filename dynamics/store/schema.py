@@ -60,8 +60,9 @@ CHUNK_BYTES = 256 * 1024      # target size of an uncompressed chunk of a checkp
 PARAMS_MODES = ("all", "first_last", "none")
 """What the ``params`` group holds (root attribute ``params``; a store without it holds "all"):
 "all" — every checkpoint's parameters; "first_last" — those of the first checkpoint and of the
-latest one written (each new checkpoint's parameters replace the previous non-first row by NaN, the
-float fill value, in the same commit: after a kill the store still holds the first and the latest);
+latest one written (once a new checkpoint's parameters are committed, the previous non-first row
+is set to NaN, the float fill value: after a kill at any moment the store holds the first and the
+latest committed parameters, and at worst the previous row too);
 "none" — no parameter variables (the group keeps its ``checkpoint``/``step``/``epoch`` coordinates)."""
 
 

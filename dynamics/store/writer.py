@@ -114,16 +114,15 @@ def _remove_partial_files(path: Path) -> None:
 
 
 def _clearing_previous(names: list[str], plan: list) -> list:
-    """The ``params`` plan of one checkpoint with each parameter's previous row set to NaN in the same
-    write ("first_last", :data:`schema.PARAMS_MODES`): (array, row, 1, θ) → (array, row − 1, 2, [NaN, θ]).
-    One write per array, so two writes never race for the chunk they share."""
+    """The writes that set each parameter's previous row to NaN once a ``params`` plan of one
+    checkpoint is committed ("first_last", :data:`schema.PARAMS_MODES`): (array, row, 1, θ) →
+    (array, row − 1, 1, NaN). They run after the commit, so a kill at any moment leaves the latest
+    committed parameters in place (and at worst the previous row too)."""
     out = []
-    for name, (target, rows, n, value) in zip(names, plan):
+    for name, (target, rows, _, value) in zip(names, plan):
         coordinate = name in schema.CHECKPOINT_COORDS or name in schema.LEGACY_CHECKPOINT_COORDS
         if not coordinate and not isinstance(target, _NewArray) and value.dtype.kind == "f":
-            rows, n = rows - 1, n + 1
-            value = np.concatenate([np.full((1,) + value.shape[1:], np.nan, dtype=value.dtype), value])
-        out.append((target, rows, n, value))
+            out.append((target, rows - 1, 1, np.full((1,) + value.shape[1:], np.nan, dtype=value.dtype)))
     return out
 
 
@@ -139,13 +138,17 @@ class _NewArray(NamedTuple):
 
 
 class _Batch:
-    """One write: the new arrays and rows of ``plan``, then the commit record of ``committed``.
+    """One write: the new arrays and rows of ``plan``, then the commit record of ``committed``, then
+    the writes of ``after`` (rows of committed data that the commit makes redundant).
 
     It is kept by the writer until it succeeded: a batch whose write failed is written again by the
-    next :meth:`RunWriter.wait`, so no row is lost to a transient failure (a full disk)."""
+    next :meth:`RunWriter.wait` (every step of it can be repeated), so no row is lost to a transient
+    failure (a full disk)."""
 
-    def __init__(self, what: str, plan: list, committed: dict, nonfinite: dict, attrs: dict) -> None:
+    def __init__(self, what: str, plan: list, committed: dict, nonfinite: dict, attrs: dict,
+                 after: list | None = None) -> None:
         self.what, self.plan, self.committed, self.nonfinite, self.attrs = what, plan, committed, nonfinite, attrs
+        self.after = after or []
         self.future: Future | None = None
         #: (group, name) → (shape per row, dtype) of the arrays this batch creates
         self.created = {(t.group, t.name): (tuple(t.shape[1:]), np.dtype(t.dtype))
@@ -342,19 +345,23 @@ class RunWriter:
     # ----------------------------------------------------------------- writing in the background
     def _run(self, batch: _Batch) -> None:
         """The write of ``batch`` (on the writer thread, or again on the caller's after a failure):
-        create its new arrays, write its rows, then replace the commit record."""
+        create its new arrays (the rows before a new variable's first row hold the fill value, so every
+        chunk of the committed range has a file, as the readers check), write its rows, replace the
+        commit record, then write ``after``."""
         plan = []
         for target, rows, n, value in batch.plan:
             if isinstance(target, _NewArray):
                 key = f"{target.group}/{target.name}"
                 array = _create_array(self.path, target.group, target.name, target.dims, target.shape,
                                       target.chunk_rows, target.dtype, target.attrs)
+                array.fill_rows(rows)
                 self._arrays[(target.group, target.name)] = array
                 self._nodes[key] = array.document
                 target = array
             plan.append((target, rows, n, value))
         _grow_then_write(plan)
         root_record.write_root(self.path, self._document(batch.attrs, batch.committed))
+        _grow_then_write(batch.after)
 
     @property
     def idle(self) -> bool:
@@ -390,10 +397,11 @@ class RunWriter:
         self.committed, self.nonfinite, self.attrs = batch.committed, batch.nonfinite, batch.attrs
         self._batch = None
 
-    def _submit(self, what: str, plan: list, changes: dict, nonfinite: dict, wait: bool) -> None:
+    def _submit(self, what: str, plan: list, changes: dict, nonfinite: dict, wait: bool,
+                after: list | None = None) -> None:
         committed = dict(self.committed, **changes)
         attrs = dict(self.attrs, committed=json.dumps(committed), nonfinite=json.dumps(nonfinite))
-        batch = _Batch(what, plan, committed, nonfinite, attrs)
+        batch = _Batch(what, plan, committed, nonfinite, attrs, after)
         self._batch = batch
         batch.future = self._executor.submit(self._run, batch)
         if wait:
@@ -541,19 +549,19 @@ class RunWriter:
                   "params": (self._check_columns("params", params), 1)}
         if m_steps.size:
             groups["metrics"] = (self._check_columns("metrics", m_cols), len(m_steps))
-        variables, plan = dict(self.committed["variables"]), []
+        variables, plan, after = dict(self.committed["variables"]), [], []
         try:
             for group, (columns, n_new) in groups.items():
                 variables[group], group_plan = self._plan_rows(group, columns, n_new)
                 if group == "params" and schema.params_mode(self.attrs) == "first_last" and index >= 2:
-                    group_plan = _clearing_previous(variables[group], group_plan)
+                    after = _clearing_previous(variables[group], group_plan)
                 plan += group_plan
         except OSError as err:
             raise StoreError(f"{self.path}: cannot create an array of the checkpoint at step {step} ({err})") from err
         changes = {"checkpoint": index + 1, "checkpoint_step": int(step), "variables": variables}
         if m_steps.size:
             changes.update(metrics=self.committed["metrics"] + len(m_steps), step=int(m_steps[-1]))
-        self._submit(f"the checkpoint at step {step}", plan, changes, self._with_counts(nonfinite), wait)
+        self._submit(f"the checkpoint at step {step}", plan, changes, self._with_counts(nonfinite), wait, after)
 
     # ----------------------------------------------------------------- truncate / close
     def truncate(self, step: int) -> None:

@@ -165,3 +165,48 @@ def test_bad_mode(tmp_path):
     with pytest.raises(ValueError, match="params must be one of 'all', 'first_last', 'none', got 'some'"):
         Recorder(tmp_path / "r.zarr", model, probe, params="some")
     assert not (tmp_path / "r.zarr").exists()
+
+
+_DIES_AT_THE_COMMIT = r'''
+import os, sys, torch
+import dynamics.store.writer as writer
+from dynamics.recorder import Recorder
+write_root = writer.root_record.write_root
+def dying(path, document):   # the process ends abruptly (no cleanup) just before or just after the commit
+    if sys.argv[2] == "after":
+        write_root(path, document)
+    os._exit(9)
+m = torch.nn.Linear(2, 1, dtype=torch.float64)
+rec = Recorder(sys.argv[1], m, (torch.zeros(3, 2, dtype=torch.float64), torch.zeros(3)), ntk=False, layers=[],
+               params="first_last")
+for k in range(4):
+    with torch.no_grad():
+        m.bias.fill_(float(k))
+    if k == 3:
+        rec.flush()                                  # checkpoints 0..2 committed
+        writer.root_record.write_root = dying
+    rec.checkpoint(10 * k)
+'''
+
+
+@pytest.mark.parametrize("moment", ["before", "after"])
+def test_first_last_keeps_the_latest_committed_parameters_when_the_writer_dies_at_the_commit(tmp_path, moment):
+    """A writer that dies while committing checkpoint 3 leaves the first and the latest committed
+    parameters readable by plain xarray: [0, NaN, 2] before its commit record, [0, NaN, 2, 3] (with the
+    row of checkpoint 2 not yet cleared) after it; resuming and closing clears nothing committed."""
+    import subprocess
+    import sys
+    import warnings
+    path = tmp_path / "k.zarr"
+    done = subprocess.run([sys.executable, "-c", _DIES_AT_THE_COMMIT, str(path), moment], capture_output=True, text=True)
+    assert done.returncode == 9, done.stderr
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bias = xr.open_datatree(path, engine="zarr")["params"]["bias"].values.ravel()
+    expected = [0.0, np.nan, 2.0] if moment == "before" else [0.0, np.nan, 2.0, 3.0]
+    np.testing.assert_array_equal(bias, expected)
+    model = nn.Linear(2, 1, dtype=torch.float64)
+    with Recorder(path, model, (torch.zeros(3, 2, dtype=torch.float64), torch.zeros(3)), ntk=False, layers=[],
+                  resume=True):
+        pass
+    np.testing.assert_array_equal(stored_params(path)["bias"].values.ravel(), expected)

@@ -397,3 +397,35 @@ def test_resume_removes_a_variable_folder_whose_creation_was_killed(tmp_path, gr
                             {"w": (("w_dim0",), np.ones(2))} | ({"late": ((), np.array(2.0))} if group == "params" else {}))
     w.close("complete")
     assert open_run(path)[group]["late"].values.tolist()[-1] == 2.0
+
+
+@pytest.mark.parametrize("group", ["metrics", "checkpoints", "params"])
+def test_a_variable_first_written_past_its_first_chunks_reads_and_resumes(tmp_path, group):
+    """A variable that appears after its first chunks' rows (a metric first logged at step 4100, a
+    checkpoint array or parameter first given at checkpoint 3 with one checkpoint per chunk) reads as
+    its fill value before that row in plain xarray and open_run, and the store resumes: every chunk of
+    the committed range has a file."""
+    path = tmp_path / "run.zarr"
+    x, y = _probe(np.random.default_rng(0))
+    w = RunWriter.create(path, config=None, probe_x=x, probe_y=y)
+    big = np.arange(300 * 300, dtype=np.float64).reshape(300, 300)      # 720 kB: one checkpoint per chunk
+    if group == "metrics":
+        n = schema.METRICS_CHUNK + 4
+        w.append_metrics(np.arange(n), np.zeros(n), {"loss": np.ones(n)})
+        w.append_metrics(np.array([n, n + 1]), np.zeros(2), {"loss": np.ones(2), "late": np.array([7.0, 8.0])})
+        first, expected_late = n, [7.0, 8.0]
+    else:
+        for c in range(3):
+            w.append_checkpoint(c, 0.0, {"acc": 0.5}, {}, {"w": (("w_dim0",), np.zeros(2))})
+        late = {"late": (("u", "v"), big)}
+        w.append_checkpoint(3, 0.0, {}, late if group == "checkpoints" else {},
+                            {"w": (("w_dim0",), np.zeros(2)), **(late if group == "params" else {})})
+        first, expected_late = 3, [big]
+    w.close("interrupted")
+    for read in (lambda: xr.open_datatree(path, engine="zarr")[group]["late"].values,
+                 lambda: open_run(path).load()[group]["late"].values):
+        values = read()
+        assert np.isnan(values[:first]).all()
+        np.testing.assert_array_equal(values[first:], expected_late)
+    RunWriter.resume(path).close("complete")
+    assert open_run(path).attrs["status"] == "complete"

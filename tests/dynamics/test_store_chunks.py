@@ -191,3 +191,14 @@ def test_a_damaged_chunk_is_named_when_a_partial_write_reads_it(tmp_path):
     (tmp_path / "a" / "c.0").write_bytes(b"garbage")
     with pytest.raises(StoreError, match=r"c\.0: the chunk cannot be decoded"):
         ours.write_rows(1, np.array([1.0]))
+
+
+@pytest.mark.parametrize("stop", [0, 1, 3, 4, 9])
+def test_fill_rows_writes_every_chunk_before_a_late_first_row(tmp_path, stop):
+    ours = RowArray.create(tmp_path / "a", ("step", "u"), (12, 2), 3, "float32", {})
+    ours.fill_rows(stop)
+    assert sorted(_files(tmp_path / "a")) == [f"c.{k}.0" for k in range(-(-stop // 3))]
+    ours.write_rows(stop, np.ones((2, 2)))
+    expected = np.full((12, 2), np.nan, np.float32)
+    expected[stop:stop + 2] = 1
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "a"))[...], expected)
