@@ -181,6 +181,12 @@ class RowArray:
         key = self._separator.join(["c", str(k)] + ["0"] * (len(self.shape) - 1))
         return self.folder / key.replace("/", os.sep)
 
+    def _write_chunk(self, k: int, encoded: bytes) -> None:
+        path = self._chunk_path(k)
+        if self._separator == "/":   # older stores keep chunks in folders (c/k/0)
+            path.parent.mkdir(parents=True, exist_ok=True)
+        _write_file(path, encoded)
+
     def _read_chunk(self, k: int) -> np.ndarray | None:
         path = self._chunk_path(k)
         try:
@@ -215,10 +221,7 @@ class RowArray:
                 chunk = (np.full((c,) + self.shape[1:], self.fill_value, dtype=self._stored) if old is None
                          else old.copy())
                 chunk[lo - k * c:hi - k * c] = values[lo - start:hi - start]
-            path = self._chunk_path(k)
-            if self._separator == "/":
-                path.parent.mkdir(parents=True, exist_ok=True)
-            _write_file(path, self._zstd.encode(chunk.reshape(-1).view(np.uint8)))
+            self._write_chunk(k, self._zstd.encode(chunk.reshape(-1).view(np.uint8)))
 
     def fill_rows(self, stop: int) -> None:
         """Write the fill value into rows 0 … ``stop`` − 1 (a whole chunk of it is encoded once and
@@ -230,10 +233,7 @@ class RowArray:
         chunk = np.full((c,) + self.shape[1:], self.fill_value, dtype=self._stored)
         encoded = self._zstd.encode(chunk.reshape(-1).view(np.uint8))
         for k in range(stop // c):
-            path = self._chunk_path(k)
-            if self._separator == "/":
-                path.parent.mkdir(parents=True, exist_ok=True)
-            _write_file(path, encoded)
+            self._write_chunk(k, encoded)
         if stop % c:
             self.write_rows(stop - stop % c, chunk[:stop % c])
 
