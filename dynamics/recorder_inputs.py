@@ -17,6 +17,8 @@ from dynamics.store import schema
 
 
 def probe_array(name: str, value: Any) -> np.ndarray:
+    """The probe's ``x`` or ``y`` (``name``) as a numpy array (:func:`dynamics.convert.to_numpy`);
+    ValueError for no leading sample dimension, no sample, or a NaN/Inf in a floating-point array."""
     value = to_numpy(value, f"probe {name}")
     if value.ndim == 0 or value.shape[0] == 0:
         raise ValueError(f"probe {name} needs a leading sample dimension with at least one sample, "
@@ -91,6 +93,7 @@ def check_parameter_names(model: nn.Module) -> None:
 
 
 def check_positive(name: str, value: Any) -> int:
+    """``value`` if it is an int ≥ 1; TypeError (not an int, or a bool) or ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {value!r}")
     if value < 1:
