@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from dynamics.store import schema
+from dynamics.store.chunks import write_document
 
 _EMPTY_CONSOLIDATED = {"kind": "inline", "must_understand": False, "metadata": {}}
 
@@ -75,14 +75,7 @@ def root_document(attrs: dict[str, Any], view: dict[str, dict[str, Any]]) -> dic
 
 
 def write_root(path: Path, document: dict[str, Any]) -> None:
-    """Replace ``path``/zarr.json by ``document`` atomically (temporary ``*.partial`` file, then
-    ``os.replace``; the temporary file is removed when the write fails)."""
-    target = path / "zarr.json"
-    tmp = path / f"zarr.json.{os.getpid()}.partial"
-    try:
-        with open(tmp, "w") as f:
-            f.write(json.dumps(document))   # the C encoder: several times faster than indent=
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Replace ``path``/zarr.json by ``document`` atomically (:func:`dynamics.store.chunks.write_document`:
+    a temporary ``*.partial`` file, then ``os.replace``; the temporary file is removed when the write
+    fails)."""
+    write_document(path, document)
