@@ -1,9 +1,14 @@
 # Everything installs from nothing: `make test` and `make run` create .venv when missing.
+# torch is pinned by a constraints file for every later pip call, so no extra can replace it
+# (a looser torch spec downloads a CUDA build of several GB); the install fails loudly instead.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+CURVLINOPS_SPEC ?= curvlinops-for-pytorch==3.0.1
+EXTRAS ?= test,lightning,huggingface,tensorboard,wandb,curvature,notebook,docs
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+CONSTRAINTS := $(VENV)/constraints.txt
 
 .PHONY: install test test-slow run bench clean schema
 
@@ -11,9 +16,12 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP): $(PY) pyproject.toml
+$(STAMP): $(PY) pyproject.toml Makefile
+	echo "$(TORCH_SPEC)" > $(CONSTRAINTS)
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) --no-deps "$(CURVLINOPS_SPEC)"
+	$(PY) -c "import importlib.metadata as m, sys; v = m.version('torch'); want = '$(TORCH_SPEC)'.split('==')[-1]; sys.exit(0 if v.split('+')[0] == want.split('+')[0] else f'torch {v} was installed where $(TORCH_SPEC) was asked for')"
 	touch $(STAMP)
 
 install: $(STAMP)
