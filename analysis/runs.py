@@ -147,14 +147,19 @@ def _fill_between(out: np.ndarray, checkpoint_groups: list[xr.Dataset], layers: 
                     if j >= i and comparable[i, j]:
                         out[i, j, c, k] = out[j, i, c, k] = linear_cka(reps[i], reps[j])
 
-def analyze_experiment(run_dir: str | os.PathLike, **analyze_options: object) -> xr.Dataset:
+def analyze_experiment(run_dir: str | os.PathLike, *, reuse: bool = False, **analyze_options: object) -> xr.Dataset:
     """``analyze`` every run store (``*.zarr``, except ``analysis.zarr``) of ``run_dir``, then combine.
 
     The combined Dataset is also written to ``run_dir/analysis.zarr`` (replaced in one step; root
     attrs ``schema`` = :data:`EXPERIMENT_SCHEMA` and ``sources``, JSON store name → source token, so
     that :func:`experiment_analysis_is_fresh` can tell when it is out of date). Runs being trained
     are analysed from their committed data, without writing into their stores. Options are passed
-    to :func:`analysis.analyze`. StoreError (a ValueError) when the folder holds no run store.
+    to :func:`analysis.analyze`. ``reuse``: a store's own analysis group is taken instead of
+    analysing it again when it was computed from the store's current data with the same kernel
+    alignment (``dynamics run`` analyses each run in its worker process right after training it;
+    only meaningful without other options). A warning that several runs raise alike (zero-initialised
+    biases in every run of one model) is issued once. StoreError (a ValueError) when the folder
+    holds no run store.
     """
     folder = Path(run_dir)
     if not folder.is_dir():
@@ -162,7 +167,15 @@ def analyze_experiment(run_dir: str | os.PathLike, **analyze_options: object) ->
     stores = experiment_stores(folder)
     if not stores:
         raise StoreError(f"run_dir {str(folder)!r} holds no run stores (*.zarr)")
-    analyses = [analyze(store, **analyze_options) for store in stores]
+    centered = bool(analyze_options.get("centered_alignment", False))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        analyses = []
+        for store in stores:
+            stored = fresh_analysis(store, centered_alignment=centered)[0] if reuse else None
+            analyses.append(stored if stored is not None else analyze(store, **analyze_options))
+    for category, message in dict.fromkeys((w.category, str(w.message)) for w in caught):
+        warnings.warn(message, category, stacklevel=2)
     combined = combine(analyses, stores)
     sources = {store.name: json.loads(a.attrs.get(SOURCE_ATTR, "null")) for store, a in zip(stores, analyses)}
     write_dataset(folder / EXPERIMENT_ANALYSIS, combined.assign_attrs(

@@ -10,9 +10,12 @@ signal number (130, 143, 129) and leave a store that ``--resume`` continues.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import builtins
 import errno
+import functools
+import importlib.util
 import sys
+import warnings
 import textwrap
 from pathlib import Path
 
@@ -34,6 +37,7 @@ EXAMPLES = """examples:
   dynamics compare runs/mnist1d runs/digits --out comparison.html
   dynamics config show --preset digits --set optimizers.gn.lr=0.3   # the resolved config as TOML
   dynamics sweep sweep.toml --out runs/sweep      # a [sweep] grid on all cores; again → only what is missing
+  dynamics tables runs/mnist1d --write docs/results.md   # regenerate the published result tables
   dynamics unlock runs/mnist1d/gn.zarr           # after the host that wrote it died
 """
 
@@ -119,8 +123,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, run_flags: bool = T
     parser.add_argument("--device", metavar="DEVICE",
                         help="cpu, cuda, cuda:N or auto (CUDA when available); sets train.device (default cpu)")
     parser.add_argument("--threads", type=int, metavar="N",
-                        help="CPU threads per training process (default: the cores not busy with other "
-                             "programs, by the 1-minute load average, at least 1)")
+                        help="CPU threads of each training process; sets train.threads (default 1: `dynamics "
+                             "run` then trains one run per core at once, in separate processes); recorded "
+                             "in the store, since the count can change float rounding")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(run)
     run.add_argument("--out", type=Path, help="experiment folder DIR (default runs/<name>)")
     run.add_argument("--seeds", type=seed_list, help="comma-separated seeds (default: train.seeds, else train.seed)")
+    run.add_argument("--workers", type=int, metavar="N",
+                     help="runs trained at once, each in its own process (default: cores // train.threads); "
+                          "1 trains them one after the other in this process; the stores are the same")
     add_alignment_argument(run)
     train = command("train", "train one optimiser with one seed into one run store", CONFIG_INPUTS,
                     "the run store at --out (zarr; metrics, checkpoints, parameters, NTK), whose path is printed")
@@ -184,6 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "DIR/sweep.json (grid, run names, status of each run) and DIR/runs/<run>.zarr; the manifest's "
                     "path is printed. Then `dynamics analyze DIR` and `dynamics report DIR`")
     add_sweep_arguments(sweep)
+    tables = command("tables", "print (or write into README/docs) the result tables of run folders: the machine, "
+                     "how trained the models are, the paper's claims with margins, and the spread over further "
+                     "folders of the same command run elsewhere",
+                     "DIR...: experiment folders written by `dynamics run` (findings.json, machine.json); the first "
+                     "is the published run, the others the same command on other machines or kernels",
+                     "Markdown on stdout; with --write, the block between <!-- results:NAME:begin --> and "
+                     "<!-- results:NAME:end --> of each FILE is replaced")
+    tables.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
+    tables.add_argument("--name", help="the block's name in the markers (default: the first folder's name)")
+    tables.add_argument("--write", type=Path, action="append", default=[], metavar="FILE",
+                        help="replace the block in FILE (repeatable), e.g. --write docs/results.md")
     unlock = command("unlock", "remove the lock of a run store whose writer is gone (e.g. its host died)",
                      "STORE: a run store whose lock file names a process that no longer runs; refused while "
                      "a process on this machine holds the lock", "the lock file is removed; the holder it "
@@ -215,6 +234,8 @@ def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
 
 
 def command_sweep(args: argparse.Namespace) -> None:
+    if not args.quiet:   # at once: the imports below take seconds
+        print(f"dynamics sweep: planning {args.config} into {args.out}", file=sys.stderr, flush=True)
     if args.scheduler is None and not sweep_looks_finished(args.out):
         # the local cluster's forkserver imports torch and the trainers while this process does the same
         from dynamics.cluster import SWEEP_MODULES, start_forkserver
@@ -255,6 +276,10 @@ def config_from(args: argparse.Namespace):
         overrides["data.data_dir"] = args.data_dir
     if getattr(args, "device", None) is not None:
         overrides["train.device"] = args.device
+    if getattr(args, "threads", None) is not None:
+        from trainers.runtime import check_threads
+
+        overrides["train.threads"] = check_threads(args.threads)
     return load_config(args.preset, args.config, overrides)
 
 
@@ -275,20 +300,14 @@ def say(args: argparse.Namespace, message: str) -> None:
         print(message, file=sys.stderr)
 
 
-def use_threads(args: argparse.Namespace, concurrent: int = 1) -> None:
-    """Apply ``--threads`` (or the default share of the cores for ``concurrent`` runs) before training;
-    each run's first progress line names the count."""
-    from trainers.runtime import apply_threads, check_threads, default_threads
-
-    apply_threads(default_threads(concurrent) if args.threads is None else check_threads(args.threads))
-
-
 def command_train(args: argparse.Namespace) -> None:
     from trainers import train
 
+    from trainers.runtime import apply_threads
+
     config = config_from(args)
     check_target(args.out, args)
-    use_threads(args)
+    apply_threads(config.train.threads)   # here and in child processes (BLAS pools start with it)
     path = train(config, args.optimizer, args.out, seed=args.seed, resume=args.resume, overwrite=args.overwrite,
                  progress=not args.quiet)
     print(path)
@@ -306,14 +325,19 @@ def _failed_run(path: Path) -> str | None:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    """Train every (seed, optimiser), analyse, report. A run that fails on its own (its store is marked
-    "failed", e.g. by the divergence rule) does not stop the others: it is named on stderr, marked in
-    the report, and the exit status is 1. Errors before a store exists (config, data) stop at once."""
-    from analysis import analyze_experiment
+    """Train every (seed, optimiser), analyse, report. The runs train side by side in
+    ``cores // train.threads`` processes (:mod:`trainers.parallel`), each bit-identical to training it
+    alone. A run that fails on its own (its store is marked "failed", e.g. by the divergence rule)
+    does not stop the others: it is named on stderr, marked in the report, and the exit status is 1.
+    Errors before a store exists (config, data) stop at once."""
+    from analysis import analyze, analyze_experiment
+    from dynamics import machine
     from reports import write_report
-    from trainers import store_name, train
-    from trainers.phases import phases_name
+    from trainers import store_name
     from trainers.setup import load_data
+    from trainers.parallel import RunSpec, train_runs
+    from trainers.phases import phases_name
+    from trainers.runtime import apply_threads, concurrent_runs
 
     config = config_from(args)
     out = args.out or Path("runs") / config.name
@@ -323,25 +347,37 @@ def command_run(args: argparse.Namespace) -> int:
     names = list(config.train.optimizers)
     if config.train.phases:  # one more run that switches optimiser (trainers.phases)
         names.append(phases_name([p.model_dump() for p in config.train.phases]))
-    runs = [(seed, optimizer, out / store_name(optimizer, seed, len(seeds))) for seed in seeds for optimizer in names]
-    for _, _, path in runs:
-        check_target(path, args)
-    use_threads(args)  # the runs train one after the other: each gets the whole share
+    runs = [RunSpec(optimizer, seed, out / store_name(optimizer, seed, len(seeds))) for seed in seeds
+            for optimizer in names]
+    for run in runs:
+        check_target(run.path, args)
+    apply_threads(config.train.threads)
+    if args.workers is not None and (isinstance(args.workers, bool) or args.workers < 1):
+        raise DynamicsError(f"--workers must be an integer >= 1, got {args.workers!r}")
+    workers = min(args.workers, len(runs)) if args.workers else concurrent_runs(config.train.threads, len(runs))
+    if workers > 1:   # the workers' forkserver imports torch and the trainer while this process loads the data
+        from dynamics.cluster import SWEEP_MODULES, start_forkserver
+        start_forkserver(SWEEP_MODULES)
+    say(args, f"dynamics run: {len(runs)} runs into {out}, {workers} at a time, "
+              f"{config.train.threads} CPU thread(s) each")
     data = load_data(config.data)  # once for every run (generating MNIST-1D takes seconds)
-    failed = []
-    for seed, optimizer, path in runs:
-        try:
-            train(config, optimizer, path, seed=seed, resume=args.resume, overwrite=args.overwrite,
-                  progress=not args.quiet, data=data)
-        except Exception:
-            reason = _failed_run(path)
-            if reason is None:
-                raise
-            failed.append(path)
-            print(f"dynamics run: {path} failed: {reason}; training the others", file=sys.stderr)
-            continue
-        say(args, f"trained {path}")
-    analyze_experiment(out, centered_alignment=args.centered_alignment)
+    out.mkdir(parents=True, exist_ok=True)
+    machine.record(out, machine.describe(config.train.threads, workers))   # named beside published tables
+
+    def done(outcome) -> None:
+        if outcome.status == "failed":
+            reason = _failed_run(outcome.run.path) or outcome.error
+            print(f"dynamics run: {outcome.run.path} failed: {reason}; training the others", file=sys.stderr)
+        else:
+            say(args, f"trained {outcome.run.path}")
+
+    outcomes = train_runs(config, runs, data=data, overwrite=args.overwrite, progress=not args.quiet,
+                          workers=workers, on_done=done,
+                          after=functools.partial(analyze, centered_alignment=args.centered_alignment))
+    for category, message in dict.fromkeys(w for o in outcomes for w in o.warnings):  # once, not once per run
+        warnings.warn(message, warning_category(category), stacklevel=1)
+    failed = [o.run.path for o in outcomes if o.status == "failed"]
+    analyze_experiment(out, reuse=True, centered_alignment=args.centered_alignment)
     say(args, f"analysed {out}")
     print(write_report(out, centered_alignment=args.centered_alignment))
     if failed:
@@ -349,6 +385,12 @@ def command_run(args: argparse.Namespace) -> int:
               f"(marked in the report): {', '.join(p.name for p in failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def warning_category(name: str) -> type[Warning]:
+    """The built-in warning class called ``name`` (a worker's warnings come back as names), else UserWarning."""
+    category = getattr(builtins, name, None)
+    return category if isinstance(category, type) and issubclass(category, Warning) else UserWarning
 
 
 def existing_dirs(dirs: list[Path]) -> list[Path]:
@@ -416,6 +458,18 @@ def command_compare(args: argparse.Namespace) -> None:
     print(compare(existing_dirs(args.dirs), args.out, centered_alignment=args.centered_alignment))
 
 
+def command_tables(args: argparse.Namespace) -> None:
+    from reports.tables import results_block, write_blocks
+
+    name = args.name or args.dirs[0].resolve().name
+    block = results_block(existing_dirs(args.dirs), name)
+    if args.write:
+        for path in write_blocks(args.write, name, block):
+            print(path)
+    else:
+        print(block)
+
+
 def command_unlock(args: argparse.Namespace) -> None:
     from dynamics.store.lock import unlock
 
@@ -430,7 +484,7 @@ def command_config(args: argparse.Namespace) -> None:
 
 COMMANDS = {"run": command_run, "train": command_train, "analyze": command_analyze,
             "report": command_report, "compare": command_compare, "config": command_config,
-            "sweep": command_sweep, "unlock": command_unlock}
+            "sweep": command_sweep, "tables": command_tables, "unlock": command_unlock}
 
 
 def main(argv: list[str] | None = None) -> int:

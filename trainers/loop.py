@@ -107,16 +107,20 @@ def remove_store(out: Path) -> None:
 
 
 def train(config: ExperimentConfig | Mapping, optimizer: str, out: str | Path, *, seed: int | None = None,
-          resume: bool = False, overwrite: bool = False, progress: bool = True,
-          callback: Callable[[int], None] | None = None, data: Dataset | None = None) -> Path:
+          resume: bool = False, overwrite: bool = False, progress: bool | str = True,
+          callback: Callable[[int], None] | None = None, data: Dataset | None = None,
+          label: str | None = None) -> Path:
     """Train ``config``'s model with ``optimizer`` (a name in ``config.optimizers`` or a kind) into the
     store ``out``; returns its path. ``config`` is an :class:`~trainers.config.ExperimentConfig` (a
     mapping is validated first); ``seed`` overrides ``train.seed``; ``resume`` continues an
     interrupted store (a missing store starts fresh); ``overwrite`` deletes an existing run store at
     ``out`` first (never anything that is not a run store); ``progress`` shows a bar on a terminal
-    and progress lines on a redirected stderr (:mod:`trainers.progress`), False nothing; ``callback(step)`` runs after every step
+    and progress lines on a redirected stderr (:mod:`trainers.progress`), False nothing, or names the
+    mode ("bar", "lines": the form runs training side by side use); ``callback(step)`` runs after every step
     (tests raise KeyboardInterrupt from it); ``data`` is ``config.data``'s data set already loaded by
-    :func:`trainers.setup.load_data` (``dynamics run`` loads it once for all its runs; None loads it). Bad config or seed, or a config that cannot fit in the
+    :func:`trainers.setup.load_data` (``dynamics run`` loads it once for all its runs; None loads it); ``label`` names the run in its
+    progress (default "<optimizer> seed <seed>"). The run computes with ``config.train.threads`` torch
+    threads (the count in force before is restored when it returns). Bad config or seed, or a config that cannot fit in the
     available memory (:mod:`trainers.budget`) → ConfigError before anything is written. SIGINT,
     SIGTERM and SIGHUP stop the run between steps (:mod:`trainers.signals`): the store is marked
     "interrupted" and :class:`~trainers.signals.Stopped` (a KeyboardInterrupt) is raised. Resuming a
@@ -134,14 +138,20 @@ def train(config: ExperimentConfig | Mapping, optimizer: str, out: str | Path, *
         raise ConfigError("resume and overwrite exclude each other: resume continues a store, overwrite deletes it")
     if out.exists() and not out.is_dir():
         raise StoreError(f"'{out}' is an existing file, not a run store (a directory); choose another path")
-    with signals.deferred_stop() as stop:
-        return _train(config, optimizer, out, seed, resume, overwrite, progress, callback, stop, phases, options,
-                      data)
+    mode = progress if isinstance(progress, str) else "auto" if progress else "off"
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(config.train.threads)   # part of the run's config (trainers.runtime)
+    try:
+        with signals.deferred_stop() as stop:
+            return _train(config, optimizer, out, seed, resume, overwrite, mode, callback, stop, phases, options,
+                          data, label or f"{optimizer} seed {seed}")
+    finally:
+        torch.set_num_threads(previous_threads)
 
 
 def _train(config: ExperimentConfig, optimizer: str, out: Path, seed: int, resume: bool, overwrite: bool,
-           progress: bool, callback: Callable[[int], None] | None, stop: dict, phases: list | None,
-           options: dict, data: Dataset | None) -> Path:
+           progress: str, callback: Callable[[int], None] | None, stop: dict, phases: list | None,
+           options: dict, data: Dataset | None, label: str) -> Path:
     device = resolve_device(config.train.device)
     experiment = prepare(config, data)
     plan = phase_plan(phases or [{"optimizer": optimizer}], experiment.steps_per_epoch, experiment.total_steps)
@@ -176,8 +186,8 @@ def _train(config: ExperimentConfig, optimizer: str, out: Path, seed: int, resum
             run.checkpoint()
         restoring = False
         run.boundary = True
-        with Progress(experiment.total_steps, initial=run.step, desc=f"{optimizer} seed {seed}",
-                      mode="auto" if progress else "off",
+        with Progress(experiment.total_steps, initial=run.step, desc=label,
+                      mode=progress,
                       header=f"{experiment.total_steps} steps on {device}, "
                              f"{torch.get_num_threads()} CPU thread(s)") as bar:
             while run.step < experiment.total_steps:

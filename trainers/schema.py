@@ -138,6 +138,11 @@ class TrainConfig(Section):
         "all", description="checkpoints that store the trained parameters: 'all', 'first_last' (the first and "
                            "the latest; weight changes only from init to the last) or 'none' (no weight "
                            "changes in the analysis); see README 'Store size'")
+    threads: int = Field(1, ge=1, le=1024,
+                         description="CPU threads of each training process (torch intra-op, OpenMP, MKL); part "
+                                     "of the run's configuration because the thread count can change float "
+                                     "rounding. `dynamics run` trains cores // threads runs at once in "
+                                     "separate processes; --threads overrides")
     device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:[0-9]+)?)$",
                         description="torch device of the model, batches, probe, GN solves and NTK: 'cpu', "
                                     "'cuda', 'cuda:N' or 'auto' (CUDA when available); stores are written "

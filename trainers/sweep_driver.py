@@ -1,5 +1,6 @@
 """The client side of a sweep: submit one task per run, retry failures, keep the manifest current,
-show one progress bar over the runs, stop cleanly on KeyboardInterrupt (see :mod:`trainers.sweep`)."""
+print progress from the start (a line per run started, progressing and ended), stop cleanly on
+KeyboardInterrupt (see :mod:`trainers.sweep`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
-from tqdm import tqdm
-
-from dynamics.cluster import dashboard_link, open_client
+from dynamics.cluster import available_cores, dashboard_link, open_client
 from dynamics.sweep_manifest import write_manifest
 from trainers.optimizer_options import GN_KINDS
 from trainers.sweep_plan import SweepPlan
@@ -42,27 +41,32 @@ def longest_first(todo: list[str], plan: SweepPlan) -> list[str]:
     return sorted(todo, key=lambda name: -expected_cost(plan.runs[name].config))
 
 
-def progress_bar(manifest: dict, quiet: bool) -> tqdm:
-    """One bar over all runs of the sweep (complete ones already counted); silent when ``quiet`` or
-    when stderr is not a terminal."""
-    runs = manifest["runs"].values()
-    done = sum(run["status"] == "complete" for run in runs)  # (runs that fail count when they end)
-    return tqdm(total=len(manifest["runs"]), initial=done, unit="run", desc="sweep",
-                disable=quiet or not sys.stderr.isatty())
+def progress(quiet: bool):
+    """The driver's progress lines on stderr ("dynamics sweep: ..."), printed at once; nothing when ``quiet``."""
+    def say(text: str) -> None:
+        if not quiet:
+            print(f"dynamics sweep: {text}", file=sys.stderr, flush=True)
+    return say
 
 
 def drive(manifest: dict, folder: Path, todo: list[str], plan: SweepPlan, *, workers: int | None,
           scheduler: str | None, retries: int, quiet: bool, stop: Path, grace: float) -> None:
     """Run the runs ``todo`` of ``manifest`` on a dask cluster, updating ``manifest`` in place (and on
-    disk after every result)."""
+    disk after every result). Progress: a line when the sweep starts (before the cluster does), the
+    workers' progress lines of every run (:mod:`trainers.progress`, named by the run), and a line as
+    each run ends; none when ``quiet``."""
     from distributed import as_completed, wait
 
+    say = progress(quiet)
+    total = len(manifest["runs"])
+    finished = sum(run["status"] == "complete" for run in manifest["runs"].values())
+    where = f"the cluster at {scheduler}" if scheduler else f"{workers or available_cores()} local worker process(es)"
+    say(f"{len(todo)} of {total} runs to train ({finished} already complete) on {where}")
     preload = worker_preload(plan.runs[name].config["data"]["name"] for name in todo)
-    with open_client(workers=workers, scheduler=scheduler, preload=preload) as client, \
-            progress_bar(manifest, quiet) as bar:
+    with open_client(workers=workers, scheduler=scheduler, preload=preload) as client:
         link = dashboard_link(client)
-        if link and not quiet:
-            bar.write(f"dask dashboard: {link}", file=sys.stderr)
+        if link:
+            say(f"dask dashboard: {link}")
         names: dict[object, str] = {}
         order = longest_first(todo, plan)
         priority = {name: len(order) - i for i, name in enumerate(order)}  # dask: higher runs first
@@ -72,6 +76,7 @@ def drive(manifest: dict, folder: Path, todo: list[str], plan: SweepPlan, *, wor
             run["attempts"] += 1
             run["status"] = "running"
             future = client.submit(train_run, spec.config, spec.optimizer, str(folder / run["store"]), str(stop),
+                                   progress="off" if quiet else "lines",
                                    key=f"sweep-train-{name}-{uuid.uuid4().hex[:8]}", pure=False,
                                    priority=priority[name])
             names[future] = name
@@ -85,17 +90,15 @@ def drive(manifest: dict, folder: Path, todo: list[str], plan: SweepPlan, *, wor
                 result = outcome(future)
                 record(manifest["runs"][name], result)
                 if result["status"] == "failed" and wanted(manifest["runs"][name], retries) and not stop.exists():
+                    say(f"{name} failed ({result['error']}); trying it again")
                     futures.add(submit(name))
                 else:
-                    bar.update(1)
-                    if result["status"] == "failed":
-                        failed = sum(run["status"] == "failed" for run in manifest["runs"].values())
-                        bar.set_postfix(failed=failed)
+                    finished += 1
+                    say(f"{name} {result['status']} ({finished} of {total} runs done)")
                 write_manifest(folder, manifest)
         except KeyboardInterrupt:
             stop.touch()
-            if not quiet:
-                bar.write("interrupted: letting running runs save their state ...", file=sys.stderr)
+            say("interrupted: letting running runs save their state ...")
             outstanding = list(names)
             wait(outstanding, timeout=grace)
             for future in outstanding:

@@ -44,14 +44,16 @@ def worker_preload(data_names: Iterable[str]) -> list[str]:
 
 
 def train_run(config: dict, optimizer: str, store: str, stop_file: str, *, lock_wait: float = LOCK_WAIT,
-              threads: int | None = 1) -> dict:
+              progress: bool | str = False, data: object = None) -> dict:
     """Train run ``config`` / ``optimizer`` into ``store`` (resuming it); see the module docstring.
 
-    ``threads``: torch/BLAS threads of this process (1 on a sweep worker; None leaves them as they are).
+    The process's BLAS/OpenMP pools are single-threaded (:func:`dynamics.cluster.single_threaded`);
+    the run computes with its config's ``train.threads`` torch threads (:func:`trainers.loop.train`).
+    ``progress``: as :func:`trainers.loop.train` ("lines" where several runs train side by side);
+    ``data``: the data set already loaded (:func:`trainers.setup.load_data`), None loads it.
     """
     start = time.perf_counter()
-    if threads == 1:
-        single_threaded()
+    single_threaded()
     from trainers.loop import train
 
     def result(status: str, trained: bool, error: str | None = None) -> dict:
@@ -72,7 +74,8 @@ def train_run(config: dict, optimizer: str, store: str, stop_file: str, *, lock_
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="taking over the stale lock", category=RuntimeWarning)
-                train(config, optimizer, store, resume=True, progress=False, callback=check_stop)
+                train(config, optimizer, store, resume=True, progress=progress, callback=check_stop, data=data,
+                      label=Path(store).name.removesuffix(".zarr"))
         except StoreLockedError as error:
             if time.monotonic() > deadline:
                 return result("failed", False, f"{type(error).__name__}: {error}")
