@@ -7,6 +7,7 @@ figures in one process leaks nothing and never needs a display.
 from __future__ import annotations
 
 import io
+import textwrap
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -52,7 +53,9 @@ def value_scale(values, decades: float = 2.0) -> tuple[str, dict]:
     return "symlog", {"linthresh": 10.0 ** np.floor(np.log10(smallest)), "linscale": 0.5}
 
 
-SCALE_NOTE = {"linear": "", "log": ", log scale", "symlog": ", symmetric log scale (linear near 0)"}
+SCALE_NOTE = {"linear": "", "log": ", log scale", "symlog": ", symmetric log scale"}
+LABEL_WIDTH = 34   # characters per line of an axis label; longer ones wrap (a rotated label taller than
+                   # its axes would be cut at the figure's edge)
 
 
 def set_value_scale(ax, values, axis: str = "y", decades: float = 2.0) -> str:
@@ -64,8 +67,9 @@ def set_value_scale(ax, values, axis: str = "y", decades: float = 2.0) -> str:
 
 
 def scale_label(label: str, scale: str) -> str:
-    """An axis label with its scale named (", log scale" ...; nothing for linear)."""
-    return label + SCALE_NOTE[scale]
+    """An axis label with its scale named (", log scale" ...; nothing for linear), wrapped at
+    :data:`LABEL_WIDTH` characters."""
+    return textwrap.fill(label + SCALE_NOTE[scale], LABEL_WIDTH)
 
 
 def set_step_axis(ax, steps) -> None:
@@ -128,13 +132,13 @@ def legend(fig: Figure, axes=None, *, extra: list | tuple = (), max_entries: int
     if not entries:
         return
     labels, handles = list(entries), list(entries.values())
+    longest = max(len(label) for label in labels[:max_entries - 1])
     if len(labels) > max_entries:
         hidden = len(labels) - (max_entries - 1)
         labels, handles = labels[:max_entries - 1], handles[:max_entries - 1]
         labels.append(f"… and {hidden} more (see the tables)")
         handles.append(Line2D([], [], color="none"))
     width = fig.get_figwidth()
-    longest = max(len(label) for label in labels)
     column = 0.6 + 0.075 * longest                        # inches: handle + text at fontsize "small"
     ncols = max(1, min(len(labels), int(width // column)))
     rows = -(-len(labels) // ncols)

@@ -71,9 +71,10 @@ def cka_between_optimizers(ds: xr.Dataset) -> Figure:
     matrix, labels, _ = between_matrix(ds, k)
     n = len(labels)
     cell = min(0.6, 6.5 / n)   # inches per cell: the panel stays within ~7 inches however many runs
-    side = 1.4 + cell * n
-    fig, axes, layers = layer_grid(ds, width=side + 0.4, height=side + 0.3)
     small = "small" if n <= TEXT_CELLS else "xx-small" if n > 24 else "x-small"
+    label_room = 0.08 * max(len(label) for label in labels) * (1.0 if n <= TEXT_CELLS else 0.7)  # rotated ticks
+    side = 0.6 + cell * n
+    fig, axes, layers = layer_grid(ds, width=side + label_room + 0.4, height=side + label_room + 0.6)
     image = None
     for li, (ax, layer) in enumerate(zip(axes, layers)):
         image = ax.imshow(matrix[li], vmin=0, vmax=1, cmap="viridis")

@@ -130,7 +130,7 @@ def batch_loss_change(ds: xr.Dataset) -> Figure:
     for k, (name, offset, alpha, hatch) in enumerate(((raw_own, -0.2, 1.0, None), (raw_other, 0.2, 0.45, "//"))):
         stats = [_over_seeds([step_mean(ds, name, r.index) for r in group]) for group in groups]
         bar_ax.bar(pos + offset, [m for m, _ in stats], 0.4, yerr=[0.0 if s is None else s for _, s in stats],
-                   color=[g[0].color for g in groups], alpha=alpha, hatch=hatch, capsize=2, error_kw={"lw": 0.8})
+                   color=[g[0].color for g in groups], alpha=alpha, hatch=hatch, capsize=2, ecolor="0.25", error_kw={"lw": 0.8})
     bar_ax.axhline(0, color="0.5", lw=0.8)
     bar_ax.set_xticks(pos, [p.short(g[0].optimizer) for g in groups], rotation=30 if len(groups) > 4 else 0,
                       ha="right" if len(groups) > 4 else "center")
@@ -174,7 +174,7 @@ def gn_residual(ds: xr.Dataset) -> Figure:
 
     Long runs are drawn with at most ~1500 points per line, each the worst (max) ρ of its steps.
     Several seeds of one optimiser: their mean per step with a band from the smallest to the largest ρ.
-    The value axis is logarithmic when ρ spans decades (symmetric-log when a ρ is exactly 0).
+    The value axis is logarithmic when ρ spans a decade or more (symmetric-log when a ρ is exactly 0).
     """
     ds = as_combined(ds)
     require(ds, "gn_residual")
@@ -184,7 +184,7 @@ def gn_residual(ds: xr.Dataset) -> Figure:
     for group in seed_groups(run_infos(ds)):   # first-order runs have no residual: no points, not drawn
         series = [(r, *step_series(ds, "gn_residual", r.index)) for r in group]
         xs += draw_group(ax, series, band="minmax", marker=None, lw=1, reduce=np.max)
-    scale = p.set_value_scale(ax, drawn_values(ax))
+    scale = p.set_value_scale(ax, drawn_values(ax), decades=1.0)   # ρ is read by its order of magnitude
     p.set_step_axis(ax, np.concatenate(xs))
     ax.set_ylabel(p.scale_label("relative residual ρ", scale))
     ax.set_title("does the linearised step hit its output target?")
