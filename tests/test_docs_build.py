@@ -43,3 +43,14 @@ def test_strict_build_fails_on_a_broken_link(tmp_path):
     result = build(tmp_path / "site", tmp_path / "mkdocs.yml")
     assert result.returncode != 0
     assert "nowhere.md" in result.stderr and "#missing" in result.stderr
+
+
+def test_docstrings_read_as_markdown():
+    """The site's griffe extension turns Sphinx roles and ``::`` into Markdown (docstrings stay as written)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("griffe_rst_roles", ROOT / "scripts" / "griffe_rst_roles.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = "See :func:`~dynamics.store.open_run` and :class:`dynamics.models.RevMLP`. For example::\n\nOr. ::\n"
+    assert module.markdown(text) == "See `open_run` and `dynamics.models.RevMLP`. For example:\n\nOr.\n"
