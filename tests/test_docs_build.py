@@ -54,3 +54,20 @@ def test_docstrings_read_as_markdown():
     spec.loader.exec_module(module)
     text = "See :func:`~dynamics.store.open_run` and :class:`dynamics.models.RevMLP`. For example::\n\nOr. ::\n"
     assert module.markdown(text) == "See `open_run` and `dynamics.models.RevMLP`. For example:\n\nOr.\n"
+
+
+def test_lists_after_a_paragraph_line_become_lists():
+    """The site's hook adds the blank line Python-Markdown needs before a list (GitHub needs none),
+    outside code fences, and leaves lists, tables and code alone."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mkdocs_hooks", ROOT / "scripts" / "mkdocs_hooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    fix = module.blank_line_before_lists
+    assert fix("Two parts:\n- one\n- two\n") == "Two parts:\n\n- one\n- two\n"
+    assert fix("Steps:\n1. first\n2. second") == "Steps:\n\n1. first\n2. second"
+    unchanged = ["- one\n- two\n", "Text\n\n- one\n", "```\ncode:\n- not a list\n```\n", "| a |\n- b\n",
+                 "- item\n  continued\n- next\n"]
+    for text in unchanged:
+        assert fix(text) == text, text
