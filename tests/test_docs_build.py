@@ -38,7 +38,8 @@ def test_strict_build_fails_on_a_broken_link(tmp_path):
     (docs / "index.md").write_text("# Home\n\n[gone](nowhere.md) and [no anchor](other.md#missing)\n")
     (docs / "other.md").write_text("# Other\n")
     config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8").split("\nnav:")[0]
-    config = config.replace("docs_dir: docs", f"docs_dir: {docs}").replace("paths: [.]", f"paths: [{ROOT}]")
+    config = (config.replace("docs_dir: docs", f"docs_dir: {docs}").replace("paths: [.]", f"paths: [{ROOT}]")
+              .replace("scripts/", f"{ROOT}/scripts/"))
     (tmp_path / "mkdocs.yml").write_text(config + "\nnav:\n  - index.md\n  - other.md\n")
     result = build(tmp_path / "site", tmp_path / "mkdocs.yml")
     assert result.returncode != 0
