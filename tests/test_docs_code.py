@@ -16,7 +16,8 @@ import pytest
 from docs_blocks import ROOT, blocks, page_id, pages, run_python_blocks
 
 RUNNABLE = [p for p in pages() if p != ROOT / "README.md" and any(b.lang == "python" for b in blocks(p))]
-SHOWN = {"py", "python", "bash", "sh", "console", "toml", "text", "", "json", "yaml", "html"}
+SHELL = ("bash", "sh", "shell", "console")
+SHOWN = {"py", "python", *SHELL, "toml", "text", "", "json", "yaml", "ini", "html", "diff", "csv", "pycon"}
 
 
 def test_the_guide_has_runnable_pages():
@@ -46,7 +47,7 @@ def command_lines(code: str) -> list[list[str]]:
     """The ``dynamics ...`` calls of a shell block, as argv lists (comments dropped, ``&&`` split)."""
     calls = []
     for line in code.splitlines():
-        words = shlex.split(line, comments=True)
+        words = shlex.split(line.removeprefix("$ "), comments=True)   # console blocks show a prompt
         while words:
             end = words.index("&&") if "&&" in words else len(words)
             if words[0] == "dynamics":
@@ -62,7 +63,7 @@ def test_command_lines_parse(page):
 
     parser = build_parser()
     for block in blocks(page):
-        if block.lang not in ("bash", "sh", "console"):
+        if block.lang not in SHELL:
             continue
         for argv in command_lines(block.code):
             where = f"{page_id(page)}:{block.line}: dynamics {' '.join(argv)}"
@@ -78,8 +79,8 @@ def test_command_line_check_catches_a_wrong_flag():
     """The check above fails on a flag the parser does not have (so it can fail)."""
     from dynamics.cli import build_parser
 
-    assert command_lines("dynamics run --seeds 0,1  # comment\ncd x && dynamics report runs/x") == [
-        ["run", "--seeds", "0,1"], ["report", "runs/x"]]
+    shell = "dynamics run --seeds 0,1  # comment\ncd x && dynamics report runs/x\n$ dynamics unlock s"
+    assert command_lines(shell) == [["run", "--seeds", "0,1"], ["report", "runs/x"], ["unlock", "s"]]
     with contextlib.redirect_stderr(io.StringIO()), pytest.raises(SystemExit) as exit_:
         build_parser().parse_args(["run", "--no-such-flag"])
     assert exit_.value.code == 2
