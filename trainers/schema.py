@@ -137,7 +137,7 @@ class TrainConfig(Section):
     params: Literal["all", "first_last", "none"] = Field(
         "all", description="checkpoints that store the trained parameters: 'all', 'first_last' (the first and "
                            "the latest; weight changes only from init to the last) or 'none' (no weight "
-                           "changes in the analysis); see README 'Store size'")
+                           "changes in the analysis); see docs/guide/read-store.md, 'Store size'")
     threads: int = Field(1, ge=1, le=1024,
                          description="CPU threads of each training process (torch intra-op, OpenMP, MKL); part "
                                      "of the run's configuration because the thread count can change float "
