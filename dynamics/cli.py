@@ -197,8 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "folders of the same command run elsewhere",
                      "DIR...: experiment folders written by `dynamics run` (findings.json, machine.json); the first "
                      "is the published run, the others the same command on other machines or kernels",
-                     "Markdown on stdout; with --write, the block between <!-- results:NAME:begin --> and "
-                     "<!-- results:NAME:end --> of each FILE is replaced")
+                     "Markdown on stdout; with --write, the blocks between <!-- results:NAME:begin --> and "
+                     "<!-- results:NAME:end --> (the claims) and <!-- results:NAME-spread:begin/end --> (the "
+                     "spread over the folders) of each FILE are replaced")
     tables.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
     tables.add_argument("--name", help="the block's name in the markers (default: the first folder's name)")
     tables.add_argument("--write", type=Path, action="append", default=[], metavar="FILE",
@@ -459,15 +460,15 @@ def command_compare(args: argparse.Namespace) -> None:
 
 
 def command_tables(args: argparse.Namespace) -> None:
-    from reports.tables import results_block, write_blocks
+    from reports.tables import results_blocks, write_blocks
 
     name = args.name or args.dirs[0].resolve().name
-    block = results_block(existing_dirs(args.dirs), name)
+    blocks = results_blocks(existing_dirs(args.dirs), name)
     if args.write:
-        for path in write_blocks(args.write, name, block):
+        for path in write_blocks(args.write, blocks):
             print(path)
     else:
-        print(block)
+        print("\n\n".join(blocks.values()))
 
 
 def command_unlock(args: argparse.Namespace) -> None:
