@@ -27,6 +27,7 @@ probe_size = 32
 [model]
 hidden = 24
 depth = 2
+init_std = 1e-3      # zero-initialised biases: the analysis warns about them, once per experiment
 [train]
 optimizers = ["gn", "sgd", "adam"]
 steps = 24
@@ -64,10 +65,11 @@ def config(tmp_path_factory):
     return path
 
 
-def test_parallel_runs_equal_sequential_runs_under_load_bit_for_bit(tmp_path, config):
+def test_parallel_runs_equal_sequential_runs_under_load_bit_for_bit(tmp_path, config, capsys):
     quiet = tmp_path / "quiet"
     assert main(["run", "--config", str(config), "--out", str(quiet), "--seeds", "0,1", "--workers", "2",
                  "--quiet"]) == 0
+    assert capsys.readouterr().err.count("parameters all zeros at the first checkpoint") == 1   # not once per run
     busy = tmp_path / "busy"
     spinners = [multiprocessing.get_context("spawn").Process(target=spin, daemon=True)
                 for _ in range(os.cpu_count() or 2)]
@@ -76,6 +78,7 @@ def test_parallel_runs_equal_sequential_runs_under_load_bit_for_bit(tmp_path, co
     try:
         assert main(["run", "--config", str(config), "--out", str(busy), "--seeds", "0,1", "--workers", "1",
                      "--quiet"]) == 0
+        assert capsys.readouterr().err.count("parameters all zeros at the first checkpoint") == 1
     finally:
         for process in spinners:
             process.kill()

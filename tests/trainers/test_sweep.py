@@ -333,3 +333,23 @@ def test_existing_scheduler_runs_the_sweep(tmp_path):
     with pytest.raises(DynamicsError, match="--workers applies to the local cluster only"):
         run_sweep(sweep_file(tmp_path, steps=5, extra=""), tmp_path / "other", scheduler="tcp://127.0.0.1:9",
                   workers=2, quiet=True)
+
+
+def test_sweep_prints_progress_from_the_start(tmp_path):
+    """Issue #25 §2: `dynamics sweep` printed nothing for 77 s. Now a line at once (before its imports
+    and the cluster), each run's progress lines named by the run, and a line as each run ends."""
+    path = tmp_path / "small.toml"
+    path.write_text(SWEEP.format(steps=12).replace('optimizers = ["gn", "adam"]', 'optimizers = ["adam"]')
+                    .replace('"optimizers.gn.lr" = [0.05, 0.1]\n', "").replace(DIVERGING, ""))
+    start = time.monotonic()
+    process = subprocess.Popen(cli(str(path), "--out", str(tmp_path / "out"), "--workers", "2"), env=cli_env(),
+                               stderr=subprocess.PIPE, text=True)
+    first = process.stderr.readline()
+    seconds = time.monotonic() - start
+    rest = process.stderr.read()
+    assert process.wait(timeout=300) == 0, rest
+    assert first.startswith("dynamics sweep: planning") and seconds < 60, (first, seconds)
+    assert "dynamics sweep: 2 of 2 runs to train (0 already complete) on 2 local worker process(es)" in rest
+    for name in ("adam_seed-0", "adam_seed-1"):
+        assert f"{name}: step 12/12 (100%)" in rest and f"dynamics sweep: {name} complete" in rest
+    assert "(2 of 2 runs done)" in rest
