@@ -10,12 +10,9 @@ signal number (130, 143, 129) and leave a store that ``--resume`` continues.
 from __future__ import annotations
 
 import argparse
-import builtins
 import errno
-import functools
 import importlib.util
 import sys
-import warnings
 import textwrap
 from pathlib import Path
 
@@ -314,86 +311,6 @@ def command_train(args: argparse.Namespace) -> None:
     print(path)
 
 
-def _failed_run(path: Path) -> str | None:
-    """The recorded error of the store at ``path`` if it exists and is marked "failed", else None."""
-    from dynamics.store import check_store
-
-    try:
-        attrs = check_store(path)
-    except DynamicsError:
-        return None
-    return str(attrs.get("error", "failed")) if attrs.get("status") == "failed" else None
-
-
-def command_run(args: argparse.Namespace) -> int:
-    """Train every (seed, optimiser), analyse, report. The runs train side by side in
-    ``cores // train.threads`` processes (:mod:`trainers.parallel`), each bit-identical to training it
-    alone. A run that fails on its own (its store is marked "failed", e.g. by the divergence rule)
-    does not stop the others: it is named on stderr, marked in the report, and the exit status is 1.
-    Errors before a store exists (config, data) stop at once."""
-    from analysis import analyze, analyze_experiment
-    from dynamics import machine
-    from reports import write_report
-    from trainers import store_name
-    from trainers.setup import load_data
-    from trainers.parallel import RunSpec, train_runs
-    from trainers.phases import phases_name
-    from trainers.runtime import apply_threads, concurrent_runs
-
-    config = config_from(args)
-    out = args.out or Path("runs") / config.name
-    if out.exists() and not out.is_dir():
-        raise DynamicsError(f"--out '{out}' is an existing file, not an experiment folder; choose another path")
-    seeds = args.seeds or config.train.seeds or [config.train.seed]
-    names = list(config.train.optimizers)
-    if config.train.phases:  # one more run that switches optimiser (trainers.phases)
-        names.append(phases_name([p.model_dump() for p in config.train.phases]))
-    runs = [RunSpec(optimizer, seed, out / store_name(optimizer, seed, len(seeds))) for seed in seeds
-            for optimizer in names]
-    for run in runs:
-        check_target(run.path, args)
-    apply_threads(config.train.threads)
-    if args.workers is not None and (isinstance(args.workers, bool) or args.workers < 1):
-        raise DynamicsError(f"--workers must be an integer >= 1, got {args.workers!r}")
-    workers = min(args.workers, len(runs)) if args.workers else concurrent_runs(config.train.threads, len(runs))
-    if workers > 1:   # the workers' forkserver imports torch and the trainer while this process loads the data
-        from dynamics.cluster import SWEEP_MODULES, start_forkserver
-        start_forkserver(SWEEP_MODULES)
-    say(args, f"dynamics run: {len(runs)} runs into {out}, {workers} at a time, "
-              f"{config.train.threads} CPU thread(s) each")
-    data = load_data(config.data)  # once for every run (generating MNIST-1D takes seconds)
-    out.mkdir(parents=True, exist_ok=True)
-    machine.record(out, machine.describe(config.train.threads, workers))   # named beside published tables
-
-    def done(outcome) -> None:
-        if outcome.status == "failed":
-            reason = _failed_run(outcome.run.path) or outcome.error
-            print(f"dynamics run: {outcome.run.path} failed: {reason}; training the others", file=sys.stderr)
-        else:
-            say(args, f"trained {outcome.run.path}")
-
-    outcomes = train_runs(config, runs, data=data, overwrite=args.overwrite, progress=not args.quiet,
-                          workers=workers, on_done=done,
-                          after=functools.partial(analyze, centered_alignment=args.centered_alignment))
-    for category, message in dict.fromkeys(w for o in outcomes for w in o.warnings):  # once, not once per run
-        warnings.warn(message, warning_category(category), stacklevel=1)
-    failed = [o.run.path for o in outcomes if o.status == "failed"]
-    analyze_experiment(out, reuse=True, centered_alignment=args.centered_alignment)
-    say(args, f"analysed {out}")
-    print(write_report(out, centered_alignment=args.centered_alignment))
-    if failed:
-        print(f"dynamics run: {len(failed)} of {len(runs)} runs failed "
-              f"(marked in the report): {', '.join(p.name for p in failed)}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def warning_category(name: str) -> type[Warning]:
-    """The built-in warning class called ``name`` (a worker's warnings come back as names), else UserWarning."""
-    category = getattr(builtins, name, None)
-    return category if isinstance(category, type) and issubclass(category, Warning) else UserWarning
-
-
 def existing_dirs(dirs: list[Path]) -> list[Path]:
     """``dirs`` if each is a directory; else a DynamicsError naming the first that is not."""
     for directory in dirs:
@@ -459,18 +376,6 @@ def command_compare(args: argparse.Namespace) -> None:
     print(compare(existing_dirs(args.dirs), args.out, centered_alignment=args.centered_alignment))
 
 
-def command_tables(args: argparse.Namespace) -> None:
-    from reports.tables import results_blocks, write_blocks
-
-    name = args.name or args.dirs[0].resolve().name
-    blocks = results_blocks(existing_dirs(args.dirs), name)
-    if args.write:
-        for path in write_blocks(args.write, blocks):
-            print(path)
-    else:
-        print("\n\n".join(blocks.values()))
-
-
 def command_unlock(args: argparse.Namespace) -> None:
     from dynamics.store.lock import unlock
 
@@ -481,6 +386,18 @@ def command_config(args: argparse.Namespace) -> None:
     from trainers.config_toml import config_to_toml
 
     sys.stdout.write(config_to_toml(config_from(args)))
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from dynamics.cli_run import command_run as run
+
+    return run(args)
+
+
+def command_tables(args: argparse.Namespace) -> None:
+    from dynamics.cli_run import command_tables as tables
+
+    tables(args)
 
 
 COMMANDS = {"run": command_run, "train": command_train, "analyze": command_analyze,
