@@ -60,9 +60,9 @@ def command_run(args: argparse.Namespace) -> int:
     if workers > 1:   # the workers' forkserver imports torch and the trainer while this process loads the data
         from dynamics.cluster import SWEEP_MODULES, start_forkserver
         start_forkserver(SWEEP_MODULES)
+    data = load_data(config.data)  # once for every run (generating MNIST-1D takes seconds)
     say(args, f"dynamics run: {len(runs)} runs into {out}, {workers} at a time, "
               f"{config.train.threads} CPU thread(s) each")
-    data = load_data(config.data)  # once for every run (generating MNIST-1D takes seconds)
     out.mkdir(parents=True, exist_ok=True)
     machine.record(out, machine.describe(config.train.threads, workers))   # named beside published tables
 

@@ -45,7 +45,13 @@ def _check_dirs(dirs) -> list[Path]:
     return paths
 
 
-IDENTITY = ("optimizer", "seed", "train.seed")   # what tells the runs of one experiment apart
+IDENTITY = ("optimizer", "optimizer.name", "seed", "train.seed")   # what tells the runs of one experiment apart
+
+
+def _optimizer_of(config: dict) -> str:
+    """The optimiser a run config names (``optimizer``, or ``optimizer.name`` in older stores)."""
+    value = (config or {}).get("optimizer", "(absent)")
+    return str(value.get("name", "(absent)") if isinstance(value, dict) else value)
 
 
 def _per_optimizer(runs: dict[str, dict]) -> dict[str, dict[str, tuple[str, ...]]]:
@@ -53,7 +59,7 @@ def _per_optimizer(runs: dict[str, dict]) -> dict[str, dict[str, tuple[str, ...]
     out: dict[str, dict[str, set]] = {}
     for config in runs.values():
         flat = h.flatten(config)
-        optimizer = flat.get("optimizer", "(absent)")
+        optimizer = _optimizer_of(config)
         for key, value in flat.items():
             if key not in IDENTITY:
                 out.setdefault(key, {}).setdefault(optimizer, set()).add(value)
@@ -77,7 +83,7 @@ def _differing_settings(configs: dict[str, dict]) -> list[list[str]]:
     common), so that per-optimiser options (GN's ``combine``, Adam's ``betas``) and run names are not
     counted as differences; the seeds are compared as one setting ``seeds``."""
     per_experiment = {name: _per_optimizer(runs) for name, runs in configs.items()}
-    optimizers = [{(c or {}).get("optimizer", "(absent)") for c in runs.values()} for runs in configs.values()]
+    optimizers = [{_optimizer_of(c) for c in runs.values()} for runs in configs.values()]
     common = set.intersection(*optimizers) if optimizers else set()
     out = []
     for key in sorted({k for settings in per_experiment.values() for k in settings}):
