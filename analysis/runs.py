@@ -1,9 +1,11 @@
 """Several runs at once: ``open_runs`` (combine analyses along ``run``), ``cka_between``,
 ``analyze_experiment`` (DESIGN §6 "Analysis").
 
-Labels: a run is labelled by its optimizer; when an optimizer occurs more than once, by
-"<optimizer>-seed<seed>"; a label that still repeats gets the store's file name appended. The ``run``
-dimension is indexed by these labels, with coordinates ``optimizer``, ``seed`` and ``label``.
+Labels (:mod:`analysis.labels`, the one rule): a run is labelled by its optimizer; when an optimizer
+occurs more than once, by "<optimizer>-seed<seed>"; a label that still repeats gets the shortest
+distinguishing suffix of its store path, "gn-seed0 (a/gn)". Labels are unique by construction, so no
+two runs are merged; the same store given twice is refused. The ``run`` dimension is indexed by these
+labels, with coordinates ``optimizer``, ``seed`` and ``label``.
 Runs of different lengths are NaN-padded (outer join on ``checkpoint`` and ``step``); coordinates that
 differ between runs (``checkpoint_step``, ``epoch``...) gain the ``run`` dimension.
 """
@@ -13,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import xarray as xr
 from threadpoolctl import threadpool_limits
 
 from analysis.cka import linear_cka
+from analysis.labels import path_suffixes, run_labels
 from analysis.run_analysis import ALIGNMENT_VARIABLES, SINGLE_THREAD_ELEMENTS, analyze
 from analysis.freshness import ALIGNMENT_KEY, SOURCE_ATTR, analysis_token, source_token
 from analysis.store_io import fresh_analysis, group, open_tree, with_cf_attrs, write_dataset
@@ -64,6 +66,7 @@ def open_runs(paths: Iterable[str | os.PathLike], *, compute_missing: bool = Tru
     if not stores:
         raise ValueError("open_runs needs at least one run store path, got "
                          + ("none" if not given else f"only experiment analyses {[str(p) for p in given]}"))
+    path_suffixes(stores)   # the same store twice is refused before anything is analysed
     analyses = []
     for store in stores:
         result, why = (fresh_analysis(store, centered_alignment=centered_alignment)
@@ -196,11 +199,4 @@ def experiment_analysis_is_fresh(run_dir: str | os.PathLike, *, centered_alignme
         return False
 
 
-def run_labels(identities: list[tuple[str, int]], stores: list[Path]) -> list[str]:
-    """Labels of runs (optimizer, seed): the optimizer, or "<optimizer>-seed<seed>" when it repeats."""
-    per_optimizer = Counter(opt for opt, _ in identities)
-    labels = [opt if per_optimizer[opt] == 1 else f"{opt}-seed{seed}" for opt, seed in identities]
-    counts = Counter(labels)
-    return [f"{label}-{store.name.removesuffix('.zarr')}" if counts[label] > 1 else label
-            for label, store in zip(labels, stores)]
 

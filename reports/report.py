@@ -17,7 +17,7 @@ import xarray as xr
 from reports import html as h
 from reports.catalog import FIGURES, FigureSpec
 from reports.experiment import (ReportError, StoreInfo, as_dict, experiment_dir, is_run_store, load_analysis,
-                                run_stores, store_info)
+                                run_stores, store_info, store_infos)
 from reports.claims import findings
 from reports.findings import BATCHES, Headline, finding_sentences, headlines
 from reports.plotting import figure_png
@@ -230,7 +230,7 @@ def write_report(run_dir, out=None, *, centered_alignment: bool = False) -> Path
         ds, stores = open_runs([path], centered_alignment=centered_alignment), [store_info(path)]
     else:
         ds = load_analysis(path, centered_alignment=centered_alignment)
-        stores = [store_info(s) for s in run_stores(path)]
+        stores = store_infos(run_stores(path))
     drawn, skipped = render_figures(as_combined(ds))
     figures_dir = figures_dir_for(out)
     figures_dir.mkdir(parents=True, exist_ok=True)
