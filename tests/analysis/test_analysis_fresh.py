@@ -108,7 +108,7 @@ def test_experiment_analysis_goes_stale_with_its_stores_and_is_skipped_by_glob(t
     from reports.experiment import analysis_is_fresh, load_analysis
     assert analysis_is_fresh(folder)
     everything = open_runs(sorted(folder.glob("*.zarr")), compute_missing=False)  # analysis.zarr is skipped
-    assert sorted(everything["run"].values) == ["sgd-seed0-adam", "sgd-seed0-sgd"]
+    assert sorted(everything["run"].values) == ["sgd-seed0 (adam)", "sgd-seed0 (sgd)"]
     resume_to(folder / "adam.zarr", 15)
     assert experiment_analysis_is_fresh(folder) is False and not analysis_is_fresh(folder)
     shutil.copytree(folder / "sgd.zarr", folder / "sgd2.zarr")  # a store added: stale as well
