@@ -85,7 +85,9 @@ def _plot_checkpoints(ax, ds, name, runs: list[RunInfo], scale=1.0, **sel) -> np
 
 
 def _mark_phases(ax, ds: xr.Dataset, runs: list[RunInfo]) -> None:
-    """A dashed vertical line in the run's colour at every optimiser switch (``phase`` changes)."""
+    """A dashed vertical line in the run's colour at every optimiser switch (``phase`` changes), and a
+    dotted one where the run's inputs became non-finite (:func:`reports.plotting.mark_divergence`)."""
+    p.mark_divergence(ax, ds, runs)
     for r in runs:
         for step, index in phase_switches(ds, r.index):
             ax.axvline(step, color=r.color, ls="--", lw=1, alpha=0.8)
@@ -180,6 +182,7 @@ def ntk_dynamics(ds: xr.Dataset) -> Figure:
     for ax, name in zip(axes[0], names):
         x = _plot_checkpoints(ax, ds, name, runs)
         p.set_step_axis(ax, x)
+        p.mark_divergence(ax, ds, runs)
         ax.set_ylabel(labels[name][0])
         ax.set_title(f"{labels[name][1]} ({kernel_alignment(ds)})")
         if name == "ntk_velocity" and np.nanmin(ds[name].values) > 0:
@@ -210,6 +213,7 @@ def cka_to_init(ds: xr.Dataset) -> Figure:
     for ax, layer in zip(axes, layers):
         x = _plot_checkpoints(ax, ds, "cka_init", runs, layer=layer)
         p.set_step_axis(ax, x)
+        p.mark_divergence(ax, ds, runs)
         ax.set_ylim(min(0.0, float(np.nanmin(ds["cka_init"].values))), 1.03)
         ax.set_title(f"layer {p.display_name(layer)}")
         ax.set_ylabel("linear CKA to initialisation")
@@ -296,17 +300,24 @@ def effective_rank(ds: xr.Dataset) -> Figure:
 
 
 def probe_accuracy(ds: xr.Dataset) -> Figure:
-    """Cross-validated linear-probe accuracy of each layer at initialisation (dotted) and at the end."""
+    """Cross-validated linear-probe accuracy (classification runs) and R² (regression runs, ``probe_r2``)
+    of each layer at initialisation (dotted) and at the end; one panel per quantity recorded."""
     ds = as_combined(ds)
     _require(ds, "probe_accuracy")
     runs = run_infos(ds)
-    fig, axes = p.new_figure(1, width=6.0)
-    ax = axes[0, 0]
-    _plot_by_layer(ax, ds, "probe_accuracy", runs, scale=p.accuracy_scale(ds["probe_accuracy"].values))
-    ax.set_ylabel("linear-probe accuracy (%)")
-    p.percent_axis(ax)
-    ax.set_title("how linearly decodable the classes are, per layer")
-    p.legend(ax, loc="best")
+    names = [n for n in ("probe_accuracy", "probe_r2") if has_values(ds, n)] or ["probe_accuracy"]
+    fig, axes = p.new_figure(len(names), width=6.0)
+    for ax, name in zip(axes[0], names):
+        if name == "probe_accuracy":
+            _plot_by_layer(ax, ds, name, runs, scale=p.accuracy_scale(ds[name].values))
+            ax.set_ylabel("linear-probe accuracy (%)")
+            p.percent_axis(ax)
+            ax.set_title("how linearly decodable the classes are, per layer")
+        else:
+            _plot_by_layer(ax, ds, name, runs)   # runs without R² (classification) have no values: not drawn
+            ax.set_ylabel("linear-probe R² (ridge regression)")
+            ax.set_title("how linearly decodable the regression targets are, per layer")
+        p.legend(ax, loc="best")
     return fig
 
 
@@ -401,6 +412,7 @@ def weight_change(ds: xr.Dataset) -> Figure:
                 end_ax.plot(pos[mask], end[mask], color=group[0].color, ls="none", marker=marker,
                             label=f"{group_label(group)}: {kind}")
     p.set_step_axis(ax, np.concatenate(xs) if xs else np.array([0.0]))
+    p.mark_divergence(ax, ds, runs)
     ax.set_ylabel("relative weight change (%)")
     ax.set_title("weights (solid) and biases (dashed), norm-weighted")
     ax.grid(alpha=0.3)

@@ -22,8 +22,8 @@ from reports.claims import findings
 from reports.findings import BATCHES, Headline, finding_sentences, headlines
 from reports.plotting import figure_png
 from reports.ranking import incomparable
-from reports.runs import (alignment_note, as_combined, has_values, kernel_alignment, optimizer_title, run_infos,
-                          step_series)
+from reports.runs import (alignment_note, as_combined, divergence_notes, has_values, kernel_alignment,
+                          optimizer_title, run_infos, step_series)
 
 FINDINGS_HEADER = ["optimiser", "runs", "own-batch loss change per step", "next-batch loss change per step",
                    "held-out-batch loss change per step", "transfer to next batch", "transfer to held-out batch",
@@ -152,6 +152,10 @@ def runs_html(ds: xr.Dataset, stores: list[StoreInfo]) -> str:
         colors.append(r.color)
     parts = [h.table(["run", "optimiser", "seed", "store status", "steps logged", "checkpoints"], rows,
                      numeric={2, 4, 5}, swatch=0, colors=colors)]
+    diverged = divergence_notes(ds)
+    if diverged:   # non-finite inputs: NaN quantities from that step on (analysis.nonfinite)
+        parts.insert(0, '<div class="failed-runs"><p><strong>Non-finite values.</strong></p><ul>'
+                        + "".join(f"<li>{h.escape(note)}</li>" for note in diverged) + "</ul></div>")
     if failed:   # a failed run's curves end where it failed; say so next to the table
         items = "".join(f"<li><strong>{h.escape(s.label)}</strong>: {h.escape(s.error or 'failed')}</li>"
                         for s in failed)
