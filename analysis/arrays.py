@@ -13,6 +13,9 @@ import warnings
 
 import numpy as np
 
+from analysis.scaling import scaled
+from dynamics.task import regression_targets
+
 
 def _native_dtype(x: object) -> np.dtype:
     """The floating dtype ``x`` carries (float32 for a float32 tensor), used for round-off tolerances."""
@@ -86,8 +89,6 @@ def feature_matrix(x: object, name: str, *, min_rows: int = 1, centre: bool = Fa
     centres, divided by 2^e, e the binary exponent of the largest entry (exact), so features of
     1e±300 give the value of the unscaled ones. Returns (X·2^−e, e); (None, 0) when ``centre`` and X
     is constant over the samples."""
-    from analysis.scaling import scaled
-
     return scaled(as_float_matrix(x, name, min_rows=min_rows), centre=centre)
 
 
@@ -117,8 +118,6 @@ def as_targets(y: object, n: int, name: str = "y", *, task: str | None = None) -
     if arr.ndim not in (1, 2) or arr.shape[0] != n:
         raise ValueError(f"{name} must hold {n} targets, shape ({n},) or ({n}, O), got shape {arr.shape}")
     if task == "regression":
-        from dynamics.task import regression_targets
-
         return regression_targets(arr)
     return arr
 

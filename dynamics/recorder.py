@@ -99,7 +99,8 @@ class Recorder:
     ``resume``, a probe or config that differs from the stored one; StoreLockedError when another
     process writes to the store; ValueError for a probe the model cannot take (the model is run on
     its first two inputs: wrong width or rank) and TypeError for a probe of another dtype kind
-    (integer features, complex).
+    (integer features, complex); ValueError for a ``task`` the probe targets contradict (a
+    classification task needs class labels) or cannot be inferred safely (:mod:`dynamics.task`).
 
     In a distributed job only rank 0 records: on other ranks ``Recorder(...)`` returns a no-op
     :class:`dynamics.distributed.InactiveRecorder`; a DistributedDataParallel model is unwrapped
