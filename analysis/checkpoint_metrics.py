@@ -9,7 +9,6 @@ has a non-finite input (:mod:`analysis.nonfinite`; recorded in the ``record`` ea
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
@@ -181,7 +180,7 @@ def weight_metrics(history: xr.DataArray, max_memory: int, *, record: NonFiniteI
     if not record.check(init, name, 0):
         return {"rel": rel, "cos": cos, "delta": delta, "init_norm": np.nan}
     init_exponent = max_exponent(init) or 0
-    norm0 = math.ldexp(float(np.linalg.norm(np.ldexp(init, -init_exponent))), init_exponent)
+    norm0 = _ldexp(float(np.linalg.norm(np.ldexp(init, -init_exponent))), init_exponent)
     for c in range(n):
         theta = read(c).ravel()
         if first_last and 0 < c < n - 1 and np.isnan(theta).all():
@@ -191,12 +190,18 @@ def weight_metrics(history: xr.DataArray, max_memory: int, *, record: NonFiniteI
         exponent = max(init_exponent, max_exponent(theta) or 0)
         a, b = np.ldexp(theta, -exponent), np.ldexp(init, -exponent)
         na, nb, nd = float(np.linalg.norm(a)), float(np.linalg.norm(b)), float(np.linalg.norm(a - b))
-        delta[c] = math.ldexp(nd, exponent) if nd < math.inf else math.inf
+        delta[c] = _ldexp(nd, exponent)
         if nb > 0:
             rel[c] = nd / nb
             if na > 0:
                 cos[c] = float(a @ b) / (na * nb)
     return {"rel": rel, "cos": cos, "delta": delta, "init_norm": norm0}
+
+
+def _ldexp(value: float, exponent: int) -> float:
+    """value · 2^exponent, inf where it exceeds the float64 range (math.ldexp would raise)."""
+    with np.errstate(over="ignore"):
+        return float(np.ldexp(value, exponent))
 
 
 def checkpoints_selected(spec: object, n: int) -> np.ndarray:
