@@ -17,8 +17,10 @@ Diverged runs are what researchers study, so one bad record never aborts an anal
   training step of the first non-finite input as the variable ``first_nonfinite_step`` (NaN when
   there is none), which the report marks in its figures (:mod:`reports.runs`).
 
-NaN rows a store holds by design are not divergence: the parameter rows between the first and the
-latest checkpoint of a ``params = "first_last"`` store (entirely NaN) are skipped.
+NaN a store holds by design is not divergence: the parameter rows between the first and the latest
+checkpoint of a ``params = "first_last"`` store (entirely NaN) are skipped, and of the scalars the
+Recorder stored as NaN only the losses and accuracies the analysis uses count (a loop logs
+``gn_residual`` = NaN for a first-order optimiser on purpose); ±inf found in any scalar counts.
 """
 
 from __future__ import annotations
@@ -58,9 +60,12 @@ class NonFiniteInputs:
         if steps:
             self.steps.setdefault(name, set()).update(steps)
 
-    def add_store_record(self, record: Any, checkpoint_steps: np.ndarray, metric_steps: np.ndarray) -> None:
+    def add_store_record(self, record: Any, checkpoint_steps: np.ndarray, metric_steps: np.ndarray,
+                         inputs: dict[str, Any]) -> None:
         """Count the store's root attribute ``nonfinite`` ({group: {name: {"count", "steps": [[first, last],
-        ...]}}}, values the Recorder stored as NaN): the stored steps of each range that the store holds."""
+        ...]}}}, values the Recorder stored as NaN): the stored steps of each range that the store holds,
+        for the names of ``inputs`` (group → names the analysis uses as inputs) only — a loop may log NaN
+        on purpose for a quantity it does not have (``gn_residual`` of a first-order run)."""
         if isinstance(record, str):
             try:
                 record = json.loads(record)
@@ -73,6 +78,8 @@ class NonFiniteInputs:
             if not isinstance(names, dict):
                 continue
             for name, entry in names.items():
+                if name not in inputs.get(group, ()):
+                    continue
                 ranges = entry.get("steps", []) if isinstance(entry, dict) else []
                 for pair in ranges:
                     try:

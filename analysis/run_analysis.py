@@ -51,6 +51,11 @@ SINGLE_THREAD_ELEMENTS = 1 << 22  # per-checkpoint matrices up to this size use 
 CHECKPOINT_SCALARS = ("train_loss", "train_acc", "test_loss", "test_acc")
 COORDINATES = ("step", "epoch", "checkpoint_step", "checkpoint_epoch")   # never parameters
 ALIGNMENT_VARIABLES = ("ntk_alignment_init", "ntk_velocity", "ntk_target_alignment")
+LOSS_PAIRS = {"own": ("loss", "loss_after"), "next": ("next_loss", "next_loss_after"),
+              "other": ("other_loss", "other_loss_after")}
+#: scalars whose NaN in the store's ``nonfinite`` record marks divergence (analysis.nonfinite)
+NONFINITE_INPUTS = {"metrics": {name for pair in LOSS_PAIRS.values() for name in pair},
+                    "checkpoints": set(CHECKPOINT_SCALARS)}
 #: what the variables that use the probe targets hold, per task (their ``description``)
 TASK_DESCRIPTIONS = {
     "classification": {
@@ -133,7 +138,7 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
                 "probe_max_iter": probe_max_iter, "smoothing_window": window, "max_memory": int(max_memory),
                 "centered_alignment": centered_alignment}
     checkpoint_steps = coords["checkpoint_step"][1]
-    record.add_store_record(tree.attrs.get("nonfinite"), checkpoint_steps, steps)
+    record.add_store_record(tree.attrs.get("nonfinite"), checkpoint_steps, steps, NONFINITE_INPUTS)
     data[FIRST_STEP] = ((), record.first_step(checkpoint_steps))
     record.warn(f"analysis of {path if path is not None else optimizer}")
     attrs = {"config": config_json, "optimizer": optimizer, "seed": seed, "analysis": json.dumps(settings),
@@ -228,8 +233,7 @@ def step_metrics(metrics: xr.Dataset, window: int | None,
             return np.full(s, np.nan)
         return finite_or_nan(metrics[name].values, f"metrics/{name}", steps, record)
 
-    pairs = {"own": ("loss", "loss_after"), "next": ("next_loss", "next_loss_after"),
-             "other": ("other_loss", "other_loss_after")}
+    pairs = LOSS_PAIRS
     window = default_window(s) if window is None else window
     data = {"loss": ("step", column("loss")), "gn_residual": ("step", column("gn_residual"))}
     for batch, (before, after) in pairs.items():

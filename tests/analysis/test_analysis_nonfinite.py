@@ -148,14 +148,18 @@ def test_a_diverged_run_from_a_training_loop(tmp_path):
     assert np.isfinite(ds["weight_rel_change"].values[:2]).all()
 
 
-def test_first_last_parameter_rows_are_not_divergence(tmp_path):
+def test_nan_by_design_is_not_divergence(tmp_path):
+    """Parameter rows a first_last store clears, and the gn_residual = NaN a first-order loop logs."""
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(12, 6, generator=g, dtype=torch.float64), torch.arange(12) % 3
     model = RevMLP(6, 6, 2, 3, seed=0, dtype=torch.float64)
-    with Recorder(tmp_path / "fl.zarr", model, probe=(x, y), params="first_last", ntk=False, layers=[]) as rec:
+    with warnings.catch_warnings(), \
+            Recorder(tmp_path / "fl.zarr", model, probe=(x, y), params="first_last", ntk=False, layers=[]) as rec:
+        warnings.simplefilter("ignore", RuntimeWarning)     # the Recorder's note that it stored a NaN
         for step in range(4):
             with torch.no_grad():
                 model.blocks[0].F.linear.weight.mul_(1.1)
+            rec.log(step, loss=1.0 / (step + 1), gn_residual=float("nan"))
             rec.checkpoint(step)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)      # no warning about non-finite inputs
