@@ -82,6 +82,19 @@ def set_step_axis(ax, steps) -> None:
         ax.set_xlabel(STEP_LABEL)
 
 
+def mark_divergence(ax, ds, runs) -> None:
+    """A dotted vertical line in the run's colour at each run's first non-finite input
+    (:func:`reports.runs.divergence_step`), labelled "non-finite"; nothing for runs without one."""
+    from reports.runs import divergence_step
+
+    for r in runs:
+        step = divergence_step(ds, r.index)
+        if step is not None:
+            ax.axvline(step, color=r.color, ls=":", lw=1.5)
+            ax.annotate("non-finite", (step, 0.02), xycoords=("data", "axes fraction"), fontsize="x-small",
+                        color=r.color, rotation=90, va="bottom", ha="right")
+
+
 def thin(x: np.ndarray, y: np.ndarray, max_points: int = 1500, reduce=np.mean) -> tuple[np.ndarray, np.ndarray]:
     """At most ~``max_points`` points of a per-step series for drawing: consecutive bins of
     k = ceil(n / max_points) points become (first x of the bin, ``reduce`` of its y), e.g. ``np.max``

@@ -47,8 +47,10 @@ def drawn_values(ax) -> np.ndarray:
 
 
 def mark_phases(ax, ds: xr.Dataset, runs: list[RunInfo]) -> None:
-    """A dashed vertical line in the run's colour at every optimiser switch (``phase`` changes); one
-    mark per optimiser and step however many seeds switched there."""
+    """A dashed vertical line in the run's colour at every optimiser switch (``phase`` changes), one
+    mark per optimiser and step however many seeds switched there; and a dotted one where the run's
+    inputs became non-finite (:func:`reports.plotting.mark_divergence`)."""
+    p.mark_divergence(ax, ds, runs)
     seen = set()
     for r in runs:
         for step, index in phase_switches(ds, r.index):

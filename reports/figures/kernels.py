@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 
 from reports import plotting as p
 from reports.figures.common import drawn_values, plot_by_layer, plot_checkpoints, require
-from reports.runs import alignment_note, as_combined, has_values, kernel_alignment, run_infos
+from reports.runs import alignment_note, as_combined, divergence_step, has_values, kernel_alignment, run_infos
 
 NTK_PANELS = {"ntk_alignment_init": ("alignment A(Θ_t, Θ_0)", "NTK alignment to initialisation"),
               "ntk_velocity": ("velocity 1 − A(Θ_t, Θ_prev)", "NTK velocity"),
@@ -25,6 +25,7 @@ def ntk_dynamics(ds: xr.Dataset) -> Figure:
     for ax, name in zip(axes[0], names):
         x = plot_checkpoints(ax, ds, name, runs)
         p.set_step_axis(ax, x)
+        p.mark_divergence(ax, ds, runs)
         scale = p.set_value_scale(ax, drawn_values(ax)) if name == "ntk_velocity" else "linear"
         ax.set_ylabel(p.scale_label(NTK_PANELS[name][0], scale))
         ax.set_title(f"{NTK_PANELS[name][1]} ({kernel_alignment(ds)})")
@@ -41,12 +42,16 @@ def ntk_dynamics_caption(ds: xr.Dataset) -> str:
     if "ntk_velocity" in names:
         parts.append("velocity 1 − A between consecutive checkpoints")
     if "ntk_target_alignment" in names:
-        parts.append("alignment with the label kernel YYᵀ")
+        parts.append("alignment with the target kernel YYᵀ (Y the one-hot labels of a classification run, the "
+                     "targets of a regression run)")
     places = {1: ("",), 2: ("Left: ", "right: "), 3: ("Left: ", "middle: ", "right: ")}[len(parts)]
     panels = "; ".join(where + what for where, what in zip(places, parts))
     panels = panels[0].upper() + panels[1:]
+    diverged = any(divergence_step(ds, r.index) is not None for r in run_infos(ds))
+    marks = " A dotted vertical line marks the first step whose inputs were non-finite (a diverged run)." \
+        if diverged else ""
     return (f"Empirical NTK Θ of a fixed probe set, traced over outputs, one line per optimiser (seeds: mean ± 1 sd). "
-            f"{panels}. {alignment_note(ds)}")
+            f"{panels}.{marks} {alignment_note(ds)}")
 
 
 def effective_rank(ds: xr.Dataset) -> Figure:

@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from reports import plotting as p
 from reports.figures.common import final_index, layer_grid, plot_by_layer, plot_checkpoints, require
 from reports.figures.seeds import seed_groups
-from reports.runs import as_combined, checkpoint_steps, run_infos
+from reports.runs import as_combined, checkpoint_steps, has_values, run_infos
 
 
 TEXT_CELLS = 12   # matrices up to this size get their values written in the cells
@@ -25,6 +25,7 @@ def cka_to_init(ds: xr.Dataset) -> Figure:
     for ax, layer in zip(axes, layers):
         x = plot_checkpoints(ax, ds, "cka_init", runs, layer=layer)
         p.set_step_axis(ax, x)
+        p.mark_divergence(ax, ds, runs)
         ax.set_ylim(low, 1.03)
         ax.set_title(f"layer {p.display_name(layer)}")
         ax.set_ylabel("linear CKA to initialisation")
@@ -105,21 +106,33 @@ def cka_between_optimizers_caption(ds: xr.Dataset) -> str:
 
 
 def probe_accuracy(ds: xr.Dataset) -> Figure:
-    """Cross-validated linear-probe accuracy of each layer at initialisation (dotted) and at the end."""
+    """Cross-validated linear-probe accuracy (classification runs) and R² (regression runs, ``probe_r2``)
+    of each layer at initialisation (dotted) and at the end; one panel per quantity recorded."""
     ds = as_combined(ds)
     require(ds, "probe_accuracy")
     runs = run_infos(ds)
-    fig, axes = p.new_figure(1, width=6.0)
-    ax = axes[0, 0]
-    key = plot_by_layer(ax, ds, "probe_accuracy", runs, scale=p.accuracy_scale(ds["probe_accuracy"].values))
-    ax.set_ylabel("linear-probe accuracy (%)")
-    p.percent_axis(ax)
-    ax.set_title("how linearly decodable the classes are, per layer")
+    names = [n for n in ("probe_accuracy", "probe_r2") if has_values(ds, n)] or ["probe_accuracy"]
+    fig, axes = p.new_figure(len(names), width=6.0)
+    key = []
+    for ax, name in zip(axes[0], names):
+        if name == "probe_accuracy":
+            key = plot_by_layer(ax, ds, name, runs, scale=p.accuracy_scale(ds[name].values))
+            ax.set_ylabel("linear-probe accuracy (%)")
+            p.percent_axis(ax)
+            ax.set_title("how linearly decodable the classes are, per layer")
+        else:
+            key = plot_by_layer(ax, ds, name, runs)   # runs without R² (classification) have no values: not drawn
+            ax.set_ylabel("linear-probe R² (ridge regression)")
+            ax.set_title("how linearly decodable the regression targets are, per layer")
     p.legend(fig, extra=key)
     return fig
 
 
 def probe_accuracy_caption(ds: xr.Dataset) -> str:
-    return ("Cross-validated accuracy of a logistic-regression probe trained on each layer's representation of the "
+    ds = as_combined(ds)
+    text = ("Cross-validated accuracy of a logistic-regression probe trained on each layer's representation of the "
             "probe set, at initialisation (dotted) and at the end (solid), mean over seeds with ± 1 sd error bars: how "
             "much linearly usable class information each layer has built.")
+    if has_values(ds, "probe_r2"):
+        text += " Regression runs: the cross-validated R² of a ridge-regression probe instead (its own panel)."
+    return text
