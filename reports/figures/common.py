@@ -103,15 +103,25 @@ def plot_by_layer(ax, ds, name, runs, scale=1.0) -> list[tuple[object, str]]:
         label = p.short(group[0].label) if len(firsts) == 1 else \
             f"{p.short(group[0].optimizer)} (mean ± sd, {len(firsts)} seeds)"
         for stack, ls, marker, text in ((lasts, "-", "o", label), (firsts, ":", ".", "_" + label)):
-            stack = np.asarray(stack, dtype=float)
-            mean = np.nanmean(stack, axis=0) if np.isfinite(stack).any() else stack[0]
-            sd = np.nanstd(stack, axis=0, ddof=1) if len(stack) > 1 else None
+            mean, sd = _column_mean_sd(np.asarray(stack, dtype=float))
             ax.errorbar(pos, mean, yerr=sd, color=color, ls=ls, marker=marker, capsize=2 if sd is not None else 0,
                         label=text, alpha=1.0 if ls == "-" else 0.8)
     ax.set_xticks(pos, [p.display_name(layer) for layer in layers], rotation=30 if len(layers) > 4 else 0)
     ax.set_xlabel("layer (input → output)")
     ax.grid(alpha=0.3)
     return p.style_key(("-", "at the end"), (":", "at initialisation"))
+
+
+def _column_mean_sd(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per column of (seeds, n): the mean of the finite values and their sample sd (NaN where fewer
+    than 2); sd None for a single seed."""
+    finite = np.isfinite(stack)
+    count = finite.sum(axis=0)
+    mean = np.where(count > 0, np.where(finite, stack, 0.0).sum(axis=0) / np.maximum(count, 1), np.nan)
+    if stack.shape[0] < 2:
+        return mean, None
+    squares = np.where(finite, (stack - mean) ** 2, 0.0).sum(axis=0)
+    return mean, np.where(count >= 2, np.sqrt(squares / np.maximum(count - 1, 1)), np.nan)
 
 
 def model_dtype(ds: xr.Dataset) -> str | None:
