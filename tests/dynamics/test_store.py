@@ -273,15 +273,15 @@ def _raw_rows(path: Path, array: str, rows: slice) -> np.ndarray:
 
 def _failing_after_writing(monkeypatch, times: int) -> list:
     """Make the next ``times`` write batches write their rows and then fail before the commit."""
-    from dynamics.store import writer as writer_module
-    original, calls = writer_module._grow_then_write, []
+    from dynamics.store import batch as batch_module
+    original, calls = batch_module.grow_then_write, []
 
     def write_then_fail(plan):
         original(plan)
         calls.append(len(plan))
         if len(calls) <= times:
             raise OSError(28, "No space left on device (simulated)")
-    monkeypatch.setattr(writer_module, "_grow_then_write", write_then_fail)
+    monkeypatch.setattr(batch_module, "grow_then_write", write_then_fail)
     return calls
 
 
