@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 
 import numpy as np
@@ -125,6 +126,41 @@ def test_nonfinite_values_are_nan_counted_and_warned_once(tmp_path):
     assert json.loads(tree.attrs["nonfinite"]) == {
         "metrics": {"loss": {"count": 2, "steps": [[1, 2]]}},
         "checkpoints": {"test_loss": {"count": 1, "steps": [[2, 2]]}}}
+
+
+def test_a_diverged_model_is_stored_as_it_is_with_one_warning(tmp_path):
+    """Parameters that turn NaN/Inf at step 2 (a diverged run): parameters, NTK (also from the worker
+    thread) and representations are stored as they are, counted per variable in ``nonfinite``, and
+    the Recorder warns once, at the first, naming the variable and the step."""
+    model = MLP(6, 4, 1, 3, seed=0)
+    path = tmp_path / "d.zarr"
+    with Recorder(path, model, _probe(dtype=torch.float32)) as rec:
+        for step in range(4):
+            if step == 2:
+                with torch.no_grad():
+                    model.layers[0].weight[0, 0] = float("nan")
+                    model.readout.bias[0] = float("inf")
+            if step < 2:
+                rec.checkpoint(step)
+                continue
+            with pytest.warns(RuntimeWarning) if step == 2 else warnings.catch_warnings() as caught:
+                if step == 3:
+                    warnings.simplefilter("error")
+                rec.checkpoint(step)
+            if step == 2:
+                assert len(caught) == 1
+                assert re.search(r"non-finite value is stored at step 2: (checkpoints|params)/\w+ \(kept as it is\)",
+                                 str(caught[0].message))
+        rec.flush()
+    tree = open_run(path)
+    assert np.isnan(tree["params"]["layers__0__weight"].values[2:, 0, 0]).all()
+    assert np.isinf(tree["params"]["readout__bias"].values[2:, 0]).all()
+    assert np.isfinite(tree["checkpoints"]["ntk"].values[:2]).all() and np.isnan(tree["checkpoints"]["ntk"].values[2:]).any()
+    counts = json.loads(tree.attrs["nonfinite"])
+    assert counts["params"] == {"layers__0__weight": {"count": 2, "steps": [[2, 3]]},
+                                "readout__bias": {"count": 2, "steps": [[2, 3]]}}
+    assert counts["checkpoints"]["ntk"] == {"count": 2, "steps": [[2, 3]]}
+    assert counts["checkpoints"]["rep_activations__0"]["count"] == 2
 
 
 @pytest.mark.parametrize("value,text", [("0.5", "str"), ([1.0], "list"), (torch.ones(2), "2 elements"),
