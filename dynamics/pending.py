@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dynamics.convert import to_numpy
+from dynamics.errors import StoreError
 from dynamics.recorder_values import NonfiniteValues
 from dynamics.store.writer import RunWriter
 
@@ -143,3 +144,35 @@ class Outbox:
             err.add_note(f"(the checkpoint at step {pending.step}, whose NTK was computed in the background, was "
                          f"not stored; its metrics rows are kept, and the store will be closed as failed)")
             raise
+
+    def close(self, status: str, error: str | None) -> None:
+        """Hand everything over, then close the writer with ``status`` and ``error`` — "failed" (with
+        the errors) instead of "complete" when a checkpoint was dropped. Rows that cannot be written
+        (a second try included) close the store "failed" and raise StoreError; a kernel that failed
+        here is raised after the store is closed."""
+        kernel_error = None
+        for attempt in (1, 2):    # the first try may only report a write that failed in the background
+            try:
+                try:
+                    self.hand_over(block=True)
+                except StoreError:
+                    raise
+                except Exception as err:    # the background NTK failed (in failures)
+                    kernel_error = err
+                self.write_rows(wait=True)
+                break
+            except BaseException as err:
+                if attempt == 2 or not isinstance(err, StoreError):
+                    dropped = f"; {len(self.rows)} buffered metrics rows were not written" if self.rows else ""
+                    try:
+                        self._writer.close("failed", f"{type(err).__name__}: {err}{dropped}")
+                    except StoreError:
+                        pass            # the disk may still be full: the write error above says why
+                    raise
+        if self.failures:
+            failure = "; ".join(self.failures)
+            status = "failed" if status == "complete" else status
+            error = f"{error}; also: {failure}" if error else failure
+        self._writer.close(status, error)
+        if kernel_error is not None:
+            raise kernel_error

@@ -8,26 +8,16 @@ The caller owns the step counter::
             rec.log(step, loss=loss, lr=lr)                  # buffered; cheap
             rec.checkpoint(step, test_acc=evaluate())        # stores when the schedule says so
 
-What it promises (the user's guide: ``docs/guide/recording.md``):
-
-- Names. Every name that becomes a key of the store — parameters, layers, metric and checkpoint
-  scalars — is encoded reversibly (:mod:`dynamics.store.names`; the name is also stored as the
-  variable's attribute ``name``) or refused with a ValueError naming it: parameters and layers when the
-  Recorder is created, scalars at the call that first uses them.
-- Durability. ``log`` keeps rows in memory and writes them in blocks: every ``flush_every`` rows, when
-  the oldest buffered row has waited ``flush_secs`` seconds (checked at each ``log`` and
-  ``checkpoint`` call), on ``flush()``, and before ``save_state``, truncation and close. A checkpoint
-  is committed with the rows logged up to its step. Writes run in the background (they overlap
-  training); ``flush()`` waits for them. After a kill at any moment the store holds every row up to
-  its last checkpoint or flush.
-- Failures. A write that fails for the whole store (a full disk) raises StoreError from a later call
-  and keeps its rows for the next flush or close; a variable that cannot be created is left out of its
-  commit (the others are stored) and raises StoreError from the next call. A checkpoint whose
-  computation fails raises from that ``checkpoint`` call, or — its NTK computed in the background —
-  from the next stored checkpoint at the latest, naming its step. A store that lost anything is
-  closed as "failed", never "complete", even when the caller caught the error.
-- Non-finite values are stored (scalars as NaN), counted in the root attribute ``nonfinite`` and
-  warned about once per Recorder (:mod:`dynamics.recorder_values`).
+What it promises (in full: ``docs/guide/recording.md``): every name that becomes a store key is
+encoded reversibly or refused (:mod:`dynamics.store.names`; parameters and layers when the Recorder
+is created, scalars at their first call). Rows are written every ``flush_every`` rows, once the oldest
+has waited ``flush_secs`` (checked at each ``log``/``checkpoint`` call, also while an NTK is computed in
+the background), on ``flush()`` and before ``save_state``, truncation and close; a checkpoint is
+committed with the rows up to its step; after a kill at any moment the store holds every row up to its
+last checkpoint or flush. Writes overlap training on a writer thread. Errors of a checkpoint raise
+from its call or from the next stored checkpoint, naming its step; a store that lost anything ends
+"failed", never "complete". Non-finite values are stored, counted and warned about once
+(:mod:`dynamics.recorder_values`).
 
 ``checkpoint`` stores the given scalars, the trained parameters, the traced empirical NTK on the probe
 inputs (:func:`dynamics.ntk.empirical_ntk`, (probe, probe_)) and the representations of ``layers``
@@ -37,7 +27,6 @@ marks the store "complete", or "failed" with the error text ("interrupted" for K
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -51,17 +40,14 @@ from torch import nn
 
 from dynamics.convert import stored_dtype, to_numpy
 from dynamics.distributed import InactiveRecorder, process_rank, unwrap_model
-from dynamics.errors import StoreError
 from dynamics.ntk.background import KernelWorker
 from dynamics.pending import Outbox, PendingCheckpoint
-from dynamics.recorder_inputs import check_positive, check_probe_fits, probe_array, probe_index_array
-from dynamics.recorder_names import PARAMETERS_ATTR, RecorderNames
-from dynamics.recorder_resume import check_resumed, listed_parameters
+from dynamics.recorder_inputs import check_options, check_probe_fits, probe_array, probe_index_array
+from dynamics.recorder_open import open_store
 from dynamics.recorder_state import read_state, state_path, write_state
 from dynamics.recorder_values import NonfiniteValues
 from dynamics.schedules import as_schedule
 from dynamics.store import schema
-from dynamics.store.writer import RunWriter
 
 
 class Recorder:
@@ -134,19 +120,9 @@ class Recorder:
             raise ValueError(f"probe x has {x.shape[0]} samples but y has {y.shape[0]}")
         if config is not None and not isinstance(config, dict):
             raise TypeError(f"config must be a dict or None, got {type(config).__name__}")
-        for option, value in (("ntk", ntk), ("ntk_background", ntk_background)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{option} must be True or False, got {value!r}")
-        if params is not None:
-            schema.check_params_mode(params)
+        self._flush_every, self._flush_secs = check_options(ntk, ntk_background, params, ntk_chunk_size,
+                                                            flush_every, flush_secs)
         index = None if probe_index is None else probe_index_array(probe_index, x.shape[0])
-        if ntk_chunk_size is not None:
-            check_positive("ntk_chunk_size", ntk_chunk_size)
-        flush_every = check_positive("flush_every", flush_every)
-        if isinstance(flush_secs, bool) or not isinstance(flush_secs, (int, float)) or not flush_secs > 0 \
-                or not math.isfinite(flush_secs):
-            raise ValueError(f"flush_secs must be a finite number of seconds > 0, got {flush_secs!r}")
-        self._flush_every, self._flush_secs = flush_every, float(flush_secs)
         self._schedule = None if schedule is None else as_schedule(schedule)
         self.model, self.ntk, self.ntk_chunk_size = model, ntk, ntk_chunk_size
         if isinstance(layers, Iterable) and not isinstance(layers, str):
@@ -157,28 +133,12 @@ class Recorder:
             from dynamics.capture import resolve_layers
             self.layers = resolve_layers(model, layers)
         trained = [(name, tuple(p.shape)) for name, p in model.named_parameters() if p.requires_grad]
-        names = None if resume else RecorderNames({}, trained, self.layers)   # a new store: refused before it exists
         first = next((p for p in model.parameters()), None)
         forward_drew = check_probe_fits(model, x, None if first is None else first.device,
                                          None if first is None else first.dtype)
         self._x_probe = torch.as_tensor(x)
         self.path = Path(path)
-        if resume:
-            self._writer = RunWriter.resume(self.path)
-            try:
-                names = RecorderNames({g: self._writer.existing(g) for g in schema.ROW_DIM}, trained, self.layers)
-            except BaseException:
-                self._writer.abandon()
-                raise
-            check_resumed(self._writer, x, y, config, params, index, trained)
-            listed_parameters(self._writer, names.manifest)
-        else:
-            attrs = {"params": params or "all", PARAMETERS_ATTR: json.dumps(names.manifest),
-                     **schema.identity_attrs(config)}
-            self._writer = RunWriter.create(self.path, config=config, probe_x=x, probe_y=y, probe_index=index,
-                                            attrs=attrs)
-        names.bind(self._writer)
-        self._names = names
+        self._writer, self._names = open_store(self.path, resume, x, y, config, params, index, trained, self.layers)
         self.params = schema.params_mode(self._writer.attrs)
         self._writer.set_attrs(status="running")
         committed = self._writer.committed
@@ -277,18 +237,14 @@ class Recorder:
         used up (a later call must come after it) only when the checkpoint was stored: if computing or
         converting it raises (the error names the step), the same step may be checkpointed again.
 
-        With ``ntk_background=True`` (the default) the first stored checkpoint computes its NTK here
-        (so that an NTK the model does not support fails here); the NTKs of later ones are computed from
-        a snapshot of the model (:mod:`dynamics.ntk.background`) on a worker thread while training goes
-        on, unless :attr:`ntk_at_once` says why not. Parameters and representations are taken here, and
-        the columns are checked against the stored variables here (a dtype change raises StoreError
-        from this call). Such a checkpoint waits in memory until its kernel is done, and is handed to
-        the writer by the first ``log``/``checkpoint`` call after that — by the next stored checkpoint
-        at the latest, which waits for it, as do ``flush``, ``save_state``, ``truncate``, ``close`` and
-        any call that finds it waiting for ``flush_secs``. Should its kernel fail, that call raises the
-        error (with a note naming the step): the checkpoint is dropped and ``close`` marks the store
-        "failed". Metrics rows are never held back by a kernel: ``flush_every`` and ``flush_secs``
-        apply to them throughout.
+        With ``ntk_background=True`` (the default) the first stored checkpoint computes its NTK here (an
+        NTK the model does not support fails here); later ones are computed from a snapshot of the model
+        on a worker thread (:mod:`dynamics.ntk.background`) unless :attr:`ntk_at_once` says why not.
+        Parameters and representations are taken, and the columns checked against the stored variables
+        (a dtype change raises StoreError), here. Such a checkpoint waits in memory until its kernel is
+        done (:class:`dynamics.pending.Outbox`): the next stored checkpoint waits for it and raises its
+        error, if any (a note names the step; the checkpoint is dropped and ``close`` marks the store
+        "failed"). Metrics rows are never held back by a kernel.
         """
         self._check_open()
         step = schema.check_step(step)
@@ -420,39 +376,10 @@ class Recorder:
         if self._writer.closed:
             return
         try:
-            self._close(status, error)
+            self._outbox.close(status, error)
         finally:
             if self._kernels is not None:
                 self._kernels.shutdown()
-
-    def _close(self, status: str, error: str | None) -> None:
-        kernel_error = None
-        for attempt in (1, 2):    # the first try may only report a write that failed in the background
-            try:
-                try:
-                    self._outbox.hand_over(block=True)
-                except StoreError:
-                    raise
-                except Exception as err:    # the background NTK failed (in the outbox's failures)
-                    kernel_error = err
-                self._outbox.write_rows(wait=True)
-                break
-            except BaseException as err:
-                if attempt == 2 or not isinstance(err, StoreError):
-                    rows = self._outbox.rows
-                    dropped = f"; {len(rows)} buffered metrics rows were not written" if rows else ""
-                    try:
-                        self._writer.close("failed", f"{type(err).__name__}: {err}{dropped}")
-                    except StoreError:
-                        pass            # the disk may still be full: the write error above says why
-                    raise
-        if self._outbox.failures:
-            failure = "; ".join(self._outbox.failures)
-            status = "failed" if status == "complete" else status
-            error = f"{error}; also: {failure}" if error else failure
-        self._writer.close(status, error)
-        if kernel_error is not None:
-            raise kernel_error
 
     def __enter__(self) -> Recorder:
         return self

@@ -26,25 +26,28 @@ class NonfiniteValues:
         self.where = where
         self.warned = False
 
-    def note(self, events: list[Event], how: str) -> None:
-        """Warn of the first of ``events`` unless this Recorder warned before; ``how``: what was stored."""
+    def note(self, events: list[Event], what: str) -> None:
+        """Warn of the first of ``events`` unless this Recorder warned before; ``what``: how the message
+        starts (``non-finite loss=inf``: a filter on "non-finite loss" selects it)."""
         if events and not self.warned:
             self.warned = True
             group, key, step = events[0]
-            warnings.warn(f"{self.where}: a non-finite value is stored at step {step}: {group}/{key} ({how}); "
-                          f"further non-finite values of this Recorder are counted in the store's root attribute "
-                          f"'nonfinite' without a warning", RuntimeWarning, stacklevel=4)
+            warnings.warn(f"{what} at step {step} ({group}/{key} of {self.where}); further non-finite values of "
+                          f"this Recorder are counted in the store's root attribute 'nonfinite' without a warning",
+                          RuntimeWarning, stacklevel=4)
 
     def scalars(self, group: str, step: int, values: dict[str, float]) -> tuple[dict[str, float], list[Event]]:
         """``values`` (key → float) with non-finite ones as NaN, and their events (warned of)."""
         events = [(group, key, step) for key, value in values.items() if not math.isfinite(value)]
         if events:
-            self.note(events, f"{values[events[0][1]]}, stored as NaN")
+            key = events[0][1]
+            self.note(events, f"non-finite {key}={values[key]} is stored as NaN")
         return {key: value if math.isfinite(value) else math.nan for key, value in values.items()}, events
 
     def arrays(self, group: str, step: int, arrays: dict[str, tuple[Any, np.ndarray]]) -> list[Event]:
         """Events of the arrays (key → (dims, values)) holding a non-finite value (warned of; kept as they are)."""
         events = [(group, key, step) for key, (_, values) in arrays.items()
                   if values.dtype.kind in "fc" and not np.isfinite(values).all()]
-        self.note(events, "kept as it is")
+        if events:
+            self.note(events, f"non-finite values in {events[0][1]} are stored as they are")
         return events

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from dynamics.errors import StoreError
 from dynamics.store import schema
 from dynamics.store.attributes import cf_attrs
 from dynamics.store.chunks import FILL, RowArray
@@ -131,6 +132,38 @@ def plan_rows(group: str, columns: dict[str, tuple[tuple[str, ...], np.ndarray]]
             (n_new,) + array.shape[1:], FILL.get(array.dtype.kind, 0), dtype=array.dtype)
         plan.append((array, rows, n_new, value))
     return names, plan
+
+
+def check_columns(group: str, columns: dict[str, tuple[tuple[str, ...], np.ndarray]], committed: dict,
+                  open_array: Any, created: dict[tuple[str, str], tuple], ahead: dict | None = None) -> dict:
+    """``columns`` with values cast to their stored dtype, after checking shapes and dtypes against
+    the committed variables of ``group`` (``open_array(group, name)``), else those a batch in flight
+    or kept creates (``created``: (group, name) → (shape per row, dtype)), else the columns ``ahead``
+    that an earlier append will write first: StoreError naming the variable for another shape per row,
+    or for a dtype that the stored one cannot hold exactly (float64 into float32)."""
+    names = set(committed["variables"][group])
+    checked = {}
+    for name, (dims, data) in columns.items():
+        layout = None
+        if name in names:
+            array = open_array(group, name)
+            layout = array.shape[1:], np.dtype(array.dtype)
+        elif (group, name) in created:
+            layout = created[(group, name)]
+        elif ahead and name in ahead:
+            layout = ahead[name][1].shape[1:], ahead[name][1].dtype
+        if layout is not None:
+            shape, stored = layout
+            if shape != data.shape[1:]:
+                raise StoreError(f"{group}/{name} has shape {shape} per row in the store, got {data.shape[1:]}")
+            if data.dtype != stored:
+                if not np.can_cast(data.dtype, stored, casting="safe"):
+                    raise StoreError(f"{group}/{name} is stored as {stored}, got {data.dtype}: writing it would "
+                                     f"lose precision (did the model's dtype change?); record the new dtype into a "
+                                     f"new store")
+                data = data.astype(stored)
+        checked[name] = (dims, data)
+    return checked
 
 
 def clearing_previous(names: list[str], plan: list) -> list:

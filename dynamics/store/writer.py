@@ -22,9 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,26 +32,12 @@ import zarr
 from dynamics.errors import StoreError
 from dynamics.store import root as root_record
 from dynamics.store import schema, validate
-from dynamics.store.batch import MIN_CAPACITY, Batch, NewArray, clearing_previous, create_array, plan_rows
-from dynamics.store.chunks import RowArray, group_document, write_document
+from dynamics.store.batch import Batch, NewArray, check_columns, clearing_previous, plan_rows
+from dynamics.store.chunks import RowArray
+from dynamics.store.create import create_store
+from dynamics.store.lock import StoreLock, sweep_temporary
 from dynamics.store.names import NAME_ATTR, Stored
-from dynamics.store.lock import StoreLock, abandoned, sweep_temporary
 from dynamics.store.reader import check_store, quiet_zarr_warnings
-
-
-def _versions() -> dict[str, str]:
-    import torch
-    import xarray
-
-    import dynamics
-    return {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__,
-            "xarray": xarray.__version__, "zarr": zarr.__version__, "dynamics": dynamics.__version__}
-
-
-def _probe_dims(ndim: int, base: str) -> tuple[str, ...]:
-    if ndim == 2:
-        return ("probe", base)
-    return ("probe",) + tuple(f"{base}_{i}" for i in range(ndim - 1))
 
 
 def _strip_consolidated(path: Path) -> None:
@@ -65,13 +49,6 @@ def _strip_consolidated(path: Path) -> None:
     tmp = meta_path.with_name(f"zarr.json.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(meta, indent=2))
     os.replace(tmp, meta_path)
-
-
-def _sweep_abandoned_creations(path: Path) -> None:
-    """Delete ``.NAME.creating-PID`` folders next to ``path`` left by creators that were killed."""
-    for staging in path.parent.glob(f".{path.name}.creating-*"):
-        if staging.is_dir() and abandoned(staging):
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _remove_partial_files(path: Path) -> None:
@@ -115,59 +92,9 @@ class RunWriter:
 
         ``attrs``: further root attributes (JSON values), e.g. ``params`` (:data:`schema.PARAMS_MODES`),
         ``optimizer``, ``seed``, ``preset``. ``probe_index``: (probe,) int64 positions of the probe
-        samples in the data set, stored as ``probe/probe_index``."""
+        samples in the data set, stored as ``probe/probe_index`` (:func:`dynamics.store.create.create_store`)."""
         path = Path(path)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise StoreError(f"{path} already exists; open it with resume=True or choose another path")
-        try:
-            config_json = json.dumps(config if config is not None else {}, sort_keys=True)
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"config must be JSON-serialisable: {err}") from None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _sweep_abandoned_creations(path)
-        staging = path.parent / f".{path.name}.creating-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        lock = StoreLock(staging)
-        try:
-            lock.acquire()
-            cls._build(staging, config_json, probe_x, probe_y, attrs or {}, probe_index)
-            try:
-                os.rename(staging, path)
-            except OSError:
-                raise StoreError(f"{path} was created by another process meanwhile") from None
-            lock.moved_to(path)
-        except BaseException:
-            lock.release()
-            raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return cls(path, lock)
-
-    @staticmethod
-    def _build(path: Path, config_json: str, probe_x: np.ndarray, probe_y: np.ndarray, extra: dict,
-               probe_index: np.ndarray | None) -> None:
-        for group in ("metrics", "checkpoints", "params", "probe"):
-            (path / group).mkdir()
-            write_document(path / group, group_document())
-        create_array(path, "metrics", "step", ("step",), (0,), schema.METRICS_CHUNK, np.int64)
-        create_array(path, "metrics", "epoch", ("step",), (0,), schema.METRICS_CHUNK, np.float64)
-        for group in ("checkpoints", "params"):
-            coord_chunk = schema.checkpoint_chunk_rows(8)
-            create_array(path, group, "checkpoint", ("checkpoint",), (0,), coord_chunk, np.int64)
-            create_array(path, group, "checkpoint_step", ("checkpoint",), (0,), coord_chunk, np.int64)
-            create_array(path, group, "checkpoint_epoch", ("checkpoint",), (0,), coord_chunk, np.float64)
-        probe_arrays = [("x", probe_x, "feature"), ("y", probe_y, "output")]
-        if probe_index is not None:
-            probe_arrays.append(("probe_index", probe_index, ""))
-        for name, data, base in probe_arrays:
-            dims = ("probe",) if data.ndim == 1 else _probe_dims(data.ndim, base)
-            create_array(path, "probe", name, dims, data.shape, data.shape[0], data.dtype).write_rows(0, data)
-        attrs = {"schema": schema.SCHEMA, "config": config_json, "versions": json.dumps(_versions()),
-                 "status": "running", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                 "committed": json.dumps(schema.empty_committed()), "nonfinite": json.dumps({}), **extra}
-        view = root_record.committed_view(root_record.read_nodes(path), schema.empty_committed())
-        root_record.write_root(path, root_record.root_document(attrs, view))
+        return cls(path, create_store(path, config, probe_x, probe_y, attrs or {}, probe_index))
 
     @classmethod
     def resume(cls, path: str | os.PathLike) -> RunWriter:
@@ -370,34 +297,10 @@ class RunWriter:
     # ----------------------------------------------------------------- appends
     def _check_columns(self, group: str, columns: dict[str, tuple[tuple[str, ...], np.ndarray]],
                        ahead: dict[str, tuple[tuple[str, ...], np.ndarray]] | None = None) -> dict:
-        """``columns`` with values cast to their stored dtype, after checking shapes and dtypes against
-        the committed variables of ``group`` (else the batch in flight, else the columns ``ahead``
-        that an earlier append will write first): StoreError naming the variable for another shape
-        per row, or for a dtype that the stored one cannot hold exactly (float64 into float32)."""
-        names = set(self.committed["variables"][group])
-        checked = {}
-        for name, (dims, data) in columns.items():
-            layout = None
-            if name in names:
-                array = self._array(group, name)
-                layout = array.shape[1:], np.dtype(array.dtype)
-            elif self._batch is not None and (group, name) in self._batch.created:   # in flight, or failed and kept
-                layout = self._batch.created[(group, name)]
-            elif ahead and name in ahead:
-                layout = ahead[name][1].shape[1:], ahead[name][1].dtype
-            if layout is not None:
-                shape, stored = layout
-                if shape != data.shape[1:]:
-                    raise StoreError(f"{group}/{name} has shape {shape} per row in the store, got "
-                                     f"{data.shape[1:]}")
-                if data.dtype != stored:
-                    if not np.can_cast(data.dtype, stored, casting="safe"):
-                        raise StoreError(f"{group}/{name} is stored as {stored}, got {data.dtype}: writing it "
-                                         f"would lose precision (did the model's dtype change?); record the "
-                                         f"new dtype into a new store")
-                    data = data.astype(stored)
-            checked[name] = (dims, data)
-        return checked
+        """:func:`dynamics.store.batch.check_columns` of ``group`` in this store (against the committed
+        variables, else the batch in flight or kept, else ``ahead``)."""
+        created = self._batch.created if self._batch is not None else {}
+        return check_columns(group, columns, self.committed, self._array, created, ahead)
 
     def _plan_rows(self, group: str, columns: dict[str, tuple[tuple[str, ...], np.ndarray]], n_new: int) -> tuple:
         """:func:`dynamics.store.batch.plan_rows` of ``group`` in this store: (names, plan)."""

@@ -19,7 +19,7 @@ import zarr
 from dynamics.errors import StoreError, StoreLockedError
 from dynamics.store import RunWriter, check_store, open_run
 from dynamics.store import schema
-from dynamics.store.writer import MIN_CAPACITY
+from dynamics.store.batch import MIN_CAPACITY
 
 
 def _probe(rng, n=6, d=4, dtype=np.float32):

@@ -1,6 +1,7 @@
-"""What a resumed :class:`dynamics.recorder.Recorder` must match in the store it continues.
+"""The store a :class:`dynamics.recorder.Recorder` writes: a new one, or one it resumes (:func:`open_store`).
 
-A resume continues one run: the same probe (inputs, labels, positions in the data set), the same
+A new store gets the keys of the trained parameters and recorded layers before it exists, so a name
+the store cannot hold is refused without leaving anything on disk. A resume continues one run: the same probe (inputs, labels, positions in the data set), the same
 ``params`` mode, the same config (where one is given) and the same trained parameters — names and
 shapes (:func:`dynamics.recorder_names.check_same_parameters`). Anything else is refused with a
 StoreError (a ValueError) naming the difference, and the store is left as it was (its lock released).
@@ -9,13 +10,41 @@ StoreError (a ValueError) naming the difference, and the store is left as it was
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 
 from dynamics.errors import StoreError
-from dynamics.recorder_names import PARAMETERS_ATTR, check_same_parameters, stored_parameters
+from dynamics.recorder_names import PARAMETERS_ATTR, RecorderNames, check_same_parameters, stored_parameters
 from dynamics.store import schema
 from dynamics.store.writer import RunWriter
+
+
+def open_store(path: Path, resume: bool, x: np.ndarray, y: np.ndarray, config: dict | None, params: str | None,
+               index: np.ndarray | None, trained: list[tuple[str, tuple[int, ...]]],
+               layers: list[str]) -> tuple[RunWriter, RecorderNames]:
+    """(the writer, the keys) of the store at ``path``: created with the probe ``x``, ``y`` (positions
+    ``index``), ``config``, ``params`` mode and the list of ``trained`` parameters (name, shape), or
+    resumed after :func:`check_resumed`. ValueError for a parameter or layer name the store cannot
+    hold (:class:`RecorderNames`), StoreError as :func:`check_resumed` and
+    :meth:`RunWriter.create`/:meth:`RunWriter.resume` say."""
+    if not resume:
+        names = RecorderNames({}, trained, layers)
+        attrs = {"params": params or "all", PARAMETERS_ATTR: json.dumps(names.manifest),
+                 **schema.identity_attrs(config)}
+        writer = RunWriter.create(path, config=config, probe_x=x, probe_y=y, probe_index=index, attrs=attrs)
+    else:
+        writer = RunWriter.resume(path)
+        try:
+            names = RecorderNames({group: writer.existing(group) for group in schema.ROW_DIM}, trained, layers)
+        except BaseException:
+            writer.abandon()
+            raise
+        check_resumed(writer, x, y, config, params, index, trained)
+        if PARAMETERS_ATTR not in writer.attrs:      # a store written before the list
+            writer.set_attrs(**{PARAMETERS_ATTR: json.dumps(names.manifest)})
+    names.bind(writer)
+    return writer, names
 
 
 def check_resumed(writer: RunWriter, x: np.ndarray, y: np.ndarray, config: dict | None, params: str | None,
@@ -49,10 +78,3 @@ def check_resumed(writer: RunWriter, x: np.ndarray, y: np.ndarray, config: dict 
         writer.abandon()
         raise
     writer.del_attr("error")
-
-
-def listed_parameters(writer: RunWriter, manifest: list) -> None:
-    """Store ``manifest`` (:attr:`RecorderNames.manifest`) as the root attribute ``parameters`` where
-    the store does not list them yet (stores written before the list)."""
-    if PARAMETERS_ATTR not in writer.attrs:
-        writer.set_attrs(**{PARAMETERS_ATTR: json.dumps(manifest)})
