@@ -77,7 +77,7 @@ class Recorder:
             store's raises StoreError.
         probe_index: (N,) non-negative integers: the position of each probe sample in the data set
             (stored as ``probe/probe_index``; on resume it must equal the stored one).
-        ntk_background: compute the NTK of the stored checkpoints after the first from a snapshot of
+        ntk_background: compute the NTK of each stored checkpoint from a snapshot of
             the model on a worker thread, overlapping training (bit-identical to computing it at once;
             see :meth:`checkpoint`). Kernels are computed at once instead — :attr:`ntk_at_once`
             says why — for a model that cannot be deep-copied, whose snapshot reads state it does not
@@ -146,11 +146,10 @@ class Recorder:
         self._last_checkpoint_call: int | None = committed["checkpoint_step"]
         self._nonfinite = NonfiniteValues(self.path)
         self._outbox = Outbox(self._writer, self._nonfinite, self._flush_every, self._flush_secs)
-        # NTKs of the checkpoints after the first are computed on a worker thread (see checkpoint())
+        # NTKs of checkpoints are computed on a worker thread (see checkpoint())
         self._kernels = KernelWorker(ntk_chunk_size) if ntk and ntk_background else None
         if self._kernels is not None:   # the probe check's forward pass: may kernels go to the worker thread?
             self._kernels.note_draws(forward_drew)
-        self._kernel_computed = False       # the first NTK is computed at once: its errors show at that call
 
     # ------------------------------------------------------------------ properties
     @property
@@ -237,9 +236,8 @@ class Recorder:
         used up (a later call must come after it) only when the checkpoint was stored: if computing or
         converting it raises (the error names the step), the same step may be checkpointed again.
 
-        With ``ntk_background=True`` (the default) the first stored checkpoint computes its NTK here (an
-        NTK the model does not support fails here); later ones are computed from a snapshot of the model
-        on a worker thread (:mod:`dynamics.ntk.background`) unless :attr:`ntk_at_once` says why not.
+        With ``ntk_background=True`` (the default) the NTK is computed from a snapshot of the model on a
+        worker thread (:mod:`dynamics.ntk.background`) unless :attr:`ntk_at_once` says why not.
         Parameters and representations are taken, and the columns checked against the stored variables
         (a dtype change raises StoreError), here. Such a checkpoint waits in memory until its kernel is
         done (:class:`dynamics.pending.Outbox`): the next stored checkpoint waits for it and raises its
@@ -273,7 +271,7 @@ class Recorder:
 
     def _store_checkpoint(self, step: int, epoch: float, scalars: dict[str, float]) -> None:
         kernels = self._kernels
-        background = kernels is not None and self.ntk and kernels.may_defer and self._kernel_computed
+        background = kernels is not None and self.ntk and kernels.may_defer
         arrays, params, x = self._model_arrays(ntk=self.ntk and not background)
         kernel = kernels.submit(self.model, x, x[:2]) if background else None
         if background and kernel is None:   # no faithful snapshot: computed here
@@ -321,7 +319,6 @@ class Recorder:
         from dynamics.ntk import empirical_ntk
         if self._kernels is not None:   # also learns whether the model's forward pass draws random numbers
             kernel = self._kernels.kernel_now(self.model, x)
-            self._kernel_computed = True
         else:
             kernel = empirical_ntk(self.model, x, trace=True, chunk_size=self.ntk_chunk_size)
         return ("probe", "probe_"), to_numpy(kernel, "the NTK")

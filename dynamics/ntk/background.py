@@ -23,7 +23,9 @@ own. Then — and when the model cannot be deep-copied at all (a non-leaf tensor
 — ``submit`` returns None for good, the caller computes every kernel itself, and
 :attr:`KernelWorker.reason` says why. (The check is conservative: a read-only global constant also
 counts as outside state. A forward pass that takes another path under autograd than without it is
-checked on the path without it.) An error of the computation is raised by ``Future.result()``.
+checked on the path without it. A snapshot whose forward pass raises in the check gets that one
+kernel computed at once, where the model's error shows.) An error of the computation is raised by
+``Future.result()``.
 
 Random numbers. The NTK runs the model in eval mode (dropout off), but a module may still draw from
 torch's global generators there (a noise layer that ignores the train/eval flag, a user module calling
@@ -101,11 +103,15 @@ def snapshot(model: nn.Module) -> tuple[nn.Module, set] | None:
     return copied, {_storage_key(value) for value in memo.values() if isinstance(value, torch.Tensor)}
 
 
+class SnapshotCheckFailed(Exception):
+    """The forward pass of a snapshot raised while it was checked (:func:`outside_tensors`)."""
+
+
 def outside_tensors(copied: nn.Module, owned: set, sample: torch.Tensor) -> tuple[list[str], bool]:
     """(what the forward pass of the snapshot ``copied`` on ``sample`` reads that the snapshot does not
     own — see the module docstring —, whether it drew from the global generators). Run in eval mode
-    without gradients; the train/eval flags are restored. A forward pass that raises counts as reading
-    outside state (the caller then computes the kernel itself, where the error shows)."""
+    without gradients; the train/eval flags are restored. SnapshotCheckFailed when the forward pass
+    raises."""
     modes = [(m, m.training) for m in copied.modules()]
     watch = _OutsideTensors(owned | {_storage_key(sample)})
 
@@ -117,7 +123,7 @@ def outside_tensors(copied: nn.Module, owned: set, sample: torch.Tensor) -> tupl
         with torch.no_grad():
             _, drew = call_noting_draws(watched)
     except Exception as err:
-        return [f"its forward pass on the snapshot raised {type(err).__name__}: {err}"], False
+        raise SnapshotCheckFailed(f"{type(err).__name__}: {err}") from err
     finally:
         for module, mode in modes:
             module.training = mode
@@ -182,7 +188,7 @@ class KernelWorker:
         :func:`outside_tensors`); None — compute it with :meth:`kernel_now`, now and from then on, as
         :attr:`reason` says — when the model cannot be snapshotted, when its snapshot reads state it
         does not own, or when a forward pass draws from the global generators (or none has yet shown
-        that it does not)."""
+        that it does not); None for this kernel only when the snapshot's forward pass raises."""
         if not self.may_defer:
             return None
         taken = snapshot(model)
@@ -190,7 +196,10 @@ class KernelWorker:
             self.reason = "the model cannot be deep-copied"
             return None
         copied, owned = taken
-        outside, drew = outside_tensors(copied, owned, sample)
+        try:
+            outside, drew = outside_tensors(copied, owned, sample)
+        except SnapshotCheckFailed:   # computed at once, where the model's error shows; the next may defer
+            return None
         self.note_draws(drew)
         if outside:
             self.reason = (f"a snapshot of the model does not own all it reads ({outside[0]}; e.g. a closure, "

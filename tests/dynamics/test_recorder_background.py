@@ -122,7 +122,8 @@ def test_a_failed_background_kernel_raises_from_the_next_stored_checkpoint_and_f
     GATE.set()
     rec = Recorder(path, model, (x, y), layers=["lin"])
     rec.log(0, loss=0.0)
-    assert rec.checkpoint(0)                       # the first kernel: computed in the call
+    assert rec.checkpoint(0)
+    rec.flush()                                    # its kernel (on the worker thread too) is done
     model.fail = True
     GATE.clear()                                   # the kernel of step 1 waits on the worker thread
     rec.log(1, loss=1.0)
@@ -152,6 +153,7 @@ def test_rows_are_written_while_a_kernel_is_pending(tmp_path):
     GATE.set()
     rec = Recorder(path, model, (x, y), layers=[], flush_every=3)
     rec.checkpoint(0)
+    rec.flush()
     GATE.clear()
     try:
         rec.log(1, loss=1.0)
@@ -180,6 +182,7 @@ def test_flush_secs_applies_to_rows_and_to_a_pending_checkpoint(tmp_path):
     GATE.set()
     rec = Recorder(path, model, (x, y), layers=[], flush_every=10 ** 6, flush_secs=0.2)
     rec.checkpoint(0)
+    rec.flush()
     GATE.clear()
     opener = threading.Timer(0.8, GATE.set)
     try:
@@ -206,6 +209,7 @@ def test_the_next_stored_checkpoint_waits_for_the_previous_kernel(tmp_path):
     GATE.set()
     rec = Recorder(tmp_path / "m.zarr", model, (x, y), layers=[], schedule=lambda step: step % 2 == 0)
     rec.checkpoint(0)
+    rec.flush()
     GATE.clear()
     opener = threading.Timer(0.5, GATE.set)
     try:
