@@ -16,6 +16,8 @@ update k has step k); ``epoch`` is step / steps per epoch.
 
 from __future__ import annotations
 
+from dynamics.store import names
+
 Entry = tuple[str, str, str]   # (long_name, units, description)
 
 _STEP = ("training step", "1", "number of optimiser updates done when the row was recorded (0 = initialisation)")
@@ -132,12 +134,12 @@ _GROUPS["analysis"].update({k: v for k, v in _GROUPS["checkpoints"].items() if k
 
 def _pattern(group: str, name: str, original: str | None) -> Entry | None:
     if group == "checkpoints" and name.startswith("rep_"):
-        layer = original or name.removeprefix("rep_")
+        layer = original or names.original(name.removeprefix("rep_"))
         return (f"representation of {layer}", "1",
                 f"output of layer {layer!r} on the probe inputs, flattened per sample (variable name: "
                 f"'rep_' + the layer's store key, dynamics.store.names)")
     if group == "params":
-        param = original or name
+        param = original or names.original(name)
         return (f"parameter {param}", "1", f"value of the trained parameter {param!r} at the checkpoint (variable "
                                            f"name: its store key, dynamics.store.names); NaN at checkpoints "
                                            f"that store none (params = first_last)")
