@@ -31,9 +31,10 @@ chunk, and are read and appended to the same way); zstd level 1; chunk keys use 
      "variables": {"metrics": [...], "checkpoints": [...], "params": [...]}}
 
 Readers use the first ``rows`` / ``checkpoints`` entries of the listed variables only.
-``nonfinite`` counts the non-finite scalars that were stored as NaN::
+``nonfinite`` counts the non-finite values: scalars (stored as NaN) by row, and the rows of array
+variables (parameters, NTK, representations; stored as they are) that hold one, per variable key::
 
-    {"metrics": {"loss": {"count": 3, "steps": [[120, 122]]}}, "checkpoints": {...}}
+    {"metrics": {"loss": {"count": 3, "steps": [[120, 122]]}}, "checkpoints": {...}, "params": {...}}
 
 (``steps`` are inclusive runs, kept so that truncation can keep the counts exact).
 """

@@ -401,7 +401,7 @@ class RunWriter:
         m_steps, ck_steps = self.stored_steps("metrics"), self.stored_steps("checkpoints")
         keep_m = int(np.searchsorted(m_steps, step, side="right"))
         keep_c = int(np.searchsorted(ck_steps, step, side="right"))
-        for group in ("metrics", "checkpoints"):
+        for group in schema.ROW_DIM:
             schema.trim_nonfinite(self.nonfinite, group, step)
         self.committed = dict(self.committed, metrics=keep_m, step=int(m_steps[keep_m - 1]) if keep_m else None,
                               checkpoint=keep_c, checkpoint_step=int(ck_steps[keep_c - 1]) if keep_c else None)

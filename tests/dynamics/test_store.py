@@ -144,13 +144,14 @@ def test_truncate_keeps_nonfinite_counts_exact(tmp_path):
     w.nonfinite = {"metrics": {"loss": {"count": 4, "steps": [[2, 3], [7, 8]]}}}
     w.append_metrics(np.arange(10), np.zeros(10), {"loss": np.arange(10.0)})
     for s in (1, 4, 8):
-        w.append_checkpoint(s, 0.0, {}, {}, {})
+        w.append_checkpoint(s, 0.0, {}, {}, {}, nonfinite=[("params", "w", s)] if s > 1 else ())
     w.truncate(7)
     w.close("interrupted")
     tree = open_run(path)
     np.testing.assert_array_equal(tree["metrics"]["step"].values, np.arange(8))
     np.testing.assert_array_equal(tree["checkpoints"]["checkpoint_step"].values, [1, 4])
-    assert json.loads(tree.attrs["nonfinite"]) == {"metrics": {"loss": {"count": 3, "steps": [[2, 3], [7, 7]]}}}
+    assert json.loads(tree.attrs["nonfinite"]) == {"metrics": {"loss": {"count": 3, "steps": [[2, 3], [7, 7]]}},
+                                                   "params": {"w": {"count": 1, "steps": [[4, 4]]}}}
     assert tree.attrs["status"] == "interrupted"
 
 
