@@ -48,6 +48,7 @@ from dynamics.recorder_state import read_state, state_path, write_state
 from dynamics.recorder_values import NonfiniteValues
 from dynamics.schedules import as_schedule
 from dynamics.store import schema
+from dynamics.task import resolve_task
 
 
 class Recorder:
@@ -77,6 +78,10 @@ class Recorder:
             store's raises StoreError.
         probe_index: (N,) non-negative integers: the position of each probe sample in the data set
             (stored as ``probe/probe_index``; on resume it must equal the stored one).
+        task: "classification" or "regression": what the probe targets are (root attribute ``task``;
+            the analysis' kernel–target alignment and linear probes depend on it). None: the config's
+            key ``task``, else inferred from the config's loss, the targets and the model's output
+            width (:mod:`dynamics.task`; a classification task needs non-negative integer labels).
         ntk_background: compute the NTK of each stored checkpoint from a snapshot of
             the model on a worker thread, overlapping training (bit-identical to computing it at once;
             see :meth:`checkpoint`). Kernels are computed at once instead — :attr:`ntk_at_once`
@@ -90,7 +95,9 @@ class Recorder:
     stored one; StoreLockedError when another process writes to the store; ValueError for a
     parameter or layer name the store cannot hold (:mod:`dynamics.store.names`) and for a probe the
     model cannot take (the model is run on its first two inputs: wrong width or rank); TypeError for
-    a probe of another dtype kind (integer features, complex).
+    a probe of another dtype kind (integer features, complex); ValueError for a ``task`` the probe
+    targets contradict (a classification task needs class labels) or cannot be inferred safely
+    (:mod:`dynamics.task`).
 
     In a distributed job only rank 0 records: on other ranks ``Recorder(...)`` returns a no-op
     :class:`dynamics.distributed.InactiveRecorder`; a DistributedDataParallel model is unwrapped
@@ -107,7 +114,7 @@ class Recorder:
                  schedule: Callable[[int], bool] | None = None, ntk: bool = True, resume: bool = False,
                  ntk_chunk_size: int | None = None, flush_every: int = 1024,
                  flush_secs: float = 10.0, params: str | None = None, probe_index: Any = None,
-                 ntk_background: bool = True) -> None:
+                 ntk_background: bool = True, task: str | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         model = unwrap_model(model)
@@ -134,11 +141,13 @@ class Recorder:
             self.layers = resolve_layers(model, layers)
         trained = [(name, tuple(p.shape)) for name, p in model.named_parameters() if p.requires_grad]
         first = next((p for p in model.parameters()), None)
-        forward_drew = check_probe_fits(model, x, None if first is None else first.device,
-                                         None if first is None else first.dtype)
+        forward_drew, n_outputs = check_probe_fits(model, x, None if first is None else first.device,
+                                                    None if first is None else first.dtype)
+        self.task, task_source = resolve_task(y, task=task, config=config, n_outputs=n_outputs)
         self._x_probe = torch.as_tensor(x)
         self.path = Path(path)
-        self._writer, self._names = open_store(self.path, resume, x, y, config, params, index, trained, self.layers)
+        self._writer, self._names, self.task = open_store(self.path, resume, x, y, config, params, index, trained,
+                                                          self.layers, self.task, task_source)
         self.params = schema.params_mode(self._writer.attrs)
         self._writer.set_attrs(status="running")
         committed = self._writer.committed

@@ -2,8 +2,8 @@
 
 A new store gets the keys of the trained parameters and recorded layers before it exists, so a name
 the store cannot hold is refused without leaving anything on disk. A resume continues one run: the same probe (inputs, labels, positions in the data set), the same
-``params`` mode, the same config (where one is given) and the same trained parameters — names and
-shapes (:func:`dynamics.recorder_names.check_same_parameters`). Anything else is refused with a
+``params`` mode, the same config (where one is given), the same task (a stated one) and the same
+trained parameters — names and shapes (:func:`dynamics.recorder_names.check_same_parameters`). Anything else is refused with a
 StoreError (a ValueError) naming the difference, and the store is left as it was (its lock released).
 """
 
@@ -21,17 +21,18 @@ from dynamics.store.writer import RunWriter
 
 
 def open_store(path: Path, resume: bool, x: np.ndarray, y: np.ndarray, config: dict | None, params: str | None,
-               index: np.ndarray | None, trained: list[tuple[str, tuple[int, ...]]],
-               layers: list[str]) -> tuple[RunWriter, RecorderNames]:
-    """(the writer, the keys) of the store at ``path``: created with the probe ``x``, ``y`` (positions
-    ``index``), ``config``, ``params`` mode and the list of ``trained`` parameters (name, shape), or
-    resumed after :func:`check_resumed`. ValueError for a parameter or layer name the store cannot
-    hold (:class:`RecorderNames`), StoreError as :func:`check_resumed` and
-    :meth:`RunWriter.create`/:meth:`RunWriter.resume` say."""
+               index: np.ndarray | None, trained: list[tuple[str, tuple[int, ...]]], layers: list[str],
+               task: str, task_source: str) -> tuple[RunWriter, RecorderNames, str]:
+    """(the writer, the keys, the task) of the store at ``path``: created with the probe ``x``, ``y``
+    (positions ``index``), ``config``, ``params`` mode, the list of ``trained`` parameters (name,
+    shape) and ``task`` (from ``task_source``, :mod:`dynamics.task`), or resumed after
+    :func:`check_resumed` (the stored task kept: :func:`resumed_task`). ValueError for a parameter or
+    layer name the store cannot hold (:class:`RecorderNames`), StoreError as :func:`check_resumed`,
+    :func:`resumed_task` and :meth:`RunWriter.create`/:meth:`RunWriter.resume` say."""
     if not resume:
         names = RecorderNames({}, trained, layers)
         attrs = {"params": params or "all", PARAMETERS_ATTR: json.dumps(names.manifest),
-                 **schema.identity_attrs(config)}
+                 **schema.identity_attrs(config), "task": task, "task_source": task_source}
         writer = RunWriter.create(path, config=config, probe_x=x, probe_y=y, probe_index=index, attrs=attrs)
     else:
         writer = RunWriter.resume(path)
@@ -41,10 +42,24 @@ def open_store(path: Path, resume: bool, x: np.ndarray, y: np.ndarray, config: d
             writer.abandon()
             raise
         check_resumed(writer, x, y, config, params, index, trained)
+        task = resumed_task(writer, task, task_source)
         if PARAMETERS_ATTR not in writer.attrs:      # a store written before the list
             writer.set_attrs(**{PARAMETERS_ATTR: json.dumps(names.manifest)})
     names.bind(writer)
-    return writer, names
+    return writer, names, task
+
+
+def resumed_task(writer: RunWriter, task: str, source: str) -> str:
+    """The task of a resumed store: the stored one; a stated ``task`` that differs → StoreError (the
+    writer abandoned); a store written before tasks were recorded gets ``task``."""
+    stored = writer.attrs.get("task")
+    if stored is None:
+        writer.set_attrs(task=task, task_source=source)
+        return task
+    if stored != task and not source.startswith("inferred"):
+        writer.abandon()
+        raise StoreError(f"{writer.path}: task={task!r} ({source}) differs from the store's task={stored!r}")
+    return stored
 
 
 def check_resumed(writer: RunWriter, x: np.ndarray, y: np.ndarray, config: dict | None, params: str | None,
