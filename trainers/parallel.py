@@ -20,10 +20,13 @@ exits 130; ``--resume`` continues).
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,7 +170,6 @@ def _train_on_cluster(config: dict, runs: Sequence[RunSpec], stop: Path, *, data
     from distributed import as_completed, wait
 
     from dynamics.cluster import open_client
-    from trainers.sweep import sigterm_as_interrupt
     from trainers.sweep_driver import expected_cost
     from trainers.sweep_worker import worker_preload
 
@@ -176,7 +178,7 @@ def _train_on_cluster(config: dict, runs: Sequence[RunSpec], stop: Path, *, data
             for run in runs}
     order = sorted(runs, key=lambda run: -cost[run])
     outcomes: dict[RunSpec, Outcome] = {}
-    with sigterm_as_interrupt(), open_client(workers=workers, preload=worker_preload([config["data"]["name"]])) \
+    with stop_signals_raise(), open_client(workers=workers, preload=worker_preload([config["data"]["name"]])) \
             as client:
         shared = client.scatter(data, broadcast=True) if data is not None else None
         futures = {client.submit(train_task, config, run, str(stop), progress=mode, data=shared, after=after,
@@ -196,6 +198,27 @@ def _train_on_cluster(config: dict, runs: Sequence[RunSpec], stop: Path, *, data
             wait([f for f, run in futures.items() if run not in outcomes], timeout=GRACE)
             raise
     return [outcomes[run] for run in runs]
+
+
+@contextlib.contextmanager
+def stop_signals_raise() -> Iterator[None]:
+    """Inside the block SIGTERM and SIGHUP raise :class:`trainers.signals.Stopped` in the main thread,
+    as Ctrl-C raises KeyboardInterrupt, so the driver stops the runs and exits with 128 + the signal
+    number (143, 129) as a run trained in one process does. Main thread only; handlers restored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    from trainers.signals import Stopped
+
+    def handler(signum, frame):
+        raise Stopped(signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def _options(config: dict, optimizer: str) -> dict:
