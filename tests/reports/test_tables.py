@@ -4,8 +4,6 @@ results block in README.md and docs/ has the format the script writes (not its n
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -112,13 +110,13 @@ def test_write_blocks_replaces_only_between_markers(tmp_path, folders):
         replace_block("<!-- results:x:end --> <!-- results:x:begin -->", "x", "")
 
 
-def test_the_command_line(tmp_path, folders):
-    result = subprocess.run([sys.executable, "-m", "dynamics.cli", "tables", str(folders[0]), str(folders[1])],
-                            capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 0, result.stderr
-    assert "| claim | measured |" in result.stdout and "range of the means" in result.stdout
+def test_the_command_line(tmp_path, folders, capsys):
+    from dynamics.cli import main
+
+    assert main(["tables", str(folders[0]), str(folders[1])]) == 0
+    out = capsys.readouterr().out
+    assert "| claim | measured |" in out and "range of the means" in out
     (tmp_path / "empty").mkdir()
-    result = subprocess.run([sys.executable, "-m", "dynamics.cli", "tables", str(tmp_path / "empty")],
-                            capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 2 and "findings.json" in result.stderr and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert main(["tables", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "findings.json" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -30,10 +30,10 @@ hidden = 24
 depth = 2
 init_std = 1e-3      # zero-initialised biases: the analysis warns about them, once per experiment
 [train]
-optimizers = ["gn", "sgd", "adam"]
-steps = 24
+optimizers = ["gn", "adam"]
+steps = 10
 batch_size = 16
-checkpoints = 5
+checkpoints = 3
 """
 
 
@@ -74,7 +74,7 @@ def test_parallel_runs_equal_sequential_runs_under_load_bit_for_bit(tmp_path, co
     quiet = tmp_path / "quiet"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert main(["run", "--config", str(config), "--out", str(quiet), "--seeds", "0,1", "--workers", "2",
+        assert main(["run", "--config", str(config), "--out", str(quiet), "--seeds", "0", "--workers", "2",
                      "--quiet"]) == 0
     assert zero_bias_warnings(caught) == 1   # once for the experiment, not once per run
     busy = tmp_path / "busy"
@@ -85,14 +85,15 @@ def test_parallel_runs_equal_sequential_runs_under_load_bit_for_bit(tmp_path, co
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            assert main(["run", "--config", str(config), "--out", str(busy), "--seeds", "0,1", "--workers", "1",
+            assert main(["run", "--config", str(config), "--out", str(busy), "--seeds", "0", "--workers", "1",
                          "--quiet"]) == 0
         assert zero_bias_warnings(caught) == 1
     finally:
         for process in spinners:
             process.kill()
-    stores = sorted(p.name for p in quiet.glob("*-seed*.zarr"))
-    assert len(stores) == 6 and stores == sorted(p.name for p in busy.glob("*-seed*.zarr"))
+    stores = sorted(p.name for p in quiet.glob("*.zarr") if p.name != "analysis.zarr")
+    assert stores == ["adam.zarr", "gn.zarr"] and stores == sorted(p.name for p in busy.glob("*.zarr")
+                                                                  if p.name != "analysis.zarr")
     for name in stores:
         a, b = store_variables(quiet / name), store_variables(busy / name)
         assert a.keys() == b.keys() and len(a) > 20
@@ -123,7 +124,7 @@ def test_ctrl_c_stops_every_parallel_run_resumably(tmp_path, config):
     ignore it, the driver stops the runs through its stop file, each saves its state; --resume ends
     the experiment with the stores of an uninterrupted run."""
     longer = tmp_path / "long.toml"
-    longer.write_text(TINY.replace("steps = 24", "steps = 400").replace('optimizers = ["gn", "sgd", "adam"]',
+    longer.write_text(TINY.replace("steps = 10", "steps = 400").replace('optimizers = ["gn", "adam"]',
                                                                         'optimizers = ["sgd", "adam"]'))
     out = tmp_path / "stopped"
     command = [sys.executable, "-m", "dynamics.cli", "run", "--config", str(longer), "--out", str(out),

@@ -104,6 +104,7 @@ def test_run_stopped_by_sigterm_leaves_resumable_stores(tmp_path):
     assert not (out / "sgd.zarr").exists() and not (out / "report.html").exists()
 
 
+@pytest.mark.slow
 def test_parallel_run_stopped_by_sigterm_exits_143_with_resumable_stores(tmp_path):
     """Runs side by side (the default on 2 cores): SIGTERM to the driver stops every running run at its
     next step (the stop file), exit status 143 as for one process; --resume ends the experiment."""
