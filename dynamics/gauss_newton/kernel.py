@@ -29,7 +29,7 @@ import warnings
 import torch
 from torch import nn
 
-from dynamics import inputs
+from dynamics import functional, inputs
 from dynamics.gauss_newton.base import GaussNewtonOptimizer
 from dynamics.gauss_newton.metric import ce_hessian_factor, centre_per_sample
 from dynamics.gauss_newton.report import GNStepReport
@@ -185,11 +185,10 @@ class KernelGN(GaussNewtonOptimizer):
             if exact_ce:
                 coef = torch.einsum("nao,no->na", factor, coef)
 
-            args, kwargs = inputs.call_arguments(x64)
+            slots = functional.parameter_slots(twin)
 
             def outputs(*values: torch.Tensor) -> torch.Tensor:
-                result = torch.func.functional_call(twin, dict(zip(names, values)), args, kwargs, strict=False)
-                return inputs.select_output(result, self.output).reshape(n, -1)
+                return functional.call(twin, dict(zip(names, values)), x64, self.output, slots).reshape(n, -1)
 
             try:
                 with torch.no_grad():

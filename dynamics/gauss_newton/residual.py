@@ -8,7 +8,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import nn
 
-from dynamics import inputs
+from dynamics import functional, inputs
 from dynamics.inputs import Inputs, OutputSelector
 from dynamics.models.layers import eval_mode
 from dynamics.ntk.products import jacobian_times
@@ -56,14 +56,13 @@ def output_change(model: nn.Module, x: Inputs, update: object, *, output: Output
     studied (:mod:`dynamics.inputs`).
 
     Evaluated in eval mode (the model's flags are restored) by one forward pass in forward-mode AD
-    (``torch.autograd.forward_ad`` dual parameters through ``torch.func.functional_call``); J is never
+    (``torch.autograd.forward_ad`` dual parameters through :func:`dynamics.functional.call`); J is never
     formed. Where an operation has no forward-mode derivative (CPU flash attention, a reentrant
     checkpoint), J δθ comes from the Jacobian rows (:func:`dynamics.ntk.products.jacobian_times`).
     """
     params = trained_parameters(model)
     tangents = as_tangents(model, update)
     x = inputs.check_inputs(x, "x")
-    args, kwargs = inputs.call_arguments(x)
     # Plain forward-mode AD (torch.autograd.forward_ad) on parameters that require grad, under
     # enable_grad: modules with a no-grad fast path that forward AD cannot go through
     # (nn.MultiheadAttention's native kernel in eval mode) take their plain path, and activation
@@ -72,13 +71,13 @@ def output_change(model: nn.Module, x: Inputs, update: object, *, output: Output
         with eval_mode(model), torch.enable_grad(), fwAD.dual_level():
             duals = {name: fwAD.make_dual(p.detach().requires_grad_(True), tangents[name])
                      for name, p in params.items()}
-            result = torch.func.functional_call(model, duals, args, kwargs, strict=False)
-            change = fwAD.unpack_dual(inputs.select_output(result, output)).tangent
+            result = functional.call(model, duals, x, output)
+            change = fwAD.unpack_dual(result).tangent
     except (NotImplementedError, RuntimeError):   # an operation without a forward-mode derivative
         return jacobian_times(model, x, tangents, output)
     n = inputs.n_samples(x)
     if change is None:   # the output does not depend on the trained parameters
-        return torch.zeros_like(inputs.select_output(result, output).detach()).reshape(n, -1)
+        return torch.zeros_like(result.detach()).reshape(n, -1)
     return change.detach().reshape(n, -1)
 
 

@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.func import functional_call, jvp, vjp, vmap
+from torch.func import jvp, vjp, vmap
 
-from dynamics import inputs
+from dynamics import functional, inputs
 from dynamics.inputs import Inputs, OutputSelector
-from dynamics.ntk.rows import FUNC_LIMITS, split_parameters
+from dynamics.ntk.rows import FUNC_LIMITS, trained_tensors
 
 
-def _outputs_fn(model: nn.Module, output: OutputSelector, constants: dict[str, torch.Tensor], x: Inputs):
-    args, kwargs = inputs.call_arguments(x)
+def _outputs_fn(model: nn.Module, output: OutputSelector, slots: dict[str, str], x: Inputs):
     n = inputs.n_samples(x)
 
     def f(params: dict[str, torch.Tensor]) -> torch.Tensor:
-        return inputs.select_output(functional_call(model, (params, constants), args, kwargs), output).reshape(n, -1)
+        return functional.call(model, params, x, output, slots).reshape(n, -1)
     return f
 
 
@@ -38,14 +37,15 @@ def ntvp_kernel(model: nn.Module, output: OutputSelector, x1: Inputs, x2: Inputs
                 n_out: int, chunk1: int, chunk2: int, block: int) -> torch.Tensor:
     """Θ (N1, N2) traced or (N1, N2, O, O) by columns: x2 in chunks of ``chunk2`` samples × ``block``
     outputs (one vjp each, vmapped), x1 in chunks of ``chunk1`` samples (one jvp per column, vmapped)."""
-    trained, constants = split_parameters(model)
+    trained = trained_tensors(model)
+    slots = functional.parameter_slots(model)
     other = x1 if x2 is None else x2
     n1, n2 = inputs.n_samples(x1), inputs.n_samples(other)
     result = None
     with torch.enable_grad():
         for start2, stop2, part2 in inputs.chunks(other, chunk2):
             c2 = stop2 - start2
-            _, pull = vjp(_outputs_fn(model, output, constants, part2), trained)
+            _, pull = vjp(_outputs_fn(model, output, slots, part2), trained)
             for o_start in range(0, n_out, block):
                 o_stop = min(o_start + block, n_out)
                 b = o_stop - o_start
@@ -56,7 +56,7 @@ def ntvp_kernel(model: nn.Module, output: OutputSelector, x1: Inputs, x2: Inputs
                     cotangents[index, k, index, o_start + k] = 1
                 (rows,) = vmap(pull)(cotangents.reshape(c2 * b, c2, n_out))   # name → (t, *shape)
                 for start1, stop1, part1 in inputs.chunks(x1, chunk1):
-                    f1 = _outputs_fn(model, output, constants, part1)
+                    f1 = _outputs_fn(model, output, slots, part1)
                     cols = vmap(lambda u: jvp(f1, (trained,), (u,))[1])(rows)        # (t, c1, O)
                     cols = cols.reshape(c2, b, stop1 - start1, n_out).detach()
                     if result is None:
@@ -74,10 +74,10 @@ def ntvp_kernel(model: nn.Module, output: OutputSelector, x1: Inputs, x2: Inputs
 
 def ntvp_refusal(model: nn.Module, x: Inputs, output: OutputSelector) -> BaseException | None:
     """None when one kernel column of one sample can be computed (a vjp and a jvp); otherwise the error."""
-    trained, constants = split_parameters(model)
+    trained = trained_tensors(model)
     try:
         with torch.enable_grad():
-            f = _outputs_fn(model, output, constants, inputs.rows(x, 0, 1))
+            f = _outputs_fn(model, output, functional.parameter_slots(model), inputs.rows(x, 0, 1))
             out, pull = vjp(f, trained)
             (row,) = pull(torch.ones_like(out))
             jvp(f, (trained,), (row,))

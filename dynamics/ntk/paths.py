@@ -54,6 +54,8 @@ def _structured(model: nn.Module, x1: Inputs, x2: Inputs | None, trace: bool, ch
                                partial(contract_features, trace=trace), x1, x2, chunk_size)
     except StructuredUnsupported as error:
         return str(error)
+    except (RuntimeError, NotImplementedError) as error:   # e.g. a reentrant checkpoint refuses autograd.grad
+        return f"its batched reverse pass failed ({type(error).__name__}: {str(error).splitlines()[0]})"
 
 
 def compute(model: nn.Module, x1: Inputs, x2: Inputs | None, trace: bool, method: str, chunk_size: int | None,

@@ -21,7 +21,7 @@ from dynamics import inputs
 from dynamics.inputs import Inputs, OutputSelector
 from dynamics.models.layers import eval_mode
 from dynamics.ntk import budget
-from dynamics.ntk.rows import choose_backend, make_rows, split_parameters
+from dynamics.ntk.rows import choose_backend, make_rows, trained_tensors
 
 
 def _plan(model: nn.Module, x: Inputs, output: OutputSelector, memory: int):
@@ -51,7 +51,7 @@ def jacobian_transpose_times(model: nn.Module, x: Inputs, cotangent: torch.Tenso
                              max_memory: int | None = None) -> dict[str, torch.Tensor]:
     """Jᵀ c for c = ``cotangent`` (N, O): trained parameter name → tensor of its shape; eval mode."""
     memory = budget.check_memory(max_memory)
-    trained, _ = split_parameters(model)
+    trained = trained_tensors(model)
     total = {name: torch.zeros_like(p) for name, p in trained.items()}
     with eval_mode(model), torch.enable_grad():
         rows, n_out, chunk, block = _plan(model, x, output, memory)

@@ -3,8 +3,8 @@
 For a chunk of c samples and a block of output indices, the rows are J_k[n, o, :] = ∂f_o(x_n)/∂θ_k
 for every trained parameter θ_k, returned as name → (c, O_block, P_k). Two backends compute them:
 
-- ``"func"``: ``vmap(jacrev(f))`` over single samples, f the model called through
-  ``torch.func.functional_call`` on a batch of one (fast: one batched reverse pass per chunk);
+- ``"func"``: ``vmap(jacrev(f))`` over single samples, f the model called with substituted parameters
+  (:func:`dynamics.functional.call`) on a batch of one (fast: one batched reverse pass per chunk);
 - ``"autograd"``: one forward pass per sample and one ``torch.autograd.grad`` per output, on the
   model's own parameters (``.grad`` and hooks untouched). It serves models torch.func cannot
   transform: activation checkpointing (``torch.utils.checkpoint``, whose saved-tensor hooks and
@@ -25,32 +25,29 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.func import functional_call, jacrev, vmap
+from torch.func import jacrev, vmap
 
-from dynamics import inputs
+from dynamics import functional, inputs
+from dynamics.functional import parameter_slots
 from dynamics.inputs import Inputs, OutputSelector
 
 BACKENDS = ("func", "autograd")
 
 
-def split_parameters(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(trained parameters, everything else: frozen parameters and buffers), all detached."""
-    trained, constants = {}, {}
-    for name, param in model.named_parameters():
-        (trained if param.requires_grad else constants)[name] = param.detach()
-    for name, buffer in model.named_buffers():
-        constants[name] = buffer
-    return trained, constants
+def trained_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Name → detached tensor of every trained parameter (requires_grad), ``named_parameters`` order;
+    frozen parameters and buffers stay in the model as constants."""
+    return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
 
 
 def _func_rows(model: nn.Module, output: OutputSelector) -> Callable[[Inputs, slice], dict[str, torch.Tensor]]:
-    trained, constants = split_parameters(model)
+    trained = trained_tensors(model)
+    slots = parameter_slots(model)
 
     def rows(x: Inputs, block: slice) -> dict[str, torch.Tensor]:
         def single(params: dict[str, torch.Tensor], sample: Inputs) -> torch.Tensor:
-            args, kwargs = inputs.call_arguments(inputs.map_leaves(lambda t: t.unsqueeze(0), sample))
-            out = inputs.select_output(functional_call(model, (params, constants), args, kwargs), output)
-            return out.reshape(-1)[block]
+            one = inputs.map_leaves(lambda t: t.unsqueeze(0), sample)
+            return functional.call(model, params, one, output, slots).reshape(-1)[block]
 
         with torch.enable_grad():
             jac = vmap(jacrev(single), in_dims=(None, 0))(trained, x)
