@@ -11,7 +11,7 @@ from dynamics import inputs
 from dynamics.inputs import Inputs, OutputSelector
 from dynamics.models.layers import eval_mode
 from dynamics.ntk import budget
-from dynamics.ntk.paths import METHODS, compute
+from dynamics.ntk.paths import METHODS, Plan, compute, plan
 from dynamics.wrappers import unwrap_model
 
 
@@ -146,3 +146,17 @@ def empirical_ntk(model: nn.Module, x1: Inputs, x2: Inputs | None = None, *, tra
     x2 = None if x2 is None else inputs.prepare(x2, trained[0].device, trained[0].dtype)
     with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
         return compute(model, x1, x2, trace, method, chunk_size, output, memory)
+
+
+def ntk_plan(model: nn.Module, x1: Inputs, x2: Inputs | None = None, *, trace: bool = True, method: str = "auto",
+             chunk_size: int | None = None, output: OutputSelector = None, max_memory: int | None = None) -> Plan:
+    """How :func:`empirical_ntk` computes a kernel on the generic paths (the structured path aside): the
+    method ("jacobian", "ntvp" or "autograd"), the rows' backend, the chunks and the cost model's
+    estimates (:class:`dynamics.ntk.paths.Plan`). Same arguments as :func:`empirical_ntk`."""
+    model = unwrap_model(model)
+    x1 = inputs.check_inputs(x1, "x1")
+    like = next(p for p in model.parameters() if p.requires_grad)
+    x1 = inputs.prepare(x1, like.device, like.dtype)
+    x2 = None if x2 is None else inputs.prepare(inputs.check_inputs(x2, "x2"), like.device, like.dtype)
+    with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+        return plan(model, x1, x2, trace, method, chunk_size, output, budget.check_memory(max_memory))

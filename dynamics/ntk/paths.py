@@ -16,6 +16,7 @@ outputs); the result itself is not part of it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -58,6 +59,44 @@ def _structured(model: nn.Module, x1: Inputs, x2: Inputs | None, trace: bool, ch
         return f"its batched reverse pass failed ({type(error).__name__}: {str(error).splitlines()[0]})"
 
 
+@dataclass(frozen=True)
+class Plan:
+    """How a generic kernel is computed: ``method`` ("jacobian", "ntvp" or "autograd"), the rows'
+    ``backend``, and its chunks (JC: ``chunk`` samples × ``block`` outputs; NTVP: ``chunk1`` x1 samples,
+    ``chunk2`` x2 samples × ``block`` outputs), with the cost model's estimates (flop-equivalents)."""
+
+    method: str
+    backend: str
+    chunk: int
+    block: int
+    chunk1: int = 0
+    chunk2: int = 0
+    jc_cost: float = 0.0
+    ntvp_cost: float = 0.0
+
+
+def plan(model: nn.Module, x1: Inputs, x2: Inputs | None, trace: bool, method: str, chunk_size: int | None,
+         output: OutputSelector, memory: int) -> Plan:
+    """The generic path for ``method`` ("auto", "jacobian", "ntvp", "autograd"; module docstring)."""
+    cost = budget.measure(model, x1, output)
+    n1 = inputs.n_samples(x1)
+    n2 = None if x2 is None else inputs.n_samples(x2)
+    if method == "ntvp":
+        refusal = ntvp_refusal(model, x1, output)
+        if refusal is not None:
+            raise ValueError(f"method='ntvp' uses torch.func's vjp and jvp (forward-mode AD), which cannot "
+                             f"differentiate {type(model).__name__}: {type(refusal).__name__}: "
+                             f"{str(refusal).splitlines()[0]}; use method='jacobian', 'autograd' or 'auto'") from refusal
+    backend = "func" if method == "ntvp" else choose_backend(model, x1, output, method)
+    chunk, block = budget.jc_plan(cost, max(n1, n2 or 0), memory, chunk_size)
+    c1, c2, b = budget.ntvp_plan(cost, n1, n2 or n1, memory)
+    costs = dict(jc_cost=budget.jc_cost(cost, n1, n2, trace, chunk, block), ntvp_cost=budget.ntvp_cost(cost, n1, n2))
+    if method == "ntvp" or (method == "auto" and backend == "func" and costs["ntvp_cost"] < costs["jc_cost"]
+                            and ntvp_refusal(model, x1, output) is None):
+        return Plan("ntvp", "func", chunk, b, c1, chunk_size or c2, **costs)
+    return Plan("autograd" if backend == "autograd" else "jacobian", backend, chunk, block, **costs)
+
+
 def compute(model: nn.Module, x1: Inputs, x2: Inputs | None, trace: bool, method: str, chunk_size: int | None,
             output: OutputSelector, memory: int) -> torch.Tensor:
     """Θ by ``method`` (module docstring); the model in eval mode, grad enabled, inputs prepared."""
@@ -70,20 +109,7 @@ def compute(model: nn.Module, x1: Inputs, x2: Inputs | None, trace: bool, method
         if method == "structured":
             raise ValueError(f"method='structured' cannot compute the NTK of {type(model).__name__}: {result}; "
                              "use method='jacobian' (or 'auto')")
-    cost = budget.measure(model, x1, output)
-    n1 = inputs.n_samples(x1)
-    n2 = None if x2 is None else inputs.n_samples(x2)
-    if method == "ntvp" or method == "auto":
-        refusal = ntvp_refusal(model, x1, output) if method == "ntvp" else None
-        if refusal is not None:
-            raise ValueError(f"method='ntvp' needs forward-mode AD, which {type(model).__name__} does not support: "
-                             f"{type(refusal).__name__}: {str(refusal).splitlines()[0]}; use method='jacobian', "
-                             f"'autograd' or 'auto'") from refusal
-    backend = "func" if method == "ntvp" else choose_backend(model, x1, output, method)
-    chunk, block = budget.jc_plan(cost, max(n1, n2 or 0), memory, chunk_size)
-    if method == "ntvp" or (method == "auto" and backend == "func"
-                            and budget.ntvp_cost(cost, n1, n2) < budget.jc_cost(cost, n1, n2, trace, chunk, block)
-                            and ntvp_refusal(model, x1, output) is None):
-        c1, c2, b = budget.ntvp_plan(cost, n1, n2 or n1, memory)
-        return ntvp_kernel(model, output, x1, x2, trace, n_out, c1, chunk_size or c2, b)
-    return jacobian_kernel(make_rows(model, output, backend), x1, x2, trace, n_out, chunk, block)
+    how = plan(model, x1, x2, trace, method, chunk_size, output, memory)
+    if how.method == "ntvp":
+        return ntvp_kernel(model, output, x1, x2, trace, n_out, how.chunk1, how.chunk2, how.block)
+    return jacobian_kernel(make_rows(model, output, how.backend), x1, x2, trace, n_out, how.chunk, how.block)
