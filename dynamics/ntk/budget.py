@@ -7,7 +7,7 @@ products, convolutions, attention) — and ``saved`` — the bytes autograd save
 numbers, O outputs per sample, s bytes per number and N1 × N2 samples:
 
 Jacobian contraction (JC, :mod:`dynamics.ntk.generic`), chunks of c samples and blocks of b outputs:
-    working memory  M_JC(c, b) = 2·c·b·P·s (two chunks' rows) + c·(1 + b)·saved (the vmapped pass)
+    working memory  M_JC(c, b) = 2·c·b·P·s (two chunks' rows) + 2·c·saved (the chunk's pass)
     cost            rows:   (chunk evaluations) · c · (1 + 2b) · flops · PASS_FACTOR
                     + contraction: 2·N1·N2·O·P (traced) or 2·N1·N2·O²·P (full kernel)
 NTK-vector products (NTVP, :mod:`dynamics.ntk.ntvp`), t = c2·b columns Θ[:, (m, o)] = J(x1)·J[m, o]ᵀ
@@ -17,8 +17,9 @@ per block, each by one vjp (row J[m, o]) and one jvp through a chunk of c1 sampl
 
 :data:`PASS_FACTOR` is the measured cost of a flop of a one-sample forward/backward pass relative to a
 flop of a large matrix product (``benchmarks/ntk.py`` measures both paths; docs/benchmarks.md).
-Chunks are the largest that fit the budget (``max_memory``, default :data:`DEFAULT_MEMORY`): samples
-first, then outputs (one sample's rows over O outputs may alone exceed it). The result itself —
+Chunks are those of the lowest estimated cost whose working memory fits the budget (``max_memory``,
+default :data:`DEFAULT_MEMORY`): chunks of samples (the inner chunks' rows are recomputed for every
+outer chunk) or blocks of outputs (forward passes are repeated per block), whichever costs less. The result itself —
 N1·N2 numbers traced, N1·N2·O² full — is not part of the working budget; :func:`kernel_bytes` gives
 it and :func:`probe_memory` the whole of a Recorder checkpoint's NTK.
 """
@@ -84,26 +85,40 @@ def check_memory(max_memory: object) -> int:
     return max_memory
 
 
-def jc_memory(cost: ModelCost, chunk: int, block: int) -> int:
-    """M_JC(c, b) in bytes (module docstring)."""
-    return 2 * chunk * block * cost.n_params * cost.itemsize + chunk * (1 + block) * cost.saved
+def jc_memory(cost: ModelCost, chunk: int, block: int, chunks: int = 2) -> int:
+    """M_JC(c, b) in bytes (module docstring); ``chunks``: how many chunks' rows are alive at once (1 when
+    a symmetric kernel's samples fit one chunk)."""
+    return chunks * chunk * block * cost.n_params * cost.itemsize + 2 * chunk * cost.saved
 
 
-def jc_plan(cost: ModelCost, n_max: int, budget: int, chunk_size: int | None = None) -> tuple[int, int]:
-    """(c, b): the largest sample chunk c (≤ n_max; ``chunk_size`` when given) with all O outputs per
-    block whose working memory fits ``budget``; when one sample's rows over all O outputs do not
-    fit, c = 1 and the largest output block b that fits (at least 1)."""
-    if chunk_size is not None:
-        chunk = min(chunk_size, n_max)
-        block = cost.n_out
-        while block > 1 and jc_memory(cost, chunk, block) > budget:
-            block = max(1, block // 2)
-        return chunk, block
-    if jc_memory(cost, 1, cost.n_out) <= budget:
-        per_sample = jc_memory(cost, 1, cost.n_out)
-        return max(1, min(n_max, budget // per_sample)), cost.n_out
-    per_output = 2 * cost.n_params * cost.itemsize + cost.saved
-    return 1, max(1, min(cost.n_out, (budget - cost.saved) // per_output))
+def _candidates(n: int) -> list[int]:
+    """n, and the powers of two below it."""
+    out, k = {n}, 1
+    while k < n:
+        out.add(k)
+        k *= 2
+    return sorted(out, reverse=True)
+
+
+def jc_plan(cost: ModelCost, n1: int, n2: int | None, trace: bool, budget: int,
+            chunk_size: int | None = None) -> tuple[int, int]:
+    """(c, b): the sample chunk c and output block b of the Jacobian contraction with the lowest
+    :func:`jc_cost` among those whose working memory :func:`jc_memory` fits ``budget`` (c from
+    ``chunk_size`` when given; ties: the larger c, then the larger b). Chunking samples recomputes
+    the inner chunks' rows for every outer chunk; chunking outputs repeats forward passes: which costs
+    less depends on the model. When nothing fits, (1, 1)."""
+    n_max = max(n1, n2 or 0)
+    chunks = [min(chunk_size, n_max)] if chunk_size is not None else _candidates(n_max)
+    best = None
+    for c in chunks:
+        alive = 1 if n2 is None and c >= n1 else 2
+        for b in _candidates(cost.n_out):
+            if jc_memory(cost, c, b, alive) > budget:
+                continue
+            key = (jc_cost(cost, n1, n2, trace, c, b), -c, -b)
+            if best is None or key < best[0]:
+                best = (key, c, b)
+    return (chunks[-1], 1) if best is None else (best[1], best[2])
 
 
 def _chunk_evaluations(n1: int, n2: int | None, chunk: int) -> int:

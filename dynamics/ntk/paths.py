@@ -88,7 +88,7 @@ def plan(model: nn.Module, x1: Inputs, x2: Inputs | None, trace: bool, method: s
                              f"differentiate {type(model).__name__}: {type(refusal).__name__}: "
                              f"{str(refusal).splitlines()[0]}; use method='jacobian', 'autograd' or 'auto'") from refusal
     backend = "func" if method == "ntvp" else choose_backend(model, x1, output, method)
-    chunk, block = budget.jc_plan(cost, max(n1, n2 or 0), memory, chunk_size)
+    chunk, block = budget.jc_plan(cost, n1, n2, trace, memory, chunk_size)
     c1, c2, b = budget.ntvp_plan(cost, n1, n2 or n1, memory)
     costs = dict(jc_cost=budget.jc_cost(cost, n1, n2, trace, chunk, block), ntvp_cost=budget.ntvp_cost(cost, n1, n2))
     if method == "ntvp" or (method == "auto" and backend == "func" and costs["ntvp_cost"] < costs["jc_cost"]

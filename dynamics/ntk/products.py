@@ -26,7 +26,7 @@ from dynamics.ntk.rows import choose_backend, make_rows, trained_tensors
 
 def _plan(model: nn.Module, x: Inputs, output: OutputSelector, memory: int):
     cost = budget.measure(model, x, output)
-    chunk, block = budget.jc_plan(cost, inputs.n_samples(x), memory)
+    chunk, block = budget.jc_plan(cost, inputs.n_samples(x), 0, False, memory)   # rows of x once: no pairs
     rows = make_rows(model, output, choose_backend(model, x, output, "auto"))
     return rows, cost.n_out, chunk, block
 

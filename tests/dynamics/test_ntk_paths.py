@@ -31,7 +31,7 @@ def test_a_budget_smaller_than_one_samples_rows_chunks_the_outputs(make, trace):
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     tiny = 3 * n_params * 8                       # rows of about one output of one sample at a time
     how = ntk_plan(model, x1, x2, trace=trace, method="autograd", max_memory=tiny)
-    assert how.chunk == 1 and how.block < zoo_outputs(model, make_inputs)
+    assert how.block < zoo_outputs(model, make_inputs)
     want = dense_ntk(model, x1, x2)
     got = empirical_ntk(model, x1, x2, trace=trace, max_memory=tiny, method="autograd")
     torch.testing.assert_close(got, traced(want) if trace else want, **F64)
@@ -51,8 +51,8 @@ def test_rows_held_at_once_stay_within_the_budget():
     x = make_inputs(7, 0)
     memory = 20_000
     cost = budget.measure(model.eval(), x, None)
-    chunk, block = budget.jc_plan(cost, 7, memory)
-    assert budget.jc_memory(cost, chunk, block) <= memory
+    chunk, block = budget.jc_plan(cost, 7, None, False, memory)
+    assert budget.jc_memory(cost, chunk, block) <= memory and (chunk, block) != (7, cost.n_out)
     seen = []
     rows = make_rows(model, None, "func")
 
