@@ -22,7 +22,7 @@ Cases (full kernel (N, N, O, O) and traced (N, N), symmetric x2 = x1, float32, 2
    (softmax(QKᵀ/√d)V), which forward-mode AD goes through; one more row runs "auto" on the same model
    with nn.MultiheadAttention (whose native kernel has no forward-mode derivative). The products cost
    N² passes: they run on 16 sequences and their time is scaled by (128/16)².
-5. Full kernel (N, N, O, O) of an MLP 32→256→256→O with many outputs (O = 64 and 256) on 16 probes:
+5. Full kernel (N, N, O, O) of an MLP 32→256→256→LayerNorm→O with many outputs (O = 64 and 256) on 16 probes:
    Jacobian contraction against NTK-vector products, and the choice of "auto" — where the
    contraction's N²·O²·P grows past the products' N²·O passes.
 
@@ -147,8 +147,8 @@ def measure_one(spec: dict) -> dict:
     else:
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(32, 256), torch.nn.Tanh(), torch.nn.Linear(256, 256),
-                                    torch.nn.Tanh(), torch.nn.Linear(256, spec["outputs"]))
-        model[0].register_forward_hook(lambda m, a, out: None)   # keep "auto" off the structured path
+                                    torch.nn.LayerNorm(256), torch.nn.Tanh(), torch.nn.Linear(256, spec["outputs"]))
+        # (the LayerNorm's trained scale and shift keep "auto" off the structured path)
         x = torch.randn(spec["n"], 32, generator=torch.Generator().manual_seed(0))
     kwargs = dict(trace=spec["trace"], method=spec["method"], chunk_size=spec.get("chunk"),
                   max_memory=spec.get("memory"))
@@ -203,7 +203,7 @@ def generic_cases(quick: bool, threads: int) -> None:
             results = {label: _run(dict(base, method=method), tmp, f"m{outputs}{method}")
                        for label, method in (("jacobian", "jacobian"), ("ntvp", "ntvp"), ("auto", "auto"))}
             for label, r in results.items():
-                rows.append(_generic_row(f"MLP 32→256→256→{outputs}, 16 probes", "full", label, r,
+                rows.append(_generic_row(f"MLP 32→256→256→LayerNorm→{outputs}, 16 probes", "full", label, r,
                                          results["jacobian"].get("kernel")))
     print("| case | kernel | path | seconds | peak memory | plan (chunk × outputs) | cost model JC / NTVP | rel. diff |")
     print("|" + "---|" * 8)

@@ -12,6 +12,7 @@ from dynamics.inputs import Inputs, OutputSelector
 from dynamics.models.layers import eval_mode
 from dynamics.ntk import budget
 from dynamics.ntk.paths import METHODS, Plan, compute, plan
+from dynamics.ntk.structured import structured_problem
 from dynamics.wrappers import unwrap_model
 
 
@@ -150,13 +151,17 @@ def empirical_ntk(model: nn.Module, x1: Inputs, x2: Inputs | None = None, *, tra
 
 def ntk_plan(model: nn.Module, x1: Inputs, x2: Inputs | None = None, *, trace: bool = True, method: str = "auto",
              chunk_size: int | None = None, output: OutputSelector = None, max_memory: int | None = None) -> Plan:
-    """How :func:`empirical_ntk` computes a kernel on the generic paths (the structured path aside): the
-    method ("jacobian", "ntvp" or "autograd"), the rows' backend, the chunks and the cost model's
-    estimates (:class:`dynamics.ntk.paths.Plan`). Same arguments as :func:`empirical_ntk`."""
+    """How :func:`empirical_ntk` computes a kernel: the method ("structured", "jacobian", "ntvp" or
+    "autograd"), the rows' backend, the chunks and the cost model's estimates
+    (:class:`dynamics.ntk.paths.Plan`; for "structured" only the method is meaningful, and its
+    preconditions are checked on the whole of x1 here, as one chunk). Same arguments as
+    :func:`empirical_ntk`."""
     model = unwrap_model(model)
     x1 = inputs.check_inputs(x1, "x1")
     like = next(p for p in model.parameters() if p.requires_grad)
     x1 = inputs.prepare(x1, like.device, like.dtype)
     x2 = None if x2 is None else inputs.prepare(inputs.check_inputs(x2, "x2"), like.device, like.dtype)
     with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+        if method in ("auto", "structured") and structured_problem(model, x1, output) is None:
+            return Plan("structured", "autograd", inputs.n_samples(x1), 0)
         return plan(model, x1, x2, trace, method, chunk_size, output, budget.check_memory(max_memory))

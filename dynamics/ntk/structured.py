@@ -269,4 +269,6 @@ def structured_problem(model: nn.Module, x: Inputs, output: OutputSelector = Non
         layer_features(model, trained_layers(model), inputs.check_inputs(x), output)
     except StructuredUnsupported as error:
         return str(error)
+    except (RuntimeError, NotImplementedError) as error:   # e.g. a reentrant checkpoint refuses autograd.grad
+        return f"its batched reverse pass failed ({type(error).__name__}: {str(error).splitlines()[0]})"
     return None

@@ -81,16 +81,16 @@ def test_ntk_vector_products_match_the_reference(make):
 
 
 def test_auto_takes_the_cheaper_path_by_the_cost_model_and_always_the_same():
-    cost = budget.ModelCost(flops=2 ** 16, saved=4096, n_params=10_000, n_out=200, itemsize=4)
-    # full kernel with many outputs: contraction 2·N²·O²·P beats NTVP's N²·O passes
-    assert budget.ntvp_cost(cost, 32, None) < budget.jc_cost(cost, 32, None, False, 32, 200)
-    assert budget.jc_cost(cost, 32, None, True, 32, 200) < budget.ntvp_cost(cost, 32, None)
+    cost = budget.ModelCost(flops=2 ** 16, saved=4096, n_params=10_000, n_out=1000, itemsize=4)
+    # full kernel with many outputs: NTVP's N²·O passes beat the contraction's 2·N²·O²·P; traced: the reverse
+    assert budget.ntvp_cost(cost, 32, None) < budget.jc_cost(cost, 32, None, False, 32, 1000)
+    assert budget.jc_cost(cost, 32, None, True, 32, 1000) < budget.ntvp_cost(cost, 32, None)
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 300)).double()
-    model[0].register_forward_hook(lambda m, a, out: out)   # a hook: not the structured path's concern here
-    x = torch.randn(6, 8, dtype=torch.float64)
+    model = nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.Tanh(), nn.Linear(16, 300)).double()
+    x = torch.randn(6, 8, dtype=torch.float64)                # (the LayerNorm: no structured path)
     plans = {ntk_plan(model, x, trace=trace) for trace in (False, False, True)}
     assert {p.method for p in plans} <= {"jacobian", "ntvp"} and len(plans) == 2
+    assert ntk_plan(nn.Sequential(nn.Linear(8, 3)).double(), x).method == "structured"
     full = ntk_plan(model, x, trace=False)
     assert full.method == ("ntvp" if full.ntvp_cost < full.jc_cost else "jacobian")
 
@@ -103,7 +103,9 @@ def test_torch_func_limits_are_translated_and_auto_uses_plain_autograd(make, lim
     x = make_inputs(3, 0)
     with pytest.raises(ValueError, match=f"method='jacobian' uses torch.func.*{limit}.*method='autograd'"):
         empirical_ntk(model, x, method="jacobian")
-    assert ntk_plan(model, x).method == "autograd"
+    # the structured path serves the non-reentrant checkpoint (hooks, one batched reverse pass)
+    assert ntk_plan(model, x).method == ("structured" if make is zoo.checkpointed else "autograd")
+    assert ntk_plan(model, x, method="autograd").method == "autograd"
     torch.testing.assert_close(empirical_ntk(model, x), traced(dense_ntk(model, x)), **F64)
 
 
