@@ -8,7 +8,7 @@ numbers, O outputs per sample, s bytes per number and N1 × N2 samples:
 
 Jacobian contraction (JC, :mod:`dynamics.ntk.generic`), chunks of c samples and blocks of b outputs:
     working memory  M_JC(c, b) = 2·c·b·P·s (two chunks' rows) + 2·c·saved (the chunk's pass)
-    cost            rows:   (chunk evaluations) · c · (1 + 2b) · flops · PASS_FACTOR
+    cost            rows:   (chunk evaluations) · c · 2·(FORWARD_FACTOR + b) · flops · PASS_FACTOR
                     + contraction: 2·N1·N2·O·P (traced) or 2·N1·N2·O²·P (full kernel)
 NTK-vector products (NTVP, :mod:`dynamics.ntk.ntvp`), t = c2·b columns Θ[:, (m, o)] = J(x1)·J[m, o]ᵀ
 per block, each by one vjp (row J[m, o]) and one jvp through a chunk of c1 samples:
@@ -42,6 +42,11 @@ DEFAULT_MEMORY = 2 ** 29
 #: benchmarks/ntk.py (docs/benchmarks.md): 24 from the MLP with 64 outputs, where both paths took about
 #: the same time, 44 from the one with 256; it puts the choice on the faster side in every case measured.
 PASS_FACTOR = 24.0
+#: A chunk's forward pass in units of one output's backward pass (2·flops): the vmapped backward over a
+#: block of outputs is one batched pass, while every block repeats the forward and the transforms'
+#: per-call work. Fitted to benchmarks/ntk.py's transformer (chunks of 32 samples × 10 outputs against
+#: 64 × 1: 9.7 s against 17 s).
+FORWARD_FACTOR = 3.5
 #: Flops charged per pass at least (per-operation overhead of tiny models).
 MIN_FLOPS = 2 ** 14
 
@@ -137,7 +142,7 @@ def jc_cost(cost: ModelCost, n1: int, n2: int | None, trace: bool, chunk: int, b
     blocks = -(-cost.n_out // block)
     pairs = blocks if trace else blocks * blocks
     evaluations = _chunk_evaluations(n1, n2, chunk) * pairs * chunk
-    rows = evaluations * (1 + 2 * block) * cost.flops * PASS_FACTOR
+    rows = evaluations * 2 * (FORWARD_FACTOR + block) * cost.flops * PASS_FACTOR
     width = cost.n_out if trace else cost.n_out ** 2
     return rows + 2.0 * n1 * (n1 if n2 is None else n2) * width * cost.n_params
 
