@@ -1,12 +1,14 @@
 """What a :class:`dynamics.recorder.Recorder` is given, checked at its construction: the probe (inputs in
 the structure the model's forward takes — a tensor, a tuple or a dict of tensors or arrays, floating
 (finite), integer token ids or bool, every leaf with one leading sample dimension of the same length
-(:mod:`dynamics.inputs`) — labels of that length, inputs the model can take), the probe's positions
-in the data set, the names of the trained parameters, and positive integer options. Each check raises
-TypeError/ValueError naming the bad value."""
+(:mod:`dynamics.inputs`) — labels of that length, inputs the model can take, and the NTK and the
+representations computed on two of them), the probe's positions in the data set, the memory the
+probe's NTK needs, and positive integer options (the names of the trained parameters:
+:mod:`dynamics.recorder_names`). Each check raises TypeError/ValueError naming the bad value."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -19,7 +21,6 @@ from dynamics import inputs
 from dynamics.convert import to_numpy
 from dynamics.ntk.background import call_noting_draws
 from dynamics.store import schema
-from dynamics.wrappers import canonical_parameters
 
 
 def probe_array(name: str, value: Any) -> np.ndarray:
@@ -103,12 +104,14 @@ def _probe_text(x: inputs.Inputs) -> str:
 
 
 def check_probe_fits(model: nn.Module, x: np.ndarray | tuple | dict, device: torch.device | None,
-                     dtype: torch.dtype | None) -> bool:
+                     dtype: torch.dtype | None) -> tuple[bool, int]:
     """Run ``model`` on the first two probe inputs (eval mode, no grad; train/eval flags restored;
     floating leaves cast to ``dtype``, integer ones kept); ValueError naming the probe's structure,
     shapes and dtypes and what the model expects when it fails, or when the studied output
     (:func:`dynamics.inputs.select_output`) does not have one row per input. Returns whether that
-    forward pass drew from torch's global generators (:func:`dynamics.ntk.background.call_noting_draws`)."""
+    forward pass drew from torch's global generators (:func:`dynamics.ntk.background.call_noting_draws`)
+    and the model's outputs per sample (the product of the output's dimensions after the first;
+    :func:`dynamics.task.infer_task` uses it)."""
     whole = as_tensors(x)
     sample = inputs.prepare(inputs.rows(whole, 0, 2), device, dtype if dtype is not None and dtype.is_floating_point
                             else None)
@@ -131,7 +134,7 @@ def check_probe_fits(model: nn.Module, x: np.ndarray | tuple | dict, device: tor
     if out.ndim == 0 or out.shape[0] != n:
         raise ValueError(f"{_probe_text(whole)}: the model returned {tuple(out.shape)} for {n} inputs; it must "
                          f"return a tensor with one row per input")
-    return drew
+    return drew, int(np.prod(out.shape[1:], dtype=np.int64))
 
 
 def check_probe_paths(model: nn.Module, x: np.ndarray | tuple | dict, layers: list[str], ntk: bool,
@@ -183,21 +186,6 @@ def check_probe_memory(model: nn.Module, n: int, ntk: bool) -> None:
                          f"use a smaller probe, or ntk=False")
 
 
-def check_parameter_names(model: nn.Module) -> None:
-    """For the canonical names of the trained parameters (:func:`dynamics.wrappers.canonical_parameters`):
-    ValueError when two trained parameters share a store name, or one is named like a coordinate
-    of the ``params`` group (``checkpoint``, ``step``, ``epoch``)."""
-    seen: dict[str, str] = {}
-    for name in canonical_parameters(model):
-        key = schema.store_name(name)
-        if key in schema.CHECKPOINT_COORDS or key in schema.LEGACY_CHECKPOINT_COORDS:
-            raise ValueError(f"parameter {name!r} would be stored as {key!r}, the name of a coordinate of the "
-                             f"params group; rename it")
-        if key in seen:
-            raise ValueError(f"parameters {seen[key]!r} and {name!r} would both be stored as {key!r}; rename one")
-        seen[key] = name
-
-
 def check_positive(name: str, value: Any) -> int:
     """``value`` if it is an int ≥ 1; TypeError (not an int, or a bool) or ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int):
@@ -205,3 +193,20 @@ def check_positive(name: str, value: Any) -> int:
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return value
+
+
+def check_options(ntk: Any, ntk_background: Any, params: Any, ntk_chunk_size: Any, flush_every: Any,
+                  flush_secs: Any) -> tuple[int, float]:
+    """Check the Recorder's options (TypeError/ValueError naming the bad one); (flush_every, flush_secs)."""
+    for option, value in (("ntk", ntk), ("ntk_background", ntk_background)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{option} must be True or False, got {value!r}")
+    if params is not None:
+        schema.check_params_mode(params)
+    if ntk_chunk_size is not None:
+        check_positive("ntk_chunk_size", ntk_chunk_size)
+    flush_every = check_positive("flush_every", flush_every)
+    if isinstance(flush_secs, bool) or not isinstance(flush_secs, (int, float)) or not flush_secs > 0 \
+            or not math.isfinite(flush_secs):
+        raise ValueError(f"flush_secs must be a finite number of seconds > 0, got {flush_secs!r}")
+    return flush_every, float(flush_secs)

@@ -12,6 +12,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
+from dynamics.store.names import original
+
 STEP_LABEL = "training step (updates)"
 
 
@@ -37,6 +39,19 @@ def set_step_axis(ax, steps) -> None:
         ax.set_xlim(left=0)
     else:
         ax.set_xlabel(STEP_LABEL)
+
+
+def mark_divergence(ax, ds, runs) -> None:
+    """A dotted vertical line in the run's colour at each run's first non-finite input
+    (:func:`reports.runs.divergence_step`), labelled "non-finite"; nothing for runs without one."""
+    from reports.runs import divergence_step
+
+    for r in runs:
+        step = divergence_step(ds, r.index)
+        if step is not None:
+            ax.axvline(step, color=r.color, ls=":", lw=1.5)
+            ax.annotate("non-finite", (step, 0.02), xycoords=("data", "axes fraction"), fontsize="x-small",
+                        color=r.color, rotation=90, va="bottom", ha="right")
 
 
 def set_log_y_if_wide(ax, values) -> None:
@@ -94,8 +109,9 @@ def note(ax, text: str) -> None:
 
 
 def display_name(store_name: str) -> str:
-    """Human name of a store layer/parameter name: ``blocks__0__F__linear__weight`` -> ``blocks.0.F.linear.weight``."""
-    return str(store_name).replace("__", ".")
+    """Human name of a store layer/parameter key: ``blocks__0__F__linear__weight`` -> ``blocks.0.F.linear.weight``,
+    ``d__enc-2f0`` -> ``d.enc/0`` (:func:`dynamics.store.names.original`)."""
+    return original(str(store_name))
 
 
 def short(text: str, width: int = 22) -> str:

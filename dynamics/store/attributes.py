@@ -16,7 +16,7 @@ update k has step k); ``epoch`` is step / steps per epoch.
 
 from __future__ import annotations
 
-import re
+from dynamics.store import names
 
 Entry = tuple[str, str, str]   # (long_name, units, description)
 
@@ -94,14 +94,23 @@ _GROUPS: dict[str, dict[str, Entry]] = {
         "ntk_alignment_init": ("NTK alignment to initialisation", "1",
                                "A(Θ_t, Θ_0) = ⟨Θ_t, Θ_0⟩_F / (‖Θ_t‖_F ‖Θ_0‖_F) on the probe set"),
         "ntk_velocity": ("NTK velocity", "1", "1 − A(Θ_t, Θ_{t−1}) between consecutive checkpoints (NaN at the first)"),
-        "ntk_target_alignment": ("NTK–target alignment", "1", "A(Θ_t, YYᵀ) with Y the one-hot probe labels"),
+        "ntk_target_alignment": ("NTK–target alignment", "1",
+                                 "A(Θ_t, YYᵀ): Y the one-hot probe labels (task classification) or the probe's "
+                                 "regression targets (task regression); the variable's attr task says which"),
         "ntk_effective_rank": ("NTK effective rank", "1", "exp of the entropy of Θ_t's normalised eigenvalues"),
         "cka_init": ("CKA to initialisation", "1", "linear CKA of the layer's probe representation with the first checkpoint's"),
         "rep_effective_rank": ("representation effective rank", "1",
                                "entropy effective rank of the centred probe representation"),
         "probe_accuracy": ("linear-probe accuracy", "1",
                            "cross-validated logistic-regression accuracy on the layer's probe representation "
-                           "(NaN where no probe was fitted)"),
+                           "(task classification; NaN where no probe was fitted, and for regression runs)"),
+        "probe_r2": ("linear-probe R²", "1",
+                     "cross-validated R² of a ridge-regression probe on the layer's probe representation "
+                     "(task regression; NaN where no probe was fitted, and for classification runs)"),
+        "first_nonfinite_step": ("first non-finite input", "1",
+                                 "training step of the first NaN/inf input of the analysis (metric, checkpoint "
+                                 "scalar, NTK, representation or parameter; NaN when every input is finite); "
+                                 "attr nonfinite of the analysis says which inputs and where"),
         "weight_rel_change": ("relative weight change", "1",
                               "‖θ_t − θ_0‖ / ‖θ_0‖ (Frobenius); NaN where the checkpoint stores no parameters "
                               "(params = first_last between the ends)"),
@@ -122,41 +131,49 @@ _GROUPS: dict[str, dict[str, Entry]] = {
         "phase": ("optimiser phase", "1", "copied from the metrics group"),
         "cka_between": ("CKA between runs", "1",
                         "linear CKA of the representations of run and run_ at the same checkpoint index and layer"),
-        "run": ("run", "1", "run label: the optimiser, with the seed and store name where needed to be unique"),
+        "run": ("run", "1", "run label: the optimiser, with the seed and the shortest distinguishing store path "
+                            "suffix where needed to be unique (analysis.labels)"),
         "run_": ("run (second axis)", "1", "run label, second axis of cka_between"),
         "optimizer": ("optimiser", "1", "name of the run's optimiser"),
         "seed": ("seed", "1", "seed of the run's model initialisation and data order"),
         "label": ("run label", "1", "same as run"),
+        "task": ("task", "1", "classification or regression: what the run's probe targets are (dynamics.task)"),
     },
 }
 _GROUPS["analysis"].update({k: v for k, v in _GROUPS["checkpoints"].items() if k.endswith(("_loss", "_acc"))})
 
 
-def _pattern(group: str, name: str) -> Entry | None:
+def _pattern(group: str, name: str, original: str | None) -> Entry | None:
     if group == "checkpoints" and name.startswith("rep_"):
-        layer = name.removeprefix("rep_")
+        layer = original or names.original(name.removeprefix("rep_"))
         return (f"representation of {layer}", "1",
-                f"output of layer {layer!r} (module name with '.' → '__') on the probe inputs, flattened per sample")
+                f"output of layer {layer!r} on the probe inputs, flattened per sample (variable name: "
+                f"'rep_' + the layer's store key, dynamics.store.names)")
     if group == "params":
-        return (f"parameter {name}", "1", f"value of the trained parameter {name!r} (module path with '.' → '__') "
-                                          f"at the checkpoint; NaN at checkpoints that store none (params = first_last)")
+        param = original or names.original(name)
+        return (f"parameter {param}", "1", f"value of the trained parameter {param!r} at the checkpoint (variable "
+                                           f"name: its store key, dynamics.store.names); NaN at checkpoints "
+                                           f"that store none (params = first_last)")
     return None
 
 
-def entry(group: str, name: str) -> Entry:
+def entry(group: str, name: str, original: str | None = None) -> Entry:
     """(long_name, units, description) of variable ``name`` of ``group``: the registry's entry, a
-    pattern's (``rep_<layer>``, parameters), or a generic one for names it does not know."""
-    known = _GROUPS.get(group, {}).get(name) or _pattern(group, name)
+    pattern's (``rep_<layer>``, parameters), or a generic one for names it does not know.
+    ``original``: the name the user gave the variable, where its key differs
+    (:mod:`dynamics.store.names`)."""
+    known = _GROUPS.get(group, {}).get(name) or _pattern(group, name, original)
     if known is not None:
         return known
-    if group == "metrics" and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        return (name, "1", f"scalar {name!r} logged by the training loop per step (not one of dynamics' own names)")
-    return (name, "1", f"scalar {name!r} recorded by the caller (not one of dynamics' own names)")
+    shown = original or name
+    if group == "metrics":
+        return (shown, "1", f"scalar {shown!r} logged by the training loop per step (not one of dynamics' own names)")
+    return (shown, "1", f"scalar {shown!r} recorded by the caller (not one of dynamics' own names)")
 
 
-def cf_attrs(group: str, name: str) -> dict[str, str]:
+def cf_attrs(group: str, name: str, original: str | None = None) -> dict[str, str]:
     """``{"long_name", "units", "description"}`` of variable ``name`` of ``group`` (see :func:`entry`)."""
-    long_name, units, description = entry(group, name)
+    long_name, units, description = entry(group, name, original)
     return {"long_name": long_name, "units": units, "description": description}
 
 

@@ -94,7 +94,7 @@ def test_kernel_gn_step_on_dict_inputs_with_a_dict_output():
 ])
 def test_recorder_stores_the_probe_in_its_structure_and_resumes(tmp_path, make, layout):
     model, make_inputs = make()
-    x, y = make_inputs(6, 7), torch.arange(6) % 3
+    x, y = make_inputs(6, 7), torch.arange(6) % 2
     path = tmp_path / "run.zarr"
     with Recorder(path, model, (x, y), layers=[], ntk_background=False) as rec:
         rec.checkpoint(0)
@@ -123,7 +123,7 @@ def test_recorder_stores_the_probe_in_its_structure_and_resumes(tmp_path, make, 
 def test_analysis_opens_a_store_with_a_dict_probe(tmp_path):
     from analysis import analyze, open_runs
     model, make_inputs = transformer_dict()
-    x, y = make_inputs(6, 7), torch.arange(6) % 3
+    x, y = make_inputs(6, 7), torch.arange(6) % 2
     paths = []
     for seed in (0, 1):
         path = tmp_path / f"run{seed}.zarr"

@@ -205,10 +205,6 @@ REPORTED = ("mlp", "transformer_tokens", "names_slash_unicode")
 
 def _cell(family: str):
     marks = [pytest.mark.slow] if FAMILIES[family][3] else []
-    if family == "names_slash_unicode":
-        marks.append(pytest.mark.xfail(reason="names with '/' as storage keys: issue 21 item 1, the recorder "
-                                              "helper's fix (encoded reversibly or refused at construction)",
-                                       strict=False))
     return pytest.param(family, marks=marks)
 
 
@@ -234,18 +230,12 @@ def _check_report(path):
 
 
 def _layer_of(variable: xr.DataArray) -> str:
-    """The layer a stored representation belongs to, from its attributes (the store may encode names)."""
-    for key in ("layer", "module"):
-        if key in variable.attrs:
-            return variable.attrs[key]
-    return variable.name.removeprefix("rep_").replace("__", ".")
+    """The layer a stored representation belongs to: the name the store keeps beside its key."""
+    return variable.attrs["name"]
 
 
 def _param_of(variable: xr.DataArray) -> str:
-    for key in ("parameter", "param"):
-        if key in variable.attrs:
-            return variable.attrs[key]
-    return variable.name.replace("__", ".")
+    return variable.attrs["name"]
 
 
 def test_a_module_run_twice_is_a_clear_error_at_the_first_capture():
