@@ -42,13 +42,17 @@ from dynamics.convert import stored_dtype, to_numpy
 from dynamics.distributed import InactiveRecorder, process_rank, unwrap_model
 from dynamics.ntk.background import KernelWorker
 from dynamics.pending import Outbox, PendingCheckpoint
-from dynamics.recorder_inputs import check_options, check_probe_fits, probe_array, probe_index_array
+from dynamics import inputs
+from dynamics.ntk.api import ntk_dtype
+from dynamics.recorder_inputs import (as_tensors, check_options, check_probe_fits, check_probe_memory,
+                                      check_probe_paths, probe_array, probe_index_array, probe_inputs)
 from dynamics.recorder_open import open_store
 from dynamics.recorder_state import read_state, state_path, write_state
 from dynamics.recorder_values import NonfiniteValues
 from dynamics.schedules import as_schedule
 from dynamics.store import schema
 from dynamics.task import resolve_task
+from dynamics.wrappers import canonical_parameters
 
 
 class Recorder:
@@ -58,7 +62,11 @@ class Recorder:
         path: the store directory (``*.zarr``); must not exist unless ``resume=True``.
         model: the ``nn.Module`` being trained; its trainable parameters (those with
             ``requires_grad`` when the Recorder is created) are stored at checkpoints.
-        probe: (x, y): fixed probe inputs (N, ...) and labels/targets (N,) or (N, O); finite.
+        probe: (x, y): fixed probe inputs, in the structure the model's forward takes (a tensor or
+            array (N, ...), a tuple of them for positional arguments, a dict of them for keyword
+            arguments; floating, integer token ids or bool; :mod:`dynamics.inputs`), and
+            labels/targets (N,) or (N, O); floating values finite. Stored in the ``probe`` group
+            (:mod:`dynamics.store.probe`).
         config: JSON-serialisable dict stored as the root attribute ``config``.
         layers: modules whose outputs are recorded (None → ``capture.resolve_layers`` defaults;
             an empty list → no representations).
@@ -94,8 +102,11 @@ class Recorder:
     ``resume``, a probe, config or set of trained parameters (names, shapes) that differs from the
     stored one; StoreLockedError when another process writes to the store; ValueError for a
     parameter or layer name the store cannot hold (:mod:`dynamics.store.names`) and for a probe the
-    model cannot take (the model is run on its first two inputs: wrong width or rank); TypeError for
-    a probe of another dtype kind (integer features, complex); ValueError for a ``task`` the probe
+    model cannot take (the model is run on its first two inputs: wrong width, rank or dtype, an
+    output without one row per input), for a model whose NTK or representations cannot be computed
+    (tried on those two inputs) and for a probe whose N×N kernel cannot fit the device's memory (with
+    the estimate); TypeError for a probe of another structure or dtype kind (complex, strings);
+    ValueError for a ``task`` the probe
     targets contradict (a classification task needs class labels) or cannot be inferred safely
     (:mod:`dynamics.task`).
 
@@ -120,16 +131,15 @@ class Recorder:
         model = unwrap_model(model)
         if not isinstance(probe, (tuple, list)) or len(probe) != 2:
             raise TypeError(f"probe must be a pair (x, y), got {type(probe).__name__}")
-        x, y = probe_array("x", probe[0]), probe_array("y", probe[1])
-        if x.dtype.kind != "f":
-            raise TypeError(f"probe x must be floating point, got dtype {x.dtype}")
-        if y.shape[0] != x.shape[0]:
-            raise ValueError(f"probe x has {x.shape[0]} samples but y has {y.shape[0]}")
+        x, y = probe_inputs(probe[0]), probe_array("y", probe[1])
+        n_probe = inputs.n_samples(as_tensors(x))
+        if y.shape[0] != n_probe:
+            raise ValueError(f"probe x has {n_probe} samples but y has {y.shape[0]}")
         if config is not None and not isinstance(config, dict):
             raise TypeError(f"config must be a dict or None, got {type(config).__name__}")
         self._flush_every, self._flush_secs = check_options(ntk, ntk_background, params, ntk_chunk_size,
                                                             flush_every, flush_secs)
-        index = None if probe_index is None else probe_index_array(probe_index, x.shape[0])
+        index = None if probe_index is None else probe_index_array(probe_index, n_probe)
         self._schedule = None if schedule is None else as_schedule(schedule)
         self.model, self.ntk, self.ntk_chunk_size = model, ntk, ntk_chunk_size
         if isinstance(layers, Iterable) and not isinstance(layers, str):
@@ -139,12 +149,15 @@ class Recorder:
         else:
             from dynamics.capture import resolve_layers
             self.layers = resolve_layers(model, layers)
-        trained = [(name, tuple(p.shape)) for name, p in model.named_parameters() if p.requires_grad]
+        # canonical names: without wrappers' prefixes (torch.compile's _orig_mod., ...; dynamics.wrappers)
+        trained = [(name, tuple(p.shape)) for name, p in canonical_parameters(model).items()]
         first = next((p for p in model.parameters()), None)
         forward_drew, n_outputs = check_probe_fits(model, x, None if first is None else first.device,
                                                     None if first is None else first.dtype)
+        check_probe_memory(model, n_probe, ntk)   # refuse a probe whose kernel cannot fit, with the estimate
+        forward_drew = check_probe_paths(model, x, self.layers, ntk, ntk_chunk_size) or forward_drew
         self.task, task_source = resolve_task(y, task=task, config=config, n_outputs=n_outputs)
-        self._x_probe = torch.as_tensor(x)
+        self._x_probe = as_tensors(x)
         self.path = Path(path)
         self._writer, self._names, self.task = open_store(self.path, resume, x, y, config, params, index, trained,
                                                           self.layers, self.task, task_source)
@@ -282,7 +295,7 @@ class Recorder:
         kernels = self._kernels
         background = kernels is not None and self.ntk and kernels.may_defer
         arrays, params, x = self._model_arrays(ntk=self.ntk and not background)
-        kernel = kernels.submit(self.model, x, x[:2]) if background else None
+        kernel = kernels.submit(self.model, x, inputs.rows(x, 0, 2)) if background else None
         if background and kernel is None:   # no faithful snapshot: computed here
             arrays = {"ntk": self._kernel_array(x), **arrays}
         values, events = self._nonfinite.scalars("checkpoints", step, scalars)
@@ -291,7 +304,8 @@ class Recorder:
             self._outbox.append_checkpoint(step, epoch, values, arrays, params, events)
             return
         pending = PendingCheckpoint(step, epoch, values, arrays, params, events, kernel)
-        kernel_like = np.broadcast_to(np.empty((), dtype=stored_dtype(x.dtype)), (len(x),) * 2)
+        kernel_like = np.broadcast_to(np.empty((), dtype=stored_dtype(ntk_dtype(self.model))),
+                                      (inputs.n_samples(x),) * 2)
         try:   # refuse now what the writer would refuse: the kernel's dtype is the parameters' one
             self._writer.check_checkpoint(values, pending.with_kernel(kernel_like), params)
         except BaseException:
@@ -300,7 +314,7 @@ class Recorder:
         self._outbox.pending = pending
 
     def _model_arrays(self, ntk: bool) -> tuple[dict, dict, torch.Tensor]:
-        current = dict(self.model.named_parameters())
+        current = canonical_parameters(self.model, trained=False)
         params = {}
         for name, key in self._names.params.items():
             if name not in current:
@@ -311,8 +325,8 @@ class Recorder:
                 params[key] = (tuple(f"{key}_dim{i}" for i in range(p.dim())), to_numpy(p, f"parameter {name!r}"))
         first = next((p for p in current.values() if p.requires_grad), None)
         x = self._x_probe
-        if first is not None:
-            x = x.to(device=first.device, dtype=first.dtype if x.is_floating_point() else x.dtype)
+        if first is not None:   # floating inputs in the parameters' dtype; token ids and masks as they are
+            x = inputs.prepare(x, first.device, first.dtype)
         arrays = {}
         if ntk:
             arrays["ntk"] = self._kernel_array(x)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dynamics.errors import StoreError
+from dynamics.recorder_inputs import same_inputs
 from dynamics.recorder_names import PARAMETERS_ATTR, RecorderNames, check_same_parameters, stored_parameters
 from dynamics.store import schema
 from dynamics.store.writer import RunWriter
@@ -77,7 +78,7 @@ def check_resumed(writer: RunWriter, x: np.ndarray, y: np.ndarray, config: dict 
             raise StoreError(f"{path}: params={params!r} differs from the store's params={stored_params!r}; "
                              f"resume with the stored mode (or params=None)")
         stored_x, stored_y = writer.read_probe()
-        if not (np.array_equal(stored_x, x) and np.array_equal(stored_y, y)):
+        if not (same_inputs(stored_x, x) and np.array_equal(stored_y, y)):
             raise StoreError(f"{path}: the probe given differs from the probe stored in the run")
         stored = writer.read_config()
         if config is not None and config != stored:

@@ -37,6 +37,7 @@ from dynamics.store.chunks import RowArray
 from dynamics.store.create import create_store
 from dynamics.store.lock import StoreLock, sweep_temporary
 from dynamics.store.names import NAME_ATTR, Stored
+from dynamics.store.probe import input_names, read_inputs
 from dynamics.store.reader import check_store, quiet_zarr_warnings
 
 
@@ -85,11 +86,13 @@ class RunWriter:
 
     # ----------------------------------------------------------------- opening
     @classmethod
-    def create(cls, path: str | os.PathLike, *, config: dict | None, probe_x: np.ndarray,
+    def create(cls, path: str | os.PathLike, *, config: dict | None, probe_x: Any,
                probe_y: np.ndarray, attrs: dict[str, Any] | None = None,
                probe_index: np.ndarray | None = None) -> RunWriter:
         """Create a new store at ``path`` (atomically: built aside, then renamed into place) and lock it.
 
+        ``probe_x``: the probe's model inputs as numpy arrays in the structure the model takes (an
+        array, a tuple or a dict of arrays; laid out by :mod:`dynamics.store.probe`).
         ``attrs``: further root attributes (JSON values), e.g. ``params`` (:data:`schema.PARAMS_MODES`),
         ``optimizer``, ``seed``, ``preset``. ``probe_index``: (probe,) int64 positions of the probe
         samples in the data set, stored as ``probe/probe_index`` (:func:`dynamics.store.create.create_store`)."""
@@ -177,8 +180,13 @@ class RunWriter:
         array = RowArray.open(self.path / "probe" / name)
         return array.read_rows(array.shape[0])
 
-    def read_probe(self) -> tuple[np.ndarray, np.ndarray]:
-        return self._read_probe_array("x"), self._read_probe_array("y")
+    def read_probe(self) -> tuple[Any, np.ndarray]:
+        """(the probe's model inputs in their structure, :func:`dynamics.store.probe.read_inputs`; y)."""
+        names = [p.name for p in sorted((self.path / "probe").iterdir()) if (p / "zarr.json").is_file()]
+        arrays = {name: RowArray.open(self.path / "probe" / name) for name in input_names(names)}
+        x = read_inputs({n: a.read_rows(a.shape[0]) for n, a in arrays.items()},
+                        {n: a.document.get("attributes", {}) for n, a in arrays.items()})
+        return x, self._read_probe_array("y")
 
     def read_probe_index(self) -> np.ndarray | None:
         """The stored ``probe/probe_index``, or None (not given, or a store written before it)."""
