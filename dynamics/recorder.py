@@ -43,6 +43,7 @@ from torch import nn
 from dynamics.convert import stored_dtype, to_numpy
 from dynamics.distributed import InactiveRecorder, process_rank, unwrap_model
 from dynamics.errors import StoreError
+from dynamics.mirrors import check_mirrors, close_mirrors, send
 from dynamics.ntk.background import KernelWorker
 from dynamics.pending import PendingCheckpoint, PendingCheckpoints, rows_columns
 from dynamics.recorder_inputs import (check_parameter_names, check_positive, check_probe_fits, probe_array,
@@ -89,6 +90,9 @@ class Recorder:
             no random numbers from torch's global generators (the NTK runs in eval mode; a module
             that draws there anyway keeps every kernel computed at once, so the training loop's random
             stream stays reproducible). False: each checkpoint computes its NTK before returning.
+        mirror: objects with ``log_scalars(step, scalars)`` (:mod:`dynamics.mirrors`, e.g.
+            TensorBoard or W&B) that also get every logged row and stored checkpoint's scalars, as
+            ``"metrics/<name>"`` / ``"checkpoints/<name>"``; closed with the Recorder.
 
     Raises StoreError for an existing store without ``resume``, a missing/foreign store with
     ``resume``, a probe or config that differs from the stored one; StoreLockedError when another
@@ -111,7 +115,7 @@ class Recorder:
                  schedule: Callable[[int], bool] | None = None, ntk: bool = True, resume: bool = False,
                  ntk_chunk_size: int | None = None, flush_every: int = 1024,
                  flush_secs: float = 10.0, params: str | None = None, probe_index: Any = None,
-                 ntk_background: bool = True) -> None:
+                 ntk_background: bool = True, mirror: Iterable | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         model = unwrap_model(model)
@@ -134,6 +138,7 @@ class Recorder:
         if ntk_chunk_size is not None:
             check_positive("ntk_chunk_size", ntk_chunk_size)
         self._flush_every = check_positive("flush_every", flush_every)
+        self._mirrors = check_mirrors(mirror)
         if isinstance(flush_secs, bool) or not isinstance(flush_secs, (int, float)) or not flush_secs > 0 \
                 or not math.isfinite(flush_secs):
             raise ValueError(f"flush_secs must be a finite number of seconds > 0, got {flush_secs!r}")
@@ -259,6 +264,7 @@ class Recorder:
         values, bad = self._scalars("metrics", step, scalars)
         self._last_logged = step
         self._rows.append((step, epoch_value, values, bad))
+        send(self._mirrors, step, "metrics", values)
         if self._oldest is None:
             self._oldest = time.monotonic()
         if self._pending:
@@ -362,6 +368,7 @@ class Recorder:
         self._oldest = time.monotonic() if self._rows else None
         self._last_checkpoint_call = step
         self._checkpoint_steps.append(step)
+        send(self._mirrors, step, "checkpoints", values)
         return True
 
     def _restore(self, dropped: PendingCheckpoint) -> None:
@@ -471,6 +478,7 @@ class Recorder:
             self._close(status, error)
         finally:
             self._stop_kernels()
+            close_mirrors(self._mirrors)
 
     def _close(self, status: str, error: str | None) -> None:
         kernel_error = None
