@@ -217,3 +217,60 @@ def test_refusals_come_at_construction_or_at_the_start_of_fit(tmp_path):
     with pytest.raises(ValueError, match="loss_fn"):
         trainer(callbacks=[cb], max_epochs=1).fit(GNClassifier(), loader(x, y))
     assert not (tmp_path / "b.zarr").exists() and not (tmp_path / "c.zarr").exists()
+
+
+def test_loggers_trainer_mirrors_the_store_into_lightnings_own_tensorboard_logger(tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    x, y = data()
+    logger = TensorBoardLogger(tmp_path / "tb", name="lit", version=0)
+    cb = DynamicsCallback(tmp_path / "lit.zarr", probe=(x[:8], y[:8]), schedule=every(2), layers=[],
+                          evaluate=lambda m: accuracy(m, x, y), loggers="trainer")
+    trainer(callbacks=[cb], max_epochs=1, logger=logger, log_every_n_steps=1).fit(Classifier(), loader(x, y))
+    events = EventAccumulator(logger.log_dir, size_guidance={"scalars": 0})
+    events.Reload()
+    tree = dynamics.open_run(tmp_path / "lit.zarr")
+    metrics, checkpoints = tree["metrics"].to_dataset(), tree["checkpoints"].to_dataset()
+    for tag, steps, values in (("metrics/loss", metrics["step"], metrics["loss"]),
+                               ("metrics/loss_after", metrics["step"], metrics["loss_after"]),
+                               ("checkpoints/test_acc", checkpoints["checkpoint_step"], checkpoints["test_acc"])):
+        got = {e.step: e.value for e in events.Scalars(tag)}
+        assert got == {int(s): np.float32(v) for s, v in zip(steps.values, values.values)}, tag
+    assert "train_loss" in events.Tags()["scalars"]   # the module's own logging goes on beside it
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu_rank0_writes_the_global_batch_losses(tmp_path):
+    """Lightning's own DDP launcher, 2 CPU processes (gloo): rank 0 writes, rank 1 writes nothing; the
+    stored losses are the means of the ranks' own-batch losses, each rank's measured independently."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here.parents[1]), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, str(here / "lightning_ddp.py"), str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2] and not ranks[0]["store_existed"]
+    assert [r["recorder"] for r in ranks] == ["Recorder", "InactiveRecorder"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp.zarr", "rank0.json", "rank1.json"]
+    tree = dynamics.open_run(tmp_path / "ddp.zarr")
+    assert tree.attrs["status"] == "complete"
+    metrics = tree["metrics"].to_dataset()
+    steps = [row["step"] for row in ranks[0]["rows"]]
+    assert metrics["step"].values.tolist() == steps == list(range(1, 9))   # 64 samples / (2 ranks x 8) x 2 epochs
+    for name in ("loss", "loss_after"):
+        mean = [(a[name] + b[name]) / 2 for a, b in zip(ranks[0]["rows"], ranks[1]["rows"])]
+        np.testing.assert_allclose(metrics[name].values, mean, rtol=1e-12, err_msg=name)
+    assert ranks[0]["rows"][0]["loss"] != ranks[1]["rows"][0]["loss"]   # the ranks did see different batches
+    assert tree["checkpoints"]["checkpoint_step"].values.tolist() == [0, 2, 4, 6, 8]
+    params = tree["params"].to_dataset()
+    for name, value in ranks[0]["params"].items():
+        np.testing.assert_array_equal(value, ranks[1]["params"][name])
+        np.testing.assert_array_equal(params[name.replace(".", "__")].values[-1], value)
