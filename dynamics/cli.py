@@ -32,6 +32,8 @@ EXAMPLES = """examples:
   dynamics analyze runs/mnist1d runs/digits
   dynamics report runs/mnist1d
   dynamics compare runs/mnist1d runs/digits --out comparison.html
+  dynamics report runs/mnist1d --watch 30        # regenerate the report every 30 s while runs train
+  dynamics export tensorboard runs/mnist1d --out tb   # then: tensorboard --logdir tb
   dynamics config show --preset digits --set optimizers.gn.lr=0.3   # the resolved config as TOML
   dynamics sweep sweep.toml --out runs/sweep      # a [sweep] grid on all cores; again → only what is missing
   dynamics unlock runs/mnist1d/gn.zarr           # after the host that wrote it died
@@ -184,6 +186,25 @@ def build_parser() -> argparse.ArgumentParser:
                     "DIR/sweep.json (grid, run names, status of each run) and DIR/runs/<run>.zarr; the manifest's "
                     "path is printed. Then `dynamics analyze DIR` and `dynamics report DIR`")
     add_sweep_arguments(sweep)
+    export = command("export", "write run stores in another tool's format (TensorBoard event files)",
+                     "see `dynamics export tensorboard --help`", "see the format")
+    formats = export.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    tensorboard = formats.add_parser(
+        "tensorboard", help="metrics, checkpoint scalars and per-checkpoint analysis as TensorBoard event files",
+        description=describe("write a run store's metrics, checkpoint scalars and analysis (NTK alignment, CKA, "
+                             "effective ranks, per-step loss changes) as TensorBoard scalars; the stores are "
+                             "only read (a run being trained is exported as far as it is committed)",
+                             "STORE (one run store) or DIR (every run store of an experiment or sweep folder); "
+                             "a stored analysis computed from the current data, else one computed here "
+                             "(not written into the store)",
+                             "LOGDIR/<run>/events.out.tfevents.* per run (an earlier export there is "
+                             "replaced); the path LOGDIR is printed. Then: tensorboard --logdir LOGDIR"),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    tensorboard.add_argument("source", type=Path, metavar="STORE|DIR")
+    tensorboard.add_argument("--out", type=Path, required=True, metavar="LOGDIR", help="TensorBoard log folder")
+    tensorboard.add_argument("--no-analysis", action="store_true",
+                             help="only the store's own metrics and checkpoint scalars (no analysis is computed)")
+    add_alignment_argument(tensorboard)
     unlock = command("unlock", "remove the lock of a run store whose writer is gone (e.g. its host died)",
                      "STORE: a run store whose lock file names a process that no longer runs; refused while "
                      "a process on this machine holds the lock", "the lock file is removed; the holder it "
@@ -416,6 +437,40 @@ def command_compare(args: argparse.Namespace) -> None:
     print(compare(existing_dirs(args.dirs), args.out, centered_alignment=args.centered_alignment))
 
 
+def source_stores(source: Path) -> list[Path]:
+    """The run stores ``source`` names: itself, the stores of a sweep (``runs/``) or of an experiment folder."""
+    from dynamics.sweep_manifest import RUNS_FOLDER, is_sweep
+
+    if is_run_store(source):
+        return [source]
+    folder = source / RUNS_FOLDER if is_sweep(source) else source
+    stores = [p for p in sorted(folder.glob("*.zarr")) if p.is_dir() and is_run_store(p)]
+    if not stores:
+        raise DynamicsError(f"'{source}' is neither a run store nor a folder holding run stores (*.zarr)")
+    return stores
+
+
+def command_export(args: argparse.Namespace) -> None:
+    try:
+        from dynamics.integrations.tensorboard import export_store
+    except ImportError as error:
+        raise DynamicsError(str(error)) from None
+    for store in source_stores(existing_dirs([args.source])[0]):
+        analysis = None if args.no_analysis else store_analysis(store, args.centered_alignment)
+        folder, count = export_store(store, args.out, analysis)
+        say(args, f"exported {store} -> {folder} ({count} scalars)")
+    print(args.out)
+
+
+def store_analysis(store: Path, centered_alignment: bool):
+    """The run's analysis: the stored one when it is fresh, else computed without writing into the store."""
+    from analysis import analyze
+    from analysis.store_io import fresh_analysis
+
+    stored, _ = fresh_analysis(store, centered_alignment=centered_alignment)
+    return stored if stored is not None else analyze(store, write=False, centered_alignment=centered_alignment)
+
+
 def command_unlock(args: argparse.Namespace) -> None:
     from dynamics.store.lock import unlock
 
@@ -430,7 +485,7 @@ def command_config(args: argparse.Namespace) -> None:
 
 COMMANDS = {"run": command_run, "train": command_train, "analyze": command_analyze,
             "report": command_report, "compare": command_compare, "config": command_config,
-            "sweep": command_sweep, "unlock": command_unlock}
+            "sweep": command_sweep, "unlock": command_unlock, "export": command_export}
 
 
 def main(argv: list[str] | None = None) -> int:
