@@ -51,6 +51,17 @@ def seed_list(text: str) -> list[int]:
     return seeds
 
 
+def watch_seconds(text: str) -> float:
+    """--watch SECONDS: a finite number > 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--watch must be a number of seconds, got {text!r}") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"--watch must be a number of seconds > 0, got {text}")
+    return seconds
+
+
 def seed_value(text: str) -> int:
     """One seed in [0, 2**63 - 1] (what torch.Generator.manual_seed takes, with room for offsets)."""
     try:
@@ -164,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "DIR/report.html with figures in DIR/figures/, or NAME-report.html beside NAME.zarr; "
                      "the path is printed")
     report.add_argument("dir", type=Path, metavar="DIR")
+    report.add_argument("--watch", nargs="?", const=30.0, type=watch_seconds, metavar="SECONDS",
+                        help="keep the report up to date while runs train: look every SECONDS (default 30) and "
+                             "write it again when a store committed new data; Ctrl-C stops (exit status 0)")
     add_alignment_argument(report)
     compare = command("compare", "compare experiment folders in one HTML page", "experiment folders DIR",
                       "the HTML file --out")
@@ -426,9 +440,22 @@ def command_report(args: argparse.Namespace) -> None:
     if is_sweep(directory):
         refuse_centred_sweep(args, directory)
         from reports.sweep import write_sweep_report
-        print(write_sweep_report(directory))
+
+        def generate() -> Path:
+            return write_sweep_report(directory)
+    else:
+        def generate() -> Path:
+            return write_report(directory, centered_alignment=args.centered_alignment)
+    if args.watch is None:
+        print(generate())
         return
-    print(write_report(directory, centered_alignment=args.centered_alignment))
+    from reports.watch import watch_report
+
+    print(f"dynamics report: watching {directory} every {args.watch:g} s (Ctrl-C stops)", file=sys.stderr)
+    try:
+        watch_report(generate, lambda: run_stores_in(directory), interval=args.watch, stream=sys.stdout)
+    except KeyboardInterrupt:
+        print(f"dynamics report: stopped watching {directory}", file=sys.stderr)
 
 
 def command_compare(args: argparse.Namespace) -> None:
@@ -437,14 +464,19 @@ def command_compare(args: argparse.Namespace) -> None:
     print(compare(existing_dirs(args.dirs), args.out, centered_alignment=args.centered_alignment))
 
 
-def source_stores(source: Path) -> list[Path]:
+def run_stores_in(source: Path) -> list[Path]:
     """The run stores ``source`` names: itself, the stores of a sweep (``runs/``) or of an experiment folder."""
     from dynamics.sweep_manifest import RUNS_FOLDER, is_sweep
 
     if is_run_store(source):
         return [source]
     folder = source / RUNS_FOLDER if is_sweep(source) else source
-    stores = [p for p in sorted(folder.glob("*.zarr")) if p.is_dir() and is_run_store(p)]
+    return [p for p in sorted(folder.glob("*.zarr")) if p.is_dir() and is_run_store(p)]
+
+
+def source_stores(source: Path) -> list[Path]:
+    """:func:`run_stores_in`, or DynamicsError when there is none."""
+    stores = run_stores_in(source)
     if not stores:
         raise DynamicsError(f"'{source}' is neither a run store nor a folder holding run stores (*.zarr)")
     return stores

@@ -19,11 +19,19 @@ def tiny_data(seed: int = 0):
     return x, y
 
 
-def train_tiny(path: Path, optimizer: str = "sgd", steps: int = 12, seed: int = 0, checkpoint_every: int = 4,
-               step_callback=None) -> Path:
+def train_tiny(path: Path, optimizer: str = "sgd", steps: int = 12, seed: int = 0, checkpoint_every: int = 4) -> Path:
     """Train a small MLP with SGD or Adam for ``steps`` steps, logging the metrics the analysis reads
     (loss, loss_after, other_loss(_after), next_loss(_after)) and checkpointing every ``checkpoint_every``
-    steps with train/test loss and accuracy. ``step_callback(step)`` runs after every step."""
+    steps with train/test loss and accuracy."""
+    for _ in tiny_training(path, optimizer, steps, seed, checkpoint_every):
+        pass
+    return path
+
+
+def tiny_training(path: Path, optimizer: str = "sgd", steps: int = 12, seed: int = 0, checkpoint_every: int = 4,
+                  flush: bool = False):
+    """:func:`train_tiny` as a generator yielding each step once it is done (0: the first checkpoint),
+    with every write finished first when ``flush`` (the store is quiet at each yield)."""
     x, y = tiny_data(seed)
     train, test = (x[:64], y[:64]), (x[64:], y[64:])
     model = MLP(6, 12, 2, 3, seed=seed, dtype=torch.float64)
@@ -45,6 +53,9 @@ def train_tiny(path: Path, optimizer: str = "sgd", steps: int = 12, seed: int = 
     with Recorder(path, model, probe=(x[:16], y[:16]), config=config, schedule=every(checkpoint_every)) as rec:
         rec.checkpoint(0, train_loss=loss_of(*train), train_acc=acc_of(*train), test_loss=loss_of(*test),
                        test_acc=acc_of(*test))
+        if flush:
+            rec.flush()
+        yield 0
         for step in range(1, steps + 1):
             b, nb = batches[(step - 1) % 4], batches[step % 4]
             xb, yb = train[0][b], train[1][b]
@@ -58,6 +69,6 @@ def train_tiny(path: Path, optimizer: str = "sgd", steps: int = 12, seed: int = 
                     lr=0.2, time=0.001 * step)
             rec.checkpoint(step, epoch=step / 4, train_loss=loss_of(*train), train_acc=acc_of(*train),
                            test_loss=loss_of(*test), test_acc=acc_of(*test))
-            if step_callback is not None:
-                step_callback(step)
-    return path
+            if flush:
+                rec.flush()
+            yield step
