@@ -13,7 +13,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from analysis import analyze
 from dynamics.cli import main
-from tiny_runs import train_tiny
 
 
 def snapshot(folder):
@@ -33,12 +32,9 @@ def events_of(folder):
     return {name: {e.step: e.value for e in acc.Scalars(name)} for name in acc.Tags()["scalars"]}
 
 
-@pytest.fixture(scope="module")
-def experiment(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("experiment")
-    train_tiny(folder / "sgd.zarr", "sgd")
-    train_tiny(folder / "adam.zarr", "adam", steps=8)
-    return folder
+@pytest.fixture
+def experiment(tiny_experiment):
+    return tiny_experiment
 
 
 def test_export_holds_the_store_and_analysis_value_for_value(experiment, tmp_path, capsys):
