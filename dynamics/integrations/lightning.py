@@ -59,7 +59,7 @@ import torch
 
 from dynamics.integrations._require import require
 from dynamics.integrations.lightning_gn import LightningGN
-from dynamics.integrations.side_effects import parameter_copy, parameters_set_to, random_state, untouched
+from dynamics.integrations.side_effects import devices_of, parameter_copy, parameters_set_to, random_state, untouched
 
 L = require("lightning.pytorch", "lightning", "dynamics.integrations.lightning")
 
@@ -192,6 +192,7 @@ class DynamicsCallback(L.Callback):
         self._pending: dict | None = None  # row waiting for next-batch values (next_batch=True)
         self._previous: list[torch.Tensor] | None = None   # parameters before the update of the pending row
         self._start_state: dict | None = None
+        self._devices: list[int] = []     # CUDA devices of the module (their random streams are forked too)
         self._grad_norm = math.nan
         self._gn_steps = 0
 
@@ -230,6 +231,7 @@ class DynamicsCallback(L.Callback):
         from dynamics import Recorder
 
         self._check_fit(trainer, pl_module)
+        self._devices = devices_of(pl_module)
         schedule = self.schedule if self.schedule is not None else self._default_schedule(trainer)
         self._schedule = schedule
         restored, step = self._restored, trainer.global_step
@@ -267,7 +269,7 @@ class DynamicsCallback(L.Callback):
     # ------------------------------------------------------------------ per step
     def _loss(self, pl_module: Any, batch: Any, *, state: dict | None = None, seed: int | None = None,
               batch_idx: int = 0) -> float:
-        with untouched(pl_module, state=state, seed=seed):
+        with untouched(pl_module, self._devices, state=state, seed=seed):
             if self.loss_fn is not None:
                 return as_float(self.loss_fn(pl_module, batch))
             with _Silenced(pl_module):
@@ -292,13 +294,13 @@ class DynamicsCallback(L.Callback):
             self._log(row)
         if self.next_batch:
             self._previous = parameter_copy(pl_module)
-        self._start_state = random_state(pl_module) if self.loss_after else None
+        self._start_state = random_state(self._devices) if self.loss_after else None
         self._grad_norm = math.nan
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
-        if grads:
-            self._grad_norm = math.sqrt(float(sum(g.detach().double().pow(2).sum() for g in grads)))
+        if grads:   # one fused (foreach) norm over every gradient
+            self._grad_norm = float(torch.nn.utils.get_total_norm(grads, foreach=True))
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.recorder is None or trainer.global_step == self._step:

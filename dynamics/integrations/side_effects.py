@@ -23,10 +23,10 @@ def devices_of(module: nn.Module) -> list[int]:
     return sorted({p.device.index or 0 for p in module.parameters() if p.device.type == "cuda"})
 
 
-def random_state(module: nn.Module) -> dict:
-    """torch's random state now: the CPU generator and the CUDA generators of ``module``'s devices."""
-    return {"cpu": torch.get_rng_state(),
-            "cuda": {i: torch.cuda.get_rng_state(i) for i in devices_of(module)}}
+def random_state(devices: list[int]) -> dict:
+    """torch's random state now: the CPU generator and the generators of the CUDA ``devices``
+    (:func:`devices_of` the model)."""
+    return {"cpu": torch.get_rng_state(), "cuda": {i: torch.cuda.get_rng_state(i) for i in devices}}
 
 
 def running_statistics(module: nn.Module) -> list[nn.Module]:
@@ -36,14 +36,14 @@ def running_statistics(module: nn.Module) -> list[nn.Module]:
 
 
 @contextlib.contextmanager
-def untouched(module: nn.Module, *, state: dict | None = None, seed: int | None = None) -> Iterator[None]:
-    """Run the block under ``torch.no_grad()`` with torch's random streams forked and set to
-    ``state`` (from :func:`random_state`) or seeded with ``seed``, and the running statistics of
-    ``module``'s normalisation layers restored afterwards. After the block every random stream and
-    buffer is as before it (torch.random.fork_rng)."""
+def untouched(module: nn.Module, devices: list[int], *, state: dict | None = None,
+              seed: int | None = None) -> Iterator[None]:
+    """Run the block under ``torch.no_grad()`` with torch's random streams (CPU and the CUDA
+    ``devices``) forked and set to ``state`` (from :func:`random_state`) or seeded with ``seed``, and
+    the running statistics of ``module``'s normalisation layers restored afterwards. After the block
+    every random stream and buffer is as before it (torch.random.fork_rng)."""
     norms = running_statistics(module)
     saved = [{k: b.clone() for k, b in m.named_buffers(recurse=False) if b is not None} for m in norms]
-    devices = devices_of(module)
     try:
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             if state is not None:
