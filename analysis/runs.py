@@ -26,6 +26,7 @@ from analysis.run_analysis import ALIGNMENT_VARIABLES, SINGLE_THREAD_ELEMENTS, a
 from analysis.freshness import ALIGNMENT_KEY, SOURCE_ATTR, analysis_token, source_token
 from analysis.store_io import fresh_analysis, group, open_tree, with_cf_attrs, write_dataset
 from dynamics.errors import StoreError
+from dynamics.store.probe import input_names
 
 EXPERIMENT_ANALYSIS = "analysis.zarr"
 EXPERIMENT_SCHEMA = "dynamics.experiment-analysis/1"
@@ -115,12 +116,15 @@ def cka_between(runs: list[object], *, labels: list[str] | None = None, layers: 
         layers = sorted({v.removeprefix("rep_") for ck in checkpoint_groups for v in ck.data_vars if v.startswith("rep_")})
     if n_checkpoints is None:
         n_checkpoints = max((ck.sizes.get("checkpoint", 0) for ck in checkpoint_groups), default=0)
-    probes = [np.asarray(group(tree, "probe")["x"].values) for tree in trees]
+    probes = [{name: np.asarray(probe[name].values) for name in input_names(list(probe.data_vars))}
+              for probe in (group(tree, "probe") for tree in trees)]   # every model input (dynamics.store.probe)
     r = len(trees)
     comparable = np.ones((r, r), dtype=bool)
     for i in range(r):
         for j in range(i + 1, r):
-            if probes[i].shape != probes[j].shape or not np.array_equal(probes[i], probes[j]):
+            if probes[i].keys() != probes[j].keys() or not all(
+                    probes[i][k].shape == probes[j][k].shape and np.array_equal(probes[i][k], probes[j][k])
+                    for k in probes[i]):
                 comparable[i, j] = comparable[j, i] = False
                 warnings.warn(f"runs {labels[i]!r} and {labels[j]!r} have different probe inputs: their CKA is NaN",
                               RuntimeWarning, stacklevel=2)

@@ -44,13 +44,17 @@ from dynamics.convert import stored_dtype, to_numpy
 from dynamics.distributed import InactiveRecorder, process_rank, unwrap_model
 from dynamics.errors import StoreError
 from dynamics.mirrors import check_mirrors, close_mirrors, send
+from dynamics.ntk.api import ntk_dtype
 from dynamics.ntk.background import KernelWorker
 from dynamics.pending import PendingCheckpoint, PendingCheckpoints, rows_columns
-from dynamics.recorder_inputs import (check_parameter_names, check_positive, check_probe_fits, probe_array,
-                                      probe_index_array)
+from dynamics import inputs
+from dynamics.recorder_inputs import (as_tensors, check_parameter_names, check_positive, check_probe_fits,
+                                      check_probe_memory, check_probe_paths, probe_array, probe_index_array,
+                                      probe_inputs, same_inputs)
 from dynamics.schedules import as_schedule
 from dynamics.store import schema
 from dynamics.store.writer import RunWriter
+from dynamics.wrappers import canonical_parameters
 
 
 #: Checkpoints whose background NTK may be in progress or waiting to be written at once; one more
@@ -64,7 +68,11 @@ class Recorder:
     Args:
         path: the store directory (``*.zarr``); must not exist unless ``resume=True``.
         model: the ``nn.Module`` being trained; its trainable parameters are stored at checkpoints.
-        probe: (x, y): fixed probe inputs (N, ...) and labels/targets (N,) or (N, O); finite.
+        probe: (x, y): fixed probe inputs, in the structure the model's forward takes (a tensor or
+            array (N, ...), a tuple of them for positional arguments, a dict of them for keyword
+            arguments; floating, integer token ids or bool; :mod:`dynamics.inputs`), and
+            labels/targets (N,) or (N, O); floating values finite. Stored in the ``probe`` group
+            (:mod:`dynamics.store.probe`).
         config: JSON-serialisable dict stored as the root attribute ``config``.
         layers: modules whose outputs are recorded (None → ``capture.resolve_layers`` defaults;
             an empty list → no representations).
@@ -97,8 +105,8 @@ class Recorder:
     Raises StoreError for an existing store without ``resume``, a missing/foreign store with
     ``resume``, a probe or config that differs from the stored one; StoreLockedError when another
     process writes to the store; ValueError for a probe the model cannot take (the model is run on
-    its first two inputs: wrong width or rank) and TypeError for a probe of another dtype kind
-    (integer features, complex).
+    its first two inputs: wrong width, rank or dtype, an output without one row per input) and
+    TypeError for a probe of another structure or dtype kind (complex, strings).
 
     In a distributed job only rank 0 records: on other ranks ``Recorder(...)`` returns a no-op
     :class:`dynamics.distributed.InactiveRecorder`; a DistributedDataParallel model is unwrapped
@@ -121,18 +129,17 @@ class Recorder:
         model = unwrap_model(model)
         if not isinstance(probe, (tuple, list)) or len(probe) != 2:
             raise TypeError(f"probe must be a pair (x, y), got {type(probe).__name__}")
-        x, y = probe_array("x", probe[0]), probe_array("y", probe[1])
-        if x.dtype.kind != "f":
-            raise TypeError(f"probe x must be floating point, got dtype {x.dtype}")
-        if y.shape[0] != x.shape[0]:
-            raise ValueError(f"probe x has {x.shape[0]} samples but y has {y.shape[0]}")
+        x, y = probe_inputs(probe[0]), probe_array("y", probe[1])
+        n_probe = inputs.n_samples(as_tensors(x))
+        if y.shape[0] != n_probe:
+            raise ValueError(f"probe x has {n_probe} samples but y has {y.shape[0]}")
         if config is not None and not isinstance(config, dict):
             raise TypeError(f"config must be a dict or None, got {type(config).__name__}")
         if not isinstance(ntk, bool):
             raise TypeError(f"ntk must be True or False, got {ntk!r}")
         if params is not None:
             schema.check_params_mode(params)
-        index = None if probe_index is None else probe_index_array(probe_index, x.shape[0])
+        index = None if probe_index is None else probe_index_array(probe_index, n_probe)
         if not isinstance(ntk_background, bool):
             raise TypeError(f"ntk_background must be True or False, got {ntk_background!r}")
         if ntk_chunk_size is not None:
@@ -156,7 +163,9 @@ class Recorder:
         first = next((p for p in model.parameters()), None)
         forward_drew = check_probe_fits(model, x, None if first is None else first.device,
                                          None if first is None else first.dtype)
-        self._x_probe = torch.as_tensor(x)
+        check_probe_memory(model, n_probe, ntk)   # refuse a probe whose kernel cannot fit, with the estimate
+        forward_drew = check_probe_paths(model, x, self.layers, ntk, ntk_chunk_size) or forward_drew
+        self._x_probe = as_tensors(x)
         self.path = Path(path)
         if resume:
             self._writer = RunWriter.resume(self.path)
@@ -190,7 +199,7 @@ class Recorder:
                 raise StoreError(f"{self.path}: params={params!r} differs from the store's params={stored_params!r}; "
                                  f"resume with the stored mode (or params=None)")
             stored_x, stored_y = self._writer.read_probe()
-            if not (np.array_equal(stored_x, x) and np.array_equal(stored_y, y)):
+            if not (same_inputs(stored_x, x) and np.array_equal(stored_y, y)):
                 raise StoreError(f"{self.path}: the probe given differs from the probe stored in the run")
             stored = self._writer.read_config()
             if config is not None and config != stored:
@@ -355,7 +364,8 @@ class Recorder:
             self._writer.append_checkpoint(step, epoch_value, values, arrays, params, metrics=metrics,
                                            nonfinite=events, wait=False)
         else:
-            kernel_like = np.broadcast_to(np.empty((), dtype=stored_dtype(x.dtype)), (len(x),) * 2)
+            kernel_like = np.broadcast_to(np.empty((), dtype=stored_dtype(ntk_dtype(self.model))),
+                                          (inputs.n_samples(x),) * 2)
             pending = PendingCheckpoint(step, epoch_value, values, arrays, params, events, rows, kernel, kernel_like)
             try:   # refuse now what the writer would refuse: the kernel's dtype is the parameters' one
                 self._writer.check_checkpoint(values, pending.with_kernel(kernel_like), params,
@@ -385,9 +395,7 @@ class Recorder:
     def _model_arrays(self, ntk: bool) -> tuple[dict, dict, torch.Tensor]:
         params = {}
         first = None
-        for name, p in self.model.named_parameters():
-            if not p.requires_grad:
-                continue
+        for name, p in canonical_parameters(self.model).items():   # names without wrappers' prefixes
             first = p if first is None else first
             if self.params == "none":
                 continue
@@ -395,8 +403,8 @@ class Recorder:
             params[key] = (tuple(f"{key}_dim{i}" for i in range(p.dim())), to_numpy(p, f"parameter {name!r}"))
         arrays = {}
         x = self._x_probe
-        if first is not None:
-            x = x.to(device=first.device, dtype=first.dtype if x.is_floating_point() else x.dtype)
+        if first is not None:   # floating inputs in the parameters' dtype; token ids and masks as they are
+            x = inputs.prepare(x, first.device, first.dtype)
         if ntk:
             arrays["ntk"] = self._kernel_array(x)
         if self.layers:

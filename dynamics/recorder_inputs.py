@@ -1,19 +1,25 @@
-"""What a :class:`dynamics.recorder.Recorder` is given, checked at its construction: the probe (finite
-floating-point inputs with one leading sample dimension, labels of the same length, inputs the model
-can take), the probe's positions in the data set, the names of the trained parameters, and positive
-integer options. Each check raises TypeError/ValueError naming the bad value."""
+"""What a :class:`dynamics.recorder.Recorder` is given, checked at its construction: the probe (inputs in
+the structure the model's forward takes — a tensor, a tuple or a dict of tensors or arrays, floating
+(finite), integer token ids or bool, every leaf with one leading sample dimension of the same length
+(:mod:`dynamics.inputs`) — labels of that length, inputs the model can take), the probe's positions
+in the data set, the names of the trained parameters, and positive integer options. Each check raises
+TypeError/ValueError naming the bad value."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from dynamics import inputs
 from dynamics.convert import to_numpy
 from dynamics.ntk.background import call_noting_draws
 from dynamics.store import schema
+from dynamics.wrappers import canonical_parameters
 
 
 def probe_array(name: str, value: Any) -> np.ndarray:
@@ -26,6 +32,46 @@ def probe_array(name: str, value: Any) -> np.ndarray:
     if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
         raise ValueError(f"probe {name} contains NaN or Inf ({int(np.sum(~np.isfinite(value)))} values)")
     return value
+
+
+def probe_inputs(value: Any) -> np.ndarray | tuple | dict:
+    """The probe's model inputs as numpy arrays (:func:`probe_array` per leaf) in the structure the
+    model takes: one array/tensor, a tuple/list of them (positional arguments → a tuple) or a dict
+    with identifier keys (keyword arguments). TypeError for another structure or leaf type, ValueError
+    for leaves of different lengths (the message lists every leaf's shape and dtype)."""
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return probe_array("x", value)
+    if isinstance(value, Mapping):
+        if not value:
+            raise ValueError("probe x is an empty dict; give at least one input")
+        for key in value:
+            if not isinstance(key, str) or not key.isidentifier():
+                raise TypeError(f"probe x dict keys must be keyword-argument names (identifiers), got {key!r}")
+        arrays: np.ndarray | tuple | dict = {k: probe_array(f"x[{k!r}]", v) for k, v in value.items()}
+    elif isinstance(value, (tuple, list)):
+        if not value:
+            raise ValueError("probe x is an empty sequence; give at least one input")
+        arrays = tuple(probe_array(f"x[{i}]", v) for i, v in enumerate(value))
+    else:
+        raise TypeError(f"probe x must be a tensor/array, a tuple of them or a dict of them, got {type(value).__name__}")
+    inputs.check_inputs(as_tensors(arrays), "probe x")   # one sample count in every leaf
+    return arrays
+
+
+def as_tensors(x: np.ndarray | tuple | dict) -> inputs.Inputs:
+    """The probe inputs of :func:`probe_inputs` as CPU tensors (sharing the arrays' memory)."""
+    return torch.as_tensor(x) if isinstance(x, np.ndarray) else inputs.map_leaves(torch.as_tensor, x)
+
+
+def same_inputs(a: np.ndarray | tuple | dict, b: np.ndarray | tuple | dict) -> bool:
+    """Whether two probe inputs have the same structure, keys, shapes, dtypes kinds and values."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b)
+    if isinstance(a, Mapping) != isinstance(b, Mapping) or len(a) != len(b):
+        return False
+    if isinstance(a, Mapping):
+        return set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    return all(np.array_equal(u, v) for u, v in zip(a, b))
 
 
 def probe_index_array(value: Any, n: int) -> np.ndarray:
@@ -50,39 +96,99 @@ def _expected_input(model: nn.Module) -> str:
     return "see the model's forward"
 
 
-def check_probe_fits(model: nn.Module, x: np.ndarray, device: torch.device | None,
-                      dtype: torch.dtype | None) -> bool:
-    """Run ``model`` on the first two probe inputs (eval mode, no grad; train/eval flags restored);
-    ValueError naming the probe's shape and what the model expects when it fails or does not return
-    one output per input. Returns whether that forward pass drew from torch's global generators
-    (:func:`dynamics.ntk.background.call_noting_draws`)."""
-    sample = torch.as_tensor(x[:2])
-    sample = sample.to(device=device, dtype=dtype if dtype is not None and dtype.is_floating_point else None)
+def _probe_text(x: inputs.Inputs) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"probe x of shape {tuple(x.shape)}"
+    return f"probe x = {inputs.describe(x)}"
+
+
+def check_probe_fits(model: nn.Module, x: np.ndarray | tuple | dict, device: torch.device | None,
+                     dtype: torch.dtype | None) -> bool:
+    """Run ``model`` on the first two probe inputs (eval mode, no grad; train/eval flags restored;
+    floating leaves cast to ``dtype``, integer ones kept); ValueError naming the probe's structure,
+    shapes and dtypes and what the model expects when it fails, or when the studied output
+    (:func:`dynamics.inputs.select_output`) does not have one row per input. Returns whether that
+    forward pass drew from torch's global generators (:func:`dynamics.ntk.background.call_noting_draws`)."""
+    whole = as_tensors(x)
+    sample = inputs.prepare(inputs.rows(whole, 0, 2), device, dtype if dtype is not None and dtype.is_floating_point
+                            else None)
     modes = [(m, m.training) for m in model.modules()]
     try:
         model.eval()
         with torch.no_grad():
-            out, drew = call_noting_draws(model, sample)
+            out, drew = call_noting_draws(inputs.call, model, sample)
     except Exception as err:   # the model's own error: shapes, dtypes
-        raise ValueError(f"probe x of shape {tuple(x.shape)} does not fit the model: {_expected_input(model)} "
+        raise ValueError(f"{_probe_text(whole)} does not fit the model: {_expected_input(model)} "
                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
     finally:
         for module, mode in modes:
             module.training = mode
-    if not isinstance(out, torch.Tensor) or out.ndim == 0 or out.shape[0] != sample.shape[0]:
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"probe x of shape {tuple(x.shape)}: the model returned {got} for {sample.shape[0]} "
-                         f"inputs; it must return a tensor with one row per input")
+    n = inputs.n_samples(sample)
+    try:
+        out = inputs.select_output(out)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{_probe_text(whole)}: {err}") from None
+    if out.ndim == 0 or out.shape[0] != n:
+        raise ValueError(f"{_probe_text(whole)}: the model returned {tuple(out.shape)} for {n} inputs; it must "
+                         f"return a tensor with one row per input")
     return drew
 
 
+def check_probe_paths(model: nn.Module, x: np.ndarray | tuple | dict, layers: list[str], ntk: bool,
+                      chunk_size: int | None) -> bool:
+    """Run what every checkpoint will run — the traced NTK (:func:`dynamics.ntk.empirical_ntk`) and the
+    representations of ``layers`` (:func:`dynamics.capture.capture_representations`) — on the first two
+    probe inputs, so that a model no path can serve is refused here, when the Recorder is created, and
+    not at a checkpoint or at ``close()``. ValueError naming the part that failed and its error.
+    Returns whether those computations drew from torch's global generators."""
+    from dynamics.capture import capture_representations
+    from dynamics.ntk import empirical_ntk
+    first = next((p for p in model.parameters()), None)
+    sample = inputs.prepare(inputs.rows(as_tensors(x), 0, 2), None if first is None else first.device,
+                            None if first is None or not first.is_floating_point() else first.dtype)
+    drew = False
+    for what, run in (("the NTK", lambda: empirical_ntk(model, sample, chunk_size=chunk_size) if ntk else None),
+                      ("the representations", lambda: capture_representations(model, sample, layers)
+                       if layers else None)):
+        try:
+            _, drew_now = call_noting_draws(run)
+        except Exception as err:
+            raise ValueError(f"{what} of {type(model).__name__} cannot be computed on the probe (tried on its first "
+                             f"two inputs when the Recorder was created): {type(err).__name__}: "
+                             f"{str(err).splitlines()[0] if str(err) else ''}") from err
+        drew = drew or drew_now
+    return drew
+
+
+def check_probe_memory(model: nn.Module, n: int, ntk: bool) -> None:
+    """ValueError when the traced probe NTK of ``n`` samples cannot fit the memory of the device holding
+    the model (:func:`dynamics.ntk.budget.probe_memory`: the N×N kernel, its stored copy and the
+    working budget, against the machine's physical memory or the GPU's), with the estimate."""
+    if not ntk:
+        return
+    from dynamics.ntk import budget
+    from dynamics.ntk.api import ntk_dtype
+    first = next((p for p in model.parameters()), None)
+    itemsize = torch.empty((), dtype=ntk_dtype(model)).element_size()
+    needed = budget.probe_memory(n, itemsize)
+    device = first.device if first is not None else torch.device("cpu")
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+    else:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > total:
+        raise ValueError(f"a probe of {n} samples needs about {budget.memory_text(needed)} per checkpoint for its "
+                         f"NTK ({n}×{n} kernel of {budget.memory_text(n * n * itemsize)}, stored copies and the "
+                         f"working budget), more than the {budget.memory_text(total)} of the {device.type} device; "
+                         f"use a smaller probe, or ntk=False")
+
+
 def check_parameter_names(model: nn.Module) -> None:
-    """ValueError when two trained parameters share a store name, or one is named like a coordinate
+    """For the canonical names of the trained parameters (:func:`dynamics.wrappers.canonical_parameters`):
+    ValueError when two trained parameters share a store name, or one is named like a coordinate
     of the ``params`` group (``checkpoint``, ``step``, ``epoch``)."""
     seen: dict[str, str] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
+    for name in canonical_parameters(model):
         key = schema.store_name(name)
         if key in schema.CHECKPOINT_COORDS or key in schema.LEGACY_CHECKPOINT_COORDS:
             raise ValueError(f"parameter {name!r} would be stored as {key!r}, the name of a coordinate of the "

@@ -142,7 +142,7 @@ def open_run(path: str | os.PathLike, *, analysis: str = "fresh") -> Any:
             if group != "metrics" and schema.checkpoint_coords(committed) == schema.LEGACY_CHECKPOINT_COORDS:
                 dataset = dataset.rename(dict(zip(schema.LEGACY_CHECKPOINT_COORDS[1:], schema.CHECKPOINT_COORDS[1:])))
             nodes[f"/{group}"] = dataset
-        probe_names = ["x", "y"] + (["probe_index"] if (path / "probe" / "probe_index" / "zarr.json").is_file() else [])
+        probe_names = sorted(p.name for p in (path / "probe").iterdir() if (p / "zarr.json").is_file())
         nodes["/probe"] = _committed_dataset(path, "probe", probe_names, None, consolidated)
         for child in sorted(p.name for p in path.iterdir() if (p / "zarr.json").is_file()):
             if child in schema.ROW_DIM or child == "probe" or (child == ANALYSIS and analysis == "omit"):

@@ -35,6 +35,7 @@ from dynamics.store import schema, validate
 from dynamics.store.attributes import cf_attrs
 from dynamics.store.chunks import FILL, RowArray, group_document, write_document
 from dynamics.store.lock import StoreLock, abandoned, sweep_temporary
+from dynamics.store.probe import input_names, input_variables, read_inputs
 from dynamics.store.reader import check_store, quiet_zarr_warnings
 
 
@@ -184,6 +185,9 @@ class RunWriter:
                probe_index: np.ndarray | None = None) -> RunWriter:
         """Create a new store at ``path`` (atomically: built aside, then renamed into place) and lock it.
 
+        ``probe_x``: the probe's model inputs as numpy arrays in the structure the model takes (an
+        array, a tuple or a dict of arrays; laid out by :mod:`dynamics.store.probe`).
+
         ``attrs``: further root attributes (JSON values), e.g. ``params`` (:data:`schema.PARAMS_MODES`),
         ``optimizer``, ``seed``, ``preset``. ``probe_index``: (probe,) int64 positions of the probe
         samples in the data set, stored as ``probe/probe_index``."""
@@ -228,12 +232,13 @@ class RunWriter:
             _create_array(path, group, "checkpoint", ("checkpoint",), (0,), coord_chunk, np.int64)
             _create_array(path, group, "checkpoint_step", ("checkpoint",), (0,), coord_chunk, np.int64)
             _create_array(path, group, "checkpoint_epoch", ("checkpoint",), (0,), coord_chunk, np.float64)
-        probe_arrays = [("x", probe_x, "feature"), ("y", probe_y, "output")]
+        probe_arrays = dict(input_variables(probe_x))   # the model inputs' layout: dynamics.store.probe
+        probe_arrays["y"] = (("probe",) if probe_y.ndim == 1 else _probe_dims(probe_y.ndim, "output"), probe_y, {})
         if probe_index is not None:
-            probe_arrays.append(("probe_index", probe_index, ""))
-        for name, data, base in probe_arrays:
-            dims = ("probe",) if data.ndim == 1 else _probe_dims(data.ndim, base)
-            _create_array(path, "probe", name, dims, data.shape, data.shape[0], data.dtype).write_rows(0, data)
+            probe_arrays["probe_index"] = (("probe",), probe_index, {})
+        for name, (dims, data, array_attrs) in probe_arrays.items():
+            _create_array(path, "probe", name, dims, data.shape, data.shape[0], data.dtype,
+                          array_attrs).write_rows(0, data)
         attrs = {"schema": schema.SCHEMA, "config": config_json, "versions": json.dumps(_versions()),
                  "status": "running", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                  "committed": json.dumps(schema.empty_committed()), "nonfinite": json.dumps({}), **extra}
@@ -321,8 +326,13 @@ class RunWriter:
         array = RowArray.open(self.path / "probe" / name)
         return array.read_rows(array.shape[0])
 
-    def read_probe(self) -> tuple[np.ndarray, np.ndarray]:
-        return self._read_probe_array("x"), self._read_probe_array("y")
+    def read_probe(self) -> tuple[Any, np.ndarray]:
+        """(the probe's model inputs in their structure, :func:`dynamics.store.probe.read_inputs`; y)."""
+        names = [p.name for p in sorted((self.path / "probe").iterdir()) if (p / "zarr.json").is_file()]
+        arrays = {name: RowArray.open(self.path / "probe" / name) for name in input_names(names)}
+        x = read_inputs({n: a.read_rows(a.shape[0]) for n, a in arrays.items()},
+                        {n: a.document.get("attributes", {}) for n, a in arrays.items()})
+        return x, self._read_probe_array("y")
 
     def read_probe_index(self) -> np.ndarray | None:
         """The stored ``probe/probe_index``, or None (not given, or a store written before it)."""
