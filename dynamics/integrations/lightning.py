@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,17 +58,15 @@ import torch
 
 from dynamics.integrations._require import require
 from dynamics.integrations.lightning_gn import LightningGN
+from dynamics.integrations.rows import (StepRows, as_float, check_recorder_options, close_quietly, default_schedule,
+                                        flag, optional_callable)
 from dynamics.integrations.side_effects import devices_of, parameter_copy, parameters_set_to, random_state, untouched
 
 L = require("lightning.pytorch", "lightning", "dynamics.integrations.lightning")
 
 __all__ = ["DynamicsCallback", "LightningGN", "LoggerMirror"]
 
-#: Recorder options the callback passes through (``resume`` is decided by Lightning's checkpoint).
-RECORDER_OPTIONS = ("config", "ntk", "ntk_chunk_size", "flush_every", "flush_secs", "params", "probe_index",
-                    "ntk_background")
 HELD_OUT_SEED = 0   # random state of the held-out and next-batch forwards (fixed dropout masks)
-DEFAULT_CHECKPOINTS = 20
 
 
 class LoggerMirror:
@@ -90,33 +87,6 @@ class LoggerMirror:
 
     def __repr__(self) -> str:
         return f"LoggerMirror({type(self.logger).__name__})"
-
-
-def _flag(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
-def _optional_callable(name: str, value: object) -> Callable | None:
-    if value is not None and not callable(value):
-        raise TypeError(f"{name} must be callable or None, got {type(value).__name__}")
-    return value
-
-
-def as_float(value: Any) -> float:
-    """A loss as a float: a scalar tensor or number, or the "loss" of a dict; NaN for None."""
-    if isinstance(value, dict):
-        value = value.get("loss")
-    if value is None:
-        return math.nan
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"a loss must be a scalar, got a tensor of shape {tuple(value.shape)}")
-        return float(value.detach())
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    raise TypeError(f"a loss must be a scalar tensor, a number or a dict with 'loss', got {type(value).__name__}")
 
 
 class _Silenced:
@@ -168,29 +138,22 @@ class DynamicsCallback(L.Callback):
             raise TypeError(f"path must be a path, got {type(path).__name__}")
         if not isinstance(probe, (tuple, list)) or len(probe) != 2:
             raise TypeError(f"probe must be a pair (x, y), got {type(probe).__name__}")
-        unknown = sorted(set(recorder_options) - set(RECORDER_OPTIONS))
-        if unknown:
-            raise TypeError(f"unknown DynamicsCallback options {unknown}; Recorder options it passes on: "
-                            f"{list(RECORDER_OPTIONS)} (resume follows Lightning's checkpoint; mirrors go in loggers=)")
         if module is not None and not isinstance(module, str):
             raise TypeError(f"module must be a submodule name or None, got {type(module).__name__}")
         if isinstance(loggers, str) and loggers != "trainer":
             raise ValueError(f"loggers must be a list of mirrors/loggers or 'trainer', got {loggers!r}")
         self.path, self.probe, self.layers, self.module_name = Path(path), tuple(probe), layers, module
-        self.schedule = None if schedule is None else _optional_callable("schedule", schedule)
-        self.loss_after, self.next_batch = _flag("loss_after", loss_after), _flag("next_batch", next_batch)
-        self.gn_residual = _flag("gn_residual", gn_residual)
-        self.held_out, self.loss_fn = held_out, _optional_callable("loss_fn", loss_fn)
-        self.evaluate = _optional_callable("evaluate", evaluate)
+        self.schedule = optional_callable("schedule", schedule)
+        self.loss_after, self.next_batch = flag("loss_after", loss_after), flag("next_batch", next_batch)
+        self.gn_residual = flag("gn_residual", gn_residual)
+        self.held_out, self.loss_fn = held_out, optional_callable("loss_fn", loss_fn)
+        self.evaluate = optional_callable("evaluate", evaluate)
         self.loggers = loggers if isinstance(loggers, str) else list(loggers)
-        self.recorder_options = recorder_options
+        self.recorder_options = check_recorder_options(recorder_options)
         self.recorder = None
+        self.rows: StepRows | None = None
         self._restored: dict | None = None
-        self._step = -1                   # global_step of the last recorded update (or checkpoint 0)
-        self._logged: int | None = None   # step of the last row handed to the Recorder
         self._other = math.nan            # held-out loss at the current parameters
-        self._pending: dict | None = None  # row waiting for next-batch values (next_batch=True)
-        self._previous: list[torch.Tensor] | None = None   # parameters before the update of the pending row
         self._start_state: dict | None = None
         self._devices: list[int] = []     # CUDA devices of the module (their random streams are forked too)
         self._grad_norm = math.nan
@@ -218,53 +181,23 @@ class DynamicsCallback(L.Callback):
                              "cannot re-run it for loss_after/next_batch/held_out: give loss_fn=(module, batch) "
                              "-> loss, or turn those off")
 
-    def _default_schedule(self, trainer: Any):
-        from dynamics.schedules import log_spaced
-
-        total = trainer.estimated_stepping_batches
-        if not math.isfinite(total):
-            raise ValueError("the number of training steps is unknown (no max_steps and a loader without len): "
-                             "give DynamicsCallback(schedule=...)")
-        return log_spaced(int(total) + 1, DEFAULT_CHECKPOINTS)
-
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         from dynamics import Recorder
 
         self._check_fit(trainer, pl_module)
         self._devices = devices_of(pl_module)
-        schedule = self.schedule if self.schedule is not None else self._default_schedule(trainer)
-        self._schedule = schedule
+        schedule = self.schedule if self.schedule is not None else default_schedule(trainer.estimated_stepping_batches)
         restored, step = self._restored, trainer.global_step
-        resume = restored is not None
-        if resume and int(restored["step"]) != step:
-            raise ValueError(f"the Lightning checkpoint restored global_step {step} but the callback's state is at "
-                             f"step {restored['step']}")
         self.recorder = Recorder(self.path, self._module(pl_module), self.probe, layers=self.layers,
-                                 schedule=schedule, resume=resume, mirror=self._mirrors(trainer),
+                                 schedule=schedule, resume=restored is not None, mirror=self._mirrors(trainer),
                                  **self.recorder_options)
-        self._step = step
-        if resume:
-            self._resume(restored, step)
+        self.rows = StepRows(self.recorder, schedule, next_batch=self.next_batch, evaluate=self.evaluate)
+        if restored is not None:
+            self.rows.resume(restored, step, self.path)
         if self.held_out is not None and trainer.is_global_zero:
             self._other = self._loss(pl_module, self.held_out, seed=HELD_OUT_SEED)
-        if not resume:
-            self._checkpoint(trainer, pl_module, step)
-
-    def _resume(self, state: dict, step: int) -> None:
-        """Drop what the store holds past ``step``; take back the row that waited for its next batch."""
-        rec = self.recorder
-        rec.truncate(step)
-        last, logged = rec.last_step, state.get("logged")
-        if last is not None and logged is not None and last < logged:
-            # rows written before the Lightning checkpoint are gone: say so rather than leave a gap
-            raise ValueError(f"{self.path} holds metrics up to step {last}, but the Lightning checkpoint at step "
-                             f"{step} was made after step {logged} was written: the store is not this run's")
-        pending = state.get("pending")
-        if pending is not None and last is not None and last >= pending["step"]:
-            pending = None   # the run went on after this checkpoint and wrote that row: it stays
-        self._pending = None if pending is None else {**pending, "values": dict(pending["values"])}
-        self._previous = [t.clone() for t in state["previous"]] if pending is not None else None
-        self._logged = logged
+        if restored is None:
+            self.rows.checkpoint(step, None, pl_module)
 
     # ------------------------------------------------------------------ per step
     def _loss(self, pl_module: Any, batch: Any, *, state: dict | None = None, seed: int | None = None,
@@ -283,17 +216,16 @@ class DynamicsCallback(L.Callback):
         return float(trainer.strategy.reduce(tensor, reduce_op="mean"))
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        if self.recorder is None:
+        rows = self.rows
+        if rows is None:
             return
-        if self._pending is not None:   # the batch this update trains on is the previous row's next batch
-            with parameters_set_to(pl_module, self._previous):
+        if rows.pending is not None:   # the batch this update trains on is the previous row's next batch
+            with parameters_set_to(pl_module, rows.previous):
                 before = self._loss(pl_module, batch, seed=HELD_OUT_SEED, batch_idx=batch_idx)
             after = self._loss(pl_module, batch, seed=HELD_OUT_SEED, batch_idx=batch_idx)
-            row = self._pending
-            row["values"].update(next_loss=self._mean(trainer, before), next_loss_after=self._mean(trainer, after))
-            self._log(row)
+            rows.complete(self._mean(trainer, before), self._mean(trainer, after))
         if self.next_batch:
-            self._previous = parameter_copy(pl_module)
+            rows.previous = parameter_copy(pl_module)
         self._start_state = random_state(self._devices) if self.loss_after else None
         self._grad_norm = math.nan
 
@@ -303,9 +235,10 @@ class DynamicsCallback(L.Callback):
             self._grad_norm = float(torch.nn.utils.get_total_norm(grads, foreach=True))
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.recorder is None or trainer.global_step == self._step:
+        rows = self.rows
+        if rows is None or trainer.global_step == rows.step:
             return   # no update was made (a skipped step)
-        step = self._step = trainer.global_step
+        step = trainer.global_step
         values = {"loss": self._mean(trainer, as_float(outputs))}
         if self.loss_after:
             values["loss_after"] = self._mean(trainer, self._loss(pl_module, batch, state=self._start_state,
@@ -317,13 +250,8 @@ class DynamicsCallback(L.Callback):
         self._optimizer_values(trainer, values)
         batches = trainer.num_training_batches
         epoch = trainer.current_epoch + (batch_idx + 1) / batches if math.isfinite(batches) and batches else None
-        row = {"step": step, "epoch": epoch, "values": values}
-        if self.next_batch:
-            self._pending = row
-        else:
-            self._log(row)
-        if self._schedule(step):
-            self._checkpoint(trainer, pl_module, step, epoch)
+        rows.add(step, epoch, values)
+        rows.checkpoint(step, epoch, pl_module)
 
     def _optimizer_values(self, trainer: Any, values: dict) -> None:
         optimizers = trainer.optimizers
@@ -340,27 +268,13 @@ class DynamicsCallback(L.Callback):
         elif math.isfinite(self._grad_norm):
             values["grad_norm"] = self._grad_norm
 
-    def _log(self, row: dict) -> None:
-        values = {k: v for k, v in row["values"].items() if not math.isnan(v)}
-        self.recorder.log(row["step"], epoch=row["epoch"], **values)
-        self._pending, self._logged = None, row["step"]
-
-    def _checkpoint(self, trainer: Any, pl_module: Any, step: int, epoch: float | None = None) -> None:
-        scalars = {}
-        if self.evaluate is not None:
-            with torch.no_grad():
-                scalars = dict(self.evaluate(pl_module))
-        self.recorder.checkpoint(step, epoch=epoch, **scalars)
-
     # ------------------------------------------------------------------ Lightning checkpoints
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict) -> None:
         if self.recorder is not None and not self.recorder.closed:
             self.recorder.flush()   # the store holds every row the checkpoint's state assumes
 
     def state_dict(self) -> dict:
-        pending = None if self._pending is None else {**self._pending, "values": dict(self._pending["values"])}
-        return {"path": str(self.path), "step": self._step, "logged": self._logged, "pending": pending,
-                "previous": [t.detach().cpu() for t in self._previous] if pending is not None else []}
+        return {"path": str(self.path), **(self.rows.state() if self.rows is not None else {"step": -1})}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._restored = dict(state_dict)
@@ -369,18 +283,13 @@ class DynamicsCallback(L.Callback):
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         if self.recorder is None or self.recorder.closed:
             return
-        if self._pending is not None:   # the last step has no next batch
-            self._log(self._pending)
+        self.rows.finish()   # the last step has no next batch
         self.recorder.close("interrupted" if trainer.interrupted else "complete")
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        if self.recorder is None or self.recorder.closed:
-            return
-        status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
-        try:
-            self.recorder.close(status, None if status == "interrupted" else f"{type(exception).__name__}: {exception}")
-        except Exception as error:   # the original exception is the one to see
-            warnings.warn(f"closing {self.path} after {type(exception).__name__} failed: {error}", RuntimeWarning)
+        interrupted = isinstance(exception, KeyboardInterrupt)
+        close_quietly(self.recorder, "interrupted" if interrupted else "failed",
+                      None if interrupted else f"{type(exception).__name__}: {exception}", self.path)
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if self.recorder is not None and not self.recorder.closed:
