@@ -44,8 +44,9 @@ def linear_cka(x: object, y: object, *, debiased: bool = False, chunk_size: int 
     """Linear CKA between X (N, D1) and Y (N, D2) (Kornblith et al. 2019), a float in [0, 1].
 
     Args:
-        x, y: representations of the same N inputs (numpy, torch, xarray or dask); extra trailing
-            dims are flattened into features.
+        x: representation (N, D1) of N inputs (numpy, torch, xarray or dask); extra trailing dims
+            are flattened into features.
+        y: representation (N, D2) of the same N inputs, likewise.
         debiased: use the unbiased HSIC estimator (Song et al. 2012); needs N ≥ 4.
         chunk_size: process the probe set in chunks of this many rows, accumulating XᵀX, YᵀY, YᵀX
             (for arrays larger than memory; same value as in memory up to round-off). Dask-backed

@@ -3,7 +3,7 @@ analysis still matches its store: re-exported from :mod:`dynamics.store.freshnes
 own reader (:func:`dynamics.open_run`) checks it too."""
 
 from dynamics.store.freshness import (DATA_GROUPS, EDGE_BYTES, SOURCE_ATTR, WHOLE_FILE_BYTES, recorded_source,
-                                      source_token, staleness)
+                                      source_token)
 
 __all__ = ["DATA_GROUPS", "EDGE_BYTES", "SOURCE_ATTR", "WHOLE_FILE_BYTES", "recorded_source", "source_token",
            "staleness"]
@@ -35,7 +35,7 @@ def analysis_token(store_token: dict[str, Any], *, centered_alignment: bool = Fa
     return token
 
 
-def staleness(recorded: dict[str, Any] | None, current: dict[str, Any]) -> str | None:  # noqa: F811
+def staleness(recorded: dict[str, Any] | None, current: dict[str, Any]) -> str | None:
     """:func:`dynamics.store.freshness.staleness`, first saying when the kernel alignments differ."""
     if recorded is not None and recorded != current:
         had, wanted = recorded.get(ALIGNMENT_KEY, "uncentred"), current.get(ALIGNMENT_KEY, "uncentred")

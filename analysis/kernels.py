@@ -35,8 +35,9 @@ def alignment(k1: object, k2: object, *, centered: bool = False) -> float:
     """Kernel alignment A(K1, K2) = ⟨K1, K2⟩_F / (‖K1‖_F ‖K2‖_F) ∈ [−1, 1].
 
     Args:
-        k1, k2: kernels of the same shape — (N, N), or (N, N, O, O) output-resolved NTKs (the
-            Frobenius products then run over every axis). ``centered=True`` needs (N, N).
+        k1: a kernel, (N, N), or (N, N, O, O) output-resolved NTKs (the Frobenius products then run
+            over every axis). ``centered=True`` needs (N, N).
+        k2: a kernel of the same shape as ``k1``.
         centered: align H K1 H and H K2 H instead (Cortes et al. 2012), which removes the effect of
             a constant offset in the features.
 

@@ -42,9 +42,11 @@ def linear_probe_accuracy(x: object, y: object, *, folds: int = 3, max_iter: int
     """Cross-validated accuracy ∈ [0, 1] of a logistic-regression probe from X (N, D) to labels y (N,).
 
     Args:
-        x: features (N, D), array-like or tensor, finite. y: integer class labels (N,), ≥ 0.
+        x: features (N, D), array-like or tensor, finite.
+        y: integer class labels (N,), ≥ 0.
         folds: stratified folds (≥ 2; fewer are used when the largest class is smaller).
-        max_iter, C: lbfgs iterations and inverse L2 strength of the logistic regression.
+        max_iter: lbfgs iterations of the logistic regression.
+        C: inverse L2 strength of the logistic regression.
         seed: shuffling seed of the folds.
 
     Returns:
@@ -54,7 +56,7 @@ def linear_probe_accuracy(x: object, y: object, *, folds: int = 3, max_iter: int
 
     Raises:
         ValueError / TypeError: bad ``folds``, ``max_iter``, ``seed``, ``C``, features or labels
-        (wrong shape, non-integer or negative labels).
+            (wrong shape, non-integer or negative labels).
     """
     for name, value, minimum in (("folds", folds, 2), ("max_iter", max_iter, 1), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:

@@ -120,9 +120,9 @@ def empirical_ntk(model: nn.Module, x1: Inputs, x2: Inputs | None = None, *, tra
 
     Raises:
         TypeError / ValueError: bad arguments (named in the message); ValueError for a method that
-        cannot serve the model (why, and which method can), and for a model that does not return one
-        row per input sample. The model's own error on the inputs (a shape or dtype it cannot take) is
-        raised from the first forward pass with a note naming the inputs.
+            cannot serve the model (why, and which method can), and for a model that does not return
+            one row per input sample. The model's own error on the inputs (a shape or dtype it cannot
+            take) is raised from the first forward pass with a note naming the inputs.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
