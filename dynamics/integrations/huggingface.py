@@ -43,7 +43,8 @@ writes the store's buffered rows and its own state into that folder (``dynamics_
 restored step and continues, so the store equals an uninterrupted run's. transformers has no hook
 for a failed ``train()``: use the callback as a context manager (``with DynamicsCallback(...) as
 callback:``), which closes the store as "failed" (or "interrupted" for Ctrl-C) when ``train()``
-raises; otherwise the store stays "running" until the process ends (a later resume works either way).
+raises; otherwise the store stays "running" until the process ends or a later ``train()`` of the same
+model starts with a new DynamicsCallback, which closes the old one (a resume works either way).
 One process per run: in a multi-process job the losses are averaged over the ranks and only rank 0
 writes, as in the Lightning callback (not covered by the tests of this adapter).
 """
@@ -146,6 +147,7 @@ class DynamicsCallback(transformers.TrainerCallback):
             raise ValueError("DynamicsCallback needs the Trainer's model (got model=None)")
         if self.recorder is not None and not self.recorder.closed:
             raise RuntimeError(f"this DynamicsCallback is already recording {self.path}; use one callback per train()")
+        self._retire_stale_callbacks(model)
         self.model, self._devices = model, devices_of(model)
         schedule = self.schedule if self.schedule is not None else default_schedule(state.max_steps)
         step = state.global_step
@@ -166,6 +168,15 @@ class DynamicsCallback(transformers.TrainerCallback):
         if not resume:
             self.rows.checkpoint(step, None, model)
 
+    def _retire_stale_callbacks(self, model: torch.nn.Module) -> None:
+        """Close the DynamicsCallbacks whose hooks are still on ``model`` from a ``train()`` that raised
+        without the context manager: their stores are released ("interrupted") and they stop watching
+        the model's forwards, so a new train() can resume the same store in the same process."""
+        for hook in list(model._forward_pre_hooks.values()):
+            owner = getattr(hook, "__self__", None)
+            if isinstance(owner, DynamicsCallback) and owner is not self:
+                owner.close("interrupted", "a later train() started on the same model before this one was closed")
+
     @staticmethod
     def _checkpoint_folder(args, step: int) -> Path:
         return Path(args.output_dir) / f"{transformers.trainer_utils.PREFIX_CHECKPOINT_DIR}-{step}"
@@ -176,7 +187,8 @@ class DynamicsCallback(transformers.TrainerCallback):
 
     # ------------------------------------------------------------------ forwards
     def _capturing(self, module: torch.nn.Module) -> bool:
-        return not self._busy and module.training and torch.is_grad_enabled() and self.rows is not None
+        return (not self._busy and module.training and torch.is_grad_enabled() and self.recorder is not None
+                and not self.recorder.closed)
 
     def _before_forward(self, module, args, kwargs):
         if not self._capturing(module):

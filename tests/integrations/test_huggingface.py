@@ -176,13 +176,16 @@ def test_resume_from_the_trainers_checkpoint_equals_an_uninterrupted_run(tmp_pat
     with callback(tmp_path / "whole.zarr") as whole:
         run("whole", [whole]).train()
     path = tmp_path / "resumed.zarr"
+    first = callback(path)            # without the context manager: the store stays open after the crash
+    crashed = run("crashed", [first, Crash()])
     with pytest.raises(RuntimeError, match="simulated crash"):
-        with callback(path) as first:
-            run("crashed", [first, Crash()]).train()
-    assert dynamics.open_run(path).attrs["status"] == "failed"
+        crashed.train()
+    assert dynamics.open_run(path).attrs["status"] == "running"
     assert (tmp_path / "crashed" / "checkpoint-4" / "dynamics_callback.pt").is_file()
-    with callback(path) as second:
-        run("crashed", [second]).train(resume_from_checkpoint=str(tmp_path / "crashed" / "checkpoint-4"))
+    with callback(path) as second:   # the same model, in the same process: the stale callback is retired
+        Trainer(crashed.model, arguments(tmp_path / "crashed"), train_dataset=Rows(data), callbacks=[second]).train(
+            resume_from_checkpoint=str(tmp_path / "crashed" / "checkpoint-4"))
+    assert first.recorder.closed and not first._hooks
     resumed, reference = dynamics.open_run(path), dynamics.open_run(tmp_path / "whole.zarr")
     assert resumed.attrs["status"] == "complete"
     for group in ("metrics", "checkpoints", "params"):
