@@ -142,6 +142,8 @@ class DynamicsCallback(L.Callback):
             raise TypeError(f"module must be a submodule name or None, got {type(module).__name__}")
         if isinstance(loggers, str) and loggers != "trainer":
             raise ValueError(f"loggers must be a list of mirrors/loggers or 'trainer', got {loggers!r}")
+        if not isinstance(loggers, str):
+            loggers = [item if callable(getattr(item, "log_scalars", None)) else LoggerMirror(item) for item in loggers]
         self.path, self.probe, self.layers, self.module_name = Path(path), tuple(probe), layers, module
         self.schedule = optional_callable("schedule", schedule)
         self.loss_after, self.next_batch = flag("loss_after", loss_after), flag("next_batch", next_batch)
@@ -168,8 +170,9 @@ class DynamicsCallback(L.Callback):
         return pl_module if self.module_name is None else pl_module.get_submodule(self.module_name)
 
     def _mirrors(self, trainer: Any) -> list:
-        items = list(trainer.loggers) if self.loggers == "trainer" else self.loggers
-        return [item if callable(getattr(item, "log_scalars", None)) else LoggerMirror(item) for item in items]
+        if self.loggers == "trainer":
+            return [LoggerMirror(logger) for logger in trainer.loggers]
+        return list(self.loggers)
 
     def _check_fit(self, trainer: Any, pl_module: Any) -> None:
         if trainer.accumulate_grad_batches != 1:

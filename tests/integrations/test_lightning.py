@@ -210,6 +210,8 @@ def test_refusals_come_at_construction_or_at_the_start_of_fit(tmp_path):
         DynamicsCallback(tmp_path / "a.zarr", probe=(x[:8], y[:8]), loss_after=1)
     with pytest.raises(ValueError, match="loggers"):
         DynamicsCallback(tmp_path / "a.zarr", probe=(x[:8], y[:8]), loggers="tensorboard")
+    with pytest.raises(TypeError, match="neither a mirror"):
+        DynamicsCallback(tmp_path / "a.zarr", probe=(x[:8], y[:8]), loggers=[object()])
     cb = DynamicsCallback(tmp_path / "b.zarr", probe=(x[:8], y[:8]))
     with pytest.raises(ValueError, match="accumulate_grad_batches=2"):
         trainer(callbacks=[cb], max_epochs=1, accumulate_grad_batches=2).fit(Classifier(), loader(x, y))
