@@ -103,12 +103,14 @@ def _probe_text(x: inputs.Inputs) -> str:
 
 
 def check_probe_fits(model: nn.Module, x: np.ndarray | tuple | dict, device: torch.device | None,
-                     dtype: torch.dtype | None) -> bool:
+                     dtype: torch.dtype | None) -> tuple[bool, int]:
     """Run ``model`` on the first two probe inputs (eval mode, no grad; train/eval flags restored;
     floating leaves cast to ``dtype``, integer ones kept); ValueError naming the probe's structure,
     shapes and dtypes and what the model expects when it fails, or when the studied output
     (:func:`dynamics.inputs.select_output`) does not have one row per input. Returns whether that
-    forward pass drew from torch's global generators (:func:`dynamics.ntk.background.call_noting_draws`)."""
+    forward pass drew from torch's global generators (:func:`dynamics.ntk.background.call_noting_draws`)
+    and the model's outputs per sample (the product of the studied output's dimensions after the first;
+    :func:`dynamics.task.infer_task` uses it)."""
     whole = as_tensors(x)
     sample = inputs.prepare(inputs.rows(whole, 0, 2), device, dtype if dtype is not None and dtype.is_floating_point
                             else None)
@@ -131,7 +133,7 @@ def check_probe_fits(model: nn.Module, x: np.ndarray | tuple | dict, device: tor
     if out.ndim == 0 or out.shape[0] != n:
         raise ValueError(f"{_probe_text(whole)}: the model returned {tuple(out.shape)} for {n} inputs; it must "
                          f"return a tensor with one row per input")
-    return drew
+    return drew, int(np.prod(out.shape[1:], dtype=np.int64))
 
 
 def check_probe_paths(model: nn.Module, x: np.ndarray | tuple | dict, layers: list[str], ntk: bool,
