@@ -32,6 +32,8 @@ EXAMPLES = """examples:
   dynamics analyze runs/mnist1d runs/digits
   dynamics report runs/mnist1d
   dynamics compare runs/mnist1d runs/digits --out comparison.html
+  dynamics report runs/mnist1d --watch 30        # regenerate the report every 30 s while runs train
+  dynamics export tensorboard runs/mnist1d --out tb   # then: tensorboard --logdir tb
   dynamics config show --preset digits --set optimizers.gn.lr=0.3   # the resolved config as TOML
   dynamics sweep sweep.toml --out runs/sweep      # a [sweep] grid on all cores; again → only what is missing
   dynamics tables runs/mnist1d --write docs/results.md   # regenerate the published result tables
@@ -48,6 +50,17 @@ def seed_list(text: str) -> list[int]:
     if not seeds or min(seeds) < 0 or max(seeds) > SEED_MAX or len(set(seeds)) != len(seeds):
         raise argparse.ArgumentTypeError(f"--seeds must list distinct integers in [0, 2**63 - 1], got {text!r}")
     return seeds
+
+
+def watch_seconds(text: str) -> float:
+    """--watch SECONDS: a finite number > 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--watch must be a number of seconds, got {text!r}") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"--watch must be a number of seconds > 0, got {text}")
+    return seconds
 
 
 def seed_value(text: str) -> int:
@@ -167,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "DIR/report.html with figures in DIR/figures/, or NAME-report.html beside NAME.zarr; "
                      "the path is printed")
     report.add_argument("dir", type=Path, metavar="DIR")
+    report.add_argument("--watch", nargs="?", const=30.0, type=watch_seconds, metavar="SECONDS",
+                        help="keep the report up to date while runs train: look every SECONDS (default 30) and "
+                             "write it again when a store committed new data; Ctrl-C stops (exit status 0)")
     add_alignment_argument(report)
     compare = command("compare", "compare experiment folders in one HTML page", "experiment folders DIR",
                       "the HTML file --out")
@@ -201,6 +217,25 @@ def build_parser() -> argparse.ArgumentParser:
     tables.add_argument("--name", help="the block's name in the markers (default: the first folder's name)")
     tables.add_argument("--write", type=Path, action="append", default=[], metavar="FILE",
                         help="replace the block in FILE (repeatable), e.g. --write docs/results.md")
+    export = command("export", "write run stores in another tool's format (TensorBoard event files)",
+                     "see `dynamics export tensorboard --help`", "see the format")
+    formats = export.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    tensorboard = formats.add_parser(
+        "tensorboard", help="metrics, checkpoint scalars and per-checkpoint analysis as TensorBoard event files",
+        description=describe("write a run store's metrics, checkpoint scalars and analysis (NTK alignment, CKA, "
+                             "effective ranks, per-step loss changes) as TensorBoard scalars; the stores are "
+                             "only read (a run being trained is exported as far as it is committed)",
+                             "STORE (one run store) or DIR (every run store of an experiment or sweep folder); "
+                             "a stored analysis computed from the current data, else one computed here "
+                             "(not written into the store)",
+                             "LOGDIR/<run>/events.out.tfevents.* per run (an earlier export there is "
+                             "replaced); the path LOGDIR is printed. Then: tensorboard --logdir LOGDIR"),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    tensorboard.add_argument("source", type=Path, metavar="STORE|DIR")
+    tensorboard.add_argument("--out", type=Path, required=True, metavar="LOGDIR", help="TensorBoard log folder")
+    tensorboard.add_argument("--no-analysis", action="store_true",
+                             help="only the store's own metrics and checkpoint scalars (no analysis is computed)")
+    add_alignment_argument(tensorboard)
     unlock = command("unlock", "remove the lock of a run store whose writer is gone (e.g. its host died)",
                      "STORE: a run store whose lock file names a process that no longer runs; refused while "
                      "a process on this machine holds the lock", "the lock file is removed; the holder it "
@@ -365,15 +400,67 @@ def command_report(args: argparse.Namespace) -> None:
     if is_sweep(directory):
         refuse_centred_sweep(args, directory)
         from reports.sweep import write_sweep_report
-        print(write_sweep_report(directory))
+
+        def generate() -> Path:
+            return write_sweep_report(directory)
+    else:
+        def generate() -> Path:
+            return write_report(directory, centered_alignment=args.centered_alignment)
+    if args.watch is None:
+        print(generate())
         return
-    print(write_report(directory, centered_alignment=args.centered_alignment))
+    from reports.watch import watch_report
+
+    print(f"dynamics report: watching {directory} every {args.watch:g} s (Ctrl-C stops)", file=sys.stderr)
+    try:
+        watch_report(generate, lambda: run_stores_in(directory), interval=args.watch, stream=sys.stdout)
+    except KeyboardInterrupt:
+        print(f"dynamics report: stopped watching {directory}", file=sys.stderr)
 
 
 def command_compare(args: argparse.Namespace) -> None:
     from reports import compare
 
     print(compare(existing_dirs(args.dirs), args.out, centered_alignment=args.centered_alignment))
+
+
+def run_stores_in(source: Path) -> list[Path]:
+    """The run stores ``source`` names: itself, the stores of a sweep (``runs/``) or of an experiment folder."""
+    from dynamics.sweep_manifest import RUNS_FOLDER, is_sweep
+
+    if is_run_store(source):
+        return [source]
+    folder = source / RUNS_FOLDER if is_sweep(source) else source
+    return [p for p in sorted(folder.glob("*.zarr")) if p.is_dir() and is_run_store(p)]
+
+
+def source_stores(source: Path) -> list[Path]:
+    """:func:`run_stores_in`, or DynamicsError when there is none."""
+    stores = run_stores_in(source)
+    if not stores:
+        raise DynamicsError(f"'{source}' is neither a run store nor a folder holding run stores (*.zarr)")
+    return stores
+
+
+def command_export(args: argparse.Namespace) -> None:
+    try:
+        from dynamics.integrations.tensorboard import export_store
+    except ImportError as error:
+        raise DynamicsError(str(error)) from None
+    for store in source_stores(existing_dirs([args.source])[0]):
+        analysis = None if args.no_analysis else store_analysis(store, args.centered_alignment)
+        folder, count = export_store(store, args.out, analysis)
+        say(args, f"exported {store} -> {folder} ({count} scalars)")
+    print(args.out)
+
+
+def store_analysis(store: Path, centered_alignment: bool):
+    """The run's analysis: the stored one when it is fresh, else computed without writing into the store."""
+    from analysis import analyze
+    from analysis.store_io import fresh_analysis
+
+    stored, _ = fresh_analysis(store, centered_alignment=centered_alignment)
+    return stored if stored is not None else analyze(store, write=False, centered_alignment=centered_alignment)
 
 
 def command_unlock(args: argparse.Namespace) -> None:
@@ -402,7 +489,8 @@ def command_tables(args: argparse.Namespace) -> None:
 
 COMMANDS = {"run": command_run, "train": command_train, "analyze": command_analyze,
             "report": command_report, "compare": command_compare, "config": command_config,
-            "sweep": command_sweep, "tables": command_tables, "unlock": command_unlock}
+            "sweep": command_sweep, "tables": command_tables, "unlock": command_unlock,
+            "export": command_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,7 @@ from torch import nn
 
 from dynamics.convert import stored_dtype, to_numpy
 from dynamics.distributed import InactiveRecorder, process_rank, unwrap_model
+from dynamics.mirrors import check_mirrors, close_mirrors, send
 from dynamics.ntk.background import KernelWorker
 from dynamics.pending import Outbox, PendingCheckpoint
 from dynamics import inputs
@@ -97,6 +98,9 @@ class Recorder:
             own (a closure, a global, a class attribute: :mod:`dynamics.ntk.background`), or whose
             forward pass in eval mode draws from torch's global generators (so that the training
             loop's random stream stays reproducible). False: every NTK is computed at once.
+        mirror: objects with ``log_scalars(step, scalars)`` (:mod:`dynamics.mirrors`, e.g.
+            TensorBoard or W&B) that also get every logged row and stored checkpoint's scalars, as
+            ``"metrics/<name>"`` / ``"checkpoints/<name>"``; closed with the Recorder.
 
     Raises StoreError for an existing store without ``resume``, a missing/foreign store with
     ``resume``, a probe, config or set of trained parameters (names, shapes) that differs from the
@@ -125,7 +129,7 @@ class Recorder:
                  schedule: Callable[[int], bool] | None = None, ntk: bool = True, resume: bool = False,
                  ntk_chunk_size: int | None = None, flush_every: int = 1024,
                  flush_secs: float = 10.0, params: str | None = None, probe_index: Any = None,
-                 ntk_background: bool = True, task: str | None = None) -> None:
+                 ntk_background: bool = True, task: str | None = None, mirror: Iterable | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         model = unwrap_model(model)
@@ -140,6 +144,7 @@ class Recorder:
         self._flush_every, self._flush_secs = check_options(ntk, ntk_background, params, ntk_chunk_size,
                                                             flush_every, flush_secs)
         index = None if probe_index is None else probe_index_array(probe_index, n_probe)
+        self._mirrors = check_mirrors(mirror)
         self._schedule = None if schedule is None else as_schedule(schedule)
         self.model, self.ntk, self.ntk_chunk_size = model, ntk, ntk_chunk_size
         if isinstance(layers, Iterable) and not isinstance(layers, str):
@@ -233,6 +238,7 @@ class Recorder:
         values, events = self._nonfinite.scalars("metrics", step, self._values("metrics", scalars))
         self._last_logged = step
         self._outbox.add_row((step, epoch_value, values, [key for _, key, _ in events]))
+        send(self._mirrors, step, "metrics", values)
         self._writer.report()
         self._outbox.hand_over(block=False)
         if self._outbox.due():
@@ -289,6 +295,7 @@ class Recorder:
             raise
         self._last_checkpoint_call = step
         self._outbox.steps.append(step)
+        send(self._mirrors, step, "checkpoints", values)
         return True
 
     def _store_checkpoint(self, step: int, epoch: float, scalars: dict[str, float]) -> None:
@@ -400,6 +407,7 @@ class Recorder:
         finally:
             if self._kernels is not None:
                 self._kernels.shutdown()
+            close_mirrors(self._mirrors)
 
     def __enter__(self) -> Recorder:
         return self

@@ -110,7 +110,7 @@ def check_probe_fits(model: nn.Module, x: np.ndarray | tuple | dict, device: tor
     shapes and dtypes and what the model expects when it fails, or when the studied output
     (:func:`dynamics.inputs.select_output`) does not have one row per input. Returns whether that
     forward pass drew from torch's global generators (:func:`dynamics.ntk.background.call_noting_draws`)
-    and the model's outputs per sample (the product of the output's dimensions after the first;
+    and the model's outputs per sample (the product of the studied output's dimensions after the first;
     :func:`dynamics.task.infer_task` uses it)."""
     whole = as_tensors(x)
     sample = inputs.prepare(inputs.rows(whole, 0, 2), device, dtype if dtype is not None and dtype.is_floating_point

@@ -127,7 +127,9 @@ class StoreLock:
         the module docstring) with a RuntimeWarning. StoreError (path and errno) when the lock cannot
         be written, e.g. on a full disk."""
         for _ in range(5):
-            if self._try_create():
+            # an existing lock is judged first: a store whose writer is alive is never written into,
+            # not even by the temporary file of a creation attempt (a live view reads such stores)
+            if not os.path.lexists(self.path) and self._try_create():
                 self.held = True
                 sweep_temporary(self.path.parent, f"{LOCK_NAME}.*.tmp")   # left by killed creators
                 return self
