@@ -27,6 +27,7 @@ from threadpoolctl import threadpool_limits
 from analysis.checkpoint_metrics import (checkpoints_selected, ntk_metrics, representation_metrics,
                                          weight_metrics)
 from analysis.freshness import ALIGNMENT_KEY, SOURCE_ATTR, alignment_kind, analysis_token, source_token
+from analysis.progress import AnalysisProgress, check_mode
 from analysis.overfitting import (default_window, log_change_percent, moving_average, relative_change_percent,
                                   transfer_ratio)
 from analysis.store_io import (group, open_tree, run_identity, store_order, string_coord, with_cf_attrs,
@@ -41,7 +42,8 @@ ALIGNMENT_VARIABLES = ("ntk_alignment_init", "ntk_velocity", "ntk_target_alignme
 
 def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int = 3, probe_max_iter: int = 100,
             max_memory: int = DEFAULT_MAX_MEMORY, smoothing_window: int | None = None, write: bool = True,
-            store: str | os.PathLike | None = None, centered_alignment: bool = False) -> xr.Dataset:
+            store: str | os.PathLike | None = None, centered_alignment: bool = False,
+            progress: str = "auto") -> xr.Dataset:
     """Analyse one run (a store path or the DataTree of :func:`dynamics.store.open_run`).
 
     Args:
@@ -56,6 +58,8 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
             A(K₁, K₂). Recorded in attrs ``kernel_alignment`` ("centred"/"uncentred", also on the
             three variables) and in the ``source`` token, so a stored analysis of the other kind is
             never taken for this one (:func:`analysis.freshness.analysis_token`).
+        progress: "auto" (a bar on a terminal), "bar", "lines" or "off": progress of an analysis that
+            takes more than 2 s, on stderr, counted in checkpoint-variables (:mod:`analysis.progress`).
         write: write the result into the store as group ``analysis`` (needs a path: ``run`` itself
             or ``store`` when ``run`` is a DataTree). Skipped, leaving the store untouched, while
             another process holds the store's lock (a live run: its committed data is analysed) or
@@ -68,6 +72,7 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
     if isinstance(max_memory, bool) or not isinstance(max_memory, (int, np.integer)) or max_memory < 1:
         raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory!r}")
     kind = alignment_kind(centered_alignment)
+    check_mode(progress)
     path = Path(store) if store is not None else (Path(run) if isinstance(run, (str, os.PathLike)) else None)
     token = source_token(path) if path is not None and (path / "zarr.json").is_file() else None
     tree, _ = open_tree(run)  # the token is taken first: a store that changes meanwhile is not written
@@ -85,10 +90,13 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
     # threads, and on a busy machine spinning threads make each eigvalsh/svd up to ~100x slower.
     largest = max([int(np.prod(checkpoints[v].shape[1:])) for v in checkpoints.data_vars
                    if v == "ntk" or v.startswith("rep_")], default=0)
-    with threadpool_limits(limits=1 if largest <= SINGLE_THREAD_ELEMENTS else None, user_api="blas"):
+    variables = ("ntk" in checkpoints) + sum(str(v).startswith("rep_") for v in checkpoints.data_vars) + sum(
+        v not in COORDINATES for v in params.data_vars)
+    with threadpool_limits(limits=1 if largest <= SINGLE_THREAD_ELEMENTS else None, user_api="blas"), \
+            AnalysisProgress(n * variables, desc=path.name if path is not None else optimizer, mode=progress) as bar:
         data, (layers, param_names, steps, window) = _compute(
             checkpoints, metrics, params, tree, targets, labels, probe_at, n, int(max_memory), probe_folds,
-            probe_max_iter, smoothing_window, centered_alignment)
+            probe_max_iter, smoothing_window, centered_alignment, bar)
 
     coords = {
         "checkpoint": np.arange(n, dtype=np.int64),
@@ -119,15 +127,18 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
 def _compute(checkpoints: xr.Dataset, metrics: xr.Dataset, params: xr.Dataset, tree: xr.DataTree,
              targets: np.ndarray, labels: np.ndarray, probe_at: np.ndarray, n: int, max_memory: int,
              probe_folds: int, probe_max_iter: int, smoothing_window: int | None,
-             centered_alignment: bool = False) -> tuple[dict, tuple]:
-    """Every variable of the analysis Dataset, and (layers, parameter names, steps, window)."""
+             centered_alignment: bool = False, bar: AnalysisProgress | None = None) -> tuple[dict, tuple]:
+    """Every variable of the analysis Dataset, and (layers, parameter names, steps, window); each
+    variable's checkpoints are reported to ``bar``."""
+    bar = AnalysisProgress(0, desc="", mode="off") if bar is None else bar
     data: dict[str, tuple] = {}
     for name in CHECKPOINT_SCALARS:
         values = checkpoints[name].values if name in checkpoints else np.full(n, np.nan)
         data[name] = ("checkpoint", np.asarray(values, dtype=np.float64))
     ntk = checkpoints["ntk"] if "ntk" in checkpoints else None
     for name, values in ntk_metrics(ntk, np.asarray(targets, dtype=np.float64) if targets.ndim == 2 else labels,
-                                    n, max_memory, centered=centered_alignment).items():
+                                    n, max_memory, centered=centered_alignment,
+                                    progress=bar.part(n) if ntk is not None else None).items():
         data[name] = ("checkpoint", values)
 
     rep_names = store_order(tree, "checkpoints", [name for name in checkpoints.data_vars if name.startswith("rep_")])
@@ -135,7 +146,7 @@ def _compute(checkpoints: xr.Dataset, metrics: xr.Dataset, params: xr.Dataset, t
     per_layer = {name: np.full((n, len(layers)), np.nan) for name in ("cka_init", "rep_effective_rank", "probe_accuracy")}
     for j, layer in enumerate(layers):
         result = representation_metrics(checkpoints[f"rep_{layer}"], labels, probe_at, max_memory=max_memory,
-                                        folds=probe_folds, max_iter=probe_max_iter)
+                                        folds=probe_folds, max_iter=probe_max_iter, progress=bar.part(n))
         for name, values in result.items():
             per_layer[name][:, j] = values
     data.update({name: (("checkpoint", "layer"), values) for name, values in per_layer.items()})
@@ -144,7 +155,7 @@ def _compute(checkpoints: xr.Dataset, metrics: xr.Dataset, params: xr.Dataset, t
     per_param = {name: np.full((n, len(param_names)), np.nan) for name in ("rel", "cos", "delta")}
     init_norm = np.full(len(param_names), np.nan)
     for j, name in enumerate(param_names):
-        result = weight_metrics(params[name], max_memory)
+        result = weight_metrics(params[name], max_memory, progress=bar.part(n))
         for key, values in per_param.items():
             values[:, j] = result[key]
         init_norm[j] = result["init_norm"]
