@@ -23,3 +23,7 @@ class StoreError(DynamicsError, ValueError):
 
 class StoreLockedError(StoreError):
     """Another writer holds the store's lock file."""
+
+
+class StaleAnalysisWarning(UserWarning):
+    """A stored analysis was computed from other data than the store now holds, and was left out."""

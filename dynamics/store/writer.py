@@ -34,6 +34,7 @@ from dynamics.store import root as root_record
 from dynamics.store import schema, validate
 from dynamics.store.attributes import cf_attrs
 from dynamics.store.chunks import FILL, RowArray, group_document, write_document
+from dynamics.store.freshness import DERIVED_GROUPS, retire_derived
 from dynamics.store.lock import StoreLock, abandoned, sweep_temporary
 from dynamics.store.reader import check_store, quiet_zarr_warnings
 
@@ -176,6 +177,7 @@ class RunWriter:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-writer-{path.name}")
         self._batch: _Batch | None = None  # in flight, or failed and waiting to be written again
         self.closed = False
+        self._derived = any((path / name).exists() for name in DERIVED_GROUPS)   # removed before data change
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -347,7 +349,8 @@ class RunWriter:
         """The write of ``batch`` (on the writer thread, or again on the caller's after a failure):
         create its new arrays (the rows before a new variable's first row hold the fill value, so every
         chunk of the committed range has a file, as the readers check), write its rows, replace the
-        commit record, then write ``after``."""
+        commit record, then write ``after``. Derived groups (an analysis) go first (:meth:`_retire_derived`)."""
+        self._retire_derived()
         plan = []
         for target, rows, n, value in batch.plan:
             if isinstance(target, _NewArray):
@@ -569,12 +572,23 @@ class RunWriter:
         m_steps, ck_steps = self.stored_steps("metrics"), self.stored_steps("checkpoints")
         keep_m = int(np.searchsorted(m_steps, step, side="right"))
         keep_c = int(np.searchsorted(ck_steps, step, side="right"))
+        if keep_m < len(m_steps) or keep_c < len(ck_steps):
+            self._retire_derived()
         for group in ("metrics", "checkpoints"):
             schema.trim_nonfinite(self.nonfinite, group, step)
         self.committed = dict(self.committed, metrics=keep_m, step=int(m_steps[keep_m - 1]) if keep_m else None,
                               checkpoint=keep_c, checkpoint_step=int(ck_steps[keep_c - 1]) if keep_c else None)
         self._write_root_now()
         self._trim_to_committed(delete_rows=True)
+
+    def _retire_derived(self) -> None:
+        """Before the first change of committed data: remove the store's derived groups (an analysis of
+        the data as it was), from the commit record first (:func:`dynamics.store.freshness.retire_derived`)."""
+        if not self._derived:
+            return
+        self._nodes = {key: meta for key, meta in self._nodes.items() if key.split("/")[0] not in DERIVED_GROUPS}
+        retire_derived(self.path, self._write_root_now)
+        self._derived = False
 
     def set_attrs(self, **attrs: Any) -> None:
         """Set root attributes (one write of the commit record, after the write in flight)."""
