@@ -25,6 +25,8 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from dynamics.visible import visible
+
 MODES = ("auto", "bar", "lines", "off")
 
 
@@ -53,11 +55,12 @@ class AnalysisProgress:
         mode = check_mode(mode)
         if mode == "auto":
             mode = "bar" if getattr(self.stream, "isatty", lambda: False)() else "off"
-        self.mode, self.total, self.desc, self.delay, self.interval = mode, max(0, int(total)), desc, delay, interval
+        self.mode, self.total, self.delay, self.interval = mode, max(0, int(total)), delay, interval
+        self.desc = visible(desc)   # a store's name may hold control characters
         self.done, self.start = 0, time.monotonic()
         self._part_end = 0
         self._last_line, self._last_tenth, self._emitted = self.start, 0, -1
-        self.bar = (tqdm(total=self.total, desc=desc, unit="ckpt", delay=delay, file=self.stream, leave=False)
+        self.bar = (tqdm(total=self.total, desc=self.desc, unit="ckpt", delay=delay, file=self.stream, leave=False)
                     if mode == "bar" else None)
 
     def part(self, n: int):

@@ -30,6 +30,7 @@ from analysis.freshness import ALIGNMENT_KEY, SOURCE_ATTR, alignment_kind, analy
 from analysis.progress import AnalysisProgress, check_mode
 from analysis.overfitting import (default_window, log_change_percent, moving_average, relative_change_percent,
                                   transfer_ratio)
+from dynamics.errors import NotWrittenWarning, StoreReadOnlyError
 from analysis.store_io import (group, open_tree, run_identity, store_order, string_coord, with_cf_attrs,
                                write_analysis_group)
 
@@ -62,8 +63,9 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
             takes more than 2 s, on stderr, counted in checkpoint-variables (:mod:`analysis.progress`).
         write: write the result into the store as group ``analysis`` (needs a path: ``run`` itself
             or ``store`` when ``run`` is a DataTree). Skipped, leaving the store untouched, while
-            another process holds the store's lock (a live run: its committed data is analysed) or
-            when the store changed during the analysis (see :mod:`analysis.store_io`).
+            another process holds the store's lock (a live run: its committed data is analysed),
+            when the store changed during the analysis, or — with a NotWrittenWarning — when the
+            store cannot be written (a read-only file system; see :mod:`analysis.store_io`).
 
     Returns the Dataset of DESIGN §6 with attrs ``config`` (JSON), ``optimizer``, ``seed``,
     ``analysis`` (JSON of the settings used), ``kernel_alignment`` and, for a store path, ``source``
@@ -120,7 +122,12 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
     if write:
         if token is None:
             raise ValueError("analyze(write=True) on a DataTree needs store=PATH to write the analysis group into")
-        write_analysis_group(path, result, token, recorded)
+        try:
+            write_analysis_group(path, result, token, recorded)
+        except StoreReadOnlyError as err:   # an archive, a read-only mount: analysed in memory
+            warnings.warn(f"store {path} cannot be written ({err.reason}): its analysis is kept in memory, not "
+                          f"stored in it (`dynamics analyze {path} --out PATH` writes it elsewhere)",
+                          NotWrittenWarning, stacklevel=2)
     return result
 
 
