@@ -5,8 +5,8 @@ commit); a benchmark of the *reader* side needs only a store with the same files
 creates the store with :class:`dynamics.store.RunWriter` (root, probe, coordinates), then writes every
 row array at once with :class:`dynamics.store.chunks.RowArray` — the writer's own array class, chunk
 sizes (:func:`dynamics.store.schema.checkpoint_chunk_rows`) and CF attributes — and commits them with
-the writer's commit record (:mod:`dynamics.store.root`). :func:`check_same_layout` shows, for a small
-size, that the result reads back exactly like a store written checkpoint by checkpoint.
+the writer's commit record (:mod:`dynamics.store.root`), so ``dynamics.open_run`` reads it with all
+its checks (documents against the commit record, every chunk file present).
 
 Contents (float32 like a float32 model's store; a seeded generator, so the same arguments give the
 same bytes): ``probe`` points with 10 classes; per checkpoint an NTK A·Aᵀ whose factor drifts from
