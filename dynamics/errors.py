@@ -58,12 +58,21 @@ def io_error(what: str, err: OSError) -> StoreIOError:
     return cls(f"{what}: {where}{reason}", err.errno, reason)
 
 
+#: errno values of a file system that failed (as opposed to a path the user got wrong: ENOENT, ENOTDIR)
+FILE_SYSTEM_FAILURES = (*NOT_WRITABLE, _errno.ENOSPC, _errno.EDQUOT, _errno.EIO, _errno.EFBIG, _errno.EMFILE,
+                        _errno.ENFILE, _errno.ENOMEM)
+
+
 def exit_status(error: BaseException) -> int:
-    """The command line's exit status for ``error``: 1 when the file system failed (an OSError, a
-    StoreIOError, or a DynamicsError raised from an OSError), 2 for any other DynamicsError."""
-    if isinstance(error, (OSError, StoreIOError)) or isinstance(error.__cause__, OSError):
+    """The command line's exit status for ``error``: 1 when the file system failed — an OSError that
+    reached the command line, a StoreIOError, or a DynamicsError raised from an OSError whose errno is
+    one of :data:`FILE_SYSTEM_FAILURES` (a full disk, a read-only file system, no permission, an I/O
+    error) — and 2 for any other DynamicsError (a bad input: a config, a data file that is missing or
+    malformed, a damaged store)."""
+    if isinstance(error, (OSError, StoreIOError)):
         return 1
-    return 2
+    cause = error.__cause__
+    return 1 if isinstance(cause, OSError) and cause.errno in FILE_SYSTEM_FAILURES else 2
 
 
 class StaleAnalysisWarning(UserWarning):

@@ -79,6 +79,15 @@ def test_exit_status_rule():
             raise StoreError("writing failed") from err
     except StoreError as wrapped:
         assert exit_status(wrapped) == 1
+    import gzip
+    for cause in (FileNotFoundError(2, "No such file"), gzip.BadGzipFile("Not a gzipped file")):
+        try:
+            try:
+                raise cause
+            except OSError as err:
+                raise StoreError("a data file the user named is missing or malformed") from err
+        except StoreError as wrapped:
+            assert exit_status(wrapped) == 2
 
 
 @pytest.mark.parametrize("pages", [0, 1], ids=["full", "one-page-left"])
