@@ -140,11 +140,19 @@ def _write_locked(path: Path, dataset: xr.Dataset, token: dict[str, Any], record
                                                             sort_keys=True)})
     with quiet_zarr_warnings(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"The data type .* does not have a Zarr V3 specification")
-        dataset.to_zarr(str(staging), mode="w", consolidated=True, zarr_format=3)
+        dataset.to_zarr(str(staging), mode="w", consolidated=True, zarr_format=3, encoding=checksummed(dataset))
         rewrite_root(path, with_analysis=False)
         swap_into_place(staging, path / ANALYSIS_GROUP, _aside(path, "old"))
         rewrite_root(path, with_analysis=True)
     return True
+
+
+def checksummed(dataset: xr.Dataset) -> dict[str, dict[str, Any]]:
+    """zarr encoding of every variable of ``dataset``: zstd with its content checksum, as the store's
+    own chunks, so that a corrupted chunk of a stored analysis is detected when read, never decoded
+    into other numbers."""
+    from zarr.codecs import ZstdCodec
+    return {str(name): {"compressors": (ZstdCodec(level=1, checksum=True),)} for name in dataset.variables}
 
 
 def rewrite_root(path: Path, with_analysis: bool) -> None:
@@ -232,7 +240,7 @@ def _write_dataset(path: Path, dataset: xr.Dataset) -> None:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
             warnings.filterwarnings("ignore", message=r"The data type .* does not have a Zarr V3 specification")
-            dataset.to_zarr(str(staging), mode="w", consolidated=True, zarr_format=3)
+            dataset.to_zarr(str(staging), mode="w", consolidated=True, zarr_format=3, encoding=checksummed(dataset))
         swap_into_place(staging, path, path.parent / f".{path.name}.old-{os.getpid()}.tmp")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -295,7 +303,7 @@ def fresh_analysis(store: Path, *, centered_alignment: bool = False) -> tuple[xr
     current = analysis_token(source_token(store), centered_alignment=centered_alignment)
     try:
         stored = read_analysis_group(store)
-    except (OSError, ValueError, KeyError, TypeError) as err:   # damaged: computed (and written) again
+    except Exception as err:   # damaged (a truncated document, a corrupted chunk): computed and written again
         return None, f"its analysis group cannot be read ({type(err).__name__}: {err})"
     if stored is None:
         return None, "no analysis group"

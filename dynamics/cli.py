@@ -456,12 +456,13 @@ def notes(command: str) -> Iterator[list[str]]:
     ``dynamics COMMAND: note: ...`` on stderr instead of a Python warning; the block's list receives
     the NotWrittenWarning messages (the results that stayed in memory)."""
     not_written: list[str] = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("default")
-        try:
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
             yield not_written
-        finally:
-            _print_notes(command, caught, not_written)
+    finally:   # outside the recording block: the other warnings are shown as usual, not recorded again
+        _print_notes(command, caught, not_written)
 
 
 def _print_notes(command: str, caught: list, not_written: list[str]) -> None:

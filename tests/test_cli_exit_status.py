@@ -136,3 +136,18 @@ def test_config_from_a_pipe(capsys):
     finally:
         os.close(read)
     assert 'preset = "digits"' in capsys.readouterr().out
+
+
+def test_notes_print_one_line_each_and_show_other_warnings_once(capsys):
+    import warnings
+
+    from dynamics.cli import notes
+    from dynamics.errors import NotWrittenWarning, StaleAnalysisWarning
+    with notes("analyze") as not_written:
+        warnings.warn("kept in memory", NotWrittenWarning)
+        warnings.warn("left out", StaleAnalysisWarning)
+        warnings.warn("something else", RuntimeWarning)
+    err = capsys.readouterr().err
+    assert not_written == ["kept in memory"]
+    assert "dynamics analyze: note: kept in memory\n" in err and "dynamics analyze: note: left out\n" in err
+    assert err.count("RuntimeWarning: something else") == 1

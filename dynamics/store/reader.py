@@ -166,17 +166,29 @@ def open_run(path: str | os.PathLike, *, analysis: str = "fresh") -> Any:
 
 
 def _derived_group(path: Path, child: str) -> Any:
-    """Group ``child`` written after training (``analysis``), lazily: groups that are replaced as a
-    whole are read from their own metadata, never from the root's consolidated copy, which a killed
-    rewrite may have left behind. StoreError naming the group's file when it cannot be opened."""
+    """Group ``child`` written after training (``analysis``: small, loaded at once): groups that are
+    replaced as a whole are read from their own metadata, never from the root's consolidated copy,
+    which a killed rewrite may have left behind. StoreError naming the group's file, or the variable
+    and chunk file, when it cannot be read."""
     import xarray as xr
+    hint = (f"`dynamics analyze {path}` writes the analysis again; open_run(path, analysis=\"omit\") opens "
+            f"the training data")
     try:
-        return xr.open_dataset(path, group=child, engine="zarr", consolidated=False, zarr_format=3, chunks=None)
+        dataset = xr.open_dataset(path, group=child, engine="zarr", consolidated=False, zarr_format=3, chunks=None)
     except Exception as err:
         raise StoreError(f"store {path}: group {child} cannot be opened ({type(err).__name__}: {err}); its "
-                         f"metadata under {path / child} is missing or damaged (`dynamics analyze {path}` "
-                         f"writes the analysis again; open_run(path, analysis=\"omit\") opens the training data)"
-                         ) from None
+                         f"metadata under {path / child} is missing or damaged ({hint})") from None
+    try:
+        return dataset.load()
+    except Exception as err:
+        dataset.close()
+        import zarr
+        group = zarr.open_group(str(path / child), mode="r", zarr_format=3, use_consolidated=False)
+        for name, array in group.arrays():
+            bad = validate.first_bad_chunk(path, child, name, array)
+            if bad is not None:
+                raise StoreError(f"{bad} ({hint})") from None
+        raise StoreError(f"store {path}: group {child} cannot be read ({type(err).__name__}: {err}); {hint}") from None
 
 
 def _fresh(path: Path, dataset: Any, committed: dict[str, Any], mode: str) -> bool:

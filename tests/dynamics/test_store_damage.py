@@ -220,3 +220,17 @@ def test_damaged_chunk_of_an_analysed_store_is_named_not_called_out_of_date(tmp_
     with pytest.raises(StoreError, match=rf"store {store}: chunk c.0.0 of params/w \(rows 0–\d+, file "
                                          rf"{store}/params/w/c.0.0\) cannot be read"):
         open_run(store)
+
+
+def test_damaged_analysis_chunk_is_named_and_computed_again_by_open_runs(tmp_path):
+    from analysis import analyze, open_runs
+    store = _write(tmp_path / "run.zarr")
+    analyze(store, probe_checkpoints="none")
+    chunk = store / "analysis" / "ntk_alignment_init" / "c" / "0"
+    _flip(chunk)
+    with pytest.raises(StoreError, match=rf"store {store}: chunk c/0 of analysis/ntk_alignment_init .*file {chunk}\) "
+                                         rf"cannot be read"):
+        open_run(store)
+    assert "analysis" not in open_run(store, analysis="omit").children
+    assert open_runs([store]).sizes["run"] == 1          # derived data: computed and written again
+    assert open_run(store, analysis="require")["analysis"].sizes["checkpoint"] == 3
