@@ -11,10 +11,12 @@ For each size it prints the wall time and the time per checkpoint of
 - ``open_run`` (the committed view of the store, lazily);
 - ``analyze`` without linear probes (every other metric; no write): the part whose cost depends on
   how checkpoints are read. Time per checkpoint roughly constant = linear scaling;
-- the NTK's checkpoints read one store request each (how the analysis read a variable too large for
-  its whole-array budget before, the baseline of this run) against blocks of checkpoints
-  (:class:`analysis.checkpoint_blocks.CheckpointBlocks`, what it does now), with the default budget
-  ``max_memory`` = 1 GiB: the NTK of 10,000 checkpoints (327 MB as float64) exceeds its quarter.
+- the same analysis with the reader it had before (the baseline of this run): a variable within the
+  whole-array budget (``max_memory`` / 4 = 256 MiB as float64) read at once, a larger one with one
+  store request per checkpoint, each decoding the whole chunk around it; the NTK of 10,000
+  checkpoints (327 MB as float64) is past that budget;
+- the NTK's checkpoints alone read one store request each against blocks of checkpoints
+  (:class:`analysis.checkpoint_blocks.CheckpointBlocks`, what the analysis does now).
 
 Linear probes (a cross-validated logistic regression per layer and checkpoint) cost the same at every
 size; their time per checkpoint is measured once, on the smallest store (``--probe-checkpoints``
@@ -27,6 +29,7 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -42,6 +45,21 @@ def timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def previous_reader(array, max_memory: int, progress=None):
+    """The reader of the analysis before blocks: whole array within ``max_memory`` / 4, else one store
+    request per checkpoint."""
+    if array.size * 8 <= max_memory // 4:
+        whole = np.asarray(array.values, dtype=np.float64)
+        return lambda c: whole[c]
+    return lambda c: np.asarray(array.isel(checkpoint=c).values, dtype=np.float64)
+
+
+def analyze_with_previous_reader(path: Path) -> float:
+    from analysis import checkpoint_metrics
+    with mock.patch.object(checkpoint_metrics, "checkpoint_reader", previous_reader):
+        return timed(lambda: analyze(path, probe_checkpoints="none", write=False, progress="off"))
 
 
 def per_checkpoint_reads(path: Path) -> float:
@@ -74,7 +92,8 @@ def main() -> None:
     print(environment_line())
     print("store: NTK 64x64, 3 representations 64x32, 4 tensors 32x32 per checkpoint (float32)")
     header = (f"{'checkpoints':>11}{'build [s]':>11}{'open [s]':>10}{'analyze [s]':>13}{'ms/ckpt':>9}"
-              f"{'vs first':>10}{'ntk 1/req [s]':>15}{'ntk blocks [s]':>16}{'requests':>10}")
+              f"{'vs first':>10}{'before [s]':>12}{'ms/ckpt':>9}{'ntk 1/req [s]':>15}{'ntk blocks [s]':>16}"
+              f"{'requests':>10}")
     print(header)
     first = None
     probe_ms = None
@@ -88,10 +107,12 @@ def main() -> None:
             t_analyze = timed(lambda: analyze(path, probe_checkpoints="none", write=False, progress="off"))
             per = 1e3 * t_analyze / n
             first = per if first is None else first
+            t_before = analyze_with_previous_reader(path)
             t_single = per_checkpoint_reads(path)
             t_blocks, requests = block_reads(path, DEFAULT_MAX_MEMORY)
             print(f"{n:>11}{t_build:>11.1f}{t_open:>10.2f}{t_analyze:>13.2f}{per:>9.2f}{per / first:>9.2f}x"
-                  f"{t_single:>15.2f}{t_blocks:>16.2f}{requests:>10}", flush=True)
+                  f"{t_before:>12.2f}{1e3 * t_before / n:>9.2f}{t_single:>15.2f}{t_blocks:>16.2f}{requests:>10}",
+                  flush=True)
             if probe_ms is None:
                 k = min(args.probe_checkpoints, n)
                 with_probes = timed(lambda: analyze(path, probe_checkpoints=list(range(k)), write=False,
