@@ -81,6 +81,11 @@ class InactiveRecorder:
         return self._closed
 
     @property
+    def ntk_at_once(self) -> None:
+        """None (rank 0 computes the NTKs)."""
+        return None
+
+    @property
     def state_path(self) -> Path:
         return self.path / "resume" / "state.pt"
 

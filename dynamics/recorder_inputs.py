@@ -1,10 +1,12 @@
 """What a :class:`dynamics.recorder.Recorder` is given, checked at its construction: the probe (finite
 floating-point inputs with one leading sample dimension, labels of the same length, inputs the model
-can take), the probe's positions in the data set, the names of the trained parameters, and positive
-integer options. Each check raises TypeError/ValueError naming the bad value."""
+can take), the probe's positions in the data set, and positive integer options (the names of the
+trained parameters: :mod:`dynamics.recorder_names`). Each check raises TypeError/ValueError naming
+the bad value."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -77,22 +79,6 @@ def check_probe_fits(model: nn.Module, x: np.ndarray, device: torch.device | Non
     return drew, int(np.prod(out.shape[1:], dtype=np.int64))
 
 
-def check_parameter_names(model: nn.Module) -> None:
-    """ValueError when two trained parameters share a store name, or one is named like a coordinate
-    of the ``params`` group (``checkpoint``, ``step``, ``epoch``)."""
-    seen: dict[str, str] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        key = schema.store_name(name)
-        if key in schema.CHECKPOINT_COORDS or key in schema.LEGACY_CHECKPOINT_COORDS:
-            raise ValueError(f"parameter {name!r} would be stored as {key!r}, the name of a coordinate of the "
-                             f"params group; rename it")
-        if key in seen:
-            raise ValueError(f"parameters {seen[key]!r} and {name!r} would both be stored as {key!r}; rename one")
-        seen[key] = name
-
-
 def check_positive(name: str, value: Any) -> int:
     """``value`` if it is an int ≥ 1; TypeError (not an int, or a bool) or ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int):
@@ -100,3 +86,20 @@ def check_positive(name: str, value: Any) -> int:
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return value
+
+
+def check_options(ntk: Any, ntk_background: Any, params: Any, ntk_chunk_size: Any, flush_every: Any,
+                  flush_secs: Any) -> tuple[int, float]:
+    """Check the Recorder's options (TypeError/ValueError naming the bad one); (flush_every, flush_secs)."""
+    for option, value in (("ntk", ntk), ("ntk_background", ntk_background)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{option} must be True or False, got {value!r}")
+    if params is not None:
+        schema.check_params_mode(params)
+    if ntk_chunk_size is not None:
+        check_positive("ntk_chunk_size", ntk_chunk_size)
+    flush_every = check_positive("flush_every", flush_every)
+    if isinstance(flush_secs, bool) or not isinstance(flush_secs, (int, float)) or not flush_secs > 0 \
+            or not math.isfinite(flush_secs):
+        raise ValueError(f"flush_secs must be a finite number of seconds > 0, got {flush_secs!r}")
+    return flush_every, float(flush_secs)

@@ -12,6 +12,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
+from dynamics.store.names import original
+
 STEP_LABEL = "training step (updates)"
 
 
@@ -107,8 +109,9 @@ def note(ax, text: str) -> None:
 
 
 def display_name(store_name: str) -> str:
-    """Human name of a store layer/parameter name: ``blocks__0__F__linear__weight`` -> ``blocks.0.F.linear.weight``."""
-    return str(store_name).replace("__", ".")
+    """Human name of a store layer/parameter key: ``blocks__0__F__linear__weight`` -> ``blocks.0.F.linear.weight``,
+    ``d__enc-2f0`` -> ``d.enc/0`` (:func:`dynamics.store.names.original`)."""
+    return original(str(store_name))
 
 
 def short(text: str, width: int = 22) -> str:

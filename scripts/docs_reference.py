@@ -237,8 +237,10 @@ def store_variables_page() -> str:
              "Every variable carries the CF attributes `long_name`, `units` (\"1\" when dimensionless, "
              "\"s\", \"%\") and `description`, from one registry. The tables below are that registry. "
              "A name it does not know (a scalar you log under your own name) gets a generic entry; "
-             "`rep_<layer>` and the parameter variables are named after the model's modules, with "
-             "`.` replaced by `__`.", ""]
+             "`rep_<layer>` and the parameter variables are named by the store keys of the model's "
+             "module and parameter names (`.` replaced by `__`, other characters escaped; the name "
+             "itself is the variable's attribute `name`: [What a Recorder promises]"
+             "(../guide/recording.md#names-become-store-keys-by-one-rule)).", ""]
     for group, what in GROUPS.items():
         lines += [f"## `{group}`", "", f"{what[0].upper()}{what[1:]}.", "",
                   "| variable | long_name | units | description |", "|---|---|---|---|"]

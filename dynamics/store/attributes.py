@@ -16,7 +16,7 @@ update k has step k); ``epoch`` is step / steps per epoch.
 
 from __future__ import annotations
 
-import re
+from dynamics.store import names
 
 Entry = tuple[str, str, str]   # (long_name, units, description)
 
@@ -143,31 +143,37 @@ _GROUPS: dict[str, dict[str, Entry]] = {
 _GROUPS["analysis"].update({k: v for k, v in _GROUPS["checkpoints"].items() if k.endswith(("_loss", "_acc"))})
 
 
-def _pattern(group: str, name: str) -> Entry | None:
+def _pattern(group: str, name: str, original: str | None) -> Entry | None:
     if group == "checkpoints" and name.startswith("rep_"):
-        layer = name.removeprefix("rep_")
+        layer = original or names.original(name.removeprefix("rep_"))
         return (f"representation of {layer}", "1",
-                f"output of layer {layer!r} (module name with '.' → '__') on the probe inputs, flattened per sample")
+                f"output of layer {layer!r} on the probe inputs, flattened per sample (variable name: "
+                f"'rep_' + the layer's store key, dynamics.store.names)")
     if group == "params":
-        return (f"parameter {name}", "1", f"value of the trained parameter {name!r} (module path with '.' → '__') "
-                                          f"at the checkpoint; NaN at checkpoints that store none (params = first_last)")
+        param = original or names.original(name)
+        return (f"parameter {param}", "1", f"value of the trained parameter {param!r} at the checkpoint (variable "
+                                           f"name: its store key, dynamics.store.names); NaN at checkpoints "
+                                           f"that store none (params = first_last)")
     return None
 
 
-def entry(group: str, name: str) -> Entry:
+def entry(group: str, name: str, original: str | None = None) -> Entry:
     """(long_name, units, description) of variable ``name`` of ``group``: the registry's entry, a
-    pattern's (``rep_<layer>``, parameters), or a generic one for names it does not know."""
-    known = _GROUPS.get(group, {}).get(name) or _pattern(group, name)
+    pattern's (``rep_<layer>``, parameters), or a generic one for names it does not know.
+    ``original``: the name the user gave the variable, where its key differs
+    (:mod:`dynamics.store.names`)."""
+    known = _GROUPS.get(group, {}).get(name) or _pattern(group, name, original)
     if known is not None:
         return known
-    if group == "metrics" and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        return (name, "1", f"scalar {name!r} logged by the training loop per step (not one of dynamics' own names)")
-    return (name, "1", f"scalar {name!r} recorded by the caller (not one of dynamics' own names)")
+    shown = original or name
+    if group == "metrics":
+        return (shown, "1", f"scalar {shown!r} logged by the training loop per step (not one of dynamics' own names)")
+    return (shown, "1", f"scalar {shown!r} recorded by the caller (not one of dynamics' own names)")
 
 
-def cf_attrs(group: str, name: str) -> dict[str, str]:
+def cf_attrs(group: str, name: str, original: str | None = None) -> dict[str, str]:
     """``{"long_name", "units", "description"}`` of variable ``name`` of ``group`` (see :func:`entry`)."""
-    long_name, units, description = entry(group, name)
+    long_name, units, description = entry(group, name, original)
     return {"long_name": long_name, "units": units, "description": description}
 
 

@@ -12,8 +12,9 @@ A run store is one zarr v3 group (DESIGN §4):
   ``checkpoint_step`` (int64) and ``checkpoint_epoch`` (float64) — named ``step`` and ``epoch`` in
   stores written before, which readers see renamed (:data:`LEGACY_CHECKPOINT_COORDS`); one float64 variable per checkpoint scalar; ``ntk``
   (checkpoint, probe, probe_); ``rep_<layer>`` (checkpoint, probe, unit_<layer>).
-- ``params``: same coordinates as ``checkpoints``; one variable per trained parameter, named with
-  "." → "__", dims (checkpoint, <name>_dim0, <name>_dim1, …).
+- ``params``: same coordinates as ``checkpoints``; one variable per trained parameter, named by its
+  store key (:mod:`dynamics.store.names`: "." → "__", other characters escaped; the name itself is
+  the variable's attribute ``name``), dims (checkpoint, <key>_dim0, <key>_dim1, …).
 - ``probe``: ``x`` (probe, feature) — (probe, feature_0, feature_1, …) for inputs of rank > 2 —
   and ``y`` (probe) or (probe, output).
 
@@ -30,9 +31,10 @@ chunk, and are read and appended to the same way); zstd level 1; chunk keys use 
      "variables": {"metrics": [...], "checkpoints": [...], "params": [...]}}
 
 Readers use the first ``rows`` / ``checkpoints`` entries of the listed variables only.
-``nonfinite`` counts the non-finite scalars that were stored as NaN::
+``nonfinite`` counts the non-finite values: scalars (stored as NaN) by row, and the rows of array
+variables (parameters, NTK, representations; stored as they are) that hold one, per variable key::
 
-    {"metrics": {"loss": {"count": 3, "steps": [[120, 122]]}}, "checkpoints": {...}}
+    {"metrics": {"loss": {"count": 3, "steps": [[120, 122]]}}, "checkpoints": {...}, "params": {...}}
 
 (``steps`` are inclusive runs, kept so that truncation can keep the counts exact).
 """
@@ -41,7 +43,6 @@ from __future__ import annotations
 
 import json
 import numbers
-import re
 from typing import Any
 
 import numpy as np
@@ -98,22 +99,16 @@ def identity_attrs(config: dict | None) -> dict[str, Any]:
     return out
 
 
+#: Keys no metric or checkpoint scalar may take (besides ``rep_*``): coordinates, and the names of the
+#: Recorder's own variables (:class:`dynamics.recorder_names.RecorderNames`).
 RESERVED_SCALARS = {"step", "epoch", "checkpoint", "checkpoint_step", "checkpoint_epoch", "ntk", "probe", "x", "y"}
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def store_name(name: str) -> str:
-    """The store name of a module or parameter: "." → "__" (``blocks.0.F`` → ``blocks__0__F``)."""
-    return name.replace(".", "__")
-
-
-def check_scalar_name(name: str, group: str) -> str:
-    """``name`` if it can name a scalar variable of ``group``; otherwise ValueError naming it."""
-    if not _NAME.match(name):
-        raise ValueError(f"scalar name {name!r} must be an identifier (letters, digits, underscore)")
-    if name in RESERVED_SCALARS or name.startswith("rep_"):
-        raise ValueError(f"scalar name {name!r} is reserved in the {group} group; choose another name")
-    return name
+    """The store key of a module, parameter or scalar name: :func:`dynamics.store.names.encode`
+    ("." → "__" between parts, other characters escaped: ``blocks.0.F`` → ``blocks__0__F``)."""
+    from dynamics.store.names import encode
+    return encode(name)
 
 
 INT64_MAX = 2 ** 63 - 1

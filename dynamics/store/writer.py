@@ -11,8 +11,10 @@ are intact and whose consolidated metadata shows exactly them to plain xarray. A
 metrics rows logged up to it are one batch with one commit. Rows past ``committed`` (and their
 variables) are ignored by every reader, and trimmed on resume and at close.
 
-Appends run on a writer thread (one batch in flight at a time), so writing overlaps training; a
-batch is kept until its write succeeded (see :class:`RunWriter`).
+Appends run on a writer thread (one batch in flight at a time), so writing overlaps training. A
+failure of the store (a full disk) keeps the batch until its write succeeded; a new variable that
+cannot be created is left out of the commit, so it never holds up the rows of the others
+(:mod:`dynamics.store.batch`, :class:`RunWriter`).
 """
 
 from __future__ import annotations
@@ -20,11 +22,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import zarr
@@ -32,48 +32,13 @@ import zarr
 from dynamics.errors import StoreError
 from dynamics.store import root as root_record
 from dynamics.store import schema, validate
-from dynamics.store.attributes import cf_attrs
-from dynamics.store.chunks import FILL, RowArray, group_document, write_document
+from dynamics.store.batch import Batch, NewArray, check_columns, clearing_previous, plan_rows
+from dynamics.store.chunks import RowArray
+from dynamics.store.create import create_store
 from dynamics.store.freshness import DERIVED_GROUPS, retire_derived
-from dynamics.store.lock import StoreLock, abandoned, sweep_temporary
+from dynamics.store.lock import StoreLock, sweep_temporary
+from dynamics.store.names import NAME_ATTR, Stored
 from dynamics.store.reader import check_store, quiet_zarr_warnings
-
-
-def _versions() -> dict[str, str]:
-    import torch
-    import xarray
-
-    import dynamics
-    return {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__,
-            "xarray": xarray.__version__, "zarr": zarr.__version__, "dynamics": dynamics.__version__}
-
-
-def _create_array(path: Path, group: str, name: str, dims: tuple[str, ...], shape: tuple[int, ...],
-                  chunk_rows: int, dtype: Any, attrs: dict | None = None) -> RowArray:
-    """A new array ``group/name`` of store ``path`` (:class:`dynamics.store.chunks.RowArray`, chunks of
-    ``chunk_rows`` rows) with the registry's CF attributes (:func:`dynamics.store.attributes.cf_attrs`)
-    and ``attrs``."""
-    attributes = {**cf_attrs(group, name), **(attrs or {})}
-    return RowArray.create(path / group / name, dims, shape, chunk_rows, dtype, attributes)
-
-
-#: Rows a row array grows to at least: chunks never written take no space, so a large first block
-#: costs nothing and spares most runs any further growth of their checkpoint arrays.
-MIN_CAPACITY = 64
-
-
-def _capacity(current: int, needed: int, chunk: int) -> int:
-    """Length to grow a row array to so that it holds ``needed`` rows: at least double ``current``
-    and at least :data:`MIN_CAPACITY`, rounded up to a whole number of chunks (growing rewrites the
-    array's ``zarr.json``; writing rows inside the capacity writes chunk data only)."""
-    target = max(needed, 2 * current, MIN_CAPACITY)
-    return -(-target // chunk) * chunk
-
-
-def _probe_dims(ndim: int, base: str) -> tuple[str, ...]:
-    if ndim == 2:
-        return ("probe", base)
-    return ("probe",) + tuple(f"{base}_{i}" for i in range(ndim - 1))
 
 
 def _strip_consolidated(path: Path) -> None:
@@ -87,73 +52,10 @@ def _strip_consolidated(path: Path) -> None:
     os.replace(tmp, meta_path)
 
 
-def _grow_then_write(plan: list) -> None:
-    """Grow every planned array, then write its new rows, one array after another (the first failure
-    stops the batch; nothing is left running).
-
-    ``plan``: (:class:`RowArray`, first row, rows, values) per array. Arrays grow in blocks (see
-    :func:`_capacity`), so most appends rewrite no array metadata. Nothing here is visible as
-    committed: the commit record is replaced only after the batch.
-    """
-    for array, rows, n, values in plan:
-        if array.shape[0] < rows + n:
-            array.resize(_capacity(array.shape[0], rows + n, array.chunk_rows))
-        array.write_rows(rows, values)
-
-
-def _sweep_abandoned_creations(path: Path) -> None:
-    """Delete ``.NAME.creating-PID`` folders next to ``path`` left by creators that were killed."""
-    for staging in path.parent.glob(f".{path.name}.creating-*"):
-        if staging.is_dir() and abandoned(staging):
-            shutil.rmtree(staging, ignore_errors=True)
-
-
 def _remove_partial_files(path: Path) -> None:
     """Delete temporary files (``*.partial``) that a killed write left behind."""
     for partial in path.rglob("*.partial"):
         partial.unlink(missing_ok=True)
-
-
-def _clearing_previous(names: list[str], plan: list) -> list:
-    """The writes that set each parameter's previous row to NaN once a ``params`` plan of one
-    checkpoint is committed ("first_last", :data:`schema.PARAMS_MODES`): (array, row, 1, θ) →
-    (array, row − 1, 1, NaN). They run after the commit, so a kill at any moment leaves the latest
-    committed parameters in place (and at worst the previous row too)."""
-    out = []
-    for name, (target, rows, _, value) in zip(names, plan):
-        coordinate = name in schema.CHECKPOINT_COORDS or name in schema.LEGACY_CHECKPOINT_COORDS
-        if not coordinate and not isinstance(target, _NewArray) and value.dtype.kind == "f":
-            out.append((target, rows - 1, 1, np.full((1,) + value.shape[1:], np.nan, dtype=value.dtype)))
-    return out
-
-
-class _NewArray(NamedTuple):
-    """A row array that a batch creates before writing its first rows."""
-    group: str
-    name: str
-    dims: tuple[str, ...]
-    shape: tuple[int, ...]
-    chunk_rows: int
-    dtype: np.dtype
-    attrs: dict
-
-
-class _Batch:
-    """One write: the new arrays and rows of ``plan``, then the commit record of ``committed``, then
-    the writes of ``after`` (rows of committed data that the commit makes redundant).
-
-    It is kept by the writer until it succeeded: a batch whose write failed is written again by the
-    next :meth:`RunWriter.wait` (every step of it can be repeated), so no row is lost to a transient
-    failure (a full disk)."""
-
-    def __init__(self, what: str, plan: list, committed: dict, nonfinite: dict, attrs: dict,
-                 after: list | None = None) -> None:
-        self.what, self.plan, self.committed, self.nonfinite, self.attrs = what, plan, committed, nonfinite, attrs
-        self.after = after or []
-        self.future: Future | None = None
-        #: (group, name) → (shape per row, dtype) of the arrays this batch creates
-        self.created = {(t.group, t.name): (tuple(t.shape[1:]), np.dtype(t.dtype))
-                        for t, *_ in plan if isinstance(t, _NewArray)}
 
 
 class RunWriter:
@@ -175,7 +77,11 @@ class RunWriter:
         self._arrays: dict[tuple[str, str], RowArray] = {}
         self._rows_past_committed = False  # a write that failed may have left rows past ``committed``
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-writer-{path.name}")
-        self._batch: _Batch | None = None  # in flight, or failed and waiting to be written again
+        self._batch: Batch | None = None  # in flight, or failed and waiting to be written again
+        self._labels: dict[tuple[str, str], str] = {}   # (group, key) → the user's name (attribute "name")
+        self._unreported: list[str] = []   # variables a committed batch left out, not yet raised
+        #: what this writer could not store (variables left out of a commit): the store ends "failed"
+        self.lost: list[str] = []
         self.closed = False
         self._derived = any((path / name).exists() for name in DERIVED_GROUPS)   # removed before data change
 
@@ -188,59 +94,9 @@ class RunWriter:
 
         ``attrs``: further root attributes (JSON values), e.g. ``params`` (:data:`schema.PARAMS_MODES`),
         ``optimizer``, ``seed``, ``preset``. ``probe_index``: (probe,) int64 positions of the probe
-        samples in the data set, stored as ``probe/probe_index``."""
+        samples in the data set, stored as ``probe/probe_index`` (:func:`dynamics.store.create.create_store`)."""
         path = Path(path)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise StoreError(f"{path} already exists; open it with resume=True or choose another path")
-        try:
-            config_json = json.dumps(config if config is not None else {}, sort_keys=True)
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"config must be JSON-serialisable: {err}") from None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _sweep_abandoned_creations(path)
-        staging = path.parent / f".{path.name}.creating-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        lock = StoreLock(staging)
-        try:
-            lock.acquire()
-            cls._build(staging, config_json, probe_x, probe_y, attrs or {}, probe_index)
-            try:
-                os.rename(staging, path)
-            except OSError:
-                raise StoreError(f"{path} was created by another process meanwhile") from None
-            lock.moved_to(path)
-        except BaseException:
-            lock.release()
-            raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return cls(path, lock)
-
-    @staticmethod
-    def _build(path: Path, config_json: str, probe_x: np.ndarray, probe_y: np.ndarray, extra: dict,
-               probe_index: np.ndarray | None) -> None:
-        for group in ("metrics", "checkpoints", "params", "probe"):
-            (path / group).mkdir()
-            write_document(path / group, group_document())
-        _create_array(path, "metrics", "step", ("step",), (0,), schema.METRICS_CHUNK, np.int64)
-        _create_array(path, "metrics", "epoch", ("step",), (0,), schema.METRICS_CHUNK, np.float64)
-        for group in ("checkpoints", "params"):
-            coord_chunk = schema.checkpoint_chunk_rows(8)
-            _create_array(path, group, "checkpoint", ("checkpoint",), (0,), coord_chunk, np.int64)
-            _create_array(path, group, "checkpoint_step", ("checkpoint",), (0,), coord_chunk, np.int64)
-            _create_array(path, group, "checkpoint_epoch", ("checkpoint",), (0,), coord_chunk, np.float64)
-        probe_arrays = [("x", probe_x, "feature"), ("y", probe_y, "output")]
-        if probe_index is not None:
-            probe_arrays.append(("probe_index", probe_index, ""))
-        for name, data, base in probe_arrays:
-            dims = ("probe",) if data.ndim == 1 else _probe_dims(data.ndim, base)
-            _create_array(path, "probe", name, dims, data.shape, data.shape[0], data.dtype).write_rows(0, data)
-        attrs = {"schema": schema.SCHEMA, "config": config_json, "versions": json.dumps(_versions()),
-                 "status": "running", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                 "committed": json.dumps(schema.empty_committed()), "nonfinite": json.dumps({}), **extra}
-        view = root_record.committed_view(root_record.read_nodes(path), schema.empty_committed())
-        root_record.write_root(path, root_record.root_document(attrs, view))
+        return cls(path, create_store(path, config, probe_x, probe_y, attrs or {}, probe_index))
 
     @classmethod
     def resume(cls, path: str | os.PathLike) -> RunWriter:
@@ -345,26 +201,25 @@ class RunWriter:
         self.attrs = attrs
 
     # ----------------------------------------------------------------- writing in the background
-    def _run(self, batch: _Batch) -> None:
+    def _run(self, batch: Batch) -> None:
         """The write of ``batch`` (on the writer thread, or again on the caller's after a failure):
-        create its new arrays (the rows before a new variable's first row hold the fill value, so every
-        chunk of the committed range has a file, as the readers check), write its rows, replace the
-        commit record, then write ``after``. Derived groups (an analysis) go first (:meth:`_retire_derived`)."""
+        :meth:`dynamics.store.batch.Batch.run` — new arrays (the rows before a new variable's first row
+        hold the fill value, so every chunk of the committed range has a file, as the readers check),
+        the rows, the commit record, then ``after``. Derived groups (an analysis) go first
+        (:meth:`_retire_derived`)."""
         self._retire_derived()
-        plan = []
-        for target, rows, n, value in batch.plan:
-            if isinstance(target, _NewArray):
-                key = f"{target.group}/{target.name}"
-                array = _create_array(self.path, target.group, target.name, target.dims, target.shape,
-                                      target.chunk_rows, target.dtype, target.attrs)
-                array.fill_rows(rows)
-                self._arrays[(target.group, target.name)] = array
-                self._nodes[key] = array.document
-                target = array
-            plan.append((target, rows, n, value))
-        _grow_then_write(plan)
-        root_record.write_root(self.path, self._document(batch.attrs, batch.committed))
-        _grow_then_write(batch.after)
+
+        def created(target: NewArray, array: RowArray) -> None:
+            self._arrays[(target.group, target.name)] = array
+            self._nodes[f"{target.group}/{target.name}"] = array.document
+
+        def forget(group: str, name: str) -> None:
+            self._arrays.pop((group, name), None)
+            self._nodes.pop(f"{group}/{name}", None)
+
+        def write_root(committed: dict, attrs: dict) -> None:
+            root_record.write_root(self.path, self._document(attrs, committed))
+        batch.run(self.path, created, forget, write_root)
 
     @property
     def idle(self) -> bool:
@@ -399,12 +254,46 @@ class RunWriter:
                              f"of it is committed, and the next flush or close writes it again") from err
         self.committed, self.nonfinite, self.attrs = batch.committed, batch.nonfinite, batch.attrs
         self._batch = None
+        for (group, name), err in batch.dropped.items():
+            label = self._labels.get((group, name))
+            text = (f"{self.path}: {group}/{name}" + (f" ({label!r})" if label is not None and label != name else "")
+                    + f" could not be created ({type(err).__name__}: {err}); {batch.what} was committed without it")
+            self.lost.append(text)
+            self._unreported.append(text)
+        if raise_errors and self._unreported:
+            texts, self._unreported = self._unreported, []
+            raise StoreError("; ".join(texts))
+
+    def report(self) -> None:
+        """Without waiting: raise what a finished write has to say — StoreError for its failure (the
+        batch is kept; the next ``wait`` writes it again) or for variables it had to leave out of its
+        commit — each once."""
+        batch = self._batch
+        if (batch is not None and batch.future is not None and batch.future.done()) or self._unreported:
+            self.wait()
+
+    def label(self, group: str, key: str, name: str) -> None:
+        """Store ``name`` (the user's) as attribute ``name`` of variable ``group/key`` when it is created."""
+        self._labels[(group, key)] = name
+
+    def existing(self, group: str) -> dict[str, Stored]:
+        """Committed variables of ``group`` but its coordinates: key → :class:`dynamics.store.names.Stored`
+        (the user's name as stored in attribute ``name``, or None; dimensions and shape per row)."""
+        coords = set(schema.METRICS_COORDS if group == "metrics" else schema.checkpoint_coords(self.committed))
+        out = {}
+        for key in self.committed["variables"][group]:
+            meta = self._nodes.get(f"{group}/{key}", {})
+            if key not in coords:
+                label = meta.get("attributes", {}).get(NAME_ATTR)
+                out[key] = Stored(label if isinstance(label, str) else None,
+                                  tuple(meta.get("dimension_names", ())[1:]), tuple(meta.get("shape", ())[1:]))
+        return out
 
     def _submit(self, what: str, plan: list, changes: dict, nonfinite: dict, wait: bool,
                 after: list | None = None) -> None:
         committed = dict(self.committed, **changes)
         attrs = dict(self.attrs, committed=json.dumps(committed), nonfinite=json.dumps(nonfinite))
-        batch = _Batch(what, plan, committed, nonfinite, attrs, after)
+        batch = Batch(what, plan, committed, nonfinite, attrs, after)
         self._batch = batch
         batch.future = self._executor.submit(self._run, batch)
         if wait:
@@ -413,69 +302,14 @@ class RunWriter:
     # ----------------------------------------------------------------- appends
     def _check_columns(self, group: str, columns: dict[str, tuple[tuple[str, ...], np.ndarray]],
                        ahead: dict[str, tuple[tuple[str, ...], np.ndarray]] | None = None) -> dict:
-        """``columns`` with values cast to their stored dtype, after checking shapes and dtypes against
-        the committed variables of ``group`` (else the batch in flight, else the columns ``ahead``
-        that an earlier append will write first): StoreError naming the variable for another shape
-        per row, or for a dtype that the stored one cannot hold exactly (float64 into float32)."""
-        names = set(self.committed["variables"][group])
-        checked = {}
-        for name, (dims, data) in columns.items():
-            layout = None
-            if name in names:
-                array = self._array(group, name)
-                layout = array.shape[1:], np.dtype(array.dtype)
-            elif self._batch is not None and (group, name) in self._batch.created:   # in flight, or failed and kept
-                layout = self._batch.created[(group, name)]
-            elif ahead and name in ahead:
-                layout = ahead[name][1].shape[1:], ahead[name][1].dtype
-            if layout is not None:
-                shape, stored = layout
-                if shape != data.shape[1:]:
-                    raise StoreError(f"{group}/{name} has shape {shape} per row in the store, got "
-                                     f"{data.shape[1:]}")
-                if data.dtype != stored:
-                    if not np.can_cast(data.dtype, stored, casting="safe"):
-                        raise StoreError(f"{group}/{name} is stored as {stored}, got {data.dtype}: writing it "
-                                         f"would lose precision (did the model's dtype change?); record the "
-                                         f"new dtype into a new store")
-                    data = data.astype(stored)
-            checked[name] = (dims, data)
-        return checked
+        """:func:`dynamics.store.batch.check_columns` of ``group`` in this store (against the committed
+        variables, else the batch in flight or kept, else ``ahead``)."""
+        created = self._batch.created if self._batch is not None else {}
+        return check_columns(group, columns, self.committed, self._array, created, ahead)
 
     def _plan_rows(self, group: str, columns: dict[str, tuple[tuple[str, ...], np.ndarray]], n_new: int) -> tuple:
-        """Create what growing ``group`` by ``n_new`` rows needs; returns (names, plan).
-
-        ``columns`` (checked by :meth:`_check_columns`) maps names to (dims after the row dim, data with
-        ``n_new`` leading rows); committed variables missing from it get their fill value (NaN for
-        floats). New names are created by the batch itself (:class:`_NewArray`, on the writer thread),
-        with room for :data:`MIN_CAPACITY` rows.
-        """
-        rows = self._rows(group)
-        names = list(self.committed["variables"][group])
-        row_dim = schema.ROW_DIM[group]
-        coord_names = schema.METRICS_COORDS if group == "metrics" else schema.checkpoint_coords(self.committed)
-        coords = " ".join(c for c in coord_names if c != row_dim)
-        new: dict[str, _NewArray] = {}
-        for name, (dims, data) in columns.items():
-            if name in names:
-                continue
-            row_bytes = data.dtype.itemsize * int(np.prod(data.shape[1:], dtype=np.int64))
-            chunk_rows = schema.METRICS_CHUNK if group == "metrics" else schema.checkpoint_chunk_rows(row_bytes)
-            attrs = {} if name in coord_names else {"coordinates": coords}
-            length = _capacity(rows, rows + n_new, chunk_rows)   # created with room: no resize at once
-            new[name] = _NewArray(group, name, (row_dim,) + dims, (length,) + data.shape[1:], chunk_rows, data.dtype,
-                                  attrs)
-            names.append(name)
-        plan = []
-        for name in names:
-            if name in new:
-                plan.append((new[name], rows, n_new, columns[name][1]))
-                continue
-            array = self._array(group, name)
-            value = columns[name][1] if name in columns else np.full(
-                (n_new,) + array.shape[1:], FILL.get(array.dtype.kind, 0), dtype=array.dtype)
-            plan.append((array, rows, n_new, value))
-        return names, plan
+        """:func:`dynamics.store.batch.plan_rows` of ``group`` in this store: (names, plan)."""
+        return plan_rows(group, columns, n_new, self.committed, self._array, self._labels)
 
     def _metrics_columns(self, steps: Any, epochs: Any, scalars: dict[str, Any]) -> tuple[dict, np.ndarray]:
         steps = np.asarray(steps, dtype=np.int64)
@@ -557,7 +391,7 @@ class RunWriter:
             for group, (columns, n_new) in groups.items():
                 variables[group], group_plan = self._plan_rows(group, columns, n_new)
                 if group == "params" and schema.params_mode(self.attrs) == "first_last" and index >= 2:
-                    after = _clearing_previous(variables[group], group_plan)
+                    after = clearing_previous(variables[group], group_plan)
                 plan += group_plan
         except OSError as err:
             raise StoreError(f"{self.path}: cannot create an array of the checkpoint at step {step} ({err})") from err
@@ -574,7 +408,7 @@ class RunWriter:
         keep_c = int(np.searchsorted(ck_steps, step, side="right"))
         if keep_m < len(m_steps) or keep_c < len(ck_steps):
             self._retire_derived()
-        for group in ("metrics", "checkpoints"):
+        for group in schema.ROW_DIM:
             schema.trim_nonfinite(self.nonfinite, group, step)
         self.committed = dict(self.committed, metrics=keep_m, step=int(m_steps[keep_m - 1]) if keep_m else None,
                               checkpoint=keep_c, checkpoint_step=int(ck_steps[keep_c - 1]) if keep_c else None)
@@ -612,7 +446,8 @@ class RunWriter:
     def close(self, status: str, error: str | None = None) -> None:
         """Write what is pending, set ``status`` (and ``error``), cut row arrays to their committed length,
         release the lock (idempotent). When pending rows cannot be written (even on a second try),
-        they are dropped and the status is "failed", never "complete", with the write's error."""
+        they are dropped and the status is "failed", never "complete", with the write's error; so is it
+        when a commit had to leave a variable out (:attr:`lost`)."""
         if self.closed:
             return
         try:
@@ -624,6 +459,10 @@ class RunWriter:
                 except StoreError as err:
                     self._batch = None
                     status, error = "failed", f"{err}; these rows were dropped"
+            if self.lost:                 # committed without some variables: never "complete"
+                lost = "; ".join(self.lost)
+                status = "failed" if status == "complete" else status
+                error = f"{error}; also: {lost}" if error else lost
             attrs: dict[str, Any] = {"status": status}
             if error is not None:
                 attrs["error"] = error

@@ -15,6 +15,7 @@ import sys
 import time
 
 import torch
+from torch import nn
 
 from dynamics.models import MLP
 from dynamics.recorder import Recorder
@@ -80,8 +81,49 @@ def slow(path: str) -> None:
         time.sleep(0.05)
 
 
+#: Seconds each background NTK of :func:`slow_kernel` takes (its one forward pass under autograd sleeps).
+KERNEL_SECS = 1.5
+
+
+class _SlowKernel(nn.Module):
+    """Linear(6 → 8) → tanh → Linear(8 → 3) whose forward pass sleeps KERNEL_SECS while gradients are
+    recorded (only the NTK's; the loop of :func:`slow_kernel` trains without autograd)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = nn.Linear(6, 8).double(), nn.Linear(8, 3).double()
+
+    def forward(self, x):
+        if torch.is_grad_enabled():
+            time.sleep(KERNEL_SECS)
+        return self.b(torch.tanh(self.a(x)))
+
+
+def slow_kernel(path: str) -> None:
+    """Log a row every 0.05 s and checkpoint every 10 steps (its NTK takes KERNEL_SECS on the worker
+    thread), with ``flush_secs=0.3`` and a ``flush_every`` never reached; print "logged STEP TIME" after
+    each row and "checkpoint STEP TIME" after each checkpoint call returned (``time.monotonic()``)."""
+    _, _, x_probe, y_probe = _data()
+    model = _SlowKernel()
+    rec = Recorder(path, model, (x_probe, y_probe), layers=[], flush_every=10 ** 6, flush_secs=0.3)
+    print("ready", flush=True)
+    for step in range(10 ** 6):
+        rec.log(step, loss=0.5 * step)
+        print(f"logged {step} {time.monotonic()}", flush=True)
+        if step % 10 == 0:
+            rec.checkpoint(step)
+            print(f"checkpoint {step} {time.monotonic()}", flush=True)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(0.99)
+        time.sleep(0.05)
+
+
 if __name__ == "__main__":
     if sys.argv[2] == "slow":
         slow(sys.argv[1])
+    elif sys.argv[2] == "slow_kernel":
+        slow_kernel(sys.argv[1])
     else:
         train(sys.argv[1], int(sys.argv[2]), announce=True)

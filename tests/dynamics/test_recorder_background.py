@@ -6,6 +6,7 @@ to computing it at once — although training changes the parameters in place ri
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -111,81 +112,118 @@ class _FailsWithGrad(nn.Module):
         return self.lin(x)
 
 
-def test_a_failed_background_kernel_is_raised_by_the_next_call_and_keeps_the_rows(tmp_path):
+def test_a_failed_background_kernel_raises_from_the_next_stored_checkpoint_and_fails_the_store(tmp_path):
+    """The kernel of checkpoint 1 fails on the worker thread: the next stored checkpoint waits for it and
+    raises its error (a note names step 1); the caller catches it and goes on; every row is kept, and
+    the store ends "failed" (not "complete") although the caller caught the error."""
     x, y = _data(torch.float32)
     model = _FailsWithGrad()
     path = tmp_path / "f.zarr"
     GATE.set()
     rec = Recorder(path, model, (x, y), layers=["lin"])
     rec.log(0, loss=0.0)
-    assert rec.checkpoint(0)                       # its kernel runs on the worker thread (snapshot: fail=False)
+    assert rec.checkpoint(0)
+    rec.flush()                                    # its kernel (on the worker thread too) is done
     model.fail = True
+    GATE.clear()                                   # the kernel of step 1 waits on the worker thread
     rec.log(1, loss=1.0)
-    assert rec.checkpoint(1)                       # its kernel fails on the worker thread
-    rec.log(2, loss=2.0)
+    assert rec.checkpoint(1)                       # its snapshot has fail=True
+    model.fail = False
+    rec.log(2, loss=2.0)                           # the kernel is not done: nothing to raise yet
+    GATE.set()
     with pytest.raises(RuntimeError, match="kernel exploded") as info:
-        rec.flush()
+        rec.checkpoint(2)
     assert "checkpoint at step 1" in "".join(getattr(info.value, "__notes__", []))
     assert rec.checkpoint_steps == [0]
-    model.fail = False
-    assert rec.checkpoint(2)
+    assert rec.checkpoint(2)                       # the step was not used up
     rec.close()
     run = open_run(path)
-    assert run.attrs["status"] == "complete"
+    assert run.attrs["status"] == "failed" and "kernel exploded" in run.attrs["error"]
+    assert "step 1" in run.attrs["error"]
     assert run["checkpoints"]["checkpoint_step"].values.tolist() == [0, 2]
     np.testing.assert_array_equal(run["metrics"]["loss"].values, [0.0, 1.0, 2.0])   # step 1's row kept
 
 
-def test_pending_checkpoints_are_committed_in_order_and_a_failed_one_hands_its_rows_on(tmp_path):
+def test_rows_are_written_while_a_kernel_is_pending(tmp_path):
+    """A pending kernel holds no row back: rows count toward flush_every and are committed while the
+    checkpoint waits; the checkpoint is committed once its kernel is done, in step order."""
     x, y = _data(torch.float32)
     model = _FailsWithGrad()
-    path = tmp_path / "q.zarr"
+    path = tmp_path / "p.zarr"
     GATE.set()
-    rec = Recorder(path, model, (x, y), layers=[])
+    rec = Recorder(path, model, (x, y), layers=[], flush_every=3)
     rec.checkpoint(0)
-    rec.flush()                                    # checkpoint 0 (its kernel on the worker too) committed
-    GATE.clear()                                   # the kernels below wait: their checkpoints stay pending
+    rec.flush()
+    GATE.clear()
     try:
-        for step in range(1, 4):
-            model.fail = step == 2                 # the snapshot of step 2 fails
+        rec.log(1, loss=1.0)
+        assert rec.checkpoint(1)                   # pending: its kernel waits for the gate
+        for step in range(2, 8):
             rec.log(step, loss=float(step))
-            assert rec.checkpoint(step)
-        assert rec.checkpoint_steps == [0, 1, 2, 3]
-        assert open_run(path)["checkpoints"].sizes["checkpoint"] <= 1   # nothing pending is committed yet
+        rec._writer.wait()
+        run = open_run(path)
+        assert run["metrics"].sizes["step"] == 6   # two blocks of flush_every rows, steps 1..6
+        assert run["checkpoints"]["checkpoint_step"].values.tolist() == [0]   # step 1 still waits
     finally:
         GATE.set()
-    with pytest.raises(RuntimeError, match="kernel exploded"):
-        rec.flush()                                # hands over 1, then fails on 2
-    rec.close()                                    # hands over 3 with the rows of steps 2 and 3
+    rec.close()
     run = open_run(path)
     assert run.attrs["status"] == "complete"
-    assert run["checkpoints"]["checkpoint_step"].values.tolist() == [0, 1, 3]
-    np.testing.assert_array_equal(run["metrics"]["loss"].values, [1.0, 2.0, 3.0])
-    np.testing.assert_array_equal(run["metrics"]["step"].values, [1, 2, 3])
+    assert run["checkpoints"]["checkpoint_step"].values.tolist() == [0, 1]
+    np.testing.assert_array_equal(run["metrics"]["step"].values, np.arange(1, 8))
 
 
-def test_at_most_max_pending_checkpoints_wait(tmp_path):
-    from dynamics.recorder import MAX_PENDING
+def test_flush_secs_applies_to_rows_and_to_a_pending_checkpoint(tmp_path):
+    """With the kernel of checkpoint 1 held back, a row older than flush_secs is written by the next
+    log call, and that call waits for the checkpoint, which has waited flush_secs too."""
     x, y = _data(torch.float32)
     model = _FailsWithGrad()
+    path = tmp_path / "s.zarr"
     GATE.set()
-    rec = Recorder(tmp_path / "m.zarr", model, (x, y), layers=[])
+    rec = Recorder(path, model, (x, y), layers=[], flush_every=10 ** 6, flush_secs=0.2)
     rec.checkpoint(0)
-    rec.flush()                                    # checkpoint 0 committed before the gate closes
+    rec.flush()
     GATE.clear()
-    opener = threading.Timer(1.0, GATE.set)        # the call beyond MAX_PENDING blocks until the gate opens
+    opener = threading.Timer(0.8, GATE.set)
     try:
-        for step in range(1, MAX_PENDING + 1):
-            rec.checkpoint(step)
-        assert len(rec._pending) == MAX_PENDING
+        rec.log(1, loss=1.0)
+        assert rec.checkpoint(1)
         opener.start()
-        rec.checkpoint(MAX_PENDING + 1)
-        assert len(rec._pending) <= MAX_PENDING
+        rec.log(2, loss=2.0)
+        time.sleep(0.3)
+        rec.log(3, loss=3.0)                       # rows 1-3 are due; the checkpoint too: waits for the gate
+        assert GATE.is_set()
+        rec._writer.wait()
+        run = open_run(path)
+        assert run["checkpoints"]["checkpoint_step"].values.tolist() == [0, 1]
+        np.testing.assert_array_equal(run["metrics"]["step"].values, [1, 2, 3])
     finally:
         opener.cancel()
         GATE.set()
     rec.close()
-    assert open_run(tmp_path / "m.zarr")["checkpoints"]["checkpoint_step"].values.tolist() == list(range(MAX_PENDING + 2))
+
+
+def test_the_next_stored_checkpoint_waits_for_the_previous_kernel(tmp_path):
+    x, y = _data(torch.float32)
+    model = _FailsWithGrad()
+    GATE.set()
+    rec = Recorder(tmp_path / "m.zarr", model, (x, y), layers=[], schedule=lambda step: step % 2 == 0)
+    rec.checkpoint(0)
+    rec.flush()
+    GATE.clear()
+    opener = threading.Timer(0.5, GATE.set)
+    try:
+        assert rec.checkpoint(2)
+        assert not rec.checkpoint(3)               # not stored: does not wait
+        assert rec._outbox.pending is not None and rec._outbox.pending.step == 2
+        opener.start()
+        assert rec.checkpoint(4)                   # waits for the kernel of step 2 (the gate opens)
+        assert GATE.is_set() and rec._outbox.pending.step == 4
+    finally:
+        opener.cancel()
+        GATE.set()
+    rec.close()
+    assert open_run(tmp_path / "m.zarr")["checkpoints"]["checkpoint_step"].values.tolist() == [0, 2, 4]
 
 
 @pytest.mark.parametrize("finish", ["close", "flush", "exit"])
@@ -208,14 +246,12 @@ def test_a_kernel_that_fails_at_the_end_marks_the_store_failed_and_writes_every_
         with pytest.raises(RuntimeError, match="kernel exploded"):
             rec.flush()
         rec.flush()                                # the rows were kept and are written now
-        rec.close()
+        rec.close()                                # the caller caught the error: no second raise
     else:
         with pytest.raises(RuntimeError, match="kernel exploded"):
             rec.close()
     run = open_run(path)
-    assert run.attrs["status"] == ("complete" if finish == "flush" else "failed")
-    if finish != "flush":
-        assert "kernel exploded" in run.attrs["error"]
+    assert run.attrs["status"] == "failed" and "kernel exploded" in run.attrs["error"]
     assert run["checkpoints"]["checkpoint_step"].values.tolist() == [0]
     np.testing.assert_array_equal(run["metrics"]["loss"].values, [1.0, 2.0, 3.0])
 
@@ -253,30 +289,6 @@ def test_a_dtype_change_is_refused_at_the_call_while_a_kernel_is_pending(tmp_pat
     assert open_run(path)["checkpoints"]["checkpoint_step"].values.tolist() == [0, 1, 2]
 
 
-def test_the_first_checkpoint_goes_to_the_worker_and_a_dtype_change_behind_it_is_refused(tmp_path):
-    """The probe check at construction showed that the model draws no random numbers, so even the first
-    kernel is computed on the worker thread; while it waits, nothing is in the store yet, and a
-    checkpoint of another dtype is checked against the pending one (and refused, leaving it intact)."""
-    x, y = _data(torch.float32)
-    model = _FailsWithGrad()
-    path = tmp_path / "first.zarr"
-    GATE.clear()                                   # the first kernel waits on the worker thread
-    try:
-        rec = Recorder(path, model, (x, y), layers=[])
-        assert rec.checkpoint(0)
-        assert len(rec._pending) == 1
-        model.double()
-        with pytest.raises(StoreError, match=r"checkpoints/ntk is stored as float32, got float64"):
-            rec.checkpoint(1)
-        model.float()
-    finally:
-        GATE.set()
-    rec.close()
-    run = open_run(path)
-    assert run["checkpoints"]["checkpoint_step"].values.tolist() == [0]
-    assert run["checkpoints"]["ntk"].dtype == np.float32
-
-
 def test_ntk_background_must_be_a_bool(tmp_path):
     x, y = _data(torch.float32)
     with pytest.raises(TypeError, match="ntk_background must be True or False, got 1"):
@@ -308,7 +320,7 @@ def _noisy_run(path, background: bool, noise: bool) -> tuple[list[float], np.nda
             loss = torch.nn.functional.cross_entropy(model(x[order]), y[order])
             rec.log(step, loss=loss.item())
             rec.checkpoint(step)
-            used_worker |= bool(rec._pending.items)
+            used_worker |= rec._outbox.pending is not None
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -338,9 +350,9 @@ def test_kernel_worker_learns_whether_the_forward_pass_draws_random_numbers():
         model = nn.Sequential(nn.Linear(3, 4), *([_Noise()] if noise else []), nn.Linear(4, 2)).double()
         worker = KernelWorker()
         try:
-            assert worker.submit(model, x) is None          # not known yet: computed at once
+            assert worker.submit(model, x, x[:2]) is None   # not known yet: computed at once
             first = worker.kernel_now(model, x)
-            future = worker.submit(model, x)
+            future = worker.submit(model, x, x[:2])
             assert (future is None) is noise
             if future is not None:
                 np.testing.assert_array_equal(future.result().numpy(), first.numpy())

@@ -214,33 +214,43 @@ def test_a_failed_checkpoint_does_not_use_up_its_step(tmp_path, background, laye
     model = _Flaky()
     rec = Recorder(tmp_path / "r.zarr", model, _probe(), layers=layers, ntk_background=background)
     model.fail = True
-    with pytest.raises(RuntimeError, match="flaky"):
+    with pytest.raises(RuntimeError, match="flaky") as info:
         rec.checkpoint(0)
+    assert "checkpoint at step 0" in "".join(getattr(info.value, "__notes__", []))
     model.fail = False
     assert rec.checkpoint(0)
     rec.close()
     np.testing.assert_array_equal(open_run(tmp_path / "r.zarr")["checkpoints"]["checkpoint_step"].values, [0])
 
 
-def test_a_failed_background_kernel_of_the_first_checkpoint_is_raised_by_the_next_call(tmp_path):
+class _FlakyWithGrad(_Flaky):
+    """Fails only while gradients are recorded (the NTK), not in the forward passes without them."""
+
+    def forward(self, x):
+        if self.fail and torch.is_grad_enabled():
+            raise RuntimeError("flaky layer")
+        return self.lin(x)
+
+
+def test_a_failed_background_kernel_of_the_first_checkpoint_is_raised_by_the_next_stored_checkpoint(tmp_path):
     """With the NTK on the worker thread and nothing else computed in the call, a failure of the first
-    kernel surfaces at the next call (a note names the step): the checkpoint is dropped, every row kept,
-    and the next step can be checkpointed."""
-    model = _Flaky()
+    kernel surfaces at the next stored checkpoint at the latest (a note names the step): the checkpoint
+    is dropped, every row kept, that step can be checkpointed, and the store ends "failed"."""
+    model = _FlakyWithGrad()
     path = tmp_path / "r.zarr"
     rec = Recorder(path, model, _probe(), layers=[])
     rec.log(0, loss=0.5)
     model.fail = True
-    assert rec.checkpoint(0)                      # the snapshot fails on the worker thread
+    assert rec.checkpoint(0)                      # the snapshot (fail=True) fails on the worker thread
     model.fail = False
     with pytest.raises(RuntimeError, match="flaky") as info:
-        rec.flush()
+        rec.checkpoint(1)                          # the next stored checkpoint waits for it
     assert "checkpoint at step 0" in "".join(getattr(info.value, "__notes__", []))
     rec.log(1, loss=1.5)
     assert rec.checkpoint(1)
     rec.close()
     run = open_run(path)
-    assert run.attrs["status"] == "complete"
+    assert run.attrs["status"] == "failed" and "flaky" in run.attrs["error"]
     assert run["checkpoints"]["checkpoint_step"].values.tolist() == [1]
     np.testing.assert_array_equal(run["metrics"]["loss"].values, [0.5, 1.5])
 

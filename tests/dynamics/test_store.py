@@ -19,7 +19,7 @@ import zarr
 from dynamics.errors import StoreError, StoreLockedError
 from dynamics.store import RunWriter, check_store, open_run
 from dynamics.store import schema
-from dynamics.store.writer import MIN_CAPACITY
+from dynamics.store.batch import MIN_CAPACITY
 
 
 def _probe(rng, n=6, d=4, dtype=np.float32):
@@ -144,13 +144,14 @@ def test_truncate_keeps_nonfinite_counts_exact(tmp_path):
     w.nonfinite = {"metrics": {"loss": {"count": 4, "steps": [[2, 3], [7, 8]]}}}
     w.append_metrics(np.arange(10), np.zeros(10), {"loss": np.arange(10.0)})
     for s in (1, 4, 8):
-        w.append_checkpoint(s, 0.0, {}, {}, {})
+        w.append_checkpoint(s, 0.0, {}, {}, {}, nonfinite=[("params", "w", s)] if s > 1 else ())
     w.truncate(7)
     w.close("interrupted")
     tree = open_run(path)
     np.testing.assert_array_equal(tree["metrics"]["step"].values, np.arange(8))
     np.testing.assert_array_equal(tree["checkpoints"]["checkpoint_step"].values, [1, 4])
-    assert json.loads(tree.attrs["nonfinite"]) == {"metrics": {"loss": {"count": 3, "steps": [[2, 3], [7, 7]]}}}
+    assert json.loads(tree.attrs["nonfinite"]) == {"metrics": {"loss": {"count": 3, "steps": [[2, 3], [7, 7]]}},
+                                                   "params": {"w": {"count": 1, "steps": [[4, 4]]}}}
     assert tree.attrs["status"] == "interrupted"
 
 
@@ -273,15 +274,15 @@ def _raw_rows(path: Path, array: str, rows: slice) -> np.ndarray:
 
 def _failing_after_writing(monkeypatch, times: int) -> list:
     """Make the next ``times`` write batches write their rows and then fail before the commit."""
-    from dynamics.store import writer as writer_module
-    original, calls = writer_module._grow_then_write, []
+    from dynamics.store import batch as batch_module
+    original, calls = batch_module.grow_then_write, []
 
     def write_then_fail(plan):
         original(plan)
         calls.append(len(plan))
         if len(calls) <= times:
             raise OSError(28, "No space left on device (simulated)")
-    monkeypatch.setattr(writer_module, "_grow_then_write", write_then_fail)
+    monkeypatch.setattr(batch_module, "grow_then_write", write_then_fail)
     return calls
 
 

@@ -127,3 +127,42 @@ def test_flush_secs_bounds_what_a_kill_loses(tmp_path):
     assert metrics.sizes["step"] >= logged - 20, (metrics.sizes["step"], logged)
     np.testing.assert_array_equal(metrics["step"].values, np.arange(metrics.sizes["step"]))
     np.testing.assert_array_equal(metrics["loss"].values, np.arange(metrics.sizes["step"]) * 0.5)
+
+
+def test_a_pending_background_kernel_holds_no_row_and_a_kill_loses_only_the_last_seconds(tmp_path):
+    """The issue's case: NTKs taking KERNEL_SECS on the worker thread, rows logged every 0.05 s with
+    flush_secs = 0.3. Killed (SIGKILL) while a kernel is pending: every row logged more than flush_secs
+    before the kill is in the store (1 s allowed for a loaded machine), and so is every checkpoint whose
+    call returned more than KERNEL_SECS + flush_secs before it."""
+    path = tmp_path / "kernel.zarr"
+    proc = subprocess.Popen([sys.executable, str(Path(kill_writer.__file__)), str(path), "slow_kernel"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    logged, returned = {}, {}
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        while True:                                    # until the second background checkpoint returned
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read()
+            what, step, at = line.split()
+            (logged if what == "logged" else returned)[int(step)] = float(at)
+            if len(returned) == 3:
+                break
+        time.sleep(1.0)                                 # its kernel (KERNEL_SECS) is still running
+        killed = time.monotonic()
+        os.kill(proc.pid, signal.SIGKILL)
+        logged.update({int(s): float(t) for w, s, t in (ln.split() for ln in proc.stdout.read().splitlines())
+                       if w == "logged"})
+    finally:
+        proc.wait(timeout=60)
+        proc.stdout.close()
+        proc.stderr.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metrics = xr.open_zarr(path, group="metrics")
+        checkpoints = xr.open_zarr(path, group="checkpoints")
+    stored_rows = metrics.sizes["step"]
+    due = [step for step, at in logged.items() if at <= killed - 0.3 - 1.0]
+    assert stored_rows >= max(due) + 1, (stored_rows, max(due), killed - logged[max(due)])
+    np.testing.assert_array_equal(metrics["loss"].values, np.arange(stored_rows) * 0.5)
+    due = [step for step, at in returned.items() if at <= killed - kill_writer.KERNEL_SECS - 0.3 - 1.0]
+    assert set(due) <= set(checkpoints["checkpoint_step"].values.tolist()), (due, checkpoints["checkpoint_step"].values)

@@ -1,0 +1,95 @@
+"""The store a :class:`dynamics.recorder.Recorder` writes: a new one, or one it resumes (:func:`open_store`).
+
+A new store gets the keys of the trained parameters and recorded layers before it exists, so a name
+the store cannot hold is refused without leaving anything on disk. A resume continues one run: the same probe (inputs, labels, positions in the data set), the same
+``params`` mode, the same config (where one is given), the same task (a stated one) and the same
+trained parameters — names and shapes (:func:`dynamics.recorder_names.check_same_parameters`). Anything else is refused with a
+StoreError (a ValueError) naming the difference, and the store is left as it was (its lock released).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from dynamics.errors import StoreError
+from dynamics.recorder_names import PARAMETERS_ATTR, RecorderNames, check_same_parameters, stored_parameters
+from dynamics.store import schema
+from dynamics.store.writer import RunWriter
+
+
+def open_store(path: Path, resume: bool, x: np.ndarray, y: np.ndarray, config: dict | None, params: str | None,
+               index: np.ndarray | None, trained: list[tuple[str, tuple[int, ...]]], layers: list[str],
+               task: str, task_source: str) -> tuple[RunWriter, RecorderNames, str]:
+    """(the writer, the keys, the task) of the store at ``path``: created with the probe ``x``, ``y``
+    (positions ``index``), ``config``, ``params`` mode, the list of ``trained`` parameters (name,
+    shape) and ``task`` (from ``task_source``, :mod:`dynamics.task`), or resumed after
+    :func:`check_resumed` (the stored task kept: :func:`resumed_task`). ValueError for a parameter or
+    layer name the store cannot hold (:class:`RecorderNames`), StoreError as :func:`check_resumed`,
+    :func:`resumed_task` and :meth:`RunWriter.create`/:meth:`RunWriter.resume` say."""
+    if not resume:
+        names = RecorderNames({}, trained, layers)
+        attrs = {"params": params or "all", PARAMETERS_ATTR: json.dumps(names.manifest),
+                 **schema.identity_attrs(config), "task": task, "task_source": task_source}
+        writer = RunWriter.create(path, config=config, probe_x=x, probe_y=y, probe_index=index, attrs=attrs)
+    else:
+        writer = RunWriter.resume(path)
+        try:
+            names = RecorderNames({group: writer.existing(group) for group in schema.ROW_DIM}, trained, layers)
+        except BaseException:
+            writer.abandon()
+            raise
+        check_resumed(writer, x, y, config, params, index, trained)
+        task = resumed_task(writer, task, task_source)
+        if PARAMETERS_ATTR not in writer.attrs:      # a store written before the list
+            writer.set_attrs(**{PARAMETERS_ATTR: json.dumps(names.manifest)})
+    names.bind(writer)
+    return writer, names, task
+
+
+def resumed_task(writer: RunWriter, task: str, source: str) -> str:
+    """The task of a resumed store: the stored one; a stated ``task`` that differs → StoreError (the
+    writer abandoned); a store written before tasks were recorded gets ``task``."""
+    stored = writer.attrs.get("task")
+    if stored is None:
+        writer.set_attrs(task=task, task_source=source)
+        return task
+    if stored != task and not source.startswith("inferred"):
+        writer.abandon()
+        raise StoreError(f"{writer.path}: task={task!r} ({source}) differs from the store's task={stored!r}")
+    return stored
+
+
+def check_resumed(writer: RunWriter, x: np.ndarray, y: np.ndarray, config: dict | None, params: str | None,
+                  index: np.ndarray | None, parameters: list[tuple[str, tuple[int, ...]]]) -> None:
+    """Refuse (StoreError naming the difference; the writer abandoned) a resume of ``writer``'s store
+    with another probe, probe index, ``params`` mode, config or set of trained ``parameters`` (name,
+    shape). A store that lists no parameters yet (written before the list) gets it."""
+    path = writer.path
+    try:
+        stored_index = writer.read_probe_index()
+        if index is not None and stored_index is not None and not np.array_equal(index, stored_index):
+            raise StoreError(f"{path}: the probe_index given differs from the one stored in the run")
+        stored_params = schema.params_mode(writer.attrs)
+        if params is not None and params != stored_params:
+            raise StoreError(f"{path}: params={params!r} differs from the store's params={stored_params!r}; "
+                             f"resume with the stored mode (or params=None)")
+        stored_x, stored_y = writer.read_probe()
+        if not (np.array_equal(stored_x, x) and np.array_equal(stored_y, y)):
+            raise StoreError(f"{path}: the probe given differs from the probe stored in the run")
+        stored = writer.read_config()
+        if config is not None and config != stored:
+            keys = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
+            raise StoreError(f"{path}: config differs from the stored config in keys {keys}")
+        recorded = stored_parameters(writer)
+        if recorded is not None:
+            try:
+                check_same_parameters(path, recorded, parameters)
+            except ValueError as err:
+                raise StoreError(str(err)) from None
+    except BaseException:
+        writer.abandon()
+        raise
+    writer.del_attr("error")
