@@ -27,7 +27,7 @@ from analysis.labels import path_suffixes, run_labels
 from analysis.nonfinite import ATTR as NONFINITE_ATTR, is_finite
 from analysis.run_analysis import ALIGNMENT_VARIABLES, SINGLE_THREAD_ELEMENTS, TASK_DESCRIPTIONS, analyze
 from analysis.freshness import ALIGNMENT_KEY, SOURCE_ATTR, analysis_token, source_token
-from analysis.store_io import fresh_analysis, group, open_tree, with_cf_attrs, write_dataset
+from analysis.store_io import fresh_analysis, group, open_tree, with_cf_attrs, write_derived
 from dynamics.errors import StoreError
 from dynamics.store.probe import input_names
 
@@ -183,10 +183,13 @@ def _fill_between(out: np.ndarray, checkpoint_groups: list[xr.Dataset], layers: 
                     if j >= i and comparable[i, j]:
                         out[i, j, c, k] = out[j, i, c, k] = linear_cka(reps[i], reps[j])
 
-def analyze_experiment(run_dir: str | os.PathLike, *, reuse: bool = False, **analyze_options: object) -> xr.Dataset:
+def analyze_experiment(run_dir: str | os.PathLike, *, reuse: bool = False, out: str | os.PathLike | None = None,
+                       **analyze_options: object) -> xr.Dataset:
     """``analyze`` every run store (``*.zarr``, except ``analysis.zarr``) of ``run_dir``, then combine.
 
-    The combined Dataset is also written to ``run_dir/analysis.zarr`` (replaced in one step; root
+    The combined Dataset is also written to ``out`` (default ``run_dir/analysis.zarr``; a folder that
+    cannot be written, e.g. a read-only archive, keeps it in memory with a NotWrittenWarning, and so
+    do its stores: :func:`analysis.store_io.write_derived`) (replaced in one step; root
     attrs ``schema`` = :data:`EXPERIMENT_SCHEMA` and ``sources``, JSON store name → source token, so
     that :func:`experiment_analysis_is_fresh` can tell when it is out of date). Runs being trained
     are analysed from their committed data, without writing into their stores. Options are passed
@@ -214,8 +217,8 @@ def analyze_experiment(run_dir: str | os.PathLike, *, reuse: bool = False, **ana
         warnings.warn(message, category, stacklevel=2)
     combined = combine(analyses, stores)
     sources = {store.name: json.loads(a.attrs.get(SOURCE_ATTR, "null")) for store, a in zip(stores, analyses)}
-    write_dataset(folder / EXPERIMENT_ANALYSIS, combined.assign_attrs(
-        schema=EXPERIMENT_SCHEMA, sources=json.dumps(sources, sort_keys=True)))
+    write_derived(folder / EXPERIMENT_ANALYSIS if out is None else Path(out), combined.assign_attrs(
+        schema=EXPERIMENT_SCHEMA, sources=json.dumps(sources, sort_keys=True)), required=out is not None)
     return combined
 
 

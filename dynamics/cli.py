@@ -1,22 +1,30 @@
 """The ``dynamics`` command line, the one composition root of the project.
 
 Subcommands import the upper layers (trainers, analysis, reports) lazily, so ``dynamics --help`` is
-fast and the core package never imports them at module level. User errors
-(:class:`dynamics.errors.DynamicsError`: a bad config key, a missing data file, a foreign store)
-print one line to stderr and exit with status 2; Ctrl-C, SIGTERM and SIGHUP exit with 128 + the
-signal number (130, 143, 129) and leave a store that ``--resume`` continues.
+fast and the core package never imports them at module level. Exit status (one rule,
+:func:`dynamics.errors.exit_status`): 0 done; 1 some runs failed (``run``, ``sweep``) or the file
+system failed — a full disk, a read-only file system, missing permission, an I/O error — with one
+line naming the path and errno; 2 a user error (:class:`dynamics.errors.DynamicsError`: a bad config
+key or file, a missing data file, a foreign or damaged store), one line; Ctrl-C, SIGTERM and SIGHUP
+exit with 128 + the signal number (130, 143, 129) and leave a store that ``--resume`` continues.
+Every line printed (messages, paths) shows control and bidirectional-formatting characters of user
+text as escapes (:func:`dynamics.visible.visible`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib.util
 import sys
 import textwrap
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
-from dynamics.errors import DynamicsError
+from dynamics.errors import NOT_WRITABLE, DynamicsError, StoreReadOnlyError, exit_status, io_error
+from dynamics.visible import visible
 
 SEED_MAX = 2**63 - 1  # as trainers.schema.SEED_MAX (not imported: --help must not import torch)
 
@@ -173,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
                       "DIR/analysis.zarr for a folder (the combined analysis), group 'analysis' inside a single "
                       "run store; the paths are printed")
     analyze.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
+    analyze.add_argument("--out", type=Path, metavar="PATH",
+                         help="write the analysis to the zarr store PATH instead (one DIR only): the combined "
+                              "analysis of a folder, or the analysis group of one run store (which is then not "
+                              "written into); for stores on a read-only file system")
+    analyze.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     add_alignment_argument(analyze)
     report = command("report", "write the HTML report of an experiment folder or of one run store",
                      "DIR: an experiment folder or one run store (reuses an analysis computed from the current "
@@ -183,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--watch", nargs="?", const=30.0, type=watch_seconds, metavar="SECONDS",
                         help="keep the report up to date while runs train: look every SECONDS (default 30) and "
                              "write it again when a store committed new data; Ctrl-C stops (exit status 0)")
+    report.add_argument("--out", type=Path, metavar="FILE.html",
+                        help="write the report to FILE.html (figures in FILE-figures/) instead of the default "
+                             "place, e.g. for a folder on a read-only file system")
     add_alignment_argument(report)
     compare = command("compare", "compare experiment folders in one HTML page", "experiment folders DIR",
                       "the HTML file --out")
@@ -257,7 +273,13 @@ def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
     sweep.add_argument("--out", type=Path, required=True, help="sweep folder (manifest sweep.json, runs/)")
     sweep.add_argument("--workers", type=int, help="worker processes of the local cluster (default: one per core)")
     sweep.add_argument("--scheduler", metavar="ADDRESS", help="use an existing dask cluster, e.g. tcp://host:8786")
-    sweep.add_argument("--retries", type=int, default=2, help="extra attempts of a failing run (default 2)")
+    sweep.add_argument("--retries", type=int, default=2,
+                       help="extra attempts of a run whose failure may go away on a retry: a lost worker, a "
+                            "locked store, a file-system error (default 2); a deterministic failure (a config "
+                            "error of its grid point, a divergence) is not retried")
+    sweep.add_argument("--retry-failed", action="store_true",
+                       help="start the failed runs again, deterministic failures included (after fixing their "
+                            "cause), with a new budget of attempts")
     sweep.add_argument("--force", action="store_true", help="accept a config that differs from DIR/sweep.json; "
                                                             "runs whose config changed are trained again")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -266,24 +288,35 @@ def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
                             "train.epochs=5 (repeatable; after the file's keys; a swept key is refused)")
 
 
-def command_sweep(args: argparse.Namespace) -> None:
-    if not args.quiet:   # at once: the imports below take seconds
-        print(f"dynamics sweep: planning {args.config} into {args.out}", file=sys.stderr, flush=True)
+def command_sweep(args: argparse.Namespace) -> int:
+    """Train the sweep; exit status 0 when every run is complete, 1 when runs failed (named on
+    stderr, also with --quiet), 128 + the signal number after SIGINT, SIGTERM or SIGHUP."""
+    if not args.quiet and args.config.is_file():   # at once (the imports below take seconds); a path
+        # that is no file gets its one-line error instead
+        print(visible(f"dynamics sweep: planning {args.config} into {args.out}"), file=sys.stderr, flush=True)
     if args.scheduler is None and not sweep_looks_finished(args.out):
         # the local cluster's forkserver imports torch and the trainers while this process does the same
         from dynamics.cluster import SWEEP_MODULES, start_forkserver
         start_forkserver(SWEEP_MODULES)
-    from trainers.sweep import print_summary, run_sweep
+    from trainers.signals import exit_status as signal_status
+    from trainers.sweep import failed_runs, print_summary, run_sweep
 
     try:
         manifest = run_sweep(args.config, args.out, workers=args.workers, scheduler=args.scheduler,
                              retries=args.retries, force=args.force, quiet=args.quiet,
-                             overrides=dict(args.settings))
-    except KeyboardInterrupt:
-        print("dynamics sweep: interrupted; run the same command again to continue", file=sys.stderr)
-        raise SystemExit(130) from None
+                             overrides=dict(args.settings), retry_failed=args.retry_failed)
+    except KeyboardInterrupt as stop:
+        name = getattr(stop, "signal_name", "SIGINT")
+        print(f"dynamics sweep: interrupted by {name}; run the same command again to continue", file=sys.stderr)
+        return signal_status(stop)
     print_summary(manifest, args.quiet)
-    print(args.out / "sweep.json")
+    say_path(args.out / "sweep.json")
+    failed = failed_runs(manifest)
+    if failed:
+        print(visible(f"dynamics sweep: {len(failed)} of {len(manifest['runs'])} runs failed: {', '.join(failed)} "
+                      f"(errors in {args.out / 'sweep.json'})"), file=sys.stderr)
+        return 1
+    return 0
 
 
 def sweep_looks_finished(folder: Path) -> bool:
@@ -330,7 +363,7 @@ def check_target(path: Path, args: argparse.Namespace) -> None:
 
 def say(args: argparse.Namespace, message: str) -> None:
     if not getattr(args, "quiet", False):
-        print(message, file=sys.stderr)
+        print(visible(message), file=sys.stderr)
 
 
 def command_train(args: argparse.Namespace) -> None:
@@ -343,7 +376,7 @@ def command_train(args: argparse.Namespace) -> None:
     apply_threads(config.train.threads)   # here and in child processes (BLAS pools start with it)
     path = train(config, args.optimizer, args.out, seed=args.seed, resume=args.resume, overwrite=args.overwrite,
                  progress=not args.quiet)
-    print(path)
+    say_path(path)
 
 
 def existing_dirs(dirs: list[Path]) -> list[Path]:
@@ -378,18 +411,66 @@ def command_analyze(args: argparse.Namespace) -> None:
     from analysis import analyze, analyze_experiment
     from dynamics.sweep_manifest import is_sweep
 
+    if args.out is not None and len(args.dirs) != 1:
+        raise DynamicsError(f"--out names one output, so it takes one DIR, got {len(args.dirs)}")
+    progress = "off" if args.quiet else ("auto" if sys.stderr.isatty() else "lines")
     for path in existing_dirs(args.dirs):
         if is_sweep(path):  # every run of a sweep, as tasks on a local dask cluster
             refuse_centred_sweep(args, path)
+            if args.out is not None:
+                raise DynamicsError(f"--out is not available for sweep folders ('{path}'); analyse its runs one "
+                                    f"by one (dynamics analyze RUN.zarr --out PATH)")
             from analysis.sweep import analyze_sweep
             analyze_sweep(path)
-            print(path / "sweep.json")
+            say_path(path / "sweep.json")
         elif is_run_store(path):
-            analyze(path, centered_alignment=args.centered_alignment)  # into the store unless a live writer holds it
-            print(path)
+            with notes("analyze") as not_written:
+                result = analyze(path, centered_alignment=args.centered_alignment, progress=progress,
+                                 write=args.out is None)   # into the store unless a live writer holds it
+            if args.out is not None:
+                from analysis.store_io import write_dataset
+                write_dataset(args.out, result)
+                say_path(args.out)
+            elif not not_written:
+                say_path(path)
         else:
-            analyze_experiment(path, centered_alignment=args.centered_alignment)
-            print(path / "analysis.zarr")
+            with notes("analyze") as not_written:
+                analyze_experiment(path, out=args.out, centered_alignment=args.centered_alignment,
+                                   progress=progress)
+            if args.out is not None or not not_written:
+                say_path(args.out if args.out is not None else path / "analysis.zarr")
+
+
+def say_path(path: Path) -> None:
+    """Print an output's path on stdout (one line; control characters shown as escapes)."""
+    print(visible(path))
+
+
+@contextlib.contextmanager
+def notes(command: str) -> Iterator[list[str]]:
+    """Inside this block, a NotWrittenWarning or StaleAnalysisWarning is printed as one line
+    ``dynamics COMMAND: note: ...`` on stderr instead of a Python warning; the block's list receives
+    the NotWrittenWarning messages (the results that stayed in memory)."""
+    not_written: list[str] = []
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            yield not_written
+    finally:   # outside the recording block: the other warnings are shown as usual, not recorded again
+        _print_notes(command, caught, not_written)
+
+
+def _print_notes(command: str, caught: list, not_written: list[str]) -> None:
+    from dynamics.errors import NotWrittenWarning, StaleAnalysisWarning
+
+    for warning in caught:
+        if issubclass(warning.category, (NotWrittenWarning, StaleAnalysisWarning)):
+            if issubclass(warning.category, NotWrittenWarning):
+                not_written.append(str(warning.message))
+            print(f"dynamics {command}: note: {visible(warning.message)}", file=sys.stderr)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def command_report(args: argparse.Namespace) -> None:
@@ -402,26 +483,34 @@ def command_report(args: argparse.Namespace) -> None:
         from reports.sweep import write_sweep_report
 
         def generate() -> Path:
-            return write_sweep_report(directory)
+            return write_sweep_report(directory, args.out)
     else:
         def generate() -> Path:
-            return write_report(directory, centered_alignment=args.centered_alignment)
+            with notes("report"):
+                try:
+                    return write_report(directory, args.out, centered_alignment=args.centered_alignment)
+                except OSError as err:
+                    if err.errno not in NOT_WRITABLE or args.out is not None:
+                        raise
+                    where = f"{err.filename}: " if err.filename else ""
+                    raise StoreReadOnlyError(f"cannot write the report: {where}{io_error('', err).reason}; write "
+                                             f"it elsewhere with --out FILE.html", err.errno) from None
     if args.watch is None:
-        print(generate())
+        say_path(generate())
         return
     from reports.watch import watch_report
 
-    print(f"dynamics report: watching {directory} every {args.watch:g} s (Ctrl-C stops)", file=sys.stderr)
+    print(visible(f"dynamics report: watching {directory} every {args.watch:g} s (Ctrl-C stops)"), file=sys.stderr)
     try:
         watch_report(generate, lambda: run_stores_in(directory), interval=args.watch, stream=sys.stdout)
     except KeyboardInterrupt:
-        print(f"dynamics report: stopped watching {directory}", file=sys.stderr)
+        print(visible(f"dynamics report: stopped watching {directory}"), file=sys.stderr)
 
 
 def command_compare(args: argparse.Namespace) -> None:
     from reports import compare
 
-    print(compare(existing_dirs(args.dirs), args.out, centered_alignment=args.centered_alignment))
+    say_path(compare(existing_dirs(args.dirs), args.out, centered_alignment=args.centered_alignment))
 
 
 def run_stores_in(source: Path) -> list[Path]:
@@ -451,7 +540,7 @@ def command_export(args: argparse.Namespace) -> None:
         analysis = None if args.no_analysis else store_analysis(store, args.centered_alignment)
         folder, count = export_store(store, args.out, analysis)
         say(args, f"exported {store} -> {folder} ({count} scalars)")
-    print(args.out)
+    say_path(args.out)
 
 
 def store_analysis(store: Path, centered_alignment: bool):
@@ -466,7 +555,7 @@ def store_analysis(store: Path, centered_alignment: bool):
 def command_unlock(args: argparse.Namespace) -> None:
     from dynamics.store.lock import unlock
 
-    print(f"removed the lock of {args.store} held by {unlock(args.store)}")
+    print(visible(f"removed the lock of {args.store} held by {unlock(args.store)}"))
 
 
 def command_config(args: argparse.Namespace) -> None:
@@ -494,20 +583,21 @@ COMMANDS = {"run": command_run, "train": command_train, "analyze": command_analy
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``dynamics``; returns the exit status (0 ok, 1 some runs of ``run`` failed or a
-    file-system error such as a full disk, 2 user error, 128 + signal number
-    when stopped by SIGINT (130), SIGTERM (143) or SIGHUP (129))."""
+    """Entry point of ``dynamics``; returns the exit status (module docstring: 0 ok; 1 some runs failed
+    or the file system failed, e.g. a full disk or a read-only file system; 2 user error; 128 + signal
+    number when stopped by SIGINT (130), SIGTERM (143) or SIGHUP (129))."""
     args = build_parser().parse_args(argv)
     try:
         status = COMMANDS[args.command](args) or 0
     except DynamicsError as error:
-        print(f"dynamics {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        print(f"dynamics {args.command}: error: {visible(error)}", file=sys.stderr)
+        return exit_status(error)
     except OSError as error:   # a full disk, a read-only file system: one line with path and errno
         where = f"{error.filename}: " if error.filename else ""
         code = errno.errorcode.get(error.errno, error.errno) if error.errno else type(error).__name__
-        print(f"dynamics {args.command}: error: {where}{error.strerror or error} ({code})", file=sys.stderr)
-        return 1
+        print(f"dynamics {args.command}: error: {visible(where)}{visible(error.strerror or error)} ({code})",
+              file=sys.stderr)
+        return exit_status(error)
     except KeyboardInterrupt as stop:   # Ctrl-C, or SIGTERM/SIGHUP as trainers.signals.Stopped
         name = getattr(stop, "signal_name", "SIGINT")
         print(f"dynamics {args.command}: interrupted by {name}; run it again with --resume to continue",

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from dynamics.errors import DynamicsError
+from dynamics.visible import visible
 
 
 def _failed_run(path: Path) -> str | None:
@@ -33,7 +34,7 @@ def command_run(args: argparse.Namespace) -> int:
     Errors before a store exists (config, data) stop at once."""
     from analysis import analyze_experiment
     from dynamics import machine
-    from dynamics.cli import check_target, config_from, say
+    from dynamics.cli import check_target, config_from, say, say_path
     from reports import write_report
     from trainers import store_name
     from trainers.parallel import RunSpec, train_runs
@@ -69,7 +70,7 @@ def command_run(args: argparse.Namespace) -> int:
     def done(outcome) -> None:
         if outcome.status == "failed":
             reason = _failed_run(outcome.run.path) or outcome.error
-            print(f"dynamics run: {outcome.run.path} failed: {reason}; training the others", file=sys.stderr)
+            print(visible(f"dynamics run: {outcome.run.path} failed: {reason}; training the others"), file=sys.stderr)
         else:
             say(args, f"trained {outcome.run.path}")
 
@@ -81,10 +82,10 @@ def command_run(args: argparse.Namespace) -> int:
     failed = [o.run.path for o in outcomes if o.status == "failed"]
     analyze_experiment(out, reuse=True, centered_alignment=args.centered_alignment)
     say(args, f"analysed {out}")
-    print(write_report(out, centered_alignment=args.centered_alignment))
+    say_path(write_report(out, centered_alignment=args.centered_alignment))
     if failed:
-        print(f"dynamics run: {len(failed)} of {len(runs)} runs failed "
-              f"(marked in the report): {', '.join(p.name for p in failed)}", file=sys.stderr)
+        print(visible(f"dynamics run: {len(failed)} of {len(runs)} runs failed "
+                      f"(marked in the report): {', '.join(p.name for p in failed)}"), file=sys.stderr)
         return 1
     return 0
 
@@ -106,13 +107,13 @@ def warning_category(name: str) -> type[Warning]:
 
 
 def command_tables(args: argparse.Namespace) -> None:
-    from dynamics.cli import existing_dirs
+    from dynamics.cli import existing_dirs, say_path
     from reports.tables import results_blocks, write_blocks
 
     name = args.name or args.dirs[0].resolve().name
     blocks = results_blocks(existing_dirs(args.dirs), name)
     if args.write:
         for path in write_blocks(args.write, blocks):
-            print(path)
+            say_path(path)
     else:
         print("\n\n".join(blocks.values()))

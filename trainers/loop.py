@@ -53,6 +53,7 @@ from trainers.config import ExperimentConfig, validate
 from trainers.optimizers import batch_loss, make_optimizer
 from trainers.phases import PhaseSteppers, phase_plan, run_phases
 from trainers.progress import Progress
+from trainers.resume_state import check_resume_state, stored_parameters
 from trainers.runtime import resolve_device
 from trainers.schema import SEED_MAX
 from trainers.data import Dataset
@@ -342,6 +343,11 @@ class RunState:
         if changed:
             raise ConfigError(f"cannot resume '{path}': its config differs in {changed}; resume with the "
                               f"config it was started with")
+        e = self.experiment   # an impossible state (a step past the end, behind the store, other weights): refused
+        check_resume_state(state, total_steps=e.total_steps, steps_per_epoch=e.steps_per_epoch,
+                           checkpoint_steps=e.checkpoint_steps, last_step=self.recorder.last_step,
+                           stored_checkpoints=self.recorder.checkpoint_steps, model=self.model,
+                           stored_params=stored_parameters(path))
         self.model.load_state_dict(state["model"])
         if self.steppers is not None:
             self.stepper = self.steppers.use(int(state.get("phase", 0)))

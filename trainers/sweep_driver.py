@@ -20,10 +20,20 @@ from trainers.sweep_worker import train_run, worker_preload
 GN_STEP_COST = 2.0
 
 
+#: Extra settings of the local cluster's scheduler: a task whose worker dies comes back to the driver
+#: (KilledWorker) instead of being rescheduled by the scheduler, so that every start is counted.
+SCHEDULER_SETTINGS = {"distributed.scheduler.allowed-failures": 0}
+
+
 def wanted(run: dict, retries: int) -> bool:
-    """Whether an invocation with ``retries`` trains ``run``: not complete, and not a run that already
-    failed ``1 + retries`` times (a larger ``--retries`` tries it again)."""
-    return run["status"] != "complete" and run.get("failures", 0) <= retries
+    """Whether an invocation with ``retries`` trains ``run``: not complete; and if it failed, only a
+    failure that can go away on a retry (``retry`` true: a lost worker, a locked store, a file-system
+    error), fewer than ``1 + retries`` times. A deterministic failure is not started again."""
+    if run["status"] == "complete":
+        return False
+    if run["status"] != "failed":
+        return True
+    return bool(run.get("retry", True)) and run.get("failures", 0) <= retries
 
 
 def expected_cost(config: dict) -> float:
@@ -57,13 +67,16 @@ def drive(manifest: dict, folder: Path, todo: list[str], plan: SweepPlan, *, wor
     each run ends; none when ``quiet``."""
     from distributed import as_completed, wait
 
+    import dask
+
     say = progress(quiet)
     total = len(manifest["runs"])
     finished = sum(run["status"] == "complete" for run in manifest["runs"].values())
     where = f"the cluster at {scheduler}" if scheduler else f"{workers or available_cores()} local worker process(es)"
     say(f"{len(todo)} of {total} runs to train ({finished} already complete) on {where}")
     preload = worker_preload(plan.runs[name].config["data"]["name"] for name in todo)
-    with open_client(workers=workers, scheduler=scheduler, preload=preload) as client:
+    with dask.config.set(SCHEDULER_SETTINGS), \
+            open_client(workers=workers, scheduler=scheduler, preload=preload) as client:
         link = dashboard_link(client)
         if link:
             say(f"dask dashboard: {link}")
@@ -73,7 +86,6 @@ def drive(manifest: dict, folder: Path, todo: list[str], plan: SweepPlan, *, wor
 
         def submit(name: str) -> object:
             run, spec = manifest["runs"][name], plan.runs[name]
-            run["attempts"] += 1
             run["status"] = "running"
             future = client.submit(train_run, spec.config, spec.optimizer, str(folder / run["store"]), str(stop),
                                    progress="off" if quiet else "lines",
@@ -113,20 +125,27 @@ def drive(manifest: dict, folder: Path, todo: list[str], plan: SweepPlan, *, wor
 
 
 def outcome(future: object) -> dict:
-    """The task's result dict; an exception of the task machinery (KilledWorker, CancelledError...)
-    as a failed attempt."""
+    """The task's result dict; an exception of the task machinery (KilledWorker: its worker died;
+    CancelledError...) as a started attempt that failed and may succeed on a retry."""
     try:
         return future.result()
     except Exception as error:
-        return {"status": "failed", "trained": True, "error": f"{type(error).__name__}: {error}",
+        return {"status": "failed", "trained": True, "retry": True, "error": f"{type(error).__name__}: {error}",
                 "seconds": float("nan")}
 
 
 def record(run: dict, result: dict) -> None:
-    """Copy a task's result into the run's manifest entry."""
+    """Copy a task's result into the run's manifest entry: ``attempts`` counts the starts (a result
+    that trained, or whose worker died), ``failures`` the failed results, ``retry`` whether the last
+    failure can go away on a retry."""
     run["status"] = result["status"]
+    run["attempts"] = run.get("attempts", 0) + bool(result.get("trained"))
     run["failures"] = run.get("failures", 0) + (result["status"] == "failed")
     run["error"] = result.get("error")
+    if result["status"] == "failed":
+        run["retry"] = bool(result.get("retry", True))
+    else:
+        run.pop("retry", None)
     if result["status"] == "complete":
         run["error"] = None
     if result.get("seconds") is not None and result["status"] == "complete" and result.get("trained"):

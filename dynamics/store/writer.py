@@ -35,6 +35,7 @@ from dynamics.store import schema, validate
 from dynamics.store.batch import Batch, NewArray, check_columns, clearing_previous, plan_rows
 from dynamics.store.chunks import RowArray
 from dynamics.store.create import create_store
+from dynamics.store.freshness import DERIVED_GROUPS, retire_derived
 from dynamics.store.lock import StoreLock, sweep_temporary
 from dynamics.store.names import NAME_ATTR, Stored
 from dynamics.store.probe import input_names, read_inputs
@@ -83,6 +84,7 @@ class RunWriter:
         #: what this writer could not store (variables left out of a commit): the store ends "failed"
         self.lost: list[str] = []
         self.closed = False
+        self._derived = any((path / name).exists() for name in DERIVED_GROUPS)   # removed before data change
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -211,7 +213,10 @@ class RunWriter:
         """The write of ``batch`` (on the writer thread, or again on the caller's after a failure):
         :meth:`dynamics.store.batch.Batch.run` — new arrays (the rows before a new variable's first row
         hold the fill value, so every chunk of the committed range has a file, as the readers check),
-        the rows, the commit record, then ``after``."""
+        the rows, the commit record, then ``after``. Derived groups (an analysis) go first
+        (:meth:`_retire_derived`)."""
+        self._retire_derived()
+
         def created(target: NewArray, array: RowArray) -> None:
             self._arrays[(target.group, target.name)] = array
             self._nodes[f"{target.group}/{target.name}"] = array.document
@@ -409,12 +414,23 @@ class RunWriter:
         m_steps, ck_steps = self.stored_steps("metrics"), self.stored_steps("checkpoints")
         keep_m = int(np.searchsorted(m_steps, step, side="right"))
         keep_c = int(np.searchsorted(ck_steps, step, side="right"))
+        if keep_m < len(m_steps) or keep_c < len(ck_steps):
+            self._retire_derived()
         for group in schema.ROW_DIM:
             schema.trim_nonfinite(self.nonfinite, group, step)
         self.committed = dict(self.committed, metrics=keep_m, step=int(m_steps[keep_m - 1]) if keep_m else None,
                               checkpoint=keep_c, checkpoint_step=int(ck_steps[keep_c - 1]) if keep_c else None)
         self._write_root_now()
         self._trim_to_committed(delete_rows=True)
+
+    def _retire_derived(self) -> None:
+        """Before the first change of committed data: remove the store's derived groups (an analysis of
+        the data as it was), from the commit record first (:func:`dynamics.store.freshness.retire_derived`)."""
+        if not self._derived:
+            return
+        self._nodes = {key: meta for key, meta in self._nodes.items() if key.split("/")[0] not in DERIVED_GROUPS}
+        retire_derived(self.path, self._write_root_now)
+        self._derived = False
 
     def set_attrs(self, **attrs: Any) -> None:
         """Set root attributes (one write of the commit record, after the write in flight)."""
