@@ -1,7 +1,9 @@
 """``analyze(run)``: every diagnostic of one run store as an xarray Dataset (DESIGN §6 "Analysis").
 
-By checkpoint: losses/accuracies copied from the store; NTK alignment to init, NTK velocity,
-kernel–target alignment and NTK entropy effective rank; per layer linear CKA to init, entropy
+By checkpoint: losses/accuracies copied from the store (and, where recorded, the linearised twin's and
+the sharpness scalars, :mod:`trainers.lazy`); NTK alignment to init, NTK velocity,
+kernel–target alignment and NTK entropy effective rank; the NTK spectrum (eigenvalues, cumulative
+label alignment along ``ntk_mode``, condition number; :mod:`analysis.ntk_spectrum`); per layer linear CKA to init, entropy
 effective rank of the centred representation and linear-probe accuracy (:mod:`analysis.probes`);
 per parameter relative change and cosine to init. By step: loss and GN residual copied from the
 metrics; relative and log changes of the own, next and held-out ("other") batch, transfer and
@@ -24,8 +26,12 @@ import numpy as np
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
-from analysis.checkpoint_metrics import (checkpoints_selected, ntk_metrics, representation_metrics,
-                                         weight_metrics)
+from dynamics.linearize import LINEAR_SCALARS
+from dynamics.sharpness import SHARPNESS_SCALARS
+
+from analysis.checkpoint_metrics import (checkpoint_reader, checkpoints_selected, ntk_metrics,
+                                         representation_metrics, weight_metrics)
+from analysis.ntk_spectrum import MODE_DIM, spectrum_metrics
 from analysis.freshness import ALIGNMENT_KEY, SOURCE_ATTR, alignment_kind, analysis_token, source_token
 from analysis.overfitting import (default_window, log_change_percent, moving_average, relative_change_percent,
                                   transfer_ratio)
@@ -34,7 +40,7 @@ from analysis.store_io import (group, open_tree, run_identity, store_order, stri
 
 DEFAULT_MAX_MEMORY = 1 << 30  # bytes of one checkpoint's representation processed in memory
 SINGLE_THREAD_ELEMENTS = 1 << 22  # per-checkpoint matrices up to this size use one BLAS thread
-CHECKPOINT_SCALARS = ("train_loss", "train_acc", "test_loss", "test_acc")
+CHECKPOINT_SCALARS = ("train_loss", "train_acc", "test_loss", "test_acc", *LINEAR_SCALARS, *SHARPNESS_SCALARS)
 COORDINATES = ("step", "epoch", "checkpoint_step", "checkpoint_epoch")   # never parameters
 ALIGNMENT_VARIABLES = ("ntk_alignment_init", "ntk_velocity", "ntk_target_alignment")
 
@@ -86,7 +92,7 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
     largest = max([int(np.prod(checkpoints[v].shape[1:])) for v in checkpoints.data_vars
                    if v == "ntk" or v.startswith("rep_")], default=0)
     with threadpool_limits(limits=1 if largest <= SINGLE_THREAD_ELEMENTS else None, user_api="blas"):
-        data, (layers, param_names, steps, window) = _compute(
+        data, (layers, param_names, steps, window, modes) = _compute(
             checkpoints, metrics, params, tree, targets, labels, probe_at, n, int(max_memory), probe_folds,
             probe_max_iter, smoothing_window, centered_alignment)
 
@@ -96,7 +102,7 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
         "checkpoint_epoch": ("checkpoint", _coordinate(checkpoints, ("checkpoint_epoch", "epoch"), n, np.float64)),
         "step": steps,
         "epoch": ("step", _coordinate(metrics, ("epoch",), steps.size, np.float64)),
-        "layer": string_coord(layers), "param": string_coord(param_names),
+        "layer": string_coord(layers), "param": string_coord(param_names), MODE_DIM: modes,
     }
     settings = {"probe_checkpoints": np.flatnonzero(probe_at).tolist(), "probe_folds": probe_folds,
                 "probe_max_iter": probe_max_iter, "smoothing_window": window, "max_memory": int(max_memory),
@@ -126,9 +132,12 @@ def _compute(checkpoints: xr.Dataset, metrics: xr.Dataset, params: xr.Dataset, t
         values = checkpoints[name].values if name in checkpoints else np.full(n, np.nan)
         data[name] = ("checkpoint", np.asarray(values, dtype=np.float64))
     ntk = checkpoints["ntk"] if "ntk" in checkpoints else None
-    for name, values in ntk_metrics(ntk, np.asarray(targets, dtype=np.float64) if targets.ndim == 2 else labels,
-                                    n, max_memory, centered=centered_alignment).items():
+    kernel_targets = np.asarray(targets, dtype=np.float64) if targets.ndim == 2 else labels
+    for name, values in ntk_metrics(ntk, kernel_targets, n, max_memory, centered=centered_alignment).items():
         data[name] = ("checkpoint", values)
+    spectra, modes = spectrum_metrics(ntk, kernel_targets, n, centered=centered_alignment,
+                                      read=None if ntk is None else checkpoint_reader(ntk, max_memory))
+    data.update(spectra)
 
     rep_names = store_order(tree, "checkpoints", [name for name in checkpoints.data_vars if name.startswith("rep_")])
     layers = [name.removeprefix("rep_") for name in rep_names]
@@ -161,7 +170,7 @@ def _compute(checkpoints: xr.Dataset, metrics: xr.Dataset, params: xr.Dataset, t
 
     steps, step_data, window = step_metrics(metrics, smoothing_window)
     data.update(step_data)
-    return data, (layers, param_names, steps, window)
+    return data, (layers, param_names, steps, window, modes)
 
 
 def step_metrics(metrics: xr.Dataset, window: int | None) -> tuple[np.ndarray, dict[str, tuple], int]:
