@@ -1,0 +1,19 @@
+"""One function per figure: ``f(analysis: xarray.Dataset) -> matplotlib.figure.Figure``.
+
+Each takes the analysis Dataset of docs/DESIGN.md §6 (combined, with dim ``run``; a single run's
+Dataset is accepted too), draws with a fixed Okabe–Ito colour per optimiser (``reports.palette``)
+and raises ``ValueError`` naming the variable when what it plots was not recorded at all. Runs
+whose values are all NaN (e.g. ``gn_residual`` of a first-order run) are left out of that figure.
+
+Modules by purpose: :mod:`~reports.figures.common` (what every figure shares), ``training`` (loss,
+accuracy, per-step batch loss change, GN residual), ``kernels`` (NTK), ``representations`` (CKA,
+probes) and ``weights``.
+"""
+
+from reports.figures.kernels import effective_rank, ntk_dynamics
+from reports.figures.representations import cka_between_optimizers, cka_to_init, probe_accuracy
+from reports.figures.training import batch_loss_change, gn_residual, loss_accuracy
+from reports.figures.weights import weight_change
+
+__all__ = ["loss_accuracy", "batch_loss_change", "ntk_dynamics", "cka_to_init", "cka_between_optimizers",
+           "effective_rank", "probe_accuracy", "gn_residual", "weight_change"]
