@@ -110,7 +110,7 @@ class LinearizedModel(nn.Module):
 
 
 def linearized(model: nn.Module) -> LinearizedModel:
-    """The linearised twin f_lin(x; θ) = f(x; θ₀) + J(x; θ₀)(θ − θ₀) of ``model`` at its current parameters θ₀.
+    """The linearised twin f_lin(x; θ) = f(x; θ₀) + J(x; θ₀)(θ − θ₀) of ``model`` at its parameters θ₀.
 
     Returns an ``nn.Module`` with the same trained-parameter names as ``model`` (its
     ``DistributedDataParallel``/``DataParallel`` wrapper removed), starting at θ₀ (so f_lin = f there),

@@ -63,4 +63,24 @@ FIGURES: tuple[FigureSpec, ...] = (
                "group norm-weighted as one vector, sqrt(Σ‖Δθ_i‖²)/sqrt(Σ‖θ_i,0‖²), so small biases do not "
                "dominate. Right: each tensor at the last checkpoint (circles: weights, squares: biases). "
                "With several seeds: mean ± standard deviation."),
+    FigureSpec("linearized_twin", figures.linearized_twin, "Linearised twin",
+               "The network against its first-order Taylor model at initialisation, f_lin(x; θ) = f(x; θ_0) + "
+               "J(x; θ_0)(θ − θ_0), trained beside it on the same mini-batches by the same optimiser (Lee et al. "
+               "2019; Chizat et al. 2019). Left: the relative distance ‖f_t − f_lin,t‖ / ‖f_t − f_0‖ of their outputs "
+               "on the test set (solid) and the probe set (dotted); near 0 the network trains in the lazy (kernel) "
+               "regime, near 1 its features moved. Right: test accuracy of the network (solid) and of its twin "
+               "(dashed). Seeds: mean ± 1 sd."),
+    FigureSpec("ntk_spectrum", figures.ntk_spectrum, "NTK spectrum",
+               "Eigen-decomposition Θ = Σ λ_i u_i u_iᵀ of the probe-set NTK at every checkpoint (Kopitkov & Indelman "
+               "2020; Baratin et al. 2021). Top left: the largest eigenvalue λ₁. Top right: the condition number "
+               "λ₁/λ_N, which bounds the conditioning of the Gauss–Newton solve (numerically singular kernels are not "
+               "drawn). Bottom left: the share Σ_(i≤k) Σ_c (u_iᵀy_c)² / ‖Y‖² of the one-hot labels' energy in the "
+               "top-k eigen-directions — how much of the target the kernel's fastest directions carry. Bottom right: "
+               "the spectrum λ_i/λ₁ at the first (dotted) and last (solid) checkpoint. Seeds: mean ± 1 sd."),
+    FigureSpec("sharpness", figures.sharpness, "Sharpness",
+               "Largest eigenvalue of the loss Hessian (solid) and of the generalised Gauss–Newton matrix (dashed) "
+               "on the probe set, by Lanczos (Cohen et al. 2021). Right: sharpness over the optimiser's stability "
+               "threshold — λ_max(H) / (2/η) for SGD (2(1 + μ)/η with momentum μ) and Adam's preconditioned "
+               "sharpness over 38/η (Cohen et al. 2022) — where 1 is the edge of stability; Gauss–Newton has no such "
+               "threshold and is drawn on the left only. Seeds: mean ± 1 sd."),
 )

@@ -24,8 +24,10 @@ the probe set / the test evaluation set; ``linearized_train_loss``, ``linearized
 mode: ``sharpness`` = λ_max of the loss Hessian, ``ggn_sharpness`` = λ_max of the GGN
 (:func:`dynamics.curvature.top_eigenvalues`, Lanczos), ``preconditioned_sharpness`` = λ_max(P^{-1/2} H
 P^{-1/2}) with Adam's preconditioner (Adam/AdamW runs after their first step; NaN otherwise) and
-``sharpness_threshold`` = the optimiser's stability threshold (2/η for SGD, 38/η for Adam with β₁ = 0.9;
-NaN for GN; :mod:`dynamics.sharpness`). A Lanczos run that does not converge stores NaN with a warning.
+``sharpness_threshold`` = the stability threshold of the optimiser of the latest updates for the
+sharpness it is compared with (2/η for SGD's ``sharpness``, 38/η for Adam's ``preconditioned_sharpness``
+with β₁ = 0.9; NaN for GN, for other optimisers and for Adam before its first step;
+:mod:`dynamics.sharpness`). A Lanczos run that does not converge stores NaN with a warning.
 """
 
 from __future__ import annotations
@@ -116,11 +118,7 @@ def checkpoint_scalars(run, evaluate) -> tuple[dict[str, float], set[str]]:
     if run.sharpness:
         out.update(sharpness_scalars(run.model, run.stepper, e.x[e.probe], e.y[e.probe], run.loss))
     undefined = {"linearized_distance_probe", "linearized_distance_test"} if run.step == 0 else set()
-    optimizer = getattr(run.stepper, "optimizer", None)
-    if not (isinstance(optimizer, torch.optim.Optimizer) and is_adam(optimizer) and run.step > 0):
-        undefined.add("preconditioned_sharpness")
-    if not isinstance(optimizer, torch.optim.Optimizer) or math.isnan(stability_threshold(optimizer)):
-        undefined.add("sharpness_threshold")
+    undefined |= {"preconditioned_sharpness", "sharpness_threshold"}   # NaN only where undefined (docstring)
     return out, {name for name in undefined if name in out and math.isnan(out[name])}
 
 
@@ -140,15 +138,16 @@ def sharpness_scalars(model: nn.Module, stepper, x: torch.Tensor, y: torch.Tenso
     out = dict.fromkeys(SHARPNESS_SCALARS, math.nan)
     out["sharpness"] = _top(model, x, y, loss, "hessian")
     out["ggn_sharpness"] = _top(model, x, y, loss, "ggn")
-    if optimizer is not None:
+    if optimizer is not None and not is_adam(optimizer):
         out["sharpness_threshold"] = stability_threshold(optimizer)
-        if is_adam(optimizer):
-            try:
-                preconditioner = adam_preconditioner(optimizer, model)
-            except ValueError:   # before the first step: no second-moment estimate yet
-                preconditioner = None
-            if preconditioner is not None:
-                out["preconditioned_sharpness"] = _top(model, x, y, loss, "hessian", preconditioner)
+    elif optimizer is not None:
+        try:
+            preconditioner = adam_preconditioner(optimizer, model)
+        except ValueError:   # before the first step: no second moment, no preconditioned sharpness to compare
+            preconditioner = None
+        if preconditioner is not None:
+            out["preconditioned_sharpness"] = _top(model, x, y, loss, "hessian", preconditioner)
+            out["sharpness_threshold"] = stability_threshold(optimizer)
     return out
 
 

@@ -72,7 +72,7 @@ _LAZY: dict[str, Entry] = {
     "sharpness_threshold": ("stability threshold", "1",
                             "the sharpness above which the optimiser's step is unstable on a quadratic: 2(1 + μ)/η for "
                             "SGD (2/η without momentum), (2 + 2β1)/((1 − β1)η) for Adam's preconditioned sharpness; "
-                            "NaN for Gauss–Newton and other optimisers"),
+                            "NaN for Gauss–Newton, other optimisers and Adam before its first step"),
 }
 
 _GROUPS: dict[str, dict[str, Entry]] = {

@@ -7,13 +7,15 @@ whose values are all NaN (e.g. ``gn_residual`` of a first-order run) are left ou
 
 Modules by purpose: :mod:`~reports.figures.common` (what every figure shares), ``training`` (loss,
 accuracy, per-step batch loss change, GN residual), ``kernels`` (NTK), ``representations`` (CKA,
-probes) and ``weights``.
+probes), ``weights`` and ``lazy`` (linearised twin, NTK spectrum, sharpness).
 """
 
 from reports.figures.kernels import effective_rank, ntk_dynamics
+from reports.figures.lazy import linearized_twin, ntk_spectrum, sharpness
 from reports.figures.representations import cka_between_optimizers, cka_to_init, probe_accuracy
 from reports.figures.training import batch_loss_change, gn_residual, loss_accuracy
 from reports.figures.weights import weight_change
 
 __all__ = ["loss_accuracy", "batch_loss_change", "ntk_dynamics", "cka_to_init", "cka_between_optimizers",
-           "effective_rank", "probe_accuracy", "gn_residual", "weight_change"]
+           "effective_rank", "probe_accuracy", "gn_residual", "weight_change", "linearized_twin", "ntk_spectrum",
+           "sharpness"]

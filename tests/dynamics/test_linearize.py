@@ -191,7 +191,7 @@ def test_sgd_twin_equals_dense_linear_model_and_distance_is_first_order_in_lr():
         assert torch.allclose(f_lin, dense(x_test), rtol=0, atol=1e-12)
         distances.append(relative_distance(f, f_lin, f0))
     ratio = distances[1] / distances[0]
-    assert 0.08 < ratio < 0.12, distances   # ‖f − f_lin‖ = O(lr²·t²), ‖f − f₀‖ = O(lr·t): the ratio is O(lr)
+    assert 0.08 < ratio < 0.12, distances   # ‖f − f_lin‖ = O(lr²t²), ‖f − f₀‖ = O(lr·t): ratio O(lr)
 
 
 def test_reversible_gn_twin_first_step_equals_the_model_step_and_distance_is_first_order():

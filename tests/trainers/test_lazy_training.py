@@ -58,9 +58,10 @@ def test_every_scalar_is_stored_with_its_meaning(lazy_runs):
     steps = phased["checkpoint_step"].values
     adam, gn = (steps > 0) & (steps <= 9), steps > 9
     assert adam.any() and gn.any()
-    np.testing.assert_allclose(phased["sharpness_threshold"].values[steps <= 9], 38 / 1e-3)
+    np.testing.assert_allclose(phased["sharpness_threshold"].values[adam], 38 / 1e-3)
     assert np.all(np.isfinite(phased["preconditioned_sharpness"].values[adam]))
-    assert math.isnan(float(phased["preconditioned_sharpness"][0]))   # no second moment before Adam's first step
+    for var in ("preconditioned_sharpness", "sharpness_threshold"):   # no second moment before Adam's first step
+        assert math.isnan(float(phased[var][0]))
     assert np.all(np.isnan(phased["sharpness_threshold"].values[gn]))
     assert np.all(np.isnan(phased["preconditioned_sharpness"].values[gn]))
 
