@@ -8,54 +8,11 @@ from matplotlib.figure import Figure
 from reports.figures.lazy import linearized_twin, ntk_spectrum, sharpness, sharpness_ratio
 from reports.lazy_regime import lazy_findings, lazy_html, lazy_sentences
 from reports.report import report_html
-from synthetic import make_analysis
-
-LR = {"gn": 0.1, "sgd": 0.3, "adam": 0.01}
-DISTANCE = {"gn": 0.05, "sgd": 0.3, "adam": 0.6}
-
-
-def final_distance(distance, opt, seed):
-    """GN's distance grows faster with the seed than the others', so the GN/Adam ratio differs by seed."""
-    return distance[opt] * (1 + (0.1 if opt == "gn" else 0.05) * seed)
-
-
-def with_lazy(ds, distance=DISTANCE, modes=16):
-    """``ds`` with every lazy-regime variable: per run, values that grow over the checkpoints to a final
-    value set by the optimiser (and the seed), NaN where they are undefined."""
-    runs, checkpoints = ds.sizes["run"], ds.sizes["checkpoint"]
-    t = np.linspace(0, 1, checkpoints)
-    values = {name: np.full((runs, checkpoints), np.nan) for name in (
-        "linearized_distance_test", "linearized_distance_probe", "linearized_test_acc", "sharpness", "ggn_sharpness",
-        "preconditioned_sharpness", "sharpness_threshold", "ntk_condition_number")}
-    eigen = np.full((runs, checkpoints, modes), np.nan)
-    align = np.full((runs, checkpoints, modes), np.nan)
-    for r, (opt, seed) in enumerate(zip(ds["optimizer"].values, ds["seed"].values)):
-        final = final_distance(distance, opt, seed)
-        values["linearized_distance_test"][r, 1:] = final * t[1:]
-        values["linearized_distance_probe"][r, 1:] = 0.9 * final * t[1:]
-        values["linearized_test_acc"][r] = ds["test_acc"].values[r] - 0.02
-        values["sharpness"][r] = 1 + 10 * t * (seed + 1)
-        values["ggn_sharpness"][r] = 0.9 * values["sharpness"][r]
-        if opt == "sgd":
-            values["sharpness_threshold"][r] = 2 / LR[opt]
-        if opt == "adam":
-            values["sharpness_threshold"][r, 1:] = 38 / LR[opt]
-            values["preconditioned_sharpness"][r, 1:] = 1000 * t[1:] * (seed + 1)
-        spectrum = np.geomspace(100, 1, modes)[None, :] * (1 + t[:, None] * (3 if opt == "gn" else 1))
-        eigen[r] = spectrum
-        align[r] = np.cumsum(np.full(modes, 1 / modes))[None, :] * np.ones((checkpoints, 1))
-        values["ntk_condition_number"][r] = spectrum[:, 0] / spectrum[:, -1]
-    out = ds.assign_coords(ntk_mode=np.arange(1, modes + 1))
-    for name, array in values.items():
-        out[name] = (("run", "checkpoint"), array)
-    out["ntk_eigenvalues"] = (("run", "checkpoint", "ntk_mode"), eigen)
-    out["ntk_label_alignment"] = (("run", "checkpoint", "ntk_mode"), align)
-    return out
-
+from synthetic import DISTANCE, final_distance, make_analysis, with_lazy
 
 @pytest.fixture(scope="module")
 def lazy():
-    return with_lazy(make_analysis(seeds=(0, 1, 2), n_steps=120))
+    return make_analysis(seeds=(0, 1, 2), n_steps=120)   # with_lazy: the lazy-regime variables
 
 
 def test_measured_values_are_final_values_over_seeds(lazy):
@@ -81,7 +38,7 @@ def test_measured_values_are_final_values_over_seeds(lazy):
 
 @pytest.mark.parametrize("gn, verdict", [(0.5, "does not hold"), (0.29, "inconclusive"), (0.2, "holds")])
 def test_prediction_verdict_seed_by_seed(gn, verdict):
-    ds = with_lazy(make_analysis(seeds=(0, 1, 2), n_steps=60), distance={**DISTANCE, "gn": gn})
+    ds = with_lazy(make_analysis(seeds=(0, 1, 2), n_steps=60, diagnostics=False), distance={**DISTANCE, "gn": gn})
     # GN < ½ Adam on seed 0 for gn < 0.3, on seed 2 for gn < 0.275: 0.29 holds on seed 0 only
     assert lazy_findings(ds)["prediction"]["verdict"] == verdict
 
@@ -90,7 +47,7 @@ def test_figures_draw_and_refuse_what_was_not_recorded(lazy):
     for draw, panels in ((linearized_twin, 2), (ntk_spectrum, 4), (sharpness, 2)):
         fig = draw(lazy)
         assert isinstance(fig, Figure) and len(fig.axes) == panels
-    plain = make_analysis(seeds=(0,), n_steps=60)
+    plain = make_analysis(seeds=(0,), n_steps=60, diagnostics=False)
     for draw, name in ((linearized_twin, "linearized_distance_test"), (ntk_spectrum, "ntk_eigenvalues"),
                        (sharpness, "sharpness")):
         with pytest.raises(ValueError, match=name):
@@ -120,6 +77,6 @@ def test_report_section_sentences_and_refusal(lazy):
     assert "distance to twin (test)" in html and "<li>" in html
     page = report_html(lazy, title="t", claims={"claims": {}, "lazy_regime": document})
     assert "<h2>Lazy regime</h2>" in page and page.index("Lazy regime") < page.index("<h2>Figures</h2>")
-    plain = make_analysis(seeds=(0,), n_steps=60)
+    plain = make_analysis(seeds=(0,), n_steps=60, diagnostics=False)
     assert lazy_findings(plain)["measured"] == {} and lazy_html(plain, lazy_findings(plain)) == ""
     assert lazy_findings(plain)["prediction"]["verdict"] == "not measured"
