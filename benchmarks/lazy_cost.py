@@ -19,9 +19,9 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-import tomllib
 from pathlib import Path
 
+from dynamics.cli import setting
 from environment import environment_line
 from trainers import load_config, train
 from trainers.setup import load_data
@@ -42,7 +42,8 @@ def main() -> None:
     parser.add_argument("--preset", default="mnist1d")
     parser.add_argument("--epochs", type=int, default=0, help="epochs (0: the preset's)")
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
+    parser.add_argument("--set", action="append", default=[], type=setting, metavar="KEY=VALUE",
+                        help="extra config override (as dynamics run --set)")
     parser.add_argument("--optimizers", default="", help="comma-separated subset of train.optimizers (default all)")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma-separated subset of " + ", ".join(VARIANTS))
@@ -50,7 +51,7 @@ def main() -> None:
     variants = {name: VARIANTS[name] for name in args.variants.split(",")}
     if "off" not in variants:
         parser.error("--variants must include off (the baseline)")
-    overrides = {key: tomllib.loads(f"v = {value}")["v"] for key, value in (item.split("=", 1) for item in args.set)}
+    overrides = dict(args.set)
     if args.epochs:
         overrides["train.epochs"] = args.epochs
     base = load_config(args.preset, overrides=overrides)

@@ -110,8 +110,9 @@ class LinearTwin:
 
 def checkpoint_scalars(run, evaluate) -> tuple[dict[str, float], set[str]]:
     """The lazy-regime scalars of a checkpoint of ``run`` (a :class:`trainers.loop.RunState`) and the
-    names among them that are NaN by definition here (the distances at step 0, the preconditioned
-    sharpness of a non-Adam optimiser, the threshold of GN), which the caller stores without a warning."""
+    names among them that are NaN by definition here (the distances at step 0; the preconditioned
+    sharpness and the threshold where the optimiser has none, see the module docstring), which the
+    caller stores without the Recorder's non-finite warning."""
     e, out = run.experiment, {}
     if run.twin is not None:
         out.update(run.twin.scalars(run.model, evaluate, e.eval_train, e.eval_test))
