@@ -75,7 +75,7 @@ def test_report_section_sentences_and_refusal(lazy):
     assert len(refused) == 1 and "different data or models" in refused[0]
     html = lazy_html(lazy, document)
     assert "distance to twin (test)" in html and "<li>" in html
-    page = report_html(lazy, title="t", claims={"claims": {}, "lazy_regime": document})
+    page = report_html(lazy, title="t", claims={"claims": {}, "lazy_regime": document}, figures=([], []))
     assert "<h2>Lazy regime</h2>" in page and page.index("Lazy regime") < page.index("<h2>Figures</h2>")
     plain = make_analysis(seeds=(0,), n_steps=60, diagnostics=False)
     assert lazy_findings(plain)["measured"] == {} and lazy_html(plain, lazy_findings(plain)) == ""
