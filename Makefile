@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONSTRAINTS := $(VENV)/constraints.txt
 
-.PHONY: install test test-slow run bench clean schema
+.PHONY: install test test-slow run bench clean schema docs serve-docs docs-cli
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,18 @@ bench: $(STAMP)
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site
 
 schema: $(STAMP)
 	$(PY) -c "import json; from trainers.config import json_schema; open('docs/config-schema.json', 'w', encoding='utf-8').write(json.dumps(json_schema(), indent=2, ensure_ascii=False) + '\n')"
+
+# The documentation site (mkdocs.yml): built strictly (a broken link, anchor or API reference fails it).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
+serve-docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve --strict
+
+# The generated reference pages: command line (the argparse parser), configuration keys, store schema.
+docs-cli: $(STAMP)
+	$(PY) scripts/docs_reference.py

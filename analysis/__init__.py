@@ -2,10 +2,13 @@
 
 Array functions (numpy arrays or torch tensors in, floats out):
     kernels.alignment / kernel_distance / target_alignment, cka.linear_cka / rbf_cka / minibatch_cka,
-    rank.effective_rank, probes.linear_probe_accuracy, weights.relative_change / cosine_to_init,
+    rank.effective_rank, probes.linear_probe_accuracy / linear_probe_r2, weights.relative_change / cosine_to_init,
     overfitting.relative_change_percent / transfer_ratio / moving_average.
 Run functions (xarray out): analyze(run), open_runs(paths), analyze_experiment(run_dir),
 open_sweep(sweep_dir) (a ``dynamics sweep`` folder, one dimension per swept key).
+Rules shared by all of them: the task of the probe targets (:mod:`dynamics.task`), non-finite inputs
+give NaN where used (:mod:`analysis.nonfinite`), features scaled by powers of two
+(:mod:`analysis.scaling`), run labels unique by construction (:mod:`analysis.labels`).
 """
 
 from analysis.cka import linear_cka, minibatch_cka, rbf_cka

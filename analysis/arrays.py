@@ -3,6 +3,8 @@
 Every array function of :mod:`analysis` funnels its inputs through :func:`as_float_matrix` or
 :func:`as_float_array`, so that bad input raises one clear ``TypeError``/``ValueError`` naming the
 argument, and numerics always run in float64 (a float32 input only loses what it never had).
+Feature statistics read their features through :func:`feature_matrix`, which also applies the
+exact power-of-two rescaling of :mod:`analysis.scaling`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+
+from analysis.scaling import scaled
+from dynamics.task import regression_targets
 
 
 def _native_dtype(x: object) -> np.dtype:
@@ -78,6 +83,15 @@ def as_float_matrix(x: object, name: str, *, min_rows: int = 1) -> np.ndarray:
     return arr
 
 
+def feature_matrix(x: object, name: str, *, min_rows: int = 1, centre: bool = False) -> tuple[np.ndarray | None, int]:
+    """The one way a feature statistic (CKA, RBF CKA, effective rank, linear probe) reads its features:
+    :func:`as_float_matrix`, then :func:`analysis.scaling.scaled` — column-centred when the statistic
+    centres, divided by 2^e, e the binary exponent of the largest entry (exact), so features of
+    1e±300 give the value of the unscaled ones. Returns (X·2^−e, e); (None, 0) when ``centre`` and X
+    is constant over the samples."""
+    return scaled(as_float_matrix(x, name, min_rows=min_rows), centre=centre)
+
+
 def as_square_kernel(k: object, name: str) -> np.ndarray:
     """``k`` as a float64 (N, N) matrix; ValueError naming ``name`` if it is not square 2-D."""
     arr = as_float_array(k, name)
@@ -88,11 +102,33 @@ def as_square_kernel(k: object, name: str) -> np.ndarray:
     return arr
 
 
-def as_labels(y: object, n: int, name: str = "y") -> np.ndarray:
-    """Integer class labels (N,) as int64; ValueError if the length is not ``n`` or a label is < 0."""
+def _plain(y: object) -> np.ndarray:
+    """numpy view of a numpy/torch/xarray/list value (no dtype change)."""
     if type(y).__module__.startswith("torch"):
-        y = y.detach().cpu().numpy()
-    arr = np.asarray(getattr(y, "values", y))
+        y = y.detach().cpu()
+        return (y.double() if y.is_floating_point() else y).numpy()   # bfloat16 has no numpy dtype
+    return np.asarray(getattr(y, "values", y))
+
+
+def as_targets(y: object, n: int, name: str = "y", *, task: str | None = None) -> np.ndarray:
+    """Probe targets (N,) or (N, O) of length ``n``, as numpy; with ``task="regression"`` as a finite
+    float64 (N, O) matrix (a vector as one column, :func:`dynamics.task.regression_targets`).
+    ValueError for another length or shape."""
+    arr = _plain(y)
+    if arr.ndim not in (1, 2) or arr.shape[0] != n:
+        raise ValueError(f"{name} must hold {n} targets, shape ({n},) or ({n}, O), got shape {arr.shape}")
+    if task == "regression":
+        return regression_targets(arr)
+    return arr
+
+
+def as_labels(y: object, n: int, name: str = "y") -> np.ndarray:
+    """Integer class labels (N,) as int64 (one-hot rows (N, C) give the column of their 1); ValueError
+    if the length is not ``n`` or a label is < 0, TypeError for non-integer values."""
+    arr = _plain(y)
+    if arr.ndim == 2 and arr.shape[0] == n and arr.size and np.all((arr == 0) | (arr == 1)) \
+            and np.all(arr.sum(axis=1) == 1):
+        return arr.argmax(axis=1).astype(np.int64)
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ValueError(f"{name} must be a label vector of length {n}, got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.integer):

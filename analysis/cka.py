@@ -37,15 +37,16 @@ import numpy as np
 from analysis.arrays import as_float_matrix, nan_with_warning
 from analysis.cka_chunked import LinearCKAAccumulator, is_lazy, iter_row_chunks, row_count
 from analysis.hsic import MIN_SAMPLES_UNBIASED, double_centre, linear_pair_terms, unbiased_hsic_kernels
-from analysis.scaling import ScaledSum, max_exponent, normalised
+from analysis.scaling import ScaledSum, max_exponent, scale_free
 
 
 def linear_cka(x: object, y: object, *, debiased: bool = False, chunk_size: int | None = None) -> float:
     """Linear CKA between X (N, D1) and Y (N, D2) (Kornblith et al. 2019), a float in [0, 1].
 
     Args:
-        x, y: representations of the same N inputs (numpy, torch, xarray or dask); extra trailing
-            dims are flattened into features.
+        x: representation (N, D1) of N inputs (numpy, torch, xarray or dask); extra trailing dims
+            are flattened into features.
+        y: representation (N, D2) of the same N inputs, likewise.
         debiased: use the unbiased HSIC estimator (Song et al. 2012); needs N ≥ 4.
         chunk_size: process the probe set in chunks of this many rows, accumulating XᵀX, YᵀY, YᵀX
             (for arrays larger than memory; same value as in memory up to round-off). Dask-backed
@@ -57,8 +58,7 @@ def linear_cka(x: object, y: object, *, debiased: bool = False, chunk_size: int 
         for x_chunk, y_chunk in iter_row_chunks(x, y, chunk_size):
             accumulator.update(x_chunk, y_chunk)
         return accumulator.cka(debiased=debiased)
-    a, b = _paired_matrices(x, y, MIN_SAMPLES_UNBIASED if debiased else 2)
-    a, b = centred_normalised(a), centred_normalised(b)
+    a, b = _paired_features(x, y, MIN_SAMPLES_UNBIASED if debiased else 2, centre=True)
     for name, centred in (("X", a), ("Y", b)):
         if centred is None:
             return nan_with_warning(f"linear CKA is undefined: {name} is constant over the samples")
@@ -79,8 +79,8 @@ def rbf_cka(x: object, y: object, *, sigma: float | None = None, debiased: bool 
         sigma = 1.0
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.floating)) or not (0 < sigma < math.inf):
         raise ValueError(f"sigma (bandwidth as a fraction of the median distance) must be a positive number, got {sigma!r}")
-    a, b = _paired_matrices(x, y, MIN_SAMPLES_UNBIASED if debiased else 2)
-    k, l = rbf_kernel(a, float(sigma)), rbf_kernel(b, float(sigma))
+    a, b = _paired_features(x, y, MIN_SAMPLES_UNBIASED if debiased else 2, centre=True)
+    k, l = (None if m is None else rbf_kernel(m, float(sigma)) for m in (a, b))
     if k is None or l is None:
         which = "X" if k is None else "Y"
         return nan_with_warning(f"RBF CKA is undefined: all samples of {which} are equal (median distance 0)")
@@ -91,14 +91,9 @@ def rbf_cka(x: object, y: object, *, sigma: float | None = None, debiased: bool 
 
 
 def centred_normalised(a: np.ndarray) -> np.ndarray | None:
-    """Column-centred A (N, D), divided by the power of two of its largest entry (exact, see
-    :mod:`analysis.scaling`); None when A is constant over the samples up to round-off (centred
-    energy ≤ 1e-24 × raw energy). The raw matrix is rescaled first, so its mean cannot overflow."""
-    raw = normalised(a)
-    centred = raw - raw.mean(axis=0)
-    if not float(np.einsum("ij,ij->", centred, centred)) > 1e-24 * float(np.einsum("ij,ij->", raw, raw)):
-        return None
-    return normalised(centred)
+    """Column-centred A (N, D) divided by the power of two of its largest entry; None when A is
+    constant over the samples (:func:`analysis.scaling.scale_free`, the rule every feature statistic follows)."""
+    return scale_free(a, centre=True)
 
 
 def rbf_kernel(a: np.ndarray, sigma: float) -> np.ndarray | None:
@@ -109,8 +104,9 @@ def rbf_kernel(a: np.ndarray, sigma: float) -> np.ndarray | None:
     ‖a_i‖² + ‖a_j‖² − 2 a_iᵀa_j are then formed without the cancellation an offset causes (an offset
     of 1e4 cost ≈ 1e-10 of accuracy) and without overflow or underflow at any scale.
     """
-    a = normalised(a)
-    a = normalised(a - a.mean(axis=0))
+    a = scale_free(a, centre=True)
+    if a is None:   # all rows equal
+        return None
     norms = np.einsum("ij,ij->i", a, a)
     squared = np.maximum(norms[:, None] + norms[None, :] - 2.0 * (a @ a.T), 0.0)
     np.fill_diagonal(squared, 0.0)
@@ -171,11 +167,13 @@ def cka_from_hsic(hsic_xy: float, hsic_xx: float, hsic_yy: float) -> float:
     return float(hsic_xy / math.sqrt(hsic_xx * hsic_yy))
 
 
-def _paired_matrices(x: object, y: object, min_rows: int) -> tuple[np.ndarray, np.ndarray]:
+def _paired_features(x: object, y: object, min_rows: int, *, centre: bool) -> tuple[np.ndarray | None, ...]:
+    """X and Y as float64 matrices of the same N, then centred and scaled by the feature rule
+    (:func:`analysis.arrays.feature_matrix`, :func:`analysis.scaling.scale_free`; None when constant)."""
     a, b = as_float_matrix(x, "X", min_rows=min_rows), as_float_matrix(y, "Y", min_rows=min_rows)
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"X and Y must have the same number of samples, got {a.shape[0]} and {b.shape[0]}")
-    return a, b
+    return scale_free(a, centre=centre), scale_free(b, centre=centre)
 
 
 def _check_bool(name: str, value: object) -> None:

@@ -108,7 +108,7 @@ class LinearCKAAccumulator:
         if self.n < need:
             raise ValueError(f"linear CKA{' (debiased)' if debiased else ''} needs at least {need} samples, got N={self.n}")
         s = self._sums
-        centred_xx, centred_yy, centred_xy = self._scaled_centred_moments()
+        centred_xx, centred_yy, centred_xy = self.scaled_centred_moments()
         for name, centred, shifted in (("X", centred_xx, s["t_x"]), ("Y", centred_yy, s["t_y"])):
             if not np.trace(centred) > CONSTANT_TOLERANCE * shifted:
                 return nan_with_warning(f"linear CKA is undefined: {name} is constant over the samples")
@@ -128,11 +128,12 @@ class LinearCKAAccumulator:
         In the data's own units (entries overflow to inf where the true values exceed float64).
         """
         ex, ey = self._exponents[0] or 0, self._exponents[1] or 0
-        xx, yy, xy = self._scaled_centred_moments()
+        xx, yy, xy = self.scaled_centred_moments()
         return np.ldexp(xx, 2 * ex), np.ldexp(yy, 2 * ey), np.ldexp(xy, ex + ey)
 
-    def _scaled_centred_moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The centred moments of X·2^−ex and Y·2^−ey (what CKA is computed from)."""
+    def scaled_centred_moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The centred moments of X·2^−ex and Y·2^−ey (what CKA is computed from; scale-free statistics such
+        as effective ranks use them too: the unscaled ones overflow at features of 1e160)."""
         if self.n == 0:
             raise ValueError("no rows were added to the accumulator")
         s, n = self._sums, self.n

@@ -10,7 +10,8 @@ update does not generalise across batches, ≈ 1 when it helps both alike).
   ignoring NaN entries; an output entry is NaN only when its whole window is NaN. The smoothed
   transfer is the ratio of the smoothed changes (not the average of ratios, which a single step with
   a near-zero own change would dominate).
-NaN inputs (e.g. a first-order run that logged no ``loss_after``) propagate as NaN.
+NaN inputs (e.g. a first-order run that logged no ``loss_after``) propagate as NaN, and so do ±inf
+inputs (a diverged loss): every per-step quantity is NaN where one of its inputs is not finite.
 
 Averaging per-step changes (:func:`change_summary`, :func:`log_transfer`). Per-step relative changes of
 first-order runs are heavy-tailed: on a held-out batch a step may raise the loss by +10 % and the
@@ -114,7 +115,8 @@ def moving_average(values: object, window: int | None = None) -> np.ndarray:
 
 
 def _vector(x: object, name: str) -> np.ndarray:
-    """A 1-D float64 vector that may contain NaN (missing steps), but no infinities."""
+    """A 1-D float64 vector with NaN for missing steps; ±inf (a diverged loss) is read as NaN, so every
+    per-step quantity is NaN where an input is non-finite (:mod:`analysis.nonfinite`)."""
     if type(x).__module__.startswith("torch"):
         x = x.detach().cpu().double().numpy()
     arr = np.asarray(getattr(x, "values", x))
@@ -123,6 +125,4 @@ def _vector(x: object, name: str) -> np.ndarray:
     arr = arr.astype(np.float64)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D (one value per step), got shape {arr.shape}")
-    if np.any(np.isinf(arr)):
-        raise ValueError(f"{name} contains infinite values")
-    return arr
+    return np.where(np.isinf(arr), np.nan, arr)

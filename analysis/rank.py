@@ -10,6 +10,9 @@ For ``matrix="data"`` X (N, D) is column-centred first and s are its singular va
 (the singular values of K itself; note λ = σ² when K = X Xᵀ, so the two views of the same data give
 different numbers). Eigenvalues below zero by round-off (≥ −1e-2·λ_max) are set to zero; a clearly
 indefinite or asymmetric "kernel" raises ValueError. eps is that of the input's own dtype.
+Every kind but the numerical rank with an explicit ``tol`` is scale-invariant: the spectrum is taken
+of X (centred) or K divided by the power of two of its largest entry (exact, :mod:`analysis.scaling`),
+so matrices of 1e±300 give the rank of the unscaled ones; an explicit ``tol`` is rescaled with them.
 
 Degenerate input: an all-zero spectrum (a zero kernel, or constant data) has no distribution to take
 an entropy of — every kind but "numerical" (which returns 0.0) gives NaN with a RuntimeWarning.
@@ -19,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.arrays import as_float_matrix, as_square_kernel, native_eps, nan_with_warning
+from analysis.arrays import as_square_kernel, feature_matrix, native_eps, nan_with_warning
+from analysis.scaling import max_exponent
 
 KINDS = ("entropy", "participation", "stable", "numerical")
 MATRICES = ("data", "kernel")
@@ -38,28 +42,51 @@ def effective_rank(x: object, *, kind: str = "entropy", matrix: str = "data", to
     if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating)) or not tol >= 0):
         raise ValueError(f"tol must be a non-negative number, got {tol!r}")
     eps = native_eps(x)
-    spectrum = kernel_spectrum(x, eps) if matrix == "kernel" else data_spectrum(x)
+    spectrum, exponent = scaled_kernel_spectrum(x, eps) if matrix == "kernel" else scaled_data_spectrum(x)
     size = max(np.shape(x)[0], np.prod(np.shape(x)[1:], dtype=int)) if np.ndim(x) > 1 else np.shape(x)[0]
+    if tol is not None:   # an absolute threshold on the unscaled spectrum
+        tol = float(np.ldexp(float(tol), -exponent))
     return rank_of_spectrum(spectrum, kind, tol=tol, eps=eps, size=int(size))
 
 
+def scaled_data_spectrum(x: object) -> tuple[np.ndarray, int]:
+    """(σ·2^−e, e): singular values of the column-centred X (N, D), descending, computed on the
+    centred X divided by 2^e, the power of two of its largest entry (:func:`analysis.arrays.feature_matrix`),
+    so that no scale of X overflows or underflows. All zeros (e = 0) for constant X."""
+    centred, exponent = feature_matrix(x, "X", centre=True)
+    if centred is None:
+        shape = np.shape(x)
+        return np.zeros(min(shape[0], int(np.prod(shape[1:], dtype=int)) if len(shape) > 1 else 1)), 0
+    return np.linalg.svd(centred, compute_uv=False), exponent
+
+
 def data_spectrum(x: object) -> np.ndarray:
-    """Singular values of the column-centred X (N, D), descending, float64."""
-    a = as_float_matrix(x, "X")
-    return np.linalg.svd(a - a.mean(axis=0), compute_uv=False)
+    """Singular values of the column-centred X (N, D), descending, float64 (in X's units)."""
+    spectrum, exponent = scaled_data_spectrum(x)
+    return np.ldexp(spectrum, exponent)
+
+
+def scaled_kernel_spectrum(k: object, eps: float = float(np.finfo(np.float64).eps)) -> tuple[np.ndarray, int]:
+    """(λ·2^−e, e): eigenvalues of a symmetric PSD kernel (N, N) divided by 2^e, the power of two of
+    its largest entry, descending, with round-off negatives set to 0."""
+    arr = as_square_kernel(k, "K")
+    exponent = max_exponent(arr) or 0
+    arr = np.ldexp(arr, -exponent)
+    scale = float(np.abs(arr).max())
+    asymmetry = float(np.abs(arr - arr.T).max())
+    if asymmetry > max(np.sqrt(eps), 1e-6) * scale:
+        raise ValueError(f"K is not symmetric: max |K - Kᵀ| = {asymmetry:.3g} (max |K| = {scale:.3g}, after "
+                         f"dividing by 2^{exponent})")
+    values = np.linalg.eigvalsh((arr + arr.T) / 2.0)[::-1]
+    if values.size and values[-1] < -1e-2 * max(values[0], 0.0) - 1e-300:
+        raise ValueError(f"K is not positive semi-definite: eigenvalue {values[-1]:.3g} vs largest {values[0]:.3g}")
+    return np.maximum(values, 0.0), exponent
 
 
 def kernel_spectrum(k: object, eps: float = float(np.finfo(np.float64).eps)) -> np.ndarray:
     """Eigenvalues of a symmetric PSD kernel (N, N), descending, with round-off negatives set to 0."""
-    arr = as_square_kernel(k, "K")
-    scale = float(np.abs(arr).max())
-    asymmetry = float(np.abs(arr - arr.T).max())
-    if asymmetry > max(np.sqrt(eps), 1e-6) * scale:
-        raise ValueError(f"K is not symmetric: max |K - Kᵀ| = {asymmetry:.3g} (max |K| = {scale:.3g})")
-    values = np.linalg.eigvalsh((arr + arr.T) / 2.0)[::-1]
-    if values.size and values[-1] < -1e-2 * max(values[0], 0.0) - 1e-300:
-        raise ValueError(f"K is not positive semi-definite: eigenvalue {values[-1]:.3g} vs largest {values[0]:.3g}")
-    return np.maximum(values, 0.0)
+    values, exponent = scaled_kernel_spectrum(k, eps)
+    return np.ldexp(values, exponent)
 
 
 def rank_of_spectrum(spectrum: object, kind: str = "entropy", *, tol: float | None = None,

@@ -7,8 +7,20 @@ label alignment along ``ntk_mode``, condition number; :mod:`analysis.ntk_spectru
 effective rank of the centred representation and linear-probe accuracy (:mod:`analysis.probes`);
 per parameter relative change and cosine to init. By step: loss and GN residual copied from the
 metrics; relative and log changes of the own, next and held-out ("other") batch, transfer and
-moving averages (:mod:`analysis.overfitting`); the optimiser phase index (NaN when not recorded). A quantity the store does not hold (no NTK, a first-order run
-without ``gn_residual``) is all NaN, so every run's Dataset has the same variables.
+moving averages (:mod:`analysis.overfitting`); the optimiser phase index (NaN when not recorded). A
+quantity the store does not hold (no NTK, a first-order run without ``gn_residual``) is all NaN, so
+every run's Dataset has the same variables.
+
+Task (:mod:`dynamics.task`): the store's recorded ``task`` (or, for a store written before, the rule
+applied to its probe targets and config) decides the quantities that use the probe targets — the
+kernel–target alignment (one-hot Y of the labels, or the targets) and the probe (``probe_accuracy``
+for classification, ``probe_r2`` for regression; the other is NaN). The Dataset says which it used:
+attrs ``task`` and ``task_source``, attr ``task`` on those variables and a description that names it.
+
+Non-finite inputs (:mod:`analysis.nonfinite`): a quantity is NaN where an input it uses is NaN or
+±inf and is computed everywhere else; the Dataset records where (attr ``nonfinite``, JSON) and the
+training step of the first non-finite input (``first_nonfinite_step``, NaN when none), and one
+RuntimeWarning says so.
 
 The result is written to the run's store as group ``analysis`` (replacing an earlier one; the
 training groups are not touched) and can be read back without recomputation with
@@ -26,23 +38,46 @@ import numpy as np
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
-from dynamics.linearize import LINEAR_SCALARS
-from dynamics.sharpness import SHARPNESS_SCALARS
-
-from analysis.checkpoint_metrics import (checkpoint_reader, checkpoints_selected, ntk_metrics,
-                                         representation_metrics, weight_metrics)
+from analysis.checkpoint_metrics import (REPRESENTATION_METRICS, checkpoint_reader, checkpoints_selected,
+                                         ntk_metrics, representation_metrics, weight_metrics)
 from analysis.ntk_spectrum import MODE_DIM, spectrum_metrics
 from analysis.freshness import ALIGNMENT_KEY, SOURCE_ATTR, alignment_kind, analysis_token, source_token
 from analysis.overfitting import (default_window, log_change_percent, moving_average, relative_change_percent,
                                   transfer_ratio)
+from analysis.nonfinite import ATTR as NONFINITE_ATTR, FIRST_STEP, NonFiniteInputs
 from analysis.store_io import (group, open_tree, run_identity, store_order, string_coord, with_cf_attrs,
                                write_analysis_group)
+from dynamics.linearize import LINEAR_SCALARS
+from dynamics.sharpness import SHARPNESS_SCALARS
+from dynamics.task import class_labels, recorded_task, regression_targets
 
 DEFAULT_MAX_MEMORY = 1 << 30  # bytes of one checkpoint's representation processed in memory
 SINGLE_THREAD_ELEMENTS = 1 << 22  # per-checkpoint matrices up to this size use one BLAS thread
 CHECKPOINT_SCALARS = ("train_loss", "train_acc", "test_loss", "test_acc", *LINEAR_SCALARS, *SHARPNESS_SCALARS)
 COORDINATES = ("step", "epoch", "checkpoint_step", "checkpoint_epoch")   # never parameters
 ALIGNMENT_VARIABLES = ("ntk_alignment_init", "ntk_velocity", "ntk_target_alignment")
+LOSS_PAIRS = {"own": ("loss", "loss_after"), "next": ("next_loss", "next_loss_after"),
+              "other": ("other_loss", "other_loss_after")}
+#: scalars whose NaN in the store's ``nonfinite`` record marks divergence (analysis.nonfinite)
+NONFINITE_INPUTS = {"metrics": {name for pair in LOSS_PAIRS.values() for name in pair},
+                    "checkpoints": set(CHECKPOINT_SCALARS)}
+#: what the variables that use the probe targets hold, per task (their ``description``)
+TASK_DESCRIPTIONS = {
+    "classification": {
+        "ntk_target_alignment": "A(Θ_t, YYᵀ) with Y (N, C) the one-hot encoding of the probe's class labels "
+                                "(task: classification)",
+        "probe_accuracy": "cross-validated logistic-regression accuracy on the layer's probe representation "
+                          "(task: classification; NaN where no probe was fitted)",
+        "probe_r2": "not computed: the probe targets are class labels (task: classification), see probe_accuracy",
+    },
+    "regression": {
+        "ntk_target_alignment": "A(Θ_t, YYᵀ) with Y the probe's regression targets, y (N,) as one column "
+                                "(A(Θ_t, yyᵀ)) or Y (N, O) (task: regression)",
+        "probe_accuracy": "not computed: the probe targets are real numbers (task: regression), see probe_r2",
+        "probe_r2": "cross-validated R² of a ridge-regression probe on the layer's probe representation "
+                    "(task: regression; NaN where no probe was fitted)",
+    },
+}
 
 
 def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int = 3, probe_max_iter: int = 100,
@@ -79,13 +114,13 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
     tree, _ = open_tree(run)  # the token is taken first: a store that changes meanwhile is not written
     checkpoints, metrics = group(tree, "checkpoints"), group(tree, "metrics")
     params, probe = group(tree, "params"), group(tree, "probe")
-    config_json, _, optimizer, seed = run_identity(tree, path)
+    config_json, config, optimizer, seed = run_identity(tree, path)
     n = checkpoints.sizes.get("checkpoint", 0)
-    targets = np.asarray(probe["y"].values)
-    labels = targets.argmax(axis=1) if targets.ndim == 2 else targets.astype(np.int64)
-    if targets.ndim == 1:
-        targets = labels
+    y = np.asarray(probe["y"].values)
+    task, task_source = recorded_task(dict(tree.attrs), y, config)
+    targets = class_labels(y) if task == "classification" else regression_targets(y)
     probe_at = checkpoints_selected(probe_checkpoints, n)
+    record = NonFiniteInputs()
 
     # Small per-checkpoint matrices (a 256×256 NTK, 256×40 representations) gain nothing from BLAS
     # threads, and on a busy machine spinning threads make each eigvalsh/svd up to ~100x slower.
@@ -93,8 +128,8 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
                    if v == "ntk" or v.startswith("rep_")], default=0)
     with threadpool_limits(limits=1 if largest <= SINGLE_THREAD_ELEMENTS else None, user_api="blas"):
         data, (layers, param_names, steps, window, modes) = _compute(
-            checkpoints, metrics, params, tree, targets, labels, probe_at, n, int(max_memory), probe_folds,
-            probe_max_iter, smoothing_window, centered_alignment)
+            checkpoints, metrics, params, tree, task, targets, probe_at, n, int(max_memory), probe_folds,
+            probe_max_iter, smoothing_window, centered_alignment, record)
 
     coords = {
         "checkpoint": np.arange(n, dtype=np.int64),
@@ -107,14 +142,21 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
     settings = {"probe_checkpoints": np.flatnonzero(probe_at).tolist(), "probe_folds": probe_folds,
                 "probe_max_iter": probe_max_iter, "smoothing_window": window, "max_memory": int(max_memory),
                 "centered_alignment": centered_alignment}
+    checkpoint_steps = coords["checkpoint_step"][1]
+    record.add_store_record(tree.attrs.get("nonfinite"), checkpoint_steps, steps, NONFINITE_INPUTS)
+    data[FIRST_STEP] = ((), record.first_step(checkpoint_steps))
+    record.warn(f"analysis of {path if path is not None else optimizer}")
     attrs = {"config": config_json, "optimizer": optimizer, "seed": seed, "analysis": json.dumps(settings),
-             ALIGNMENT_KEY: kind}
+             ALIGNMENT_KEY: kind, "task": task, "task_source": task_source,
+             NONFINITE_ATTR: json.dumps(record.summary(checkpoint_steps))}
     recorded = None if token is None else analysis_token(token, centered_alignment=centered_alignment)
     if recorded is not None:
         attrs[SOURCE_ATTR] = json.dumps(recorded, sort_keys=True)
     result = with_cf_attrs(xr.Dataset(data, coords=coords, attrs=attrs))
     for name in ALIGNMENT_VARIABLES:
         result[name].attrs[ALIGNMENT_KEY] = kind
+    for name, description in TASK_DESCRIPTIONS[task].items():
+        result[name].attrs.update(task=task, description=description)
     if write:
         if token is None:
             raise ValueError("analyze(write=True) on a DataTree needs store=PATH to write the analysis group into")
@@ -122,29 +164,33 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
     return result
 
 
-def _compute(checkpoints: xr.Dataset, metrics: xr.Dataset, params: xr.Dataset, tree: xr.DataTree,
-             targets: np.ndarray, labels: np.ndarray, probe_at: np.ndarray, n: int, max_memory: int,
-             probe_folds: int, probe_max_iter: int, smoothing_window: int | None,
-             centered_alignment: bool = False) -> tuple[dict, tuple]:
+def _compute(checkpoints: xr.Dataset, metrics: xr.Dataset, params: xr.Dataset, tree: xr.DataTree, task: str,
+             targets: np.ndarray, probe_at: np.ndarray, n: int, max_memory: int, probe_folds: int,
+             probe_max_iter: int, smoothing_window: int | None, centered_alignment: bool,
+             record: NonFiniteInputs) -> tuple[dict, tuple]:
     """Every variable of the analysis Dataset, and (layers, parameter names, steps, window)."""
     data: dict[str, tuple] = {}
+    checkpoint_steps = _coordinate(checkpoints, ("checkpoint_step", "step"), n, np.int64)
     for name in CHECKPOINT_SCALARS:
         values = checkpoints[name].values if name in checkpoints else np.full(n, np.nan)
-        data[name] = ("checkpoint", np.asarray(values, dtype=np.float64))
+        data[name] = ("checkpoint", finite_or_nan(values, f"checkpoints/{name}", checkpoint_steps, record))
     ntk = checkpoints["ntk"] if "ntk" in checkpoints else None
-    kernel_targets = np.asarray(targets, dtype=np.float64) if targets.ndim == 2 else labels
-    for name, values in ntk_metrics(ntk, kernel_targets, n, max_memory, centered=centered_alignment).items():
+    for name, values in ntk_metrics(ntk, task, targets, n, max_memory, centered=centered_alignment,
+                                    record=record).items():
         data[name] = ("checkpoint", values)
+    # the spectrum's Y: one-hot of the class labels, or the regression targets as (N, O) columns
+    kernel_targets = targets if task == "classification" else np.asarray(targets, np.float64).reshape(len(targets),
+                                                                                                      -1)
     spectra, modes = spectrum_metrics(ntk, kernel_targets, n, centered=centered_alignment,
                                       read=None if ntk is None else checkpoint_reader(ntk, max_memory))
     data.update(spectra)
 
     rep_names = store_order(tree, "checkpoints", [name for name in checkpoints.data_vars if name.startswith("rep_")])
     layers = [name.removeprefix("rep_") for name in rep_names]
-    per_layer = {name: np.full((n, len(layers)), np.nan) for name in ("cka_init", "rep_effective_rank", "probe_accuracy")}
+    per_layer = {name: np.full((n, len(layers)), np.nan) for name in REPRESENTATION_METRICS}
     for j, layer in enumerate(layers):
-        result = representation_metrics(checkpoints[f"rep_{layer}"], labels, probe_at, max_memory=max_memory,
-                                        folds=probe_folds, max_iter=probe_max_iter)
+        result = representation_metrics(checkpoints[f"rep_{layer}"], task, targets, probe_at, max_memory=max_memory,
+                                        folds=probe_folds, max_iter=probe_max_iter, record=record)
         for name, values in result.items():
             per_layer[name][:, j] = values
     data.update({name: (("checkpoint", "layer"), values) for name, values in per_layer.items()})
@@ -152,8 +198,9 @@ def _compute(checkpoints: xr.Dataset, metrics: xr.Dataset, params: xr.Dataset, t
     param_names = store_order(tree, "params", [name for name in params.data_vars if name not in COORDINATES])
     per_param = {name: np.full((n, len(param_names)), np.nan) for name in ("rel", "cos", "delta")}
     init_norm = np.full(len(param_names), np.nan)
+    first_last = str(tree.attrs.get("params", "all")) == "first_last"
     for j, name in enumerate(param_names):
-        result = weight_metrics(params[name], max_memory)
+        result = weight_metrics(params[name], max_memory, record=record, first_last=first_last)
         for key, values in per_param.items():
             values[:, j] = result[key]
         init_norm[j] = result["init_norm"]
@@ -168,21 +215,36 @@ def _compute(checkpoints: xr.Dataset, metrics: xr.Dataset, params: xr.Dataset, t
     data["weight_init_norm"] = ("param", init_norm)
     data["param_ndim"] = ("param", np.array([params[name].ndim - 1 for name in param_names], dtype=np.int64))
 
-    steps, step_data, window = step_metrics(metrics, smoothing_window)
+    steps, step_data, window = step_metrics(metrics, smoothing_window, record)
     data.update(step_data)
     return data, (layers, param_names, steps, window, modes)
 
 
-def step_metrics(metrics: xr.Dataset, window: int | None) -> tuple[np.ndarray, dict[str, tuple], int]:
-    """(steps, per-step variables, window used) from the run's ``metrics`` group."""
+def finite_or_nan(values: object, name: str, steps: np.ndarray, record: NonFiniteInputs) -> np.ndarray:
+    """``values`` (one per step) as float64 with ±inf → NaN, the steps of the infinities recorded in ``record``
+    (NaN is read as "not recorded": the store's own ``nonfinite`` record says which NaN were non-finite)."""
+    values = np.asarray(values, dtype=np.float64)
+    infinite = np.isinf(values)
+    if infinite.any():
+        record.add_steps(name, steps[infinite])
+        values = np.where(infinite, np.nan, values)
+    return values
+
+
+def step_metrics(metrics: xr.Dataset, window: int | None,
+                 record: NonFiniteInputs | None = None) -> tuple[np.ndarray, dict[str, tuple], int]:
+    """(steps, per-step variables, window used) from the run's ``metrics`` group; a step whose inputs
+    are ±inf gives NaN (recorded in ``record``)."""
     steps = np.asarray(metrics["step"].values if "step" in metrics.coords else [], dtype=np.int64)
     s = steps.size
+    record = NonFiniteInputs() if record is None else record
 
     def column(name: str) -> np.ndarray:
-        return np.asarray(metrics[name].values, dtype=np.float64) if name in metrics else np.full(s, np.nan)
+        if name not in metrics:
+            return np.full(s, np.nan)
+        return finite_or_nan(metrics[name].values, f"metrics/{name}", steps, record)
 
-    pairs = {"own": ("loss", "loss_after"), "next": ("next_loss", "next_loss_after"),
-             "other": ("other_loss", "other_loss_after")}
+    pairs = LOSS_PAIRS
     window = default_window(s) if window is None else window
     data = {"loss": ("step", column("loss")), "gn_residual": ("step", column("gn_residual"))}
     for batch, (before, after) in pairs.items():

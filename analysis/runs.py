@@ -1,9 +1,11 @@
 """Several runs at once: ``open_runs`` (combine analyses along ``run``), ``cka_between``,
 ``analyze_experiment`` (DESIGN §6 "Analysis").
 
-Labels: a run is labelled by its optimizer; when an optimizer occurs more than once, by
-"<optimizer>-seed<seed>"; a label that still repeats gets the store's file name appended. The ``run``
-dimension is indexed by these labels, with coordinates ``optimizer``, ``seed`` and ``label``.
+Labels (:mod:`analysis.labels`, the one rule): a run is labelled by its optimizer; when an optimizer
+occurs more than once, by "<optimizer>-seed<seed>"; a label that still repeats gets the shortest
+distinguishing suffix of its store path, "gn-seed0 (a/gn)". Labels are unique by construction, so no
+two runs are merged; the same store given twice is refused. The ``run`` dimension is indexed by these
+labels, with coordinates ``optimizer``, ``seed`` and ``label``.
 Runs of different lengths are NaN-padded (outer join on ``checkpoint`` and ``step``); coordinates that
 differ between runs (``checkpoint_step``, ``epoch``...) gain the ``run`` dimension.
 """
@@ -13,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,7 +23,9 @@ import xarray as xr
 from threadpoolctl import threadpool_limits
 
 from analysis.cka import linear_cka
-from analysis.run_analysis import ALIGNMENT_VARIABLES, SINGLE_THREAD_ELEMENTS, analyze
+from analysis.labels import path_suffixes, run_labels
+from analysis.nonfinite import ATTR as NONFINITE_ATTR, is_finite
+from analysis.run_analysis import ALIGNMENT_VARIABLES, SINGLE_THREAD_ELEMENTS, TASK_DESCRIPTIONS, analyze
 from analysis.freshness import ALIGNMENT_KEY, SOURCE_ATTR, analysis_token, source_token
 from analysis.store_io import fresh_analysis, group, open_tree, with_cf_attrs, write_dataset
 from dynamics.errors import StoreError
@@ -64,6 +67,7 @@ def open_runs(paths: Iterable[str | os.PathLike], *, compute_missing: bool = Tru
     if not stores:
         raise ValueError("open_runs needs at least one run store path, got "
                          + ("none" if not given else f"only experiment analyses {[str(p) for p in given]}"))
+    path_suffixes(stores)   # the same store twice is refused before anything is analysed
     analyses = []
     for store in stores:
         result, why = (fresh_analysis(store, centered_alignment=centered_alignment)
@@ -79,11 +83,13 @@ def open_runs(paths: Iterable[str | os.PathLike], *, compute_missing: bool = Tru
 def combine(analyses: list[xr.Dataset], stores: list[Path]) -> xr.Dataset:
     """The per-run analyses of ``stores`` along dim ``run``, with ``cka_between`` (see :func:`open_runs`)."""
     labels = run_labels([(a.attrs["optimizer"], int(a.attrs["seed"])) for a in analyses], stores)
-    combined = xr.concat([a.drop_attrs() for a in analyses], dim="run", join="outer", coords="different",
+    combined = xr.concat(_same_variables([a.drop_attrs() for a in analyses]), dim="run", join="outer",
+                         coords="different",
                          compat="equals", data_vars="all", fill_value=np.nan)
+    tasks = [str(a.attrs.get("task", "classification")) for a in analyses]
     combined = combined.assign_coords(run=labels, optimizer=("run", [str(a.attrs["optimizer"]) for a in analyses]),
                                       seed=("run", np.asarray([int(a.attrs["seed"]) for a in analyses], dtype=np.int64)),
-                                      label=("run", labels))
+                                      label=("run", labels), task=("run", tasks))
     combined["cka_between"] = cka_between(stores, labels=labels, layers=[str(v) for v in combined["layer"].values],
                                           n_checkpoints=combined.sizes["checkpoint"])
     configs = {label: json.loads(a.attrs["config"]) for label, a in zip(labels, analyses)}
@@ -92,21 +98,46 @@ def combine(analyses: list[xr.Dataset], stores: list[Path]) -> xr.Dataset:
         raise ValueError(f"cannot combine analyses of different kernel alignments ({', '.join(kinds)}); analyse "
                          "every run with the same centered_alignment")
     combined.attrs = {"config": analyses[0].attrs["config"], "configs": json.dumps(configs, sort_keys=True),
-                      ALIGNMENT_KEY: kinds[0]}
+                      ALIGNMENT_KEY: kinds[0], "task": tasks[0] if len(set(tasks)) == 1 else "mixed",
+                      NONFINITE_ATTR: json.dumps({label: json.loads(a.attrs.get(NONFINITE_ATTR, "{}"))
+                                                  for label, a in zip(labels, analyses)}, sort_keys=True)}
+    with_cf_attrs(combined)
     for name in ALIGNMENT_VARIABLES:
         if name in combined:
             combined[name].attrs[ALIGNMENT_KEY] = kinds[0]
-    with_cf_attrs(combined)
+    for name in TASK_DESCRIPTIONS["classification"]:
+        if name in combined and len(set(tasks)) == 1:
+            combined[name].attrs.update(task=tasks[0], description=TASK_DESCRIPTIONS[tasks[0]][name])
     return combined
+
+
+def _same_variables(analyses: list[xr.Dataset]) -> list[xr.Dataset]:
+    """The analyses with every data variable any of them has (NaN where one lacks it: an analysis
+    written by another version), so that they concatenate."""
+    every: dict[str, xr.DataArray] = {}
+    for a in analyses:
+        every.update({name: a[name] for name in a.data_vars if name not in every})
+    out = []
+    for a in analyses:
+        missing = {}
+        for name, like in every.items():
+            if name in a.data_vars:
+                continue
+            shape = tuple(a.sizes.get(d, like.sizes[d]) for d in like.dims)
+            coords = {d: like[d].values for d in like.dims if d not in a.dims and d in like.coords}
+            missing[name] = xr.DataArray(np.full(shape, np.nan), dims=like.dims, coords=coords, attrs=like.attrs)
+        out.append(a.assign(missing) if missing else a)
+    return out
 
 
 def cka_between(runs: list[object], *, labels: list[str] | None = None, layers: list[str] | None = None,
                 n_checkpoints: int | None = None) -> xr.DataArray:
     """Linear CKA between the representations of run i and run j at the same checkpoint index, per layer.
 
-    Dims (run, run_, checkpoint, layer); NaN where a run lacks that checkpoint or layer. Runs whose
-    probe inputs differ (other data, other probe set) are not comparable: their entries are NaN and
-    a RuntimeWarning says so. The diagonal is 1 wherever a representation is not constant.
+    Dims (run, run_, checkpoint, layer); NaN where a run lacks that checkpoint or layer, or where a
+    representation is not finite (a diverged run, :mod:`analysis.nonfinite`). Runs whose probe inputs
+    differ (other data, other probe set) are not comparable: their entries are NaN and a
+    RuntimeWarning says so. The diagonal is 1 wherever a representation is finite and not constant.
     """
     trees = [open_tree(run)[0] for run in runs]
     labels = labels or [str(i) for i in range(len(trees))]
@@ -142,6 +173,7 @@ def _fill_between(out: np.ndarray, checkpoint_groups: list[xr.Dataset], layers: 
         for c in range(n_checkpoints):  # one checkpoint of every run in memory at a time
             reps = {i: ck[name].isel(checkpoint=c).values for i, ck in enumerate(checkpoint_groups)
                     if name in ck and c < ck.sizes["checkpoint"]}
+            reps = {i: rep for i, rep in reps.items() if is_finite(rep)}   # NaN where not finite
             for i in reps:
                 for j in reps:
                     if j >= i and comparable[i, j]:
@@ -196,11 +228,4 @@ def experiment_analysis_is_fresh(run_dir: str | os.PathLike, *, centered_alignme
         return False
 
 
-def run_labels(identities: list[tuple[str, int]], stores: list[Path]) -> list[str]:
-    """Labels of runs (optimizer, seed): the optimizer, or "<optimizer>-seed<seed>" when it repeats."""
-    per_optimizer = Counter(opt for opt, _ in identities)
-    labels = [opt if per_optimizer[opt] == 1 else f"{opt}-seed{seed}" for opt, seed in identities]
-    counts = Counter(labels)
-    return [f"{label}-{store.name.removesuffix('.zarr')}" if counts[label] > 1 else label
-            for label, store in zip(labels, stores)]
 

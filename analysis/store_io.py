@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from analysis.labels import run_identity as identity_from_config
 from analysis.freshness import SOURCE_ATTR, analysis_token, recorded_source, source_token, staleness
 from dynamics.errors import StoreError, StoreLockedError
 from dynamics.store import open_run
@@ -60,25 +61,15 @@ def group(tree: xr.DataTree, name: str) -> xr.Dataset:
 def run_identity(tree: xr.DataTree, path: Path | None) -> tuple[str, dict[str, Any], str, int]:
     """(config JSON, config dict, optimizer name, seed) from the root attributes.
 
-    The optimizer is ``config["optimizer"]`` (its ``name`` when it is a table), else the store's file
-    name without ".zarr"; the seed is ``config["seed"]`` (else ``config["train"]["seed"]``, else -1).
+    The optimizer and seed follow :func:`analysis.labels.run_identity`.
     """
     raw = tree.attrs.get("config", "{}")
     try:
         config = json.loads(raw) if isinstance(raw, str) else dict(raw)
     except (TypeError, ValueError) as err:
         raise StoreError(f"the run's root attribute 'config' is not valid JSON ({err})") from None
-    optimizer = config.get("optimizer")
-    if isinstance(optimizer, dict):
-        optimizer = optimizer.get("name") or optimizer.get("kind")
-    if not optimizer:
-        optimizer = path.name.removesuffix(".zarr") if path is not None else "run"
-    seed = config.get("seed", config.get("train", {}).get("seed", -1) if isinstance(config.get("train"), dict) else -1)
-    try:
-        seed = int(seed)
-    except (TypeError, ValueError):
-        seed = -1
-    return json.dumps(config, sort_keys=True), config, str(optimizer), seed
+    optimizer, seed = identity_from_config(config, path)
+    return json.dumps(config, sort_keys=True), config, optimizer, seed
 
 
 def store_order(tree: xr.DataTree, group_name: str, names: list[str]) -> list[str]:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from analysis.labels import unique_labels
 from analysis.store_io import fresh_analysis
 from dynamics.store.reader import open_run
 from dynamics.sweep_manifest import read_manifest, store_status
@@ -79,6 +80,8 @@ def open_sweep(folder: str | os.PathLike, *, with_analysis: bool = True) -> xr.D
     folder = Path(folder)
     manifest = sweep_manifest(folder)
     keys, optimizers = list(manifest["sweep"]), list(manifest["optimizers"])
+    # the manifest's run names are its keys (unique); the one label rule also refuses two runs of one store
+    unique_labels(list(manifest["runs"]), [folder / run["store"] for run in manifest["runs"].values()])
     statuses, datasets = {}, {}
     for name, run in manifest["runs"].items():
         statuses[name] = store_status(folder / run["store"]) or "missing"

@@ -48,6 +48,7 @@ from dynamics.pending import PendingCheckpoint, PendingCheckpoints, rows_columns
 from dynamics.recorder_inputs import (check_parameter_names, check_positive, check_probe_fits, probe_array,
                                       probe_index_array)
 from dynamics.schedules import as_schedule
+from dynamics.task import resolve_task
 from dynamics.store import schema
 from dynamics.store.writer import RunWriter
 
@@ -82,6 +83,10 @@ class Recorder:
             store's raises StoreError.
         probe_index: (N,) non-negative integers: the position of each probe sample in the data set
             (stored as ``probe/probe_index``; on resume it must equal the stored one).
+        task: "classification" or "regression": what the probe targets are (root attribute ``task``;
+            the analysis' kernel–target alignment and linear probes depend on it). None: the config's
+            key ``task``, else inferred from the config's loss, the targets and the model's output
+            width (:mod:`dynamics.task`; a classification task needs non-negative integer labels).
         ntk_background: compute the NTK of every stored checkpoint from a snapshot of the model on a
             worker thread, overlapping training (bit-identical to computing it at once; see
             :meth:`checkpoint` for when it is written and how its errors surface). Only for a model
@@ -94,7 +99,8 @@ class Recorder:
     ``resume``, a probe or config that differs from the stored one; StoreLockedError when another
     process writes to the store; ValueError for a probe the model cannot take (the model is run on
     its first two inputs: wrong width or rank) and TypeError for a probe of another dtype kind
-    (integer features, complex).
+    (integer features, complex); ValueError for a ``task`` the probe targets contradict (a
+    classification task needs class labels) or cannot be inferred safely (:mod:`dynamics.task`).
 
     In a distributed job only rank 0 records: on other ranks ``Recorder(...)`` returns a no-op
     :class:`dynamics.distributed.InactiveRecorder`; a DistributedDataParallel model is unwrapped
@@ -111,7 +117,7 @@ class Recorder:
                  schedule: Callable[[int], bool] | None = None, ntk: bool = True, resume: bool = False,
                  ntk_chunk_size: int | None = None, flush_every: int = 1024,
                  flush_secs: float = 10.0, params: str | None = None, probe_index: Any = None,
-                 ntk_background: bool = True) -> None:
+                 ntk_background: bool = True, task: str | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         model = unwrap_model(model)
@@ -149,16 +155,19 @@ class Recorder:
             self.layers = resolve_layers(model, layers)
         check_parameter_names(model)
         first = next((p for p in model.parameters()), None)
-        forward_drew = check_probe_fits(model, x, None if first is None else first.device,
-                                         None if first is None else first.dtype)
+        forward_drew, n_outputs = check_probe_fits(model, x, None if first is None else first.device,
+                                                    None if first is None else first.dtype)
+        self.task, task_source = resolve_task(y, task=task, config=config, n_outputs=n_outputs)
         self._x_probe = torch.as_tensor(x)
         self.path = Path(path)
         if resume:
             self._writer = RunWriter.resume(self.path)
             self._check_resumed(x, y, config, params, index)
+            self._resume_task(task_source)
         else:
             self._writer = RunWriter.create(self.path, config=config, probe_x=x, probe_y=y, probe_index=index,
-                                            attrs={"params": params or "all", **schema.identity_attrs(config)})
+                                            attrs={"params": params or "all", **schema.identity_attrs(config),
+                                                   "task": self.task, "task_source": task_source})
         self.params = schema.params_mode(self._writer.attrs)
         self._writer.set_attrs(status="running")
         committed = self._writer.committed
@@ -195,6 +204,18 @@ class Recorder:
             self._writer.abandon()
             raise
         self._writer.del_attr("error")
+
+    def _resume_task(self, source: str) -> None:
+        """Keep the stored task; a stated one that differs → StoreError; a store written before tasks
+        were recorded gets the resolved one."""
+        stored = self._writer.attrs.get("task")
+        if stored is None:
+            self._writer.set_attrs(task=self.task, task_source=source)
+        elif stored != self.task and not source.startswith("inferred"):
+            self._writer.abandon()
+            raise StoreError(f"{self.path}: task={self.task!r} ({source}) differs from the store's task={stored!r}")
+        else:
+            self.task = stored
 
     # ------------------------------------------------------------------ properties
     @property

@@ -51,11 +51,12 @@ def _expected_input(model: nn.Module) -> str:
 
 
 def check_probe_fits(model: nn.Module, x: np.ndarray, device: torch.device | None,
-                      dtype: torch.dtype | None) -> bool:
+                      dtype: torch.dtype | None) -> tuple[bool, int]:
     """Run ``model`` on the first two probe inputs (eval mode, no grad; train/eval flags restored);
     ValueError naming the probe's shape and what the model expects when it fails or does not return
     one output per input. Returns whether that forward pass drew from torch's global generators
-    (:func:`dynamics.ntk.background.call_noting_draws`)."""
+    (:func:`dynamics.ntk.background.call_noting_draws`) and the model's outputs per sample (the
+    product of the output's dimensions after the first; :func:`dynamics.task.infer_task` uses it)."""
     sample = torch.as_tensor(x[:2])
     sample = sample.to(device=device, dtype=dtype if dtype is not None and dtype.is_floating_point else None)
     modes = [(m, m.training) for m in model.modules()]
@@ -73,7 +74,7 @@ def check_probe_fits(model: nn.Module, x: np.ndarray, device: torch.device | Non
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"probe x of shape {tuple(x.shape)}: the model returned {got} for {sample.shape[0]} "
                          f"inputs; it must return a tensor with one row per input")
-    return drew
+    return drew, int(np.prod(out.shape[1:], dtype=np.int64))
 
 
 def check_parameter_names(model: nn.Module) -> None:

@@ -1,4 +1,4 @@
-"""Exact Gauss–Newton inside your own training loop, recorded with the Recorder (the README's example).
+"""Exact Gauss–Newton inside your own training loop, recorded with the Recorder (docs/guide/own-loop.md).
 
     python examples/gn_own_loop.py [--out runs/gn_own_loop.zarr]
 

@@ -37,7 +37,9 @@ FIGURES: tuple[FigureSpec, ...] = (
                "Empirical NTK Θ of a fixed probe set, traced over outputs. Left: kernel alignment "
                "A(Θ_t, Θ_0) = ⟨Θ_t, Θ_0⟩_F / (‖Θ_t‖_F ‖Θ_0‖_F) to initialisation; close to 1 means the "
                "kernel barely moves (the lazy regime). Middle: velocity 1 − A between consecutive "
-               "checkpoints. Right (when recorded): alignment with the label kernel YYᵀ."),
+               "checkpoints. Right (when recorded): alignment with the target kernel YYᵀ (Y the one-hot labels "
+               "of a classification run, the targets of a regression run). A dotted vertical line marks the "
+               "first step whose inputs were non-finite (a diverged run)."),
     FigureSpec("cka_to_init", figures.cka_to_init, "Representation change per layer",
                "Linear CKA (Kornblith et al. 2019) between each layer's representation of the probe set and "
                "the same layer at initialisation; 1 means unchanged up to rotation and isotropic scaling."),
@@ -52,7 +54,8 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("probe_accuracy", figures.probe_accuracy, "Linear probes",
                "Cross-validated accuracy of a logistic-regression probe trained on each layer's "
                "representation of the probe set, at initialisation (dotted) and at the end (solid): how "
-               "much linearly usable class information each layer has built."),
+               "much linearly usable class information each layer has built. Regression runs: the "
+               "cross-validated R² of a ridge-regression probe instead."),
     FigureSpec("gn_residual", figures.gn_residual, "Gauss–Newton residual",
                "Relative residual ρ = ‖J δθ + α ε‖ / ‖α ε‖ of every Gauss–Newton step: how far the "
                "linearised output change misses its output-space target ε. Values at round-off (about "

@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from analysis.labels import path_suffixes
 from reports import html as h
 from reports.catalog import FIGURES
-from reports.experiment import ReportError, experiment_dir, load_analysis, run_stores, store_info
+from reports.experiment import ReportError, experiment_dir, load_analysis, run_stores, store_infos
 from reports.findings import finding_sentences, headlines
 from reports.overlay import axes_disagreement, overlay_dataset
 from reports.plotting import figure_png
@@ -24,13 +25,13 @@ from reports.runs import alignment_note, as_combined, kernel_alignment
 
 
 def experiment_names(paths: list[Path]) -> list[str]:
-    """Short distinct names: the folder names, or more of each path where folder names repeat."""
-    resolved = [p.resolve() for p in paths]
-    for depth in range(1, max(len(p.parts) for p in resolved) + 1):
-        names = [str(Path(*p.parts[-depth:])) for p in resolved]
-        if len(set(names)) == len(names):
-            return names
-    raise ReportError(f"experiment folders are not distinct: {[str(p) for p in paths]}")
+    """Short distinct names: the folder names, or more of each path where folder names repeat (the
+    shortest distinguishing path suffix, :func:`analysis.labels.path_suffixes`); ReportError when two
+    paths are the same folder."""
+    try:
+        return path_suffixes(paths)
+    except ValueError as err:
+        raise ReportError(f"experiment folders are not distinct: {err}") from None
 
 
 def _check_dirs(dirs) -> list[Path]:
@@ -112,7 +113,7 @@ def compare(dirs, out, *, centered_alignment: bool = False) -> Path:
     paths = _check_dirs(dirs)
     names = experiment_names(paths)
     datasets = [as_combined(load_analysis(p, centered_alignment=centered_alignment)) for p in paths]
-    stores = [[store_info(s) for s in run_stores(p)] for p in paths]
+    stores = [store_infos(run_stores(p)) for p in paths]
     figures = [dict(render_figures(ds)[0]) for ds in datasets]
 
     title = "Comparison: " + " vs ".join(names)

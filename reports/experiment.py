@@ -7,6 +7,7 @@ with plain zarr/xarray.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -69,16 +70,33 @@ def run_stores(run_dir) -> list[Path]:
     return sorted(p for p in path.glob("*.zarr") if p.is_dir() and p.name != ANALYSIS_STORE)
 
 
-def store_info(path) -> StoreInfo:
-    """Read a run store's root attributes (schema, config, versions, status) without this package's reader."""
+def store_info(path, label: str | None = None) -> StoreInfo:
+    """Read a run store's root attributes (schema, config, versions, status) without this package's
+    reader. ``label``: the run's label among the runs shown with it (:func:`store_infos`); default
+    the label it has on its own (:func:`analysis.labels.run_labels` of this run alone)."""
     path = Path(path)
     try:
         attrs = dict(zarr.open_group(str(path), mode="r").attrs)
     except Exception as error:  # zarr raises several types for "not a group"
         raise ReportError(f"{str(path)!r} is not a readable zarr run store: {error}") from error
-    return StoreInfo(path, path.name.removesuffix(".zarr"), as_dict(attrs.get("config"), "config"),
-                     as_dict(attrs.get("versions"), "versions"), str(attrs.get("status", "unknown")),
-                     str(attrs.get("schema", "unknown")), str(attrs.get("error", "")))
+    config = as_dict(attrs.get("config"), "config")
+    if label is None:
+        from analysis.labels import run_identity   # the reports layer sits above analysis
+
+        label = run_identity(config, path)[0]
+    return StoreInfo(path, label, config, as_dict(attrs.get("versions"), "versions"),
+                     str(attrs.get("status", "unknown")), str(attrs.get("schema", "unknown")),
+                     str(attrs.get("error", "")))
+
+
+def store_infos(paths) -> list[StoreInfo]:
+    """:func:`store_info` of every store of ``paths``, labelled as :func:`analysis.open_runs` labels
+    them (:func:`analysis.labels.run_labels`: the same labels as the analysis' ``run`` dimension)."""
+    from analysis.labels import run_identity, run_labels   # the reports layer sits above analysis
+
+    infos = [store_info(path) for path in paths]
+    labels = run_labels([run_identity(info.config, info.path) for info in infos], [info.path for info in infos])
+    return [dataclasses.replace(info, label=label) for info, label in zip(infos, labels)]
 
 
 def _newest_mtime(path: Path, skip_top: tuple[str, ...] = ()) -> float:

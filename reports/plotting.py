@@ -39,6 +39,19 @@ def set_step_axis(ax, steps) -> None:
         ax.set_xlabel(STEP_LABEL)
 
 
+def mark_divergence(ax, ds, runs) -> None:
+    """A dotted vertical line in the run's colour at each run's first non-finite input
+    (:func:`reports.runs.divergence_step`), labelled "non-finite"; nothing for runs without one."""
+    from reports.runs import divergence_step
+
+    for r in runs:
+        step = divergence_step(ds, r.index)
+        if step is not None:
+            ax.axvline(step, color=r.color, ls=":", lw=1.5)
+            ax.annotate("non-finite", (step, 0.02), xycoords=("data", "axes fraction"), fontsize="x-small",
+                        color=r.color, rotation=90, va="bottom", ha="right")
+
+
 def set_log_y_if_wide(ax, values) -> None:
     """Log y axis when the positive values span two decades or more."""
     if spans_decades(values):

@@ -17,14 +17,14 @@ import xarray as xr
 from reports import html as h
 from reports.catalog import FIGURES, FigureSpec
 from reports.experiment import (ReportError, StoreInfo, as_dict, experiment_dir, is_run_store, load_analysis,
-                                run_stores, store_info)
+                                run_stores, store_info, store_infos)
 from reports.claims import findings
 from reports.findings import BATCHES, Headline, finding_sentences, headlines
 from reports.lazy_regime import lazy_findings, lazy_html
 from reports.plotting import figure_png
 from reports.ranking import incomparable
-from reports.runs import (alignment_note, as_combined, has_values, kernel_alignment, optimizer_title, run_infos,
-                          step_series)
+from reports.runs import (alignment_note, as_combined, divergence_notes, has_values, kernel_alignment,
+                          optimizer_title, run_infos, step_series)
 
 FINDINGS_HEADER = ["optimiser", "runs", "own-batch loss change per step", "next-batch loss change per step",
                    "held-out-batch loss change per step", "transfer to next batch", "transfer to held-out batch",
@@ -153,6 +153,10 @@ def runs_html(ds: xr.Dataset, stores: list[StoreInfo]) -> str:
         colors.append(r.color)
     parts = [h.table(["run", "optimiser", "seed", "store status", "steps logged", "checkpoints"], rows,
                      numeric={2, 4, 5}, swatch=0, colors=colors)]
+    diverged = divergence_notes(ds)
+    if diverged:   # non-finite inputs: NaN quantities from that step on (analysis.nonfinite)
+        parts.insert(0, '<div class="failed-runs"><p><strong>Non-finite values.</strong></p><ul>'
+                        + "".join(f"<li>{h.escape(note)}</li>" for note in diverged) + "</ul></div>")
     if failed:   # a failed run's curves end where it failed; say so next to the table
         items = "".join(f"<li><strong>{h.escape(s.label)}</strong>: {h.escape(s.error or 'failed')}</li>"
                         for s in failed)
@@ -235,7 +239,7 @@ def write_report(run_dir, out=None, *, centered_alignment: bool = False) -> Path
         ds, stores = open_runs([path], centered_alignment=centered_alignment), [store_info(path)]
     else:
         ds = load_analysis(path, centered_alignment=centered_alignment)
-        stores = [store_info(s) for s in run_stores(path)]
+        stores = store_infos(run_stores(path))
     drawn, skipped = render_figures(as_combined(ds))
     figures_dir = figures_dir_for(out)
     figures_dir.mkdir(parents=True, exist_ok=True)

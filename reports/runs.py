@@ -153,6 +153,49 @@ def dim_values(ds: xr.Dataset, dim: str) -> list[str]:
     return [str(v) for v in ds[dim].values] if dim in ds.coords else [str(i) for i in range(ds.sizes[dim])]
 
 
+def divergence_step(ds: xr.Dataset, run: int) -> float | None:
+    """Training step of run ``run``'s first non-finite input (``first_nonfinite_step`` of the analysis,
+    :mod:`analysis.nonfinite`), or None when every input was finite or the analysis does not say."""
+    if "first_nonfinite_step" not in ds.data_vars:
+        return None
+    value = ds["first_nonfinite_step"]
+    value = float(value.isel(run=run) if "run" in value.dims else value)
+    return value if np.isfinite(value) else None
+
+
+def divergence_notes(ds: xr.Dataset) -> list[str]:
+    """One sentence per run with non-finite inputs: from which step, which inputs, and what the figures show."""
+    ds = as_combined(ds)
+    details = _nonfinite_details(ds)
+    notes = []
+    for r in run_infos(ds):
+        step = divergence_step(ds, r.index)
+        if step is None:
+            continue
+        record = details.get(r.label, {})
+        inputs = sorted({*record.get("checkpoints", {}), *record.get("steps", {})})
+        what = f" ({', '.join(inputs[:6])}{', …' if len(inputs) > 6 else ''})" if inputs else ""
+        notes.append(f"{r.label}: non-finite values (NaN or inf) from step {step:g}{what}. Every quantity that "
+                     "uses them is NaN there and is not drawn; the rest of the run is analysed. A dotted vertical "
+                     "line marks that step in the figures drawn over training steps.")
+    return notes
+
+
+def _nonfinite_details(ds: xr.Dataset) -> dict[str, dict]:
+    """label → the analysis' ``nonfinite`` record (combined: a JSON map label → record; one run: the record)."""
+    import json
+
+    try:
+        parsed = json.loads(ds.attrs.get("nonfinite", "{}"))
+    except (TypeError, ValueError):
+        return {}
+    if not isinstance(parsed, dict):
+        return {}
+    if "first_step" in parsed:   # a single run's record
+        return {str(ds["run"].values[0]): parsed}
+    return {str(k): v for k, v in parsed.items() if isinstance(v, dict)}
+
+
 ALIGNMENT_TEXT = {
     "uncentred": "uncentred kernel alignment A(K₁, K₂) = ⟨K₁, K₂⟩_F / (‖K₁‖_F ‖K₂‖_F)",
     "centred": "centred kernel alignment A(HK₁H, HK₂H), H = I − 11ᵀ/N (Cortes et al. 2012)",

@@ -1,56 +1,66 @@
-"""The README's Python snippets and the examples run as written, and follow the documented order:
-checkpoint 0 holds the parameters before the first update."""
+"""The README is a landing page: at most 200 lines, its example runs as written and records the
+initialisation as checkpoint 0, its links lead to pages that exist, and the examples it names run."""
 
+import contextlib
+import io
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
 
-ROOT = Path(__file__).resolve().parents[1]
+from docs_blocks import ROOT, blocks, run_python_blocks
+
+README = ROOT / "README.md"
+MAX_LINES = 200
 
 
-def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), flags=re.S)
+def test_readme_is_a_landing_page():
+    text = README.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= MAX_LINES, f"README.md has {len(text.splitlines())} lines (at most {MAX_LINES})"
+    assert "docs/report-screenshot.png" in text and (ROOT / "docs" / "report-screenshot.png").is_file()
+    assert "make test" in text and "make run" in text
+    # the findings table sits between the markers that the results script regenerates
+    table = re.search(r"<!-- results:mnist1d:begin -->\n(.*?)<!-- results:mnist1d:end -->", text, flags=re.S)
+    assert table and table.group(1).count("\n| `") == 6, "the six claims between the results:mnist1d markers"
+
+
+def test_readme_links_lead_to_files():
+    text = README.read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    local = [t for t in targets if not re.match(r"[a-z]+://", t)]
+    assert local, "the README links to no page"
+    missing = [t for t in local if not (ROOT / t).exists()]
+    assert not missing, f"README links to files that do not exist: {missing}"
 
 
 @pytest.fixture(scope="module")
-def snippet_dirs(tmp_path_factory) -> list[tuple[str, Path]]:
-    """Every Python block of the README executed once, each in a fresh working directory."""
-    import os
-
-    runs = []
-    for index, block in enumerate(python_blocks()):
-        folder = tmp_path_factory.mktemp(f"readme{index}")
-        here = os.getcwd()
-        os.chdir(folder)
-        try:
-            exec(compile(block, f"README.md python block {index}", "exec"), {"__name__": "readme_snippet"})
-        finally:
-            os.chdir(here)
-        runs.append((block, folder))
-    return runs
+def readme_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("readme")
+    assert sum(b.lang == "python" for b in blocks(README)) == 1, "the README has one runnable example"
+    with contextlib.redirect_stdout(io.StringIO()):
+        namespace = run_python_blocks(README, folder)
+    return folder, namespace
 
 
-def test_readme_snippets_run_as_written(snippet_dirs):
-    assert snippet_dirs, "the README has no python snippet"
-
-
-def test_readme_loop_checkpoints_the_initialisation(snippet_dirs):
+def test_readme_example_checkpoints_the_initialisation(readme_run):
     import torch
 
     from dynamics.models import RevMLP
 
-    folder = next(f for block, f in snippet_dirs if "Recorder(" in block and "gn.step" in block)
+    folder, namespace = readme_run
+    assert len(namespace["x"]) == 1797 and namespace["step"] == 60
     initial = RevMLP(64, 512, 2, 10, dtype=torch.float64, seed=0)
     params = xr.open_zarr(folder / "runs" / "mine.zarr", group="params")
     assert int(params["checkpoint_step"].values[0]) == 0
     for name, value in initial.named_parameters():
         stored = params[name.replace(".", "__")].isel(checkpoint=0).values
         np.testing.assert_array_equal(stored, value.detach().numpy())
+    metrics = xr.open_zarr(folder / "runs" / "mine.zarr", group="metrics")
+    assert metrics["step"].values.tolist() == list(range(1, 61))
+    assert float(metrics["gn_residual"].max()) < 1e-10          # exact GN in float64, as the comment says
 
 
 @pytest.mark.parametrize("example, steps", [("gn_own_loop.py", 12), ("custom_loop.py", 30)])

@@ -169,7 +169,7 @@ def _train(config: ExperimentConfig, optimizer: str, out: Path, seed: int, resum
     recorder = Recorder(out, model, probe=(experiment.x[experiment.probe], experiment.y[experiment.probe]),
                         config=stored_config, schedule=at(experiment.checkpoint_steps),
                         ntk=config.train.ntk, params=config.train.params, resume=resuming,
-                        probe_index=experiment.probe.cpu())
+                        probe_index=experiment.probe.cpu(), task="classification")
     run = RunState(experiment, model, stepper, recorder, loss, seed, stored_config)
     run.steppers = steppers
     if config.train.linearized:   # built from the model as initialised: θ₀ (a resume restores θ later)

@@ -144,7 +144,7 @@ class TrainConfig(Section):
     params: Literal["all", "first_last", "none"] = Field(
         "all", description="checkpoints that store the trained parameters: 'all', 'first_last' (the first and "
                            "the latest; weight changes only from init to the last) or 'none' (no weight "
-                           "changes in the analysis); see README 'Store size'")
+                           "changes in the analysis); see docs/guide/read-store.md, 'Store size'")
     device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:[0-9]+)?)$",
                         description="torch device of the model, batches, probe, GN solves and NTK: 'cpu', "
                                     "'cuda', 'cuda:N' or 'auto' (CUDA when available); stores are written "

@@ -79,7 +79,8 @@ class ReversibleGN(GaussNewtonOptimizer):
         truncation: the named truncation rule, "exact" (default; rtol = N · eps(float64), atol = 0)
             or "paper" (the authors' code: singular values s ≥ 1e-2 s_max and s ≥ 1e-5) — see
             :mod:`dynamics.gauss_newton.solve`: keep Gram eigenvalues λ > max(atol, rtol · λ_max).
-        rtol, atol: override the rule's rtol / atol (None: the named rule's value).
+        rtol: override the rule's rtol (None: the named rule's value).
+        atol: override the rule's atol (None: the named rule's value).
         ce_target: "identity" (ε = p − e_y, default) or "exact" (ε = H⁺(p − e_y)).
         solver: "gram" (Cholesky of A Aᵀ, exact low-rank route for linear couplings) or "svd"
             (thin SVD of every A, the published pseudo-inverse).

@@ -12,8 +12,11 @@ class MLP(nn.Module):
     """x → σ(W_1 x + b_1) → … → σ(W_depth h + b_depth) → W_out h + b_out.
 
     Args:
-        dim: input features; hidden: width of every hidden layer; depth: number of hidden layers
-        (≥ 1); n_classes: outputs O; activation: "relu", "tanh", "gelu" or "identity";
+        dim: input features.
+        hidden: width of every hidden layer.
+        depth: number of hidden layers (≥ 1).
+        n_classes: outputs O.
+        activation: "relu", "tanh", "gelu" or "identity".
         seed: fixes the initial weights through a local generator.
 
     Shapes: (N, dim) → (N, n_classes). Trained parameters: ``layers.{i}.{weight,bias}`` and

@@ -107,8 +107,8 @@ def empirical_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
 
     Raises:
         TypeError / ValueError: bad arguments (named in the message); ValueError for
-        ``method="structured"`` on a model it cannot serve, and for a model that does not return
-        one row per input sample.
+            ``method="structured"`` on a model it cannot serve, and for a model that does not return
+            one row per input sample.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

@@ -126,7 +126,9 @@ _GROUPS: dict[str, dict[str, Entry]] = {
         "ntk_alignment_init": ("NTK alignment to initialisation", "1",
                                "A(Θ_t, Θ_0) = ⟨Θ_t, Θ_0⟩_F / (‖Θ_t‖_F ‖Θ_0‖_F) on the probe set"),
         "ntk_velocity": ("NTK velocity", "1", "1 − A(Θ_t, Θ_{t−1}) between consecutive checkpoints (NaN at the first)"),
-        "ntk_target_alignment": ("NTK–target alignment", "1", "A(Θ_t, YYᵀ) with Y the one-hot probe labels"),
+        "ntk_target_alignment": ("NTK–target alignment", "1",
+                                 "A(Θ_t, YYᵀ): Y the one-hot probe labels (task classification) or the probe's "
+                                 "regression targets (task regression); the variable's attr task says which"),
         "ntk_effective_rank": ("NTK effective rank", "1", "exp of the entropy of Θ_t's normalised eigenvalues"),
         "ntk_mode": ("NTK eigen-direction", "1", "rank i of the NTK eigenvalue λ_i (1 = largest)"),
         "ntk_eigenvalues": ("NTK eigenvalues", "1", "eigenvalues λ_1 ≥ λ_2 ≥ … of the probe-set NTK Θ_t (of HΘ_tH "
@@ -142,7 +144,14 @@ _GROUPS: dict[str, dict[str, Entry]] = {
                                "entropy effective rank of the centred probe representation"),
         "probe_accuracy": ("linear-probe accuracy", "1",
                            "cross-validated logistic-regression accuracy on the layer's probe representation "
-                           "(NaN where no probe was fitted)"),
+                           "(task classification; NaN where no probe was fitted, and for regression runs)"),
+        "probe_r2": ("linear-probe R²", "1",
+                     "cross-validated R² of a ridge-regression probe on the layer's probe representation "
+                     "(task regression; NaN where no probe was fitted, and for classification runs)"),
+        "first_nonfinite_step": ("first non-finite input", "1",
+                                 "training step of the first NaN/inf input of the analysis (metric, checkpoint "
+                                 "scalar, NTK, representation or parameter; NaN when every input is finite); "
+                                 "attr nonfinite of the analysis says which inputs and where"),
         "weight_rel_change": ("relative weight change", "1",
                               "‖θ_t − θ_0‖ / ‖θ_0‖ (Frobenius); NaN where the checkpoint stores no parameters "
                               "(params = first_last between the ends)"),
@@ -163,11 +172,13 @@ _GROUPS: dict[str, dict[str, Entry]] = {
         "phase": ("optimiser phase", "1", "copied from the metrics group"),
         "cka_between": ("CKA between runs", "1",
                         "linear CKA of the representations of run and run_ at the same checkpoint index and layer"),
-        "run": ("run", "1", "run label: the optimiser, with the seed and store name where needed to be unique"),
+        "run": ("run", "1", "run label: the optimiser, with the seed and the shortest distinguishing store path "
+                            "suffix where needed to be unique (analysis.labels)"),
         "run_": ("run (second axis)", "1", "run label, second axis of cka_between"),
         "optimizer": ("optimiser", "1", "name of the run's optimiser"),
         "seed": ("seed", "1", "seed of the run's model initialisation and data order"),
         "label": ("run label", "1", "same as run"),
+        "task": ("task", "1", "classification or regression: what the run's probe targets are (dynamics.task)"),
     },
 }
 _GROUPS["analysis"].update({k: v for k, v in _GROUPS["checkpoints"].items() if k.endswith(("_loss", "_acc"))})

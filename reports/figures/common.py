@@ -71,7 +71,9 @@ def plot_checkpoints(ax, ds, name, runs: list[RunInfo], scale=1.0, **sel) -> np.
     return np.concatenate(xs) if xs else np.array([])
 
 def mark_phases(ax, ds: xr.Dataset, runs: list[RunInfo]) -> None:
-    """A dashed vertical line in the run's colour at every optimiser switch (``phase`` changes)."""
+    """A dashed vertical line in the run's colour at every optimiser switch (``phase`` changes), and a
+    dotted one where the run's inputs became non-finite (:func:`reports.plotting.mark_divergence`)."""
+    p.mark_divergence(ax, ds, runs)
     for r in runs:
         for step, index in phase_switches(ds, r.index):
             ax.axvline(step, color=r.color, ls="--", lw=1, alpha=0.8)

@@ -25,6 +25,7 @@ def ntk_dynamics(ds: xr.Dataset) -> Figure:
     for ax, name in zip(axes[0], names):
         x = plot_checkpoints(ax, ds, name, runs)
         p.set_step_axis(ax, x)
+        p.mark_divergence(ax, ds, runs)
         ax.set_ylabel(labels[name][0])
         ax.set_title(f"{labels[name][1]} ({kernel_alignment(ds)})")
         if name == "ntk_velocity" and np.nanmin(ds[name].values) > 0:

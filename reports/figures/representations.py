@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 
 from reports import plotting as p
 from reports.figures.common import final_index, layer_grid, plot_by_layer, plot_checkpoints, require
-from reports.runs import as_combined, checkpoint_steps, run_infos
+from reports.runs import as_combined, checkpoint_steps, has_values, run_infos
 
 
 def cka_to_init(ds: xr.Dataset) -> Figure:
@@ -20,6 +20,7 @@ def cka_to_init(ds: xr.Dataset) -> Figure:
     for ax, layer in zip(axes, layers):
         x = plot_checkpoints(ax, ds, "cka_init", runs, layer=layer)
         p.set_step_axis(ax, x)
+        p.mark_divergence(ax, ds, runs)
         ax.set_ylim(min(0.0, float(np.nanmin(ds["cka_init"].values))), 1.03)
         ax.set_title(f"layer {p.display_name(layer)}")
         ax.set_ylabel("linear CKA to initialisation")
@@ -57,15 +58,22 @@ def cka_between_optimizers(ds: xr.Dataset) -> Figure:
     return fig
 
 def probe_accuracy(ds: xr.Dataset) -> Figure:
-    """Cross-validated linear-probe accuracy of each layer at initialisation (dotted) and at the end."""
+    """Cross-validated linear-probe accuracy (classification runs) and R² (regression runs, ``probe_r2``)
+    of each layer at initialisation (dotted) and at the end; one panel per quantity recorded."""
     ds = as_combined(ds)
     require(ds, "probe_accuracy")
     runs = run_infos(ds)
-    fig, axes = p.new_figure(1, width=6.0)
-    ax = axes[0, 0]
-    plot_by_layer(ax, ds, "probe_accuracy", runs, scale=p.accuracy_scale(ds["probe_accuracy"].values))
-    ax.set_ylabel("linear-probe accuracy (%)")
-    p.percent_axis(ax)
-    ax.set_title("how linearly decodable the classes are, per layer")
-    p.legend(ax, loc="best")
+    names = [n for n in ("probe_accuracy", "probe_r2") if has_values(ds, n)] or ["probe_accuracy"]
+    fig, axes = p.new_figure(len(names), width=6.0)
+    for ax, name in zip(axes[0], names):
+        if name == "probe_accuracy":
+            plot_by_layer(ax, ds, name, runs, scale=p.accuracy_scale(ds[name].values))
+            ax.set_ylabel("linear-probe accuracy (%)")
+            p.percent_axis(ax)
+            ax.set_title("how linearly decodable the classes are, per layer")
+        else:
+            plot_by_layer(ax, ds, name, runs)   # runs without R² (classification) have no values: not drawn
+            ax.set_ylabel("linear-probe R² (ridge regression)")
+            ax.set_title("how linearly decodable the regression targets are, per layer")
+        p.legend(ax, loc="best")
     return fig

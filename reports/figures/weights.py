@@ -63,6 +63,7 @@ def weight_change(ds: xr.Dataset) -> Figure:
                 end_ax.plot(pos[mask], end[mask], color=group[0].color, ls="none", marker=marker,
                             label=f"{group_label(group)}: {kind}")
     p.set_step_axis(ax, np.concatenate(xs) if xs else np.array([0.0]))
+    p.mark_divergence(ax, ds, runs)
     ax.set_ylabel("relative weight change (%)")
     ax.set_title("weights (solid) and biases (dashed), norm-weighted")
     ax.grid(alpha=0.3)

@@ -16,7 +16,7 @@ def blob_data(n, dim, classes, seed):
 
 
 def write_run(path, *, optimizer="sgd", seed=0, steps=30, checkpoint_every=10, lr=0.1, probe_size=24,
-              dim=8, hidden=16, depth=2, classes=3, ntk=True, other_batch=True):
+              dim=8, hidden=16, depth=2, classes=3, ntk=True, other_batch=True, config_extra=None):
     """Train a small RevMLP with SGD or Adam on Gaussian blobs; log per-batch before/after losses.
 
     Runs torch on one thread (restored afterwards): these matrices are tiny, and on a busy 2-core
@@ -26,20 +26,21 @@ def write_run(path, *, optimizer="sgd", seed=0, steps=30, checkpoint_every=10, l
     torch.set_num_threads(1)
     try:
         return _write_run(path, optimizer, seed, steps, checkpoint_every, lr, probe_size, dim, hidden, depth,
-                          classes, ntk, other_batch)
+                          classes, ntk, other_batch, config_extra or {})
     finally:
         torch.set_num_threads(threads)
 
 
 def _write_run(path, optimizer, seed, steps, checkpoint_every, lr, probe_size, dim, hidden, depth, classes, ntk,
-               other_batch):
+               other_batch, config_extra):
     model = RevMLP(dim, hidden, depth, classes, seed=seed, dtype=torch.float64)
     x, y = blob_data(200, dim, classes, seed=123)  # the data (and so the probe) do not depend on the seed
     probe = (x[:probe_size], y[:probe_size])
     other = (x[-20:], y[-20:])
     opt = (torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam)(model.parameters(), lr=lr)
     loss_fn = torch.nn.CrossEntropyLoss()
-    config = {"optimizer": optimizer, "seed": seed, "model": {"dim": dim, "hidden": hidden, "depth": depth}}
+    config = {"optimizer": optimizer, "seed": seed, "model": {"dim": dim, "hidden": hidden, "depth": depth},
+              **config_extra}
     g = torch.Generator().manual_seed(seed)
     with Recorder(path, model, probe=probe, config=config, schedule=every(checkpoint_every), ntk=ntk) as rec:
         for step in range(steps + 1):

@@ -14,7 +14,7 @@ import pytest
 import xarray as xr
 
 from analysis import analyze, analyze_experiment, open_runs
-from analysis.freshness import source_token
+from analysis.freshness import analysis_token, source_token
 from analysis.runs import experiment_analysis_is_fresh
 from analysis.store_io import _aside, read_analysis_group, rewrite_root
 from analysis_textbook import linear_cka_textbook
@@ -75,7 +75,7 @@ def test_resumed_run_is_analysed_again(three):
     rep = raw(three, "checkpoints")["rep_blocks__0"].values
     np.testing.assert_allclose(ds["cka_between"].values[0, 0, :, 0], [linear_cka_textbook(r, r) for r in rep])
     stored = read_analysis_group(three)  # the stale group was replaced, stamped with the store's token
-    assert stored.sizes["checkpoint"] == 6 and json.loads(stored.attrs["source"]) == source_token(three)
+    assert stored.sizes["checkpoint"] == 6 and json.loads(stored.attrs["source"]) == analysis_token(source_token(three))
     assert open_runs([three], compute_missing=False).sizes["checkpoint"] == 6
 
 
@@ -108,7 +108,7 @@ def test_experiment_analysis_goes_stale_with_its_stores_and_is_skipped_by_glob(t
     from reports.experiment import analysis_is_fresh, load_analysis
     assert analysis_is_fresh(folder)
     everything = open_runs(sorted(folder.glob("*.zarr")), compute_missing=False)  # analysis.zarr is skipped
-    assert sorted(everything["run"].values) == ["sgd-seed0-adam", "sgd-seed0-sgd"]
+    assert sorted(everything["run"].values) == ["sgd-seed0 (adam)", "sgd-seed0 (sgd)"]
     resume_to(folder / "adam.zarr", 15)
     assert experiment_analysis_is_fresh(folder) is False and not analysis_is_fresh(folder)
     shutil.copytree(folder / "sgd.zarr", folder / "sgd2.zarr")  # a store added: stale as well

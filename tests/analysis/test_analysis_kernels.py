@@ -97,12 +97,17 @@ def test_bad_inputs():
         alignment(np.full((2, 2), np.nan), k[:2, :2])
     with pytest.raises(TypeError, match="centered"):
         alignment(k, k, centered=1)
-    with pytest.raises(ValueError, match="length 4"):
+    with pytest.raises(ValueError, match="hold 4 targets"):
         target_alignment(k, np.arange(3))
+    # such targets are regression targets unless classification is stated (dynamics.task)
     with pytest.raises(TypeError, match="integer class labels"):
-        target_alignment(k, np.array([0.5, 1, 2, 3]))
+        target_alignment(k, np.array([0.5, 1, 2, 3]), task="classification")
     with pytest.raises(ValueError, match="negative"):
-        target_alignment(k, np.array([0, -1, 2, 3]))
+        target_alignment(k, np.array([0, -1, 2, 3]), task="classification")
+    with pytest.raises(ValueError, match="task must be one of"):
+        target_alignment(k, np.array([0, 1, 2, 3]), task="ranking")
+    with pytest.raises(ValueError, match="n_classes applies to classification"):
+        target_alignment(k, np.array([0.5, 1, 2, 3]), n_classes=4)
     with pytest.raises(ValueError, match="n_classes=2"):
         target_alignment(k, np.array([0, 1, 2, 3]), n_classes=2)
     with pytest.raises(TypeError, match="K1"):

@@ -23,7 +23,8 @@ SCHEMA_VARIABLES = {
     "test_acc": ("checkpoint",), "ntk_alignment_init": ("checkpoint",), "ntk_velocity": ("checkpoint",),
     "ntk_target_alignment": ("checkpoint",), "ntk_effective_rank": ("checkpoint",),
     "cka_init": ("checkpoint", "layer"), "rep_effective_rank": ("checkpoint", "layer"),
-    "probe_accuracy": ("checkpoint", "layer"), "weight_rel_change": ("checkpoint", "param"),
+    "probe_accuracy": ("checkpoint", "layer"), "probe_r2": ("checkpoint", "layer"),
+    "first_nonfinite_step": (), "weight_rel_change": ("checkpoint", "param"),
     "weight_cosine_init": ("checkpoint", "param"), "weight_delta_norm": ("checkpoint", "param"),
     "weight_init_norm": ("param",), "param_ndim": ("param",), "loss": ("step",), "gn_residual": ("step",),
     "own_change": ("step",), "other_change": ("step",), "transfer": ("step",), "own_change_smooth": ("step",),
@@ -172,7 +173,7 @@ def test_dask_backed_tree_gives_the_same_result(store, result):
 
 
 def test_chunked_representations_equal_in_memory(store, result):
-    with pytest.warns(RuntimeWarning, match="probe accuracy is not computed"):
+    with pytest.warns(RuntimeWarning, match="linear probe is not fitted"):
         chunked = analyze(store, max_memory=512, write=False)  # 24 × 8 floats > 512 bytes: probe chunks
     for name in ("cka_init", "rep_effective_rank"):
         np.testing.assert_allclose(chunked[name].values, result[name].values, rtol=1e-9, atol=1e-12)

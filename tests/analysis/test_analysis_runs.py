@@ -1,14 +1,12 @@
 """open_runs, cka_between and analyze_experiment over several Recorder-written stores."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
 
 from analysis import analyze_experiment, cka_between, open_runs
-from analysis.runs import run_labels
 from analysis_runs_fixture import write_run
 from analysis_textbook import linear_cka_textbook
 
@@ -83,12 +81,6 @@ def test_different_probe_sets_give_nan_with_warning(tmp_path):
         between = cka_between([a, b], labels=["a", "b"])
     assert np.isnan(between.sel(run="a", run_="b").values).all()
     np.testing.assert_allclose(between.sel(run="a", run_="a").values, 1.0)
-
-
-def test_labels():
-    assert run_labels([("gn", 0), ("sgd", 0)], [None, None]) == ["gn", "sgd"]
-    assert run_labels([("gn", 0), ("gn", 1)], [Path("a"), Path("b")]) == ["gn-seed0", "gn-seed1"]
-    assert run_labels([("gn", 0), ("gn", 0)], [Path("x/gn.zarr"), Path("y/gn2.zarr")]) == ["gn-seed0-gn", "gn-seed0-gn2"]
 
 
 def test_bad_inputs(tmp_path):

@@ -1,6 +1,7 @@
 """dynamics.cluster: a local cluster's workers are forked from a forkserver that imported the preload
 modules (no task pays for them), one task per worker at a time, single-threaded; bad options; the
-README's SLURM example builds a real dask-jobqueue SLURMCluster (skipped without dask-jobqueue)."""
+guide's SLURM example (docs/guide/sweeps.md) builds a real dask-jobqueue SLURMCluster (skipped
+without dask-jobqueue)."""
 
 from __future__ import annotations
 
@@ -90,14 +91,14 @@ def test_bad_cluster_options_name_the_option(workers, scheduler, piece):
 
 
 def slurm_example() -> str:
-    """The README's SLURM block: the ``slurm_cluster.py`` code fence."""
-    text = (ROOT / "README.md").read_text()
+    """The SLURM block of docs/guide/sweeps.md: the ``slurm_cluster.py`` code fence."""
+    text = (ROOT / "docs" / "guide" / "sweeps.md").read_text()
     start = text.index("# slurm_cluster.py")
     return text[start:text.index("```", start)]
 
 
 def test_readme_slurm_example_builds_a_slurm_cluster(tmp_path, monkeypatch):
-    """Runs the README's SLURMCluster construction with the real dask-jobqueue (nothing is submitted:
+    """Runs the guide's SLURMCluster construction with the real dask-jobqueue (nothing is submitted:
     ``scale``, ``input`` and ``print`` statements are left out) and renders its job script."""
     pytest.importorskip("dask_jobqueue")
     module = ast.parse(slurm_example())
@@ -107,7 +108,7 @@ def test_readme_slurm_example_builds_a_slurm_cluster(tmp_path, monkeypatch):
     assert len(kept) == 2, ast.unparse(module)   # the import and the constructor
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(compile(ast.Module(kept, type_ignores=[]), "README.md", "exec"), namespace)
+    exec(compile(ast.Module(kept, type_ignores=[]), "docs/guide/sweeps.md", "exec"), namespace)
     cluster = namespace["cluster"]
     try:
         script = cluster.job_script()

@@ -126,7 +126,8 @@ def test_different_models_refused_with_user_text_escaped(tmp_path):
     recorded_run(folder / "b.zarr", {"optimizer": "adam", "model": {"name": "revmlp"}})
     page = reports.write_report(folder).read_text(encoding="utf-8")
     assert "<mlp>" not in page
-    assert "model.name (a: &lt;mlp&gt; &amp; &#x27;wide&#x27; · b: revmlp)" in page.split(
+    # configurations are named by the runs' labels, as everywhere on the page (analysis.labels)
+    assert "model.name (sgd: &lt;mlp&gt; &amp; &#x27;wide&#x27; · adam: revmlp)" in page.split(
         '<ul class="findings">')[1]
     assert "lowest for" not in " ".join(findings_items(page))
 
