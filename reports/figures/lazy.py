@@ -10,10 +10,16 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from reports import plotting as p
-from reports.figures.common import draw_seeds, plot_checkpoints, require, seed_groups
+from reports.figures.common import draw_seeds, plot_checkpoints, seed_groups
 from reports.runs import as_combined, checkpoint_series, checkpoint_steps, has_values, kernel_alignment, run_infos
 
 TOP_K = 10   # eigen-directions whose label alignment is shown (the number of classes of the shipped data sets)
+
+
+def _recorded(ds: xr.Dataset, name: str, switch: str) -> None:
+    """ValueError naming ``name`` and the config switch that records it, when no run has values."""
+    if not has_values(ds, name):
+        raise ValueError(f"analysis Dataset has no values for {name!r} (recorded by runs trained with {switch})")
 
 
 def label_mode(ds: xr.Dataset, k: int = TOP_K) -> int:
@@ -37,7 +43,7 @@ def linearized_twin(ds: xr.Dataset) -> Figure:
     """Left: ‖f_t − f_lin,t‖ / ‖f_t − f_0‖ on the test set (solid) and the probe set (dotted). Right:
     test accuracy of the network (solid) and of its linearised twin (dashed)."""
     ds = as_combined(ds)
-    require(ds, "linearized_distance_test")
+    _recorded(ds, "linearized_distance_test", "train.linearized = true")
     runs = run_infos(ds)
     fig, axes = p.new_figure(2, width=5.2)
     left, right = axes[0]
@@ -70,7 +76,7 @@ def ntk_spectrum(ds: xr.Dataset) -> Figure:
     label alignment of its top-k eigen-directions, and the spectrum λ_i/λ₁ at the first (dotted) and
     last (solid) checkpoint."""
     ds = as_combined(ds)
-    require(ds, "ntk_eigenvalues")
+    _recorded(ds, "ntk_eigenvalues", "train.ntk = true")
     runs = run_infos(ds)
     k = label_mode(ds)
     fig, axes = p.new_figure(2, 2, width=5.0, height=3.4)
@@ -146,7 +152,7 @@ def sharpness(ds: xr.Dataset) -> Figure:
     sharpness over the optimiser's stability threshold (1 = edge of stability; runs without a
     threshold, such as Gauss–Newton, are not drawn there)."""
     ds = as_combined(ds)
-    require(ds, "sharpness")
+    _recorded(ds, "sharpness", "train.sharpness = true")
     runs = run_infos(ds)
     fig, axes = p.new_figure(2, width=5.2)
     left, right = axes[0]
