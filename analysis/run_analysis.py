@@ -1,7 +1,9 @@
 """``analyze(run)``: every diagnostic of one run store as an xarray Dataset (DESIGN §6 "Analysis").
 
-By checkpoint: losses/accuracies copied from the store; NTK alignment to init, NTK velocity,
-kernel–target alignment and NTK entropy effective rank; per layer linear CKA to init, entropy
+By checkpoint: losses/accuracies copied from the store (and, where recorded, the linearised twin's and
+the sharpness scalars, :mod:`trainers.lazy`); NTK alignment to init, NTK velocity,
+kernel–target alignment and NTK entropy effective rank; the NTK spectrum (eigenvalues, cumulative
+label alignment along ``ntk_mode``, condition number; :mod:`analysis.ntk_spectrum`); per layer linear CKA to init, entropy
 effective rank of the centred representation and linear-probe accuracy (:mod:`analysis.probes`);
 per parameter relative change and cosine to init. By step: loss and GN residual copied from the
 metrics; relative and log changes of the own, next and held-out ("other") batch, transfer and
@@ -36,8 +38,9 @@ import numpy as np
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
-from analysis.checkpoint_metrics import (REPRESENTATION_METRICS, checkpoints_selected, ntk_metrics,
-                                         representation_metrics, weight_metrics)
+from analysis.checkpoint_metrics import (REPRESENTATION_METRICS, checkpoint_reader, checkpoints_selected,
+                                         ntk_metrics, representation_metrics, weight_metrics)
+from analysis.ntk_spectrum import MODE_DIM, spectrum_metrics
 from analysis.freshness import ALIGNMENT_KEY, SOURCE_ATTR, alignment_kind, analysis_token, source_token
 from analysis.progress import AnalysisProgress, check_mode
 from analysis.overfitting import (default_window, log_change_percent, moving_average, relative_change_percent,
@@ -46,11 +49,13 @@ from analysis.nonfinite import ATTR as NONFINITE_ATTR, FIRST_STEP, NonFiniteInpu
 from dynamics.errors import NotWrittenWarning, StoreReadOnlyError
 from analysis.store_io import (group, open_tree, run_identity, store_order, string_coord, with_cf_attrs,
                                write_analysis_group)
+from dynamics.linearize import LINEAR_SCALARS
+from dynamics.sharpness import SHARPNESS_SCALARS
 from dynamics.task import class_labels, recorded_task, regression_targets
 
 DEFAULT_MAX_MEMORY = 1 << 30  # bytes of one checkpoint's representation processed in memory
 SINGLE_THREAD_ELEMENTS = 1 << 22  # per-checkpoint matrices up to this size use one BLAS thread
-CHECKPOINT_SCALARS = ("train_loss", "train_acc", "test_loss", "test_acc")
+CHECKPOINT_SCALARS = ("train_loss", "train_acc", "test_loss", "test_acc", *LINEAR_SCALARS, *SHARPNESS_SCALARS)
 COORDINATES = ("step", "epoch", "checkpoint_step", "checkpoint_epoch")   # never parameters
 ALIGNMENT_VARIABLES = ("ntk_alignment_init", "ntk_velocity", "ntk_target_alignment")
 LOSS_PAIRS = {"own": ("loss", "loss_after"), "next": ("next_loss", "next_loss_after"),
@@ -132,7 +137,7 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
         v not in COORDINATES for v in params.data_vars)
     with threadpool_limits(limits=1 if largest <= SINGLE_THREAD_ELEMENTS else None, user_api="blas"), \
             AnalysisProgress(n * variables, desc=path.name if path is not None else optimizer, mode=progress) as bar:
-        data, (layers, param_names, steps, window) = _compute(
+        data, (layers, param_names, steps, window, modes) = _compute(
             checkpoints, metrics, params, tree, task, targets, probe_at, n, int(max_memory), probe_folds,
             probe_max_iter, smoothing_window, centered_alignment, record, bar)
 
@@ -142,7 +147,7 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
         "checkpoint_epoch": ("checkpoint", _coordinate(checkpoints, ("checkpoint_epoch", "epoch"), n, np.float64)),
         "step": steps,
         "epoch": ("step", _coordinate(metrics, ("epoch",), steps.size, np.float64)),
-        "layer": string_coord(layers), "param": string_coord(param_names),
+        "layer": string_coord(layers), "param": string_coord(param_names), MODE_DIM: modes,
     }
     settings = {"probe_checkpoints": np.flatnonzero(probe_at).tolist(), "probe_folds": probe_folds,
                 "probe_max_iter": probe_max_iter, "smoothing_window": window, "max_memory": int(max_memory),
@@ -190,6 +195,12 @@ def _compute(checkpoints: xr.Dataset, metrics: xr.Dataset, params: xr.Dataset, t
     for name, values in ntk_metrics(ntk, task, targets, n, max_memory, centered=centered_alignment,
                                     record=record, progress=bar.part(n) if ntk is not None else None).items():
         data[name] = ("checkpoint", values)
+    # the spectrum's Y: one-hot of the class labels, or the regression targets as (N, O) columns
+    kernel_targets = targets if task == "classification" else np.asarray(targets, np.float64).reshape(len(targets),
+                                                                                                      -1)
+    spectra, modes = spectrum_metrics(ntk, kernel_targets, n, centered=centered_alignment,
+                                      read=None if ntk is None else checkpoint_reader(ntk, max_memory))
+    data.update(spectra)
 
     rep_names = store_order(tree, "checkpoints", [name for name in checkpoints.data_vars if name.startswith("rep_")])
     layers = [name.removeprefix("rep_") for name in rep_names]
@@ -225,7 +236,7 @@ def _compute(checkpoints: xr.Dataset, metrics: xr.Dataset, params: xr.Dataset, t
 
     steps, step_data, window = step_metrics(metrics, smoothing_window, record)
     data.update(step_data)
-    return data, (layers, param_names, steps, window)
+    return data, (layers, param_names, steps, window, modes)
 
 
 def finite_or_nan(values: object, name: str, steps: np.ndarray, record: NonFiniteInputs) -> np.ndarray:

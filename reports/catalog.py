@@ -13,7 +13,7 @@ from typing import Callable
 import xarray as xr
 
 from reports import figures
-from reports.figures import kernels, representations, training, weights
+from reports.figures import kernels, lazy, representations, training, weights
 
 
 @dataclass(frozen=True)
@@ -47,4 +47,7 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("probe_accuracy", figures.probe_accuracy, "Linear probes", representations.probe_accuracy_caption),
     FigureSpec("gn_residual", figures.gn_residual, "Gauss–Newton residual", training.gn_residual_caption),
     FigureSpec("weight_change", figures.weight_change, "Weight change", weights.weight_change_caption),
+    FigureSpec("linearized_twin", figures.linearized_twin, "Linearised twin", lazy.linearized_twin_caption),
+    FigureSpec("ntk_spectrum", figures.ntk_spectrum, "NTK spectrum", lazy.ntk_spectrum_caption),
+    FigureSpec("sharpness", figures.sharpness, "Sharpness", lazy.sharpness_caption),
 )

@@ -22,6 +22,7 @@ from reports.claims import findings
 from reports.training import training_sentence
 from reports.verdicts import HAIR, HAIR_RULE
 from reports.findings import BATCHES, Headline, finding_sentences, headlines
+from reports.lazy_regime import lazy_findings, lazy_html
 from reports.plotting import figure_png
 from reports.ranking import incomparable
 from reports.runs import (alignment_note, as_combined, divergence_notes, has_values, kernel_alignment,
@@ -233,7 +234,10 @@ def report_html(ds: xr.Dataset, *, title: str, stores: list[StoreInfo] = (), sou
             "<h2>Runs and configuration</h2>", runs_html(ds, list(stores)),
             "<h2>Claims of the paper</h2>", claims_html(claims if claims is not None else findings(ds),
                                                         incomparable(run_configs(ds, stores))),
-            "<h2>Findings</h2>", findings_html(ds, run_configs(ds, stores)), "<h2>Figures</h2>"]
+            "<h2>Findings</h2>", findings_html(ds, run_configs(ds, stores))]
+    lazy = lazy_html(ds, (claims or {}).get("lazy_regime") or lazy_findings(ds), incomparable(run_configs(ds, stores)),
+                     kernel_alignment(ds))
+    body += (["<h2>Lazy regime</h2>", lazy] if lazy else []) + ["<h2>Figures</h2>"]
     body += [h.figure_html(png, number_=i, title=spec.title, caption=caption(spec, ds), anchor=spec.name)
              for i, (spec, png) in enumerate(drawn, 1)]
     if skipped:
@@ -263,7 +267,8 @@ def write_report(run_dir, out=None, *, centered_alignment: bool = False) -> Path
     the other kind is recomputed; the page says which it shows). Config and versions come from the
     stores' root attrs. The page and the
     figures are written atomically with the user's umask. Returns the report's path.
-    Also writes the paper's claims (:func:`reports.claims.findings`) as JSON: ``findings.json`` beside
+    Also writes the paper's claims (:func:`reports.claims.findings`) and the lazy-regime quantities
+    (:func:`reports.lazy_regime.lazy_findings`, key ``lazy_regime``) as JSON: ``findings.json`` beside
     ``report.html``, else ``<report stem>.findings.json``.
     """
     path = experiment_dir(run_dir)
@@ -286,6 +291,7 @@ def write_report(run_dir, out=None, *, centered_alignment: bool = False) -> Path
     for spec, png in drawn:
         h.write_bytes_atomic(figures_dir / f"{spec.name}.png", png)
     document = findings(as_combined(ds))
+    document["lazy_regime"] = lazy_findings(as_combined(ds))
     text = report_html(ds, title=f"Training dynamics: {path.resolve().name}", stores=stores,
                        source=str(path), figures=(drawn, skipped), claims=document)
     h.write_text_atomic(out, text)

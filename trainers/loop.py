@@ -14,7 +14,10 @@ Per step t = 1 … T (the update that turns the parameters θ_{t−1} into θ_t)
   ``phase``: index of the optimiser phase of the update (0 unless ``train.phases`` makes this run a
   phased one, :mod:`trainers.phases`).
 Checkpoints at step 0 and log-spaced steps up to T store train/test loss and accuracy, the
-parameters, the probe-set NTK and representations (the Recorder does the last three).
+parameters, the probe-set NTK and representations (the Recorder does the last three), and, when
+``train.linearized`` / ``train.sharpness`` are on, the linearised twin's distance, loss and accuracy
+and the sharpness of the probe-set loss (:mod:`trainers.lazy`; the twin is stepped after every update
+on the same batch, outside the update's ``time``).
 
 Augmentation (``data.augment``): the mini-batch of update t is augmented with the boxes of (seed, t)
 (:mod:`trainers.data.augment`) before the optimiser sees it; ``loss``/``loss_after`` are on that
@@ -50,6 +53,7 @@ from dynamics.schedules import at
 from trainers import failures, signals
 from trainers.budget import check_memory
 from trainers.config import ExperimentConfig, validate
+from trainers.lazy import LinearTwin, checkpoint_scalars, quiet_undefined
 from trainers.optimizers import batch_loss, make_optimizer
 from trainers.phases import PhaseSteppers, phase_plan, run_phases
 from trainers.progress import Progress
@@ -179,6 +183,9 @@ def _train(config: ExperimentConfig, optimizer: str, out: Path, seed: int, resum
                         probe_index=experiment.probe.cpu(), task="classification")
     run = RunState(experiment, model, stepper, recorder, loss, seed, stored_config)
     run.steppers = steppers
+    if config.train.linearized:   # built from the model as initialised: θ₀ (a resume restores θ later)
+        run.twin = LinearTwin(model, plan, options, loss, experiment.x[experiment.probe], experiment.eval_test[0])
+    run.sharpness = config.train.sharpness
     restoring = resuming   # until training starts, a failure leaves the status found (failures.py)
     try:
         state = load_resume_state(recorder, run, out, previous) if resuming else None
@@ -246,6 +253,8 @@ class RunState:
         self.last_loss = math.nan
         self.boundary = False   # True between steps, when the state is consistent
         self.steppers: PhaseSteppers | None = None   # optimiser phases (trainers.phases); None: one stepper
+        self.twin: LinearTwin | None = None           # train.linearized (trainers.lazy)
+        self.sharpness = False                         # train.sharpness (trainers.lazy)
 
     @property
     def phase(self) -> int:
@@ -298,6 +307,8 @@ class RunState:
         before = parameter_vector(self.model)
         result = self.stepper.step(x_batch, e.y[indices])
         update_norm = float((parameter_vector(self.model) - before).double().norm())
+        if self.twin is not None:
+            self.twin.step(self.step, x_batch, e.y[indices])
         loss_after = self.batch_loss(indices, x_batch)
         other_after = self.batch_loss(e.other)
         next_after = self.batch_loss(upcoming, x_upcoming)
@@ -323,17 +334,22 @@ class RunState:
         e = self.experiment
         train_loss, train_acc = evaluate(self.model, *e.eval_train, self.loss)
         test_loss, test_acc = evaluate(self.model, *e.eval_test, self.loss)
-        self.recorder.checkpoint(self.step, epoch=self.step / e.steps_per_epoch, train_loss=train_loss,
-                                 train_acc=train_acc, test_loss=test_loss, test_acc=test_acc)
+        extra, undefined = checkpoint_scalars(self, evaluate)
+        with quiet_undefined(undefined):
+            self.recorder.checkpoint(self.step, epoch=self.step / e.steps_per_epoch, train_loss=train_loss,
+                                     train_acc=train_acc, test_loss=test_loss, test_acc=test_acc, **extra)
         self.recorder.save_state(self.state())
 
     def state(self) -> dict:
         """Resume state after the current step (tensors, numbers, strings, dicts only)."""
         generator = self.epoch_state if self.position > 0 else self.generator.get_state()
-        return {"step": self.step, "epoch": self.epoch, "position": self.position, "generator": generator.clone(),
-                "model": {k: v.clone() for k, v in self.model.state_dict().items()},
-                "optimizer": self.stepper.state_dict(), "other_loss": self.other_loss, "phase": self.phase,
-                "config": json.dumps(self.config, sort_keys=True)}
+        state = {"step": self.step, "epoch": self.epoch, "position": self.position, "generator": generator.clone(),
+                 "model": {k: v.clone() for k, v in self.model.state_dict().items()},
+                 "optimizer": self.stepper.state_dict(), "other_loss": self.other_loss, "phase": self.phase,
+                 "config": json.dumps(self.config, sort_keys=True)}
+        if self.twin is not None:
+            state["linearized"] = self.twin.state()
+        return state
 
     def restore(self, state: dict, path: Path) -> None:
         """Continue from ``state`` (saved by :meth:`state`); the store must have the same config."""
@@ -358,4 +374,6 @@ class RunState:
         if self.position > 0:
             self.order = torch.randperm(len(self.experiment.pool), generator=self.generator)
         self.other_loss = float(state["other_loss"])
+        if self.twin is not None:
+            self.twin.restore(state["linearized"])
         self.recorder.truncate(self.step)

@@ -7,7 +7,8 @@ whose values are all NaN (e.g. ``gn_residual`` of a first-order run) are left ou
 
 Modules by purpose: :mod:`~reports.figures.common` (what every figure shares), ``seeds`` (the one
 place seeds are aggregated), ``training`` (loss, accuracy, per-step batch loss change, GN residual),
-``kernels`` (NTK), ``representations`` (CKA, probes) and ``weights``; each figure module also holds
+``kernels`` (NTK), ``representations`` (CKA, probes), ``weights`` and ``lazy`` (linearised twin, NTK spectrum,
+sharpness); each figure module also holds
 its figures' captions, computed from the same data (``<figure>_caption(ds)``, :mod:`reports.catalog`).
 
 Adding a figure (another module of this package): draw one line per optimiser with
@@ -23,9 +24,11 @@ the variables when nothing was recorded, and add a ``FigureSpec`` with a caption
 """
 
 from reports.figures.kernels import effective_rank, ntk_dynamics
+from reports.figures.lazy import linearized_twin, ntk_spectrum, sharpness
 from reports.figures.representations import cka_between_optimizers, cka_to_init, probe_accuracy
 from reports.figures.training import batch_loss_change, gn_residual, loss_accuracy
 from reports.figures.weights import weight_change
 
 __all__ = ["loss_accuracy", "batch_loss_change", "ntk_dynamics", "cka_to_init", "cka_between_optimizers",
-           "effective_rank", "probe_accuracy", "gn_residual", "weight_change"]
+           "effective_rank", "probe_accuracy", "gn_residual", "weight_change", "linearized_twin", "ntk_spectrum",
+           "sharpness"]
