@@ -28,7 +28,8 @@ import numpy as np
 import xarray as xr
 
 from reports import html as h
-from reports.claims import Claim, per_seed_values, summary, verdict
+from reports.claims import Claim, footing, judgements, per_seed_values, summary
+from reports.verdicts import Bound, overall
 from reports.figures.lazy import TOP_K, label_mode, sharpness_ratio
 from reports.plotting import accuracy_scale
 from reports.ranking import ranking_sentence, refusal_sentence, spread
@@ -102,7 +103,8 @@ PREDICTION = Claim(
     "Per seed, GN's final distance ‖f_T − f_lin,T‖ / ‖f_T − f_0‖ on the test set is less than half of Adam's.",
     "distance to the linearised twin on the test set (0 = lazy)",
     lambda ds, i: _at(ds, "linearized_distance_test", i),
-    lambda v, seed: v["gn"][seed] < 0.5 * v["adam"][seed])
+    lambda v, seed: [Bound("GN's distance < ½ Adam's", v.get("gn", {}).get(seed, math.nan),
+                           0.5 * v.get("adam", {}).get(seed, math.nan))])
 
 
 def lazy_findings(ds: xr.Dataset) -> dict:
@@ -110,9 +112,12 @@ def lazy_findings(ds: xr.Dataset) -> dict:
     values, per_seed) and ``measured`` (id → statement, unit, values, details, per_seed values)."""
     ds = as_combined(ds)
     values = per_seed_values(ds, PREDICTION)
-    result, met = verdict(PREDICTION, values)
+    judged = judgements(PREDICTION, values) or {}
+    result = overall(judged)
+    met = {} if result == "not measured" else {s: j.met for s, j in judged.items()}
     prediction = {"statement": PREDICTION.statement, "criterion": PREDICTION.criterion, "verdict": result,
-                  "unit": PREDICTION.unit, "values": {k: summary(v) for k, v in values.items()}, "per_seed": met}
+                  "unit": PREDICTION.unit, "values": {k: summary(v) for k, v in values.items()}, "per_seed": met,
+                  **footing(PREDICTION, values, result, judged)}
     measured = {}
     for quantity in MEASURED:
         values = per_seed_values(ds, quantity)

@@ -1,6 +1,6 @@
 """Figures of the lazy-regime diagnostics (docs/guide/lazy-regime.md): the linearised twin, the NTK
 spectrum over training and sharpness. Same conventions as the other figures: one line per optimiser,
-seeds as mean ± 1 sd (:func:`reports.figures.common.plot_checkpoints`), ``ValueError`` naming the
+seeds as mean ± 1 sd, ``ValueError`` naming the
 variable when it was not recorded (the report then lists the figure under "Not shown")."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from reports import plotting as p
-from reports.figures.common import drawn_values, plot_checkpoints
+from reports.figures.common import drawn_values
 from reports.figures.seeds import draw_group, seed_groups
 from reports.runs import (alignment_note, as_combined, checkpoint_series, checkpoint_steps, has_values, kernel_alignment,
                           run_infos)
@@ -42,6 +42,17 @@ def _finish(ax, x, ylabel: str, title: str) -> None:
     ax.grid(alpha=0.3)
 
 
+def _draw(ax, ds: xr.Dataset, runs, name: str, *, ls: str | None = None, legend: bool = True, scale: float = 1.0,
+          **sel) -> list[np.ndarray]:
+    """One line per optimiser of checkpoint variable ``name`` (seeds: :func:`reports.figures.seeds.draw_group`);
+    the x arrays drawn. ``legend`` False: a second line of the same optimiser, explained by a style key."""
+    xs = []
+    for group in seed_groups(runs):
+        series = [(r, *checkpoint_series(ds, name, r.index, **sel)) for r in group] if name in ds else []
+        xs += draw_group(ax, [s for s in series if s[2].size], ls=ls, legend=legend, scale=scale)
+    return xs
+
+
 def linearized_twin(ds: xr.Dataset) -> Figure:
     """Left: ‖f_t − f_lin,t‖ / ‖f_t − f_0‖ on the test set (solid) and the probe set (dotted). Right:
     test accuracy of the network (solid) and of its linearised twin (dashed)."""
@@ -50,26 +61,17 @@ def linearized_twin(ds: xr.Dataset) -> Figure:
     runs = run_infos(ds)
     fig, axes = p.new_figure(2, width=5.2)
     left, right = axes[0]
-    xs = [plot_checkpoints(left, ds, "linearized_distance_test", runs)]
-    for name, ls, suffix in (("linearized_distance_probe", ":", ": probe set"),):
-        for group in seed_groups(runs):
-            series = [(r, *checkpoint_series(ds, name, r.index)) for r in group]
-            series = [s for s in series if s[2].size]
-            if series:
-                draw_group(left, series, ls=ls, suffix=suffix)
+    xs = _draw(left, ds, runs, "linearized_distance_test", ls="-")
+    xs += _draw(left, ds, runs, "linearized_distance_probe", ls=":", legend=False)
     _finish(left, np.concatenate(xs), "‖f_t − f_lin,t‖ / ‖f_t − f_0‖", "distance to the linearised twin")
-    p.legend(left)
     scale = p.accuracy_scale(ds["linearized_test_acc"].values)
-    for group in seed_groups(runs):
-        twinned = [r for r in group if np.isfinite(_run_values(ds, "linearized_test_acc", r.index)).any()]
-        for name, ls, suffix in (("test_acc", "-", ": network"), ("linearized_test_acc", "--", ": linearised twin")):
-            series = [(r, *checkpoint_series(ds, name, r.index)) for r in twinned] if name in ds else []
-            series = [s for s in series if s[2].size]
-            if series:
-                xs += draw_group(right, series, scale=scale, ls=ls, suffix=suffix)
-    _finish(right, np.concatenate(xs), "test accuracy (%)", "network vs linearised twin")
+    twinned = [r for r in runs if np.isfinite(_run_values(ds, "linearized_test_acc", r.index)).any()]
+    drawn = _draw(right, ds, twinned, "test_acc", ls="-", legend=False, scale=scale)
+    drawn += _draw(right, ds, twinned, "linearized_test_acc", ls="--", legend=False, scale=scale)
+    _finish(right, np.concatenate(drawn) if drawn else [], "test accuracy (%)", "network vs linearised twin")
     p.percent_axis(right)
-    p.legend(right)
+    p.legend(fig, extra=p.style_key(("-", "test set (left), network (right)"), (":", "probe set (left)"),
+                                    ("--", "linearised twin (right)")))
     return fig
 
 
@@ -88,12 +90,7 @@ def ntk_spectrum(ds: xr.Dataset) -> Figure:
             (cond, "ntk_condition_number", {}, "λ₁ / λ_N", "NTK condition number"),
             (align, "ntk_label_alignment", {"ntk_mode": k}, f"Σ_(i≤{k}) Σ_c (u_iᵀy_c)² / ‖Y‖²",
              f"label energy in the top {k} eigen-directions")):
-        xs = []
-        for group in seed_groups(runs):
-            series = [(r, *checkpoint_series(ds, name, r.index, **sel)) for r in group]
-            series = [s for s in series if s[2].size]
-            if series:
-                xs += draw_group(ax, series)
+        xs = _draw(ax, ds, runs, name, **sel)
         _finish(ax, np.concatenate(xs) if xs else [], ylabel, f"{title} ({kernel_alignment(ds)})"
                 if name != "ntk_condition_number" else title)
     if not has_values(ds, "ntk_condition_number"):
@@ -108,14 +105,13 @@ def ntk_spectrum(ds: xr.Dataset) -> Figure:
             modes = np.arange(1, ratios.size + 1)
             keep = np.isfinite(ratios)
             spec.plot(modes[keep], ratios[keep], color=group[0].color, ls=ls,
-                      label=f"{p.short(group[0].optimizer)} ({'init' if which == 0 else 'end'})")
+                      label="_" + p.short(group[0].optimizer))
     spec.set_xscale("log")
     spec.set_xlabel("eigen-direction i (log scale)")
     spec.set_ylabel(p.scale_label("λ_i / λ₁ (mean over seeds)", p.set_value_scale(spec, drawn_values(spec))))
     spec.set_title("NTK spectrum at initialisation and at the end")
     spec.grid(alpha=0.3)
-    p.legend(top)
-    p.legend(spec)
+    p.legend(fig, extra=p.style_key((":", "at initialisation (bottom right)"), ("-", "at the end (bottom right)")))
     return fig
 
 
@@ -157,28 +153,21 @@ def sharpness(ds: xr.Dataset) -> Figure:
     runs = run_infos(ds)
     fig, axes = p.new_figure(2, width=5.2)
     left, right = axes[0]
-    xs = [plot_checkpoints(left, ds, "sharpness", runs)]
+    xs = _draw(left, ds, runs, "sharpness", ls="-")
     if has_values(ds, "ggn_sharpness"):
-        for group in seed_groups(runs):
-            series = [(r, *checkpoint_series(ds, "ggn_sharpness", r.index)) for r in group]
-            series = [s for s in series if s[2].size]
-            if series:
-                xs += draw_group(left, series, ls="--", suffix=": GGN")
+        xs += _draw(left, ds, runs, "ggn_sharpness", ls="--", legend=False)
     _finish(left, np.concatenate(xs), "largest eigenvalue", "sharpness: Hessian (solid), GGN (dashed)")
-    p.legend(left)
     drawn = []
     for group in seed_groups(runs):
         series = [(r, *sharpness_ratio(ds, r.index)) for r in group]
-        series = [s for s in series if s[2].size]
-        if series:
-            drawn += draw_group(right, series)
-    right.axhline(1.0, color="0.3", lw=1, ls="--")
-    _finish(right, np.concatenate(drawn) if drawn else [], "sharpness / stability threshold",
-            "distance to the edge of stability (1 = edge)")
+        drawn += draw_group(right, [s for s in series if s[2].size], legend=False)
     if drawn:
-        p.legend(right)
+        right.axhline(1.0, color="0.3", lw=1, ls="--")
+        _finish(right, np.concatenate(drawn), "sharpness / stability threshold",
+                "distance to the edge of stability (1 = edge)")
     else:
         p.note(right, "no run has a stability threshold (SGD: 2/η; Adam: 38/η on its preconditioned sharpness)")
+    p.legend(fig, extra=p.style_key(("-", "Hessian"), ("--", "GGN (left)")))
     return fig
 
 
