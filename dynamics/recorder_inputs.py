@@ -1,8 +1,8 @@
 """What a :class:`dynamics.recorder.Recorder` is given, checked at its construction: the probe (finite
 floating-point inputs with one leading sample dimension, labels of the same length, inputs the model
-can take), the probe's positions in the data set, and positive integer options (the names of the
-trained parameters: :mod:`dynamics.recorder_names`). Each check raises TypeError/ValueError naming
-the bad value."""
+can take), the trained parameters (initialised; at least one when the NTK is recorded), the probe's
+positions in the data set, and positive integer options (the names of the trained parameters:
+:mod:`dynamics.recorder_names`). Each check raises TypeError/ValueError naming the bad value."""
 
 from __future__ import annotations
 
@@ -41,6 +41,25 @@ def probe_index_array(value: Any, n: int) -> np.ndarray:
     if index.size and index.min() < 0:
         raise ValueError(f"probe_index must be >= 0, got {int(index.min())}")
     return index.astype(np.int64)
+
+
+def trained_parameters(model: nn.Module, ntk: bool) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+    """(name, shape, dtype) of the parameters of ``model`` with ``requires_grad``, in its order.
+
+    ValueError naming the parameter or buffer of a lazy module (``nn.LazyLinear``, ...) that is not
+    initialised yet: its shape is unknown until the model's first forward pass, which must come from
+    the caller (it draws the initial values from the global generator), not from the Recorder's probe
+    check. With ``ntk``, ValueError for a model without a trained parameter: its NTK is undefined."""
+    lazy = [name for name, tensor in (*model.named_parameters(), *model.named_buffers()) if nn.parameter.is_lazy(tensor)]
+    if lazy:
+        raise ValueError(f"the parameters or buffers {', '.join(lazy)} of {type(model).__name__} are not initialised "
+                         f"yet (a lazy module): their shapes are unknown; run one forward pass of the model before "
+                         f"creating the Recorder")
+    trained = [(name, tuple(p.shape), p.dtype) for name, p in model.named_parameters() if p.requires_grad]
+    if ntk and not trained:
+        raise ValueError(f"{type(model).__name__} has no parameter with requires_grad=True, so its NTK is undefined; "
+                         f"pass ntk=False to record it without the NTK")
+    return trained
 
 
 def _expected_input(model: nn.Module) -> str:
