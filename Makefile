@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+ARGS ?=
 CURVLINOPS_SPEC ?= curvlinops-for-pytorch==3.0.1
 EXTRAS ?= test,lightning,huggingface,tensorboard,wandb,curvature,notebook,docs
 PY := $(VENV)/bin/python
@@ -32,8 +33,9 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
+# make run ARGS="--overwrite" (train again) or ARGS="--resume" (continue); any `dynamics run` option
 run: $(STAMP)
-	$(VENV)/bin/dynamics run
+	$(VENV)/bin/dynamics run $(ARGS)
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done

@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import xarray as xr
 
+from analysis.checkpoint_blocks import CheckpointBlocks
 from analysis.cka import linear_cka
 from analysis.cka_chunked import LinearCKAAccumulator
 from analysis.kernels import alignment, kernel_distance, target_alignment
@@ -25,17 +26,16 @@ from analysis.scaling import max_exponent
 FLOAT_BYTES = 8
 
 
-def checkpoint_reader(array: xr.DataArray, max_memory: int):
-    """c ↦ float64 numpy of ``array`` at checkpoint c; the whole array is read at once (one store
-    request instead of one per checkpoint) when it takes at most ``max_memory`` / 4 bytes."""
-    if array.size * FLOAT_BYTES <= max_memory // 4:
-        whole = np.asarray(array.values, dtype=np.float64)
-        return lambda c: whole[c]
-    return lambda c: np.asarray(array.isel(checkpoint=c).values, dtype=np.float64)
+def checkpoint_reader(array: xr.DataArray, max_memory: int, progress=None) -> CheckpointBlocks:
+    """c ↦ float64 numpy of ``array`` at checkpoint c, read in blocks of checkpoints of at most
+    ``max_memory`` / 4 bytes (the whole array when it fits; :mod:`analysis.checkpoint_blocks`);
+    ``progress(k)`` is told of the checkpoints reached."""
+    return CheckpointBlocks(array, max_memory, progress)
 
 
 def ntk_metrics(ntk: xr.DataArray | None, task: str, targets: np.ndarray, n: int, max_memory: int, *,
-                centered: bool = False, record: NonFiniteInputs | None = None) -> dict[str, np.ndarray]:
+                centered: bool = False, record: NonFiniteInputs | None = None,
+                progress=None) -> dict[str, np.ndarray]:
     """A(Θ_t, Θ_0), 1 − A(Θ_t, Θ_{t−1}) (NaN at t = 0), A(Θ_t, YYᵀ), entropy rank of Θ_t's eigenvalues.
 
     ``centered``: the three alignments are centred, A(HK₁H, HK₂H) with H = I − 11ᵀ/N (Cortes et al.
@@ -56,7 +56,7 @@ def ntk_metrics(ntk: xr.DataArray | None, task: str, targets: np.ndarray, n: int
         raise ValueError(f"the stored ntk must have dims (checkpoint, probe, probe_), got {ntk.dims}")
     record = NonFiniteInputs() if record is None else record
     first = previous = None
-    read = checkpoint_reader(ntk, max_memory)
+    read = checkpoint_reader(ntk, max_memory, progress)
     for c in range(n):
         kernel = read(c)
         if not record.check(kernel, "checkpoints/ntk", c):
@@ -79,7 +79,7 @@ REPRESENTATION_METRICS = ("cka_init", "rep_effective_rank", "probe_accuracy", "p
 
 def representation_metrics(rep: xr.DataArray, task: str, targets: np.ndarray, probe_at: np.ndarray, *,
                            max_memory: int, folds: int, max_iter: int,
-                           record: NonFiniteInputs | None = None) -> dict[str, np.ndarray]:
+                           record: NonFiniteInputs | None = None, progress=None) -> dict[str, np.ndarray]:
     """Linear CKA to the first checkpoint, entropy effective rank, linear probe — for one layer.
 
     ``rep`` (checkpoint, probe, unit...) lazily loaded; ``probe_at`` (C,) bool marks checkpoints whose
@@ -108,7 +108,7 @@ def representation_metrics(rep: xr.DataArray, task: str, targets: np.ndarray, pr
                           f"{max_memory} bytes: its linear probe is not fitted (NaN)", RuntimeWarning, stacklevel=2)
         return out
     first = None
-    read = checkpoint_reader(rep, max_memory)
+    read = checkpoint_reader(rep, max_memory, progress)
     for c in range(n):
         x = read(c).reshape(rows, units)
         if not record.check(x, name, c):
@@ -157,7 +157,7 @@ def _units(rep: xr.DataArray) -> int:
 
 
 def weight_metrics(history: xr.DataArray, max_memory: int, *, record: NonFiniteInputs | None = None,
-                   first_last: bool = False) -> dict[str, np.ndarray | float]:
+                   first_last: bool = False, progress=None) -> dict[str, np.ndarray | float]:
     """Per checkpoint of one parameter (C, ...) read lazily: ``rel`` = ‖θ_t − θ_0‖/‖θ_0‖, ``cos`` =
     cos(θ_t, θ_0), ``delta`` = ‖θ_t − θ_0‖ (each shape (C,)), and ``init_norm`` = ‖θ_0‖ (a float); norms
     are Frobenius norms over all entries of the tensor. A tensor that is all zeros at the first checkpoint
@@ -175,7 +175,7 @@ def weight_metrics(history: xr.DataArray, max_memory: int, *, record: NonFiniteI
         return {"rel": rel, "cos": cos, "delta": delta, "init_norm": np.nan}
     record = NonFiniteInputs() if record is None else record
     name = f"params/{history.name}"
-    read = checkpoint_reader(history, max_memory)
+    read = checkpoint_reader(history, max_memory, progress)
     init = read(0).ravel()
     if not record.check(init, name, 0):
         return {"rel": rel, "cos": cos, "delta": delta, "init_norm": np.nan}

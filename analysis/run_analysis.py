@@ -1,7 +1,9 @@
 """``analyze(run)``: every diagnostic of one run store as an xarray Dataset (DESIGN §6 "Analysis").
 
-By checkpoint: losses/accuracies copied from the store; NTK alignment to init, NTK velocity,
-kernel–target alignment and NTK entropy effective rank; per layer linear CKA to init, entropy
+By checkpoint: losses/accuracies copied from the store (and, where recorded, the linearised twin's and
+the sharpness scalars, :mod:`trainers.lazy`); NTK alignment to init, NTK velocity,
+kernel–target alignment and NTK entropy effective rank; the NTK spectrum (eigenvalues, cumulative
+label alignment along ``ntk_mode``, condition number; :mod:`analysis.ntk_spectrum`); per layer linear CKA to init, entropy
 effective rank of the centred representation and linear-probe accuracy (:mod:`analysis.probes`);
 per parameter relative change and cosine to init. By step: loss and GN residual copied from the
 metrics; relative and log changes of the own, next and held-out ("other") batch, transfer and
@@ -36,19 +38,24 @@ import numpy as np
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
-from analysis.checkpoint_metrics import (REPRESENTATION_METRICS, checkpoints_selected, ntk_metrics,
-                                         representation_metrics, weight_metrics)
+from analysis.checkpoint_metrics import (REPRESENTATION_METRICS, checkpoint_reader, checkpoints_selected,
+                                         ntk_metrics, representation_metrics, weight_metrics)
+from analysis.ntk_spectrum import MODE_DIM, spectrum_metrics
 from analysis.freshness import ALIGNMENT_KEY, SOURCE_ATTR, alignment_kind, analysis_token, source_token
+from analysis.progress import AnalysisProgress, check_mode
 from analysis.overfitting import (default_window, log_change_percent, moving_average, relative_change_percent,
                                   transfer_ratio)
 from analysis.nonfinite import ATTR as NONFINITE_ATTR, FIRST_STEP, NonFiniteInputs
+from dynamics.errors import NotWrittenWarning, StoreReadOnlyError
 from analysis.store_io import (group, open_tree, run_identity, store_order, string_coord, with_cf_attrs,
                                write_analysis_group)
+from dynamics.linearize import LINEAR_SCALARS
+from dynamics.sharpness import SHARPNESS_SCALARS
 from dynamics.task import class_labels, recorded_task, regression_targets
 
 DEFAULT_MAX_MEMORY = 1 << 30  # bytes of one checkpoint's representation processed in memory
 SINGLE_THREAD_ELEMENTS = 1 << 22  # per-checkpoint matrices up to this size use one BLAS thread
-CHECKPOINT_SCALARS = ("train_loss", "train_acc", "test_loss", "test_acc")
+CHECKPOINT_SCALARS = ("train_loss", "train_acc", "test_loss", "test_acc", *LINEAR_SCALARS, *SHARPNESS_SCALARS)
 COORDINATES = ("step", "epoch", "checkpoint_step", "checkpoint_epoch")   # never parameters
 ALIGNMENT_VARIABLES = ("ntk_alignment_init", "ntk_velocity", "ntk_target_alignment")
 LOSS_PAIRS = {"own": ("loss", "loss_after"), "next": ("next_loss", "next_loss_after"),
@@ -77,7 +84,8 @@ TASK_DESCRIPTIONS = {
 
 def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int = 3, probe_max_iter: int = 100,
             max_memory: int = DEFAULT_MAX_MEMORY, smoothing_window: int | None = None, write: bool = True,
-            store: str | os.PathLike | None = None, centered_alignment: bool = False) -> xr.Dataset:
+            store: str | os.PathLike | None = None, centered_alignment: bool = False,
+            progress: str = "auto") -> xr.Dataset:
     """Analyse one run (a store path or the DataTree of :func:`dynamics.store.open_run`).
 
     Args:
@@ -92,10 +100,13 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
             A(K₁, K₂). Recorded in attrs ``kernel_alignment`` ("centred"/"uncentred", also on the
             three variables) and in the ``source`` token, so a stored analysis of the other kind is
             never taken for this one (:func:`analysis.freshness.analysis_token`).
+        progress: "auto" (a bar on a terminal), "bar", "lines" or "off": progress of an analysis that
+            takes more than 2 s, on stderr, counted in checkpoint-variables (:mod:`analysis.progress`).
         write: write the result into the store as group ``analysis`` (needs a path: ``run`` itself
             or ``store`` when ``run`` is a DataTree). Skipped, leaving the store untouched, while
-            another process holds the store's lock (a live run: its committed data is analysed) or
-            when the store changed during the analysis (see :mod:`analysis.store_io`).
+            another process holds the store's lock (a live run: its committed data is analysed),
+            when the store changed during the analysis, or — with a NotWrittenWarning — when the
+            store cannot be written (a read-only file system; see :mod:`analysis.store_io`).
 
     Returns the Dataset of DESIGN §6 with attrs ``config`` (JSON), ``optimizer``, ``seed``,
     ``analysis`` (JSON of the settings used), ``kernel_alignment`` and, for a store path, ``source``
@@ -104,6 +115,7 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
     if isinstance(max_memory, bool) or not isinstance(max_memory, (int, np.integer)) or max_memory < 1:
         raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory!r}")
     kind = alignment_kind(centered_alignment)
+    check_mode(progress)
     path = Path(store) if store is not None else (Path(run) if isinstance(run, (str, os.PathLike)) else None)
     token = source_token(path) if path is not None and (path / "zarr.json").is_file() else None
     tree, _ = open_tree(run)  # the token is taken first: a store that changes meanwhile is not written
@@ -121,10 +133,13 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
     # threads, and on a busy machine spinning threads make each eigvalsh/svd up to ~100x slower.
     largest = max([int(np.prod(checkpoints[v].shape[1:])) for v in checkpoints.data_vars
                    if v == "ntk" or v.startswith("rep_")], default=0)
-    with threadpool_limits(limits=1 if largest <= SINGLE_THREAD_ELEMENTS else None, user_api="blas"):
-        data, (layers, param_names, steps, window) = _compute(
+    variables = ("ntk" in checkpoints) + sum(str(v).startswith("rep_") for v in checkpoints.data_vars) + sum(
+        v not in COORDINATES for v in params.data_vars)
+    with threadpool_limits(limits=1 if largest <= SINGLE_THREAD_ELEMENTS else None, user_api="blas"), \
+            AnalysisProgress(n * variables, desc=path.name if path is not None else optimizer, mode=progress) as bar:
+        data, (layers, param_names, steps, window, modes) = _compute(
             checkpoints, metrics, params, tree, task, targets, probe_at, n, int(max_memory), probe_folds,
-            probe_max_iter, smoothing_window, centered_alignment, record)
+            probe_max_iter, smoothing_window, centered_alignment, record, bar)
 
     coords = {
         "checkpoint": np.arange(n, dtype=np.int64),
@@ -132,7 +147,7 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
         "checkpoint_epoch": ("checkpoint", _coordinate(checkpoints, ("checkpoint_epoch", "epoch"), n, np.float64)),
         "step": steps,
         "epoch": ("step", _coordinate(metrics, ("epoch",), steps.size, np.float64)),
-        "layer": string_coord(layers), "param": string_coord(param_names),
+        "layer": string_coord(layers), "param": string_coord(param_names), MODE_DIM: modes,
     }
     settings = {"probe_checkpoints": np.flatnonzero(probe_at).tolist(), "probe_folds": probe_folds,
                 "probe_max_iter": probe_max_iter, "smoothing_window": window, "max_memory": int(max_memory),
@@ -155,15 +170,22 @@ def analyze(run: object, *, probe_checkpoints: object = "all", probe_folds: int 
     if write:
         if token is None:
             raise ValueError("analyze(write=True) on a DataTree needs store=PATH to write the analysis group into")
-        write_analysis_group(path, result, token, recorded)
+        try:
+            write_analysis_group(path, result, token, recorded)
+        except StoreReadOnlyError as err:   # an archive, a read-only mount: analysed in memory
+            warnings.warn(f"store {path} cannot be written ({err.reason}): its analysis is kept in memory, not "
+                          f"stored in it (`dynamics analyze {path} --out PATH` writes it elsewhere)",
+                          NotWrittenWarning, stacklevel=2)
     return result
 
 
 def _compute(checkpoints: xr.Dataset, metrics: xr.Dataset, params: xr.Dataset, tree: xr.DataTree, task: str,
              targets: np.ndarray, probe_at: np.ndarray, n: int, max_memory: int, probe_folds: int,
              probe_max_iter: int, smoothing_window: int | None, centered_alignment: bool,
-             record: NonFiniteInputs) -> tuple[dict, tuple]:
-    """Every variable of the analysis Dataset, and (layers, parameter names, steps, window)."""
+             record: NonFiniteInputs, bar: AnalysisProgress | None = None) -> tuple[dict, tuple]:
+    """Every variable of the analysis Dataset, and (layers, parameter names, steps, window); each
+    variable's checkpoints are reported to ``bar``."""
+    bar = AnalysisProgress(0, desc="", mode="off") if bar is None else bar
     data: dict[str, tuple] = {}
     checkpoint_steps = _coordinate(checkpoints, ("checkpoint_step", "step"), n, np.int64)
     for name in CHECKPOINT_SCALARS:
@@ -171,15 +193,22 @@ def _compute(checkpoints: xr.Dataset, metrics: xr.Dataset, params: xr.Dataset, t
         data[name] = ("checkpoint", finite_or_nan(values, f"checkpoints/{name}", checkpoint_steps, record))
     ntk = checkpoints["ntk"] if "ntk" in checkpoints else None
     for name, values in ntk_metrics(ntk, task, targets, n, max_memory, centered=centered_alignment,
-                                    record=record).items():
+                                    record=record, progress=bar.part(n) if ntk is not None else None).items():
         data[name] = ("checkpoint", values)
+    # the spectrum's Y: one-hot of the class labels, or the regression targets as (N, O) columns
+    kernel_targets = targets if task == "classification" else np.asarray(targets, np.float64).reshape(len(targets),
+                                                                                                      -1)
+    spectra, modes = spectrum_metrics(ntk, kernel_targets, n, centered=centered_alignment,
+                                      read=None if ntk is None else checkpoint_reader(ntk, max_memory))
+    data.update(spectra)
 
     rep_names = store_order(tree, "checkpoints", [name for name in checkpoints.data_vars if name.startswith("rep_")])
     layers = [name.removeprefix("rep_") for name in rep_names]
     per_layer = {name: np.full((n, len(layers)), np.nan) for name in REPRESENTATION_METRICS}
     for j, layer in enumerate(layers):
         result = representation_metrics(checkpoints[f"rep_{layer}"], task, targets, probe_at, max_memory=max_memory,
-                                        folds=probe_folds, max_iter=probe_max_iter, record=record)
+                                        folds=probe_folds, max_iter=probe_max_iter, record=record,
+                                        progress=bar.part(n))
         for name, values in result.items():
             per_layer[name][:, j] = values
     data.update({name: (("checkpoint", "layer"), values) for name, values in per_layer.items()})
@@ -189,7 +218,8 @@ def _compute(checkpoints: xr.Dataset, metrics: xr.Dataset, params: xr.Dataset, t
     init_norm = np.full(len(param_names), np.nan)
     first_last = str(tree.attrs.get("params", "all")) == "first_last"
     for j, name in enumerate(param_names):
-        result = weight_metrics(params[name], max_memory, record=record, first_last=first_last)
+        result = weight_metrics(params[name], max_memory, record=record, first_last=first_last,
+                                progress=bar.part(n))
         for key, values in per_param.items():
             values[:, j] = result[key]
         init_norm[j] = result["init_norm"]
@@ -206,7 +236,7 @@ def _compute(checkpoints: xr.Dataset, metrics: xr.Dataset, params: xr.Dataset, t
 
     steps, step_data, window = step_metrics(metrics, smoothing_window, record)
     data.update(step_data)
-    return data, (layers, param_names, steps, window)
+    return data, (layers, param_names, steps, window, modes)
 
 
 def finite_or_nan(values: object, name: str, steps: np.ndarray, record: NonFiniteInputs) -> np.ndarray:

@@ -27,8 +27,9 @@ from analysis.labels import path_suffixes, run_labels
 from analysis.nonfinite import ATTR as NONFINITE_ATTR, is_finite
 from analysis.run_analysis import ALIGNMENT_VARIABLES, SINGLE_THREAD_ELEMENTS, TASK_DESCRIPTIONS, analyze
 from analysis.freshness import ALIGNMENT_KEY, SOURCE_ATTR, analysis_token, source_token
-from analysis.store_io import fresh_analysis, group, open_tree, with_cf_attrs, write_dataset
+from analysis.store_io import fresh_analysis, group, open_tree, with_cf_attrs, write_derived
 from dynamics.errors import StoreError
+from dynamics.store.probe import input_names
 
 EXPERIMENT_ANALYSIS = "analysis.zarr"
 EXPERIMENT_SCHEMA = "dynamics.experiment-analysis/1"
@@ -146,12 +147,15 @@ def cka_between(runs: list[object], *, labels: list[str] | None = None, layers: 
         layers = sorted({v.removeprefix("rep_") for ck in checkpoint_groups for v in ck.data_vars if v.startswith("rep_")})
     if n_checkpoints is None:
         n_checkpoints = max((ck.sizes.get("checkpoint", 0) for ck in checkpoint_groups), default=0)
-    probes = [np.asarray(group(tree, "probe")["x"].values) for tree in trees]
+    probes = [{name: np.asarray(probe[name].values) for name in input_names(list(probe.data_vars))}
+              for probe in (group(tree, "probe") for tree in trees)]   # every model input (dynamics.store.probe)
     r = len(trees)
     comparable = np.ones((r, r), dtype=bool)
     for i in range(r):
         for j in range(i + 1, r):
-            if probes[i].shape != probes[j].shape or not np.array_equal(probes[i], probes[j]):
+            if probes[i].keys() != probes[j].keys() or not all(
+                    probes[i][k].shape == probes[j][k].shape and np.array_equal(probes[i][k], probes[j][k])
+                    for k in probes[i]):
                 comparable[i, j] = comparable[j, i] = False
                 warnings.warn(f"runs {labels[i]!r} and {labels[j]!r} have different probe inputs: their CKA is NaN",
                               RuntimeWarning, stacklevel=2)
@@ -179,14 +183,22 @@ def _fill_between(out: np.ndarray, checkpoint_groups: list[xr.Dataset], layers: 
                     if j >= i and comparable[i, j]:
                         out[i, j, c, k] = out[j, i, c, k] = linear_cka(reps[i], reps[j])
 
-def analyze_experiment(run_dir: str | os.PathLike, **analyze_options: object) -> xr.Dataset:
+def analyze_experiment(run_dir: str | os.PathLike, *, reuse: bool = False, out: str | os.PathLike | None = None,
+                       **analyze_options: object) -> xr.Dataset:
     """``analyze`` every run store (``*.zarr``, except ``analysis.zarr``) of ``run_dir``, then combine.
 
-    The combined Dataset is also written to ``run_dir/analysis.zarr`` (replaced in one step; root
+    The combined Dataset is also written to ``out`` (default ``run_dir/analysis.zarr``; a folder that
+    cannot be written, e.g. a read-only archive, keeps it in memory with a NotWrittenWarning, and so
+    do its stores: :func:`analysis.store_io.write_derived`) (replaced in one step; root
     attrs ``schema`` = :data:`EXPERIMENT_SCHEMA` and ``sources``, JSON store name → source token, so
     that :func:`experiment_analysis_is_fresh` can tell when it is out of date). Runs being trained
     are analysed from their committed data, without writing into their stores. Options are passed
-    to :func:`analysis.analyze`. StoreError (a ValueError) when the folder holds no run store.
+    to :func:`analysis.analyze`. ``reuse``: a store's own analysis group is taken instead of
+    analysing it again when it was computed from the store's current data with the same kernel
+    alignment (``dynamics run`` analyses each run in its worker process right after training it;
+    only meaningful without other options). A warning that several runs raise alike (zero-initialised
+    biases in every run of one model) is issued once. StoreError (a ValueError) when the folder
+    holds no run store.
     """
     folder = Path(run_dir)
     if not folder.is_dir():
@@ -194,11 +206,19 @@ def analyze_experiment(run_dir: str | os.PathLike, **analyze_options: object) ->
     stores = experiment_stores(folder)
     if not stores:
         raise StoreError(f"run_dir {str(folder)!r} holds no run stores (*.zarr)")
-    analyses = [analyze(store, **analyze_options) for store in stores]
+    centered = bool(analyze_options.get("centered_alignment", False))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        analyses = []
+        for store in stores:
+            stored = fresh_analysis(store, centered_alignment=centered)[0] if reuse else None
+            analyses.append(stored if stored is not None else analyze(store, **analyze_options))
+    for category, message in dict.fromkeys((w.category, str(w.message)) for w in caught):
+        warnings.warn(message, category, stacklevel=2)
     combined = combine(analyses, stores)
     sources = {store.name: json.loads(a.attrs.get(SOURCE_ATTR, "null")) for store, a in zip(stores, analyses)}
-    write_dataset(folder / EXPERIMENT_ANALYSIS, combined.assign_attrs(
-        schema=EXPERIMENT_SCHEMA, sources=json.dumps(sources, sort_keys=True)))
+    write_derived(folder / EXPERIMENT_ANALYSIS if out is None else Path(out), combined.assign_attrs(
+        schema=EXPERIMENT_SCHEMA, sources=json.dumps(sources, sort_keys=True)), required=out is not None)
     return combined
 
 

@@ -9,8 +9,14 @@ a reader, or a process killed at any moment, sees the previous complete group, n
 complete group. The training groups (metrics, checkpoints, params, probe) and root attributes are
 never rewritten; the root's consolidated metadata leaves the group out during the swap.
 While another process holds the lock (a run being trained, another analysis), nothing is written:
-the analysis of a live run is computed from its committed data and kept in memory. Readers here
-always use unconsolidated metadata and retry when a folder is replaced while they read it.
+the analysis of a live run is computed from its committed data and kept in memory. A store that
+cannot be written at all (a read-only file system, an archive; no write permission) is read without
+a lock and analysed in memory the same way: :func:`write_analysis_group` raises
+:class:`~dynamics.errors.StoreReadOnlyError`, which the callers turn into a
+:class:`~dynamics.errors.NotWrittenWarning`. Any other failure of the file system (a full disk) is a
+:class:`~dynamics.errors.StoreIOError` naming the path and errno; the store keeps its previous
+analysis. Readers here always use unconsolidated metadata and retry when a folder is replaced while
+they read it.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import xarray as xr
 
 from analysis.labels import run_identity as identity_from_config
 from analysis.freshness import SOURCE_ATTR, analysis_token, recorded_source, source_token, staleness
-from dynamics.errors import StoreError, StoreLockedError
+from dynamics.errors import NotWrittenWarning, StoreError, StoreLockedError, StoreReadOnlyError, io_error
 from dynamics.store import open_run
 from dynamics.store.lock import StoreLock
 from dynamics.store.reader import quiet_zarr_warnings
@@ -92,7 +98,9 @@ def write_analysis_group(path: Path, dataset: xr.Dataset, token: dict[str, Any],
 
     Nothing is written (False) when another process holds the store's lock (a live writer: the
     analysis stays in memory, the store is not touched), or when the store's token is no longer
-    ``token`` (it changed while the analysis was computed). Otherwise, under the lock: debris of
+    ``token`` (it changed while the analysis was computed). StoreReadOnlyError when the store cannot
+    be written (nothing is tried without its lock); StoreIOError (path, errno) when a write fails,
+    e.g. on a full disk (the store keeps a complete group, old or new, or none, as after a kill). Otherwise, under the lock: debris of
     earlier interrupted writes is removed; the group is written complete (with its own consolidated
     metadata and ``source`` = ``token``) into a staging folder beside the store; the root's
     consolidated metadata is rewritten without the group; the staging folder replaces ``analysis`` by
@@ -105,21 +113,37 @@ def write_analysis_group(path: Path, dataset: xr.Dataset, token: dict[str, Any],
         return False
     staging = _aside(path, "new")
     try:
-        _sweep(path)
-        if source_token(path) != token:
-            return False
-        dataset = dataset.assign_attrs({SOURCE_ATTR: json.dumps(token if recorded is None else recorded,
-                                                                sort_keys=True)})
-        with quiet_zarr_warnings(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"The data type .* does not have a Zarr V3 specification")
-            dataset.to_zarr(str(staging), mode="w", consolidated=True, zarr_format=3)
-            rewrite_root(path, with_analysis=False)
-            swap_into_place(staging, path / ANALYSIS_GROUP, _aside(path, "old"))
-            rewrite_root(path, with_analysis=True)
-        return True
+        return _write_locked(path, dataset, token, recorded, staging)
+    except OSError as err:
+        raise io_error(f"cannot write the analysis of store {path}", err) from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         lock.release()
+
+
+def _write_locked(path: Path, dataset: xr.Dataset, token: dict[str, Any], recorded: dict[str, Any] | None,
+                  staging: Path) -> bool:
+    """The part of :func:`write_analysis_group` under the store's lock."""
+    _sweep(path)
+    if source_token(path) != token:
+        return False
+    dataset = dataset.assign_attrs({SOURCE_ATTR: json.dumps(token if recorded is None else recorded,
+                                                            sort_keys=True)})
+    with quiet_zarr_warnings(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"The data type .* does not have a Zarr V3 specification")
+        dataset.to_zarr(str(staging), mode="w", consolidated=True, zarr_format=3, encoding=checksummed(dataset))
+        rewrite_root(path, with_analysis=False)
+        swap_into_place(staging, path / ANALYSIS_GROUP, _aside(path, "old"))
+        rewrite_root(path, with_analysis=True)
+    return True
+
+
+def checksummed(dataset: xr.Dataset) -> dict[str, dict[str, Any]]:
+    """zarr encoding of every variable of ``dataset``: zstd with its content checksum, as the store's
+    own chunks, so that a corrupted chunk of a stored analysis is detected when read, never decoded
+    into other numbers."""
+    from zarr.codecs import ZstdCodec
+    return {str(name): {"compressors": (ZstdCodec(level=1, checksum=True),)} for name in dataset.variables}
 
 
 def rewrite_root(path: Path, with_analysis: bool) -> None:
@@ -169,7 +193,32 @@ def swap_into_place(staging: Path, target: Path, aside: Path) -> None:
 
 def write_dataset(path: Path, dataset: xr.Dataset) -> None:
     """Write ``dataset`` as a whole zarr v3 store at ``path`` (consolidated), replacing it in one
-    step: written beside it in a hidden folder, then renamed into place (:func:`swap_into_place`)."""
+    step: written beside it in a hidden folder, then renamed into place (:func:`swap_into_place`).
+    StoreReadOnlyError when its folder cannot be written, StoreIOError (path, errno) when a write
+    fails (a full disk): an earlier store at ``path`` is kept either way."""
+    try:
+        _write_dataset(path, dataset)
+    except OSError as err:
+        raise io_error(f"cannot write {path}", err) from err
+
+
+def write_derived(path: Path, dataset: xr.Dataset, *, required: bool) -> bool:
+    """:func:`write_dataset` of derived data (an experiment's combined analysis); True when written.
+    Where the folder cannot be written (StoreReadOnlyError) and the place was not asked for
+    (``required`` false: the default place beside read-only stores), a NotWrittenWarning says so and
+    the caller keeps the result in memory."""
+    try:
+        write_dataset(path, dataset)
+    except StoreReadOnlyError as err:
+        if required:
+            raise
+        warnings.warn(f"{path} cannot be written ({err.reason}): the result is kept in memory (out=PATH, "
+                      f"`dynamics analyze DIR --out PATH`, writes it elsewhere)", NotWrittenWarning, stacklevel=3)
+        return False
+    return True
+
+
+def _write_dataset(path: Path, dataset: xr.Dataset) -> None:
     for debris in path.parent.glob(f".{path.name}.*.tmp"):  # left by killed writers of this path
         try:
             pid = int(debris.name.rsplit(".", 2)[-2].rsplit("-", 1)[-1])
@@ -182,7 +231,7 @@ def write_dataset(path: Path, dataset: xr.Dataset) -> None:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
             warnings.filterwarnings("ignore", message=r"The data type .* does not have a Zarr V3 specification")
-            dataset.to_zarr(str(staging), mode="w", consolidated=True, zarr_format=3)
+            dataset.to_zarr(str(staging), mode="w", consolidated=True, zarr_format=3, encoding=checksummed(dataset))
         swap_into_place(staging, path, path.parent / f".{path.name}.old-{os.getpid()}.tmp")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -243,7 +292,10 @@ def fresh_analysis(store: Path, *, centered_alignment: bool = False) -> tuple[xr
     requested kernel alignment, else None; why not: "no analysis group" or the staleness reason of
     :func:`analysis.freshness.staleness`)."""
     current = analysis_token(source_token(store), centered_alignment=centered_alignment)
-    stored = read_analysis_group(store)
+    try:
+        stored = read_analysis_group(store)
+    except Exception as err:   # damaged (a truncated document, a corrupted chunk): computed and written again
+        return None, f"its analysis group cannot be read ({type(err).__name__}: {err})"
     if stored is None:
         return None, "no analysis group"
     why = staleness(recorded_source(stored.attrs), current)

@@ -13,7 +13,10 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from dynamics import inputs
+from dynamics.inputs import Inputs
 from dynamics.models.layers import eval_mode
+from dynamics.wrappers import canonical_modules, unwrap_model
 
 #: Module types counted as "activations" when a model declares no ``representation_layers``.
 ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
@@ -30,15 +33,18 @@ def _check_model(model: object) -> nn.Module:
 
 
 def available_layers(model: nn.Module) -> list[str]:
-    """Names of every sub-module of ``model`` (``model.named_modules()`` without the root ``""``)."""
-    return [name for name, _ in _check_model(model).named_modules() if name]
+    """Canonical names of every sub-module of ``model`` (:func:`dynamics.wrappers.canonical_modules`:
+    ``named_modules()`` without the root ``""`` and without wrappers such as ``torch.compile``'s
+    ``_orig_mod`` or DDP's ``module``)."""
+    return [name for name in canonical_modules(unwrap_model(_check_model(model))) if name]
 
 
 def _default_layers(model: nn.Module) -> list[str]:
+    model = unwrap_model(model)
     declared = getattr(model, "representation_layers", None)
     if declared is not None:
         return list(declared)
-    leaves = [(name, module) for name, module in model.named_modules()
+    leaves = [(name, module) for name, module in canonical_modules(model).items()
               if name and not any(True for _ in module.children())]
     activations = [name for name, module in leaves if isinstance(module, ACTIVATION_TYPES)]
     if activations:
@@ -95,7 +101,8 @@ def _first_tensor(name: str, output: object) -> torch.Tensor:
     raise TypeError(f"layer {name!r} returned {type(output).__name__}, which holds no tensor to record")
 
 
-def _capture_chunk(model: nn.Module, modules: dict[str, nn.Module], x: torch.Tensor) -> dict[str, torch.Tensor]:
+def _capture_chunk(model: nn.Module, modules: dict[str, nn.Module], x: Inputs, whole: Inputs) -> dict[str, torch.Tensor]:
+    """Each module's output on the chunk ``x`` of ``whole`` (named in errors)."""
     outputs: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
 
     def make_hook(name: str):
@@ -108,8 +115,11 @@ def _capture_chunk(model: nn.Module, modules: dict[str, nn.Module], x: torch.Ten
         return hook
 
     handles = [module.register_forward_hook(make_hook(name)) for name, module in modules.items()]
+    n = inputs.n_samples(x)
     try:
-        model(x)
+        inputs.call(model, x)
+    except Exception as error:
+        raise inputs.note_input(error, whole)
     finally:
         for handle in handles:
             handle.remove()
@@ -119,16 +129,19 @@ def _capture_chunk(model: nn.Module, modules: dict[str, nn.Module], x: torch.Ten
             raise ValueError(f"layer {name!r} was called {len(seen)} times in one forward pass; "
                              "a recorded layer must run exactly once")
         out = seen[0]
-        if out.dim() == 0 or out.shape[0] != x.shape[0]:
+        if out.dim() == 0 or out.shape[0] != n:
             raise ValueError(f"layer {name!r} output has shape {tuple(out.shape)}, which does not start "
-                             f"with the {x.shape[0]} samples of the input")
+                             f"with the {n} samples of the input")
         captured[name] = out.reshape(out.shape[0], -1)  # a view of the hook's own copy
     return captured
 
 
-def capture_representations(model: nn.Module, x: torch.Tensor, layers: str | Iterable[str] | None = None,
+def capture_representations(model: nn.Module, x: Inputs, layers: str | Iterable[str] | None = None,
                             *, chunk_size: int | None = None) -> dict[str, torch.Tensor]:
     """Outputs of the named modules of ``model`` on the inputs ``x``.
+
+    Wrappers (``torch.compile``, DDP, ...) are unwrapped and layers are named canonically
+    (:mod:`dynamics.wrappers`).
 
     Each module's output is flattened after the sample dimension: ``out.reshape(N, -1)``, giving a
     tensor of shape (N, units), detached and freshly allocated (never a view of ``x``). The value is
@@ -141,7 +154,10 @@ def capture_representations(model: nn.Module, x: torch.Tensor, layers: str | Ite
 
     Args:
         model: any ``nn.Module`` whose forward takes the batch ``x``.
-        x: inputs, (N, ...) with N ≥ 1, on the model's device and dtype.
+        x: what the model's forward takes (:mod:`dynamics.inputs`): a tensor (N, ...), a tuple of
+            tensors (positional arguments) or a dict of tensors (keyword arguments), floating,
+            integer (token ids) or bool, N ≥ 1 rows in every leaf, on the model's device (floating
+            leaves in the model's dtype); integer inputs are never cast.
         layers: module names (see :func:`resolve_layers`; None → the model's defaults).
         chunk_size: run the forward pass on at most this many samples at a time (None: all at once).
 
@@ -149,21 +165,19 @@ def capture_representations(model: nn.Module, x: torch.Tensor, layers: str | Ite
         dict mapping each layer name (in ``layers`` order) to a tensor (N, units).
     """
     _check_model(model)
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() == 0 or x.shape[0] == 0:
-        raise ValueError(f"x must have a leading sample dimension with at least one sample, got shape {tuple(x.shape)}")
+    x = inputs.check_inputs(x, "x")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)):
         raise TypeError(f"chunk_size must be None or an int, got {chunk_size!r}")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    model = unwrap_model(model)
     names = resolve_layers(model, layers)
-    all_modules = dict(model.named_modules())
+    all_modules = canonical_modules(model)
     modules = {name: all_modules[name] for name in names}
-    step = x.shape[0] if chunk_size is None else chunk_size
+    step = inputs.n_samples(x) if chunk_size is None else chunk_size
     pieces: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     with eval_mode(model), torch.no_grad():
-        for start in range(0, x.shape[0], step):
-            for name, out in _capture_chunk(model, modules, x[start:start + step]).items():
+        for _, _, chunk in inputs.chunks(x, step):
+            for name, out in _capture_chunk(model, modules, chunk, x).items():
                 pieces[name].append(out)
     return {name: chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=0) for name, chunks in pieces.items()}

@@ -1,22 +1,30 @@
 """The ``dynamics`` command line, the one composition root of the project.
 
 Subcommands import the upper layers (trainers, analysis, reports) lazily, so ``dynamics --help`` is
-fast and the core package never imports them at module level. User errors
-(:class:`dynamics.errors.DynamicsError`: a bad config key, a missing data file, a foreign store)
-print one line to stderr and exit with status 2; Ctrl-C, SIGTERM and SIGHUP exit with 128 + the
-signal number (130, 143, 129) and leave a store that ``--resume`` continues.
+fast and the core package never imports them at module level. Exit status (one rule,
+:func:`dynamics.errors.exit_status`): 0 done; 1 some runs failed (``run``, ``sweep``) or the file
+system failed — a full disk, a read-only file system, missing permission, an I/O error — with one
+line naming the path and errno; 2 a user error (:class:`dynamics.errors.DynamicsError`: a bad config
+key or file, a missing data file, a foreign or damaged store), one line; Ctrl-C, SIGTERM and SIGHUP
+exit with 128 + the signal number (130, 143, 129) and leave a store that ``--resume`` continues.
+Every line printed (messages, paths) shows control and bidirectional-formatting characters of user
+text as escapes (:func:`dynamics.visible.visible`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import contextlib
 import errno
+import importlib.util
 import sys
 import textwrap
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
-from dynamics.errors import DynamicsError
+from dynamics.errors import NOT_WRITABLE, DynamicsError, StoreReadOnlyError, exit_status, io_error
+from dynamics.visible import visible
 
 SEED_MAX = 2**63 - 1  # as trainers.schema.SEED_MAX (not imported: --help must not import torch)
 
@@ -32,8 +40,11 @@ EXAMPLES = """examples:
   dynamics analyze runs/mnist1d runs/digits
   dynamics report runs/mnist1d
   dynamics compare runs/mnist1d runs/digits --out comparison.html
+  dynamics report runs/mnist1d --watch 30        # regenerate the report every 30 s while runs train
+  dynamics export tensorboard runs/mnist1d --out tb   # then: tensorboard --logdir tb
   dynamics config show --preset digits --set optimizers.gn.lr=0.3   # the resolved config as TOML
   dynamics sweep sweep.toml --out runs/sweep      # a [sweep] grid on all cores; again → only what is missing
+  dynamics tables runs/mnist1d --write docs/results.md   # regenerate the published result tables
   dynamics unlock runs/mnist1d/gn.zarr           # after the host that wrote it died
 """
 
@@ -47,6 +58,17 @@ def seed_list(text: str) -> list[int]:
     if not seeds or min(seeds) < 0 or max(seeds) > SEED_MAX or len(set(seeds)) != len(seeds):
         raise argparse.ArgumentTypeError(f"--seeds must list distinct integers in [0, 2**63 - 1], got {text!r}")
     return seeds
+
+
+def watch_seconds(text: str) -> float:
+    """--watch SECONDS: a finite number > 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--watch must be a number of seconds, got {text!r}") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"--watch must be a number of seconds > 0, got {text}")
+    return seconds
 
 
 def seed_value(text: str) -> int:
@@ -119,8 +141,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, run_flags: bool = T
     parser.add_argument("--device", metavar="DEVICE",
                         help="cpu, cuda, cuda:N or auto (CUDA when available); sets train.device (default cpu)")
     parser.add_argument("--threads", type=int, metavar="N",
-                        help="CPU threads per training process (default: the cores not busy with other "
-                             "programs, by the 1-minute load average, at least 1)")
+                        help="CPU threads of each training process; sets train.threads (default 1: `dynamics "
+                             "run` then trains one run per core at once, in separate processes); recorded "
+                             "in the store, since the count can change float rounding")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(run)
     run.add_argument("--out", type=Path, help="experiment folder DIR (default runs/<name>)")
     run.add_argument("--seeds", type=seed_list, help="comma-separated seeds (default: train.seeds, else train.seed)")
+    run.add_argument("--workers", type=int, metavar="N",
+                     help="runs trained at once, each in its own process (default: cores // train.threads); "
+                          "1 trains them one after the other in this process; the stores are the same")
     add_alignment_argument(run)
     train = command("train", "train one optimiser with one seed into one run store", CONFIG_INPUTS,
                     "the run store at --out (zarr; metrics, checkpoints, parameters, NTK), whose path is printed")
@@ -155,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
                       "DIR/analysis.zarr for a folder (the combined analysis), group 'analysis' inside a single "
                       "run store; the paths are printed")
     analyze.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
+    analyze.add_argument("--out", type=Path, metavar="PATH",
+                         help="write the analysis to the zarr store PATH instead (one DIR only): the combined "
+                              "analysis of a folder, or the analysis group of one run store (which is then not "
+                              "written into); for stores on a read-only file system")
+    analyze.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     add_alignment_argument(analyze)
     report = command("report", "write the HTML report of an experiment folder or of one run store",
                      "DIR: an experiment folder or one run store (reuses an analysis computed from the current "
@@ -162,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
                      "DIR/report.html with figures in DIR/figures/, or NAME-report.html beside NAME.zarr; "
                      "the path is printed")
     report.add_argument("dir", type=Path, metavar="DIR")
+    report.add_argument("--watch", nargs="?", const=30.0, type=watch_seconds, metavar="SECONDS",
+                        help="keep the report up to date while runs train: look every SECONDS (default 30) and "
+                             "write it again when a store committed new data; Ctrl-C stops (exit status 0)")
+    report.add_argument("--out", type=Path, metavar="FILE.html",
+                        help="write the report to FILE.html (figures in FILE-figures/) instead of the default "
+                             "place, e.g. for a folder on a read-only file system")
     add_alignment_argument(report)
     compare = command("compare", "compare experiment folders in one HTML page", "experiment folders DIR",
                       "the HTML file --out")
@@ -184,6 +221,37 @@ def build_parser() -> argparse.ArgumentParser:
                     "DIR/sweep.json (grid, run names, status of each run) and DIR/runs/<run>.zarr; the manifest's "
                     "path is printed. Then `dynamics analyze DIR` and `dynamics report DIR`")
     add_sweep_arguments(sweep)
+    tables = command("tables", "print (or write into README/docs) the result tables of run folders: the machine, "
+                     "how trained the models are, the paper's claims with margins, and the spread over further "
+                     "folders of the same command run elsewhere",
+                     "DIR...: experiment folders written by `dynamics run` (findings.json, machine.json); the first "
+                     "is the published run, the others the same command on other machines or kernels",
+                     "Markdown on stdout; with --write, the blocks between <!-- results:NAME:begin --> and "
+                     "<!-- results:NAME:end --> (the claims) and <!-- results:NAME-spread:begin/end --> (the "
+                     "spread over the folders) of each FILE are replaced")
+    tables.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
+    tables.add_argument("--name", help="the block's name in the markers (default: the first folder's name)")
+    tables.add_argument("--write", type=Path, action="append", default=[], metavar="FILE",
+                        help="replace the block in FILE (repeatable), e.g. --write docs/results.md")
+    export = command("export", "write run stores in another tool's format (TensorBoard event files)",
+                     "see `dynamics export tensorboard --help`", "see the format")
+    formats = export.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    tensorboard = formats.add_parser(
+        "tensorboard", help="metrics, checkpoint scalars and per-checkpoint analysis as TensorBoard event files",
+        description=describe("write a run store's metrics, checkpoint scalars and analysis (NTK alignment, CKA, "
+                             "effective ranks, per-step loss changes) as TensorBoard scalars; the stores are "
+                             "only read (a run being trained is exported as far as it is committed)",
+                             "STORE (one run store) or DIR (every run store of an experiment or sweep folder); "
+                             "a stored analysis computed from the current data, else one computed here "
+                             "(not written into the store)",
+                             "LOGDIR/<run>/events.out.tfevents.* per run (an earlier export there is "
+                             "replaced); the path LOGDIR is printed. Then: tensorboard --logdir LOGDIR"),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    tensorboard.add_argument("source", type=Path, metavar="STORE|DIR")
+    tensorboard.add_argument("--out", type=Path, required=True, metavar="LOGDIR", help="TensorBoard log folder")
+    tensorboard.add_argument("--no-analysis", action="store_true",
+                             help="only the store's own metrics and checkpoint scalars (no analysis is computed)")
+    add_alignment_argument(tensorboard)
     unlock = command("unlock", "remove the lock of a run store whose writer is gone (e.g. its host died)",
                      "STORE: a run store whose lock file names a process that no longer runs; refused while "
                      "a process on this machine holds the lock", "the lock file is removed; the holder it "
@@ -205,7 +273,13 @@ def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
     sweep.add_argument("--out", type=Path, required=True, help="sweep folder (manifest sweep.json, runs/)")
     sweep.add_argument("--workers", type=int, help="worker processes of the local cluster (default: one per core)")
     sweep.add_argument("--scheduler", metavar="ADDRESS", help="use an existing dask cluster, e.g. tcp://host:8786")
-    sweep.add_argument("--retries", type=int, default=2, help="extra attempts of a failing run (default 2)")
+    sweep.add_argument("--retries", type=int, default=2,
+                       help="extra attempts of a run whose failure may go away on a retry: a lost worker, a "
+                            "locked store, a file-system error (default 2); a deterministic failure (a config "
+                            "error of its grid point, a divergence) is not retried")
+    sweep.add_argument("--retry-failed", action="store_true",
+                       help="start the failed runs again, deterministic failures included (after fixing their "
+                            "cause), with a new budget of attempts")
     sweep.add_argument("--force", action="store_true", help="accept a config that differs from DIR/sweep.json; "
                                                             "runs whose config changed are trained again")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -214,22 +288,35 @@ def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
                             "train.epochs=5 (repeatable; after the file's keys; a swept key is refused)")
 
 
-def command_sweep(args: argparse.Namespace) -> None:
+def command_sweep(args: argparse.Namespace) -> int:
+    """Train the sweep; exit status 0 when every run is complete, 1 when runs failed (named on
+    stderr, also with --quiet), 128 + the signal number after SIGINT, SIGTERM or SIGHUP."""
+    if not args.quiet and args.config.is_file():   # at once (the imports below take seconds); a path
+        # that is no file gets its one-line error instead
+        print(visible(f"dynamics sweep: planning {args.config} into {args.out}"), file=sys.stderr, flush=True)
     if args.scheduler is None and not sweep_looks_finished(args.out):
         # the local cluster's forkserver imports torch and the trainers while this process does the same
         from dynamics.cluster import SWEEP_MODULES, start_forkserver
         start_forkserver(SWEEP_MODULES)
-    from trainers.sweep import print_summary, run_sweep
+    from trainers.signals import exit_status as signal_status
+    from trainers.sweep import failed_runs, print_summary, run_sweep
 
     try:
         manifest = run_sweep(args.config, args.out, workers=args.workers, scheduler=args.scheduler,
                              retries=args.retries, force=args.force, quiet=args.quiet,
-                             overrides=dict(args.settings))
-    except KeyboardInterrupt:
-        print("dynamics sweep: interrupted; run the same command again to continue", file=sys.stderr)
-        raise SystemExit(130) from None
+                             overrides=dict(args.settings), retry_failed=args.retry_failed)
+    except KeyboardInterrupt as stop:
+        name = getattr(stop, "signal_name", "SIGINT")
+        print(f"dynamics sweep: interrupted by {name}; run the same command again to continue", file=sys.stderr)
+        return signal_status(stop)
     print_summary(manifest, args.quiet)
-    print(args.out / "sweep.json")
+    say_path(args.out / "sweep.json")
+    failed = failed_runs(manifest)
+    if failed:
+        print(visible(f"dynamics sweep: {len(failed)} of {len(manifest['runs'])} runs failed: {', '.join(failed)} "
+                      f"(errors in {args.out / 'sweep.json'})"), file=sys.stderr)
+        return 1
+    return 0
 
 
 def sweep_looks_finished(folder: Path) -> bool:
@@ -255,6 +342,10 @@ def config_from(args: argparse.Namespace):
         overrides["data.data_dir"] = args.data_dir
     if getattr(args, "device", None) is not None:
         overrides["train.device"] = args.device
+    if getattr(args, "threads", None) is not None:
+        from trainers.runtime import check_threads
+
+        overrides["train.threads"] = check_threads(args.threads)
     return load_config(args.preset, args.config, overrides)
 
 
@@ -272,83 +363,20 @@ def check_target(path: Path, args: argparse.Namespace) -> None:
 
 def say(args: argparse.Namespace, message: str) -> None:
     if not getattr(args, "quiet", False):
-        print(message, file=sys.stderr)
-
-
-def use_threads(args: argparse.Namespace, concurrent: int = 1) -> None:
-    """Apply ``--threads`` (or the default share of the cores for ``concurrent`` runs) before training;
-    each run's first progress line names the count."""
-    from trainers.runtime import apply_threads, check_threads, default_threads
-
-    apply_threads(default_threads(concurrent) if args.threads is None else check_threads(args.threads))
+        print(visible(message), file=sys.stderr)
 
 
 def command_train(args: argparse.Namespace) -> None:
     from trainers import train
 
+    from trainers.runtime import apply_threads
+
     config = config_from(args)
     check_target(args.out, args)
-    use_threads(args)
+    apply_threads(config.train.threads)   # here and in child processes (BLAS pools start with it)
     path = train(config, args.optimizer, args.out, seed=args.seed, resume=args.resume, overwrite=args.overwrite,
                  progress=not args.quiet)
-    print(path)
-
-
-def _failed_run(path: Path) -> str | None:
-    """The recorded error of the store at ``path`` if it exists and is marked "failed", else None."""
-    from dynamics.store import check_store
-
-    try:
-        attrs = check_store(path)
-    except DynamicsError:
-        return None
-    return str(attrs.get("error", "failed")) if attrs.get("status") == "failed" else None
-
-
-def command_run(args: argparse.Namespace) -> int:
-    """Train every (seed, optimiser), analyse, report. A run that fails on its own (its store is marked
-    "failed", e.g. by the divergence rule) does not stop the others: it is named on stderr, marked in
-    the report, and the exit status is 1. Errors before a store exists (config, data) stop at once."""
-    from analysis import analyze_experiment
-    from reports import write_report
-    from trainers import store_name, train
-    from trainers.phases import phases_name
-    from trainers.setup import load_data
-
-    config = config_from(args)
-    out = args.out or Path("runs") / config.name
-    if out.exists() and not out.is_dir():
-        raise DynamicsError(f"--out '{out}' is an existing file, not an experiment folder; choose another path")
-    seeds = args.seeds or config.train.seeds or [config.train.seed]
-    names = list(config.train.optimizers)
-    if config.train.phases:  # one more run that switches optimiser (trainers.phases)
-        names.append(phases_name([p.model_dump() for p in config.train.phases]))
-    runs = [(seed, optimizer, out / store_name(optimizer, seed, len(seeds))) for seed in seeds for optimizer in names]
-    for _, _, path in runs:
-        check_target(path, args)
-    use_threads(args)  # the runs train one after the other: each gets the whole share
-    data = load_data(config.data)  # once for every run (generating MNIST-1D takes seconds)
-    failed = []
-    for seed, optimizer, path in runs:
-        try:
-            train(config, optimizer, path, seed=seed, resume=args.resume, overwrite=args.overwrite,
-                  progress=not args.quiet, data=data)
-        except Exception:
-            reason = _failed_run(path)
-            if reason is None:
-                raise
-            failed.append(path)
-            print(f"dynamics run: {path} failed: {reason}; training the others", file=sys.stderr)
-            continue
-        say(args, f"trained {path}")
-    analyze_experiment(out, centered_alignment=args.centered_alignment)
-    say(args, f"analysed {out}")
-    print(write_report(out, centered_alignment=args.centered_alignment))
-    if failed:
-        print(f"dynamics run: {len(failed)} of {len(runs)} runs failed "
-              f"(marked in the report): {', '.join(p.name for p in failed)}", file=sys.stderr)
-        return 1
-    return 0
+    say_path(path)
 
 
 def existing_dirs(dirs: list[Path]) -> list[Path]:
@@ -383,18 +411,66 @@ def command_analyze(args: argparse.Namespace) -> None:
     from analysis import analyze, analyze_experiment
     from dynamics.sweep_manifest import is_sweep
 
+    if args.out is not None and len(args.dirs) != 1:
+        raise DynamicsError(f"--out names one output, so it takes one DIR, got {len(args.dirs)}")
+    progress = "off" if args.quiet else ("auto" if sys.stderr.isatty() else "lines")
     for path in existing_dirs(args.dirs):
         if is_sweep(path):  # every run of a sweep, as tasks on a local dask cluster
             refuse_centred_sweep(args, path)
+            if args.out is not None:
+                raise DynamicsError(f"--out is not available for sweep folders ('{path}'); analyse its runs one "
+                                    f"by one (dynamics analyze RUN.zarr --out PATH)")
             from analysis.sweep import analyze_sweep
             analyze_sweep(path)
-            print(path / "sweep.json")
+            say_path(path / "sweep.json")
         elif is_run_store(path):
-            analyze(path, centered_alignment=args.centered_alignment)  # into the store unless a live writer holds it
-            print(path)
+            with notes("analyze") as not_written:
+                result = analyze(path, centered_alignment=args.centered_alignment, progress=progress,
+                                 write=args.out is None)   # into the store unless a live writer holds it
+            if args.out is not None:
+                from analysis.store_io import write_dataset
+                write_dataset(args.out, result)
+                say_path(args.out)
+            elif not not_written:
+                say_path(path)
         else:
-            analyze_experiment(path, centered_alignment=args.centered_alignment)
-            print(path / "analysis.zarr")
+            with notes("analyze") as not_written:
+                analyze_experiment(path, out=args.out, centered_alignment=args.centered_alignment,
+                                   progress=progress)
+            if args.out is not None or not not_written:
+                say_path(args.out if args.out is not None else path / "analysis.zarr")
+
+
+def say_path(path: Path) -> None:
+    """Print an output's path on stdout (one line; control characters shown as escapes)."""
+    print(visible(path))
+
+
+@contextlib.contextmanager
+def notes(command: str) -> Iterator[list[str]]:
+    """Inside this block, a NotWrittenWarning or StaleAnalysisWarning is printed as one line
+    ``dynamics COMMAND: note: ...`` on stderr instead of a Python warning; the block's list receives
+    the NotWrittenWarning messages (the results that stayed in memory)."""
+    not_written: list[str] = []
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            yield not_written
+    finally:   # outside the recording block: the other warnings are shown as usual, not recorded again
+        _print_notes(command, caught, not_written)
+
+
+def _print_notes(command: str, caught: list, not_written: list[str]) -> None:
+    from dynamics.errors import NotWrittenWarning, StaleAnalysisWarning
+
+    for warning in caught:
+        if issubclass(warning.category, (NotWrittenWarning, StaleAnalysisWarning)):
+            if issubclass(warning.category, NotWrittenWarning):
+                not_written.append(str(warning.message))
+            print(f"dynamics {command}: note: {visible(warning.message)}", file=sys.stderr)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def command_report(args: argparse.Namespace) -> None:
@@ -405,21 +481,81 @@ def command_report(args: argparse.Namespace) -> None:
     if is_sweep(directory):
         refuse_centred_sweep(args, directory)
         from reports.sweep import write_sweep_report
-        print(write_sweep_report(directory))
+
+        def generate() -> Path:
+            return write_sweep_report(directory, args.out)
+    else:
+        def generate() -> Path:
+            with notes("report"):
+                try:
+                    return write_report(directory, args.out, centered_alignment=args.centered_alignment)
+                except OSError as err:
+                    if err.errno not in NOT_WRITABLE or args.out is not None:
+                        raise
+                    where = f"{err.filename}: " if err.filename else ""
+                    raise StoreReadOnlyError(f"cannot write the report: {where}{io_error('', err).reason}; write "
+                                             f"it elsewhere with --out FILE.html", err.errno) from None
+    if args.watch is None:
+        say_path(generate())
         return
-    print(write_report(directory, centered_alignment=args.centered_alignment))
+    from reports.watch import watch_report
+
+    print(visible(f"dynamics report: watching {directory} every {args.watch:g} s (Ctrl-C stops)"), file=sys.stderr)
+    try:
+        watch_report(generate, lambda: run_stores_in(directory), interval=args.watch, stream=sys.stdout)
+    except KeyboardInterrupt:
+        print(visible(f"dynamics report: stopped watching {directory}"), file=sys.stderr)
 
 
 def command_compare(args: argparse.Namespace) -> None:
     from reports import compare
 
-    print(compare(existing_dirs(args.dirs), args.out, centered_alignment=args.centered_alignment))
+    say_path(compare(existing_dirs(args.dirs), args.out, centered_alignment=args.centered_alignment))
+
+
+def run_stores_in(source: Path) -> list[Path]:
+    """The run stores ``source`` names: itself, the stores of a sweep (``runs/``) or of an experiment folder."""
+    from dynamics.sweep_manifest import RUNS_FOLDER, is_sweep
+
+    if is_run_store(source):
+        return [source]
+    folder = source / RUNS_FOLDER if is_sweep(source) else source
+    return [p for p in sorted(folder.glob("*.zarr")) if p.is_dir() and is_run_store(p)]
+
+
+def source_stores(source: Path) -> list[Path]:
+    """:func:`run_stores_in`, or DynamicsError when there is none."""
+    stores = run_stores_in(source)
+    if not stores:
+        raise DynamicsError(f"'{source}' is neither a run store nor a folder holding run stores (*.zarr)")
+    return stores
+
+
+def command_export(args: argparse.Namespace) -> None:
+    try:
+        from dynamics.integrations.tensorboard import export_store
+    except ImportError as error:
+        raise DynamicsError(str(error)) from None
+    for store in source_stores(existing_dirs([args.source])[0]):
+        analysis = None if args.no_analysis else store_analysis(store, args.centered_alignment)
+        folder, count = export_store(store, args.out, analysis)
+        say(args, f"exported {store} -> {folder} ({count} scalars)")
+    say_path(args.out)
+
+
+def store_analysis(store: Path, centered_alignment: bool):
+    """The run's analysis: the stored one when it is fresh, else computed without writing into the store."""
+    from analysis import analyze
+    from analysis.store_io import fresh_analysis
+
+    stored, _ = fresh_analysis(store, centered_alignment=centered_alignment)
+    return stored if stored is not None else analyze(store, write=False, centered_alignment=centered_alignment)
 
 
 def command_unlock(args: argparse.Namespace) -> None:
     from dynamics.store.lock import unlock
 
-    print(f"removed the lock of {args.store} held by {unlock(args.store)}")
+    print(visible(f"removed the lock of {args.store} held by {unlock(args.store)}"))
 
 
 def command_config(args: argparse.Namespace) -> None:
@@ -428,26 +564,40 @@ def command_config(args: argparse.Namespace) -> None:
     sys.stdout.write(config_to_toml(config_from(args)))
 
 
+def command_run(args: argparse.Namespace) -> int:
+    from dynamics.cli_run import command_run as run
+
+    return run(args)
+
+
+def command_tables(args: argparse.Namespace) -> None:
+    from dynamics.cli_run import command_tables as tables
+
+    tables(args)
+
+
 COMMANDS = {"run": command_run, "train": command_train, "analyze": command_analyze,
             "report": command_report, "compare": command_compare, "config": command_config,
-            "sweep": command_sweep, "unlock": command_unlock}
+            "sweep": command_sweep, "tables": command_tables, "unlock": command_unlock,
+            "export": command_export}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``dynamics``; returns the exit status (0 ok, 1 some runs of ``run`` failed or a
-    file-system error such as a full disk, 2 user error, 128 + signal number
-    when stopped by SIGINT (130), SIGTERM (143) or SIGHUP (129))."""
+    """Entry point of ``dynamics``; returns the exit status (module docstring: 0 ok; 1 some runs failed
+    or the file system failed, e.g. a full disk or a read-only file system; 2 user error; 128 + signal
+    number when stopped by SIGINT (130), SIGTERM (143) or SIGHUP (129))."""
     args = build_parser().parse_args(argv)
     try:
         status = COMMANDS[args.command](args) or 0
     except DynamicsError as error:
-        print(f"dynamics {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        print(f"dynamics {args.command}: error: {visible(error)}", file=sys.stderr)
+        return exit_status(error)
     except OSError as error:   # a full disk, a read-only file system: one line with path and errno
         where = f"{error.filename}: " if error.filename else ""
         code = errno.errorcode.get(error.errno, error.errno) if error.errno else type(error).__name__
-        print(f"dynamics {args.command}: error: {where}{error.strerror or error} ({code})", file=sys.stderr)
-        return 1
+        print(f"dynamics {args.command}: error: {visible(where)}{visible(error.strerror or error)} ({code})",
+              file=sys.stderr)
+        return exit_status(error)
     except KeyboardInterrupt as stop:   # Ctrl-C, or SIGTERM/SIGHUP as trainers.signals.Stopped
         name = getattr(stop, "signal_name", "SIGINT")
         print(f"dynamics {args.command}: interrupted by {name}; run it again with --resume to continue",

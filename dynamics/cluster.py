@@ -30,6 +30,8 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 
 from dynamics.errors import DynamicsError
@@ -146,9 +148,17 @@ def start_forkserver(modules: Sequence[str]) -> bool:
     env = {**{name: "1" for name in THREAD_VARIABLES}, "PYTHONHASHSEED": HASH_SEED}
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
+    # started with SIGINT ignored, the server and the workers forked from it keep ignoring it (Python
+    # installs its KeyboardInterrupt handler only where SIGINT is not ignored): a Ctrl-C on the terminal,
+    # which reaches the whole process group, stops the driver, which stops the runs through its stop file
+    # so each saves its state, instead of killing the workers mid-step
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
         forkserver.ensure_running()
     finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)

@@ -16,9 +16,10 @@ Pattern: every rank runs the same loop and constructs the same Recorder; only ra
   every rank resumes from the same state.
 - The rank is ``torch.distributed.get_rank()`` when a process group is initialised, else the ``RANK``
   environment variable (set by ``torchrun``), else 0.
-- A ``DistributedDataParallel`` (or ``DataParallel``) model is unwrapped to its ``.module`` before
-  anything is recorded: parameters are stored under the inner model's names (no ``module.`` prefix),
-  and the NTK and representations are computed on the inner module, so rank 0's checkpoint runs no
+- A ``DistributedDataParallel`` (or ``DataParallel``, FSDP, ``torch.compile``d, ...) model is
+  unwrapped to the network inside (:mod:`dynamics.wrappers`, the one place for this) before anything
+  is recorded: parameters are stored under the inner model's names (no ``module.`` prefix), and the
+  NTK and representations are computed on the inner module, so rank 0's checkpoint runs no
   collective operation that the other ranks would have to join. Layer names given to the Recorder
   are names in the inner model.
 - Parameters are identical on every rank after each DDP step, so rank 0's copy is the run's.
@@ -36,6 +37,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from dynamics.wrappers import unwrap_model
+
+__all__ = ["InactiveRecorder", "process_rank", "unwrap_model"]
+
 
 def process_rank() -> int:
     """This process's rank in the distributed job (0 when not distributed)."""
@@ -45,14 +50,6 @@ def process_rank() -> int:
         return int(os.environ.get("RANK", "0"))
     except ValueError:
         raise ValueError(f"environment variable RANK must be an integer, got {os.environ['RANK']!r}") from None
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module inside ``DistributedDataParallel`` / ``DataParallel`` wrappers (``model`` itself otherwise)."""
-    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
-    while isinstance(model, wrappers):
-        model = model.module
-    return model
 
 
 class InactiveRecorder:

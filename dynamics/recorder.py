@@ -41,9 +41,13 @@ from torch import nn
 
 from dynamics.convert import stored_dtype, to_numpy
 from dynamics.distributed import InactiveRecorder, process_rank, unwrap_model
+from dynamics.mirrors import check_mirrors, close_mirrors, send
 from dynamics.ntk.background import KernelWorker
 from dynamics.pending import Outbox, PendingCheckpoint
-from dynamics.recorder_inputs import (check_options, check_probe_fits, probe_array, probe_index_array,
+from dynamics import inputs
+from dynamics.ntk.api import ntk_dtype
+from dynamics.recorder_inputs import (as_tensors, check_options, check_probe_fits, check_probe_memory,
+                                      check_probe_paths, probe_array, probe_index_array, probe_inputs,
                                       trained_parameters)
 from dynamics.recorder_open import open_store
 from dynamics.recorder_state import read_state, state_path, write_state
@@ -51,6 +55,7 @@ from dynamics.recorder_values import NonfiniteValues
 from dynamics.schedules import as_schedule
 from dynamics.store import schema
 from dynamics.task import resolve_task
+from dynamics.wrappers import canonical_parameters
 
 
 class Recorder:
@@ -60,7 +65,11 @@ class Recorder:
         path: the store directory (``*.zarr``); must not exist unless ``resume=True``.
         model: the ``nn.Module`` being trained; its trainable parameters (those with
             ``requires_grad`` when the Recorder is created) are stored at checkpoints.
-        probe: (x, y): fixed probe inputs (N, ...) and labels/targets (N,) or (N, O); finite.
+        probe: (x, y): fixed probe inputs, in the structure the model's forward takes (a tensor or
+            array (N, ...), a tuple of them for positional arguments, a dict of them for keyword
+            arguments; floating, integer token ids or bool; :mod:`dynamics.inputs`), and
+            labels/targets (N,) or (N, O); floating values finite. Stored in the ``probe`` group
+            (:mod:`dynamics.store.probe`).
         config: JSON-serialisable dict stored as the root attribute ``config``.
         layers: modules whose outputs are recorded (None → ``capture.resolve_layers`` defaults;
             an empty list → no representations).
@@ -94,6 +103,9 @@ class Recorder:
             own (a closure, a global, a class attribute: :mod:`dynamics.ntk.background`), or whose
             forward pass in eval mode draws from torch's global generators (so that the training
             loop's random stream stays reproducible). False: every NTK is computed at once.
+        mirror: objects with ``log_scalars(step, scalars)`` (:mod:`dynamics.mirrors`, e.g.
+            TensorBoard or W&B) that also get every logged row and stored checkpoint's scalars, as
+            ``"metrics/<name>"`` / ``"checkpoints/<name>"``; closed with the Recorder.
 
     Raises StoreError for an existing store without ``resume``, a missing/foreign store with
     ``resume``, a probe, config or set of trained parameters (names, shapes) that differs from the
@@ -101,8 +113,11 @@ class Recorder:
     (float64 into float32); StoreLockedError when another process writes to the store; ValueError for a
     parameter or layer name the store cannot hold (:mod:`dynamics.store.names`), for a lazy module
     not initialised yet, for a model without trained parameters when ``ntk`` is True, and for a probe the
-    model cannot take (the model is run on its first two inputs: wrong width or rank); TypeError for
-    a probe of another dtype kind (integer features, complex); ValueError for a ``task`` the probe
+    model cannot take (the model is run on its first two inputs: wrong width, rank or dtype, an
+    output without one row per input), for a model whose NTK or representations cannot be computed
+    (tried on those two inputs) and for a probe whose N×N kernel cannot fit the device's memory (with
+    the estimate); TypeError for a probe of another structure or dtype kind (complex, strings);
+    ValueError for a ``task`` the probe
     targets contradict (a classification task needs class labels) or cannot be inferred safely
     (:mod:`dynamics.task`).
 
@@ -121,22 +136,22 @@ class Recorder:
                  schedule: Callable[[int], bool] | None = None, ntk: bool = True, resume: bool = False,
                  ntk_chunk_size: int | None = None, flush_every: int = 1024,
                  flush_secs: float = 10.0, params: str | None = None, probe_index: Any = None,
-                 ntk_background: bool = True, task: str | None = None) -> None:
+                 ntk_background: bool = True, task: str | None = None, mirror: Iterable | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         model = unwrap_model(model)
         if not isinstance(probe, (tuple, list)) or len(probe) != 2:
             raise TypeError(f"probe must be a pair (x, y), got {type(probe).__name__}")
-        x, y = probe_array("x", probe[0]), probe_array("y", probe[1])
-        if x.dtype.kind != "f":
-            raise TypeError(f"probe x must be floating point, got dtype {x.dtype}")
-        if y.shape[0] != x.shape[0]:
-            raise ValueError(f"probe x has {x.shape[0]} samples but y has {y.shape[0]}")
+        x, y = probe_inputs(probe[0]), probe_array("y", probe[1])
+        n_probe = inputs.n_samples(as_tensors(x))
+        if y.shape[0] != n_probe:
+            raise ValueError(f"probe x has {n_probe} samples but y has {y.shape[0]}")
         if config is not None and not isinstance(config, dict):
             raise TypeError(f"config must be a dict or None, got {type(config).__name__}")
         self._flush_every, self._flush_secs = check_options(ntk, ntk_background, params, ntk_chunk_size,
                                                             flush_every, flush_secs)
-        index = None if probe_index is None else probe_index_array(probe_index, x.shape[0])
+        index = None if probe_index is None else probe_index_array(probe_index, n_probe)
+        self._mirrors = check_mirrors(mirror)
         self._schedule = None if schedule is None else as_schedule(schedule)
         self.model, self.ntk, self.ntk_chunk_size = model, ntk, ntk_chunk_size
         if isinstance(layers, Iterable) and not isinstance(layers, str):
@@ -146,20 +161,24 @@ class Recorder:
         else:
             from dynamics.capture import resolve_layers
             self.layers = resolve_layers(model, layers)
-        trained = trained_parameters(model, ntk)
+        # canonical names: without wrappers' prefixes (torch.compile's _orig_mod., ...; dynamics.wrappers)
+        trained = trained_parameters(model, ntk)   # before any forward pass: a lazy module is refused
         first = next((p for p in model.parameters()), None)
         forward_drew, n_outputs = check_probe_fits(model, x, None if first is None else first.device,
                                                     None if first is None else first.dtype)
+        check_probe_memory(model, n_probe, ntk)   # refuse a probe whose kernel cannot fit, with the estimate
+        forward_drew = check_probe_paths(model, x, self.layers, ntk, ntk_chunk_size) or forward_drew
         try:
             self.task, task_source = resolve_task(y, task=task, config=config, n_outputs=n_outputs)
         except ValueError as err:   # targets the rule finds ambiguous: a resumed store's own task decides
             if not resume or task is not None or (isinstance(config, dict) and config.get("task") is not None):
                 raise
             self.task, task_source = None, str(err)
-        self._x_probe = torch.as_tensor(x)
+        self._x_probe = as_tensors(x)
         self.path = Path(path)
         self._writer, self._names, self.task = open_store(self.path, resume, x, y, config, params, index, trained,
-                                                          self.layers, self.task, task_source, ntk)
+                                                          self.layers, self.task, task_source,
+                                                          ntk_dtype(model) if ntk else None)
         self.params = schema.params_mode(self._writer.attrs)
         self._writer.set_attrs(status="running")
         committed = self._writer.committed
@@ -232,6 +251,7 @@ class Recorder:
         values, events = self._nonfinite.scalars("metrics", step, self._values("metrics", scalars))
         self._last_logged = step
         self._outbox.add_row((step, epoch_value, values, [key for _, key, _ in events]))
+        send(self._mirrors, step, "metrics", values)
         self._writer.report()
         self._outbox.hand_over(block=False)
         if self._outbox.due():
@@ -289,13 +309,14 @@ class Recorder:
             raise
         self._last_checkpoint_call = step
         self._outbox.steps.append(step)
+        send(self._mirrors, step, "checkpoints", values)
         return True
 
     def _store_checkpoint(self, step: int, epoch: float, scalars: dict[str, float]) -> None:
         kernels = self._kernels
         background = kernels is not None and self.ntk and kernels.may_defer
         arrays, params, x = self._model_arrays(ntk=self.ntk and not background)
-        kernel = kernels.submit(self.model, x, x[:2]) if background else None
+        kernel = kernels.submit(self.model, x, inputs.rows(x, 0, 2)) if background else None
         if background and kernel is None:   # no faithful snapshot: computed here
             arrays = {"ntk": self._kernel_array(x), **arrays}
         values, events = self._nonfinite.scalars("checkpoints", step, scalars)
@@ -304,7 +325,8 @@ class Recorder:
             self._outbox.append_checkpoint(step, epoch, values, arrays, params, events)
             return
         pending = PendingCheckpoint(step, epoch, values, arrays, params, events, kernel)
-        kernel_like = np.broadcast_to(np.empty((), dtype=stored_dtype(x.dtype)), (len(x),) * 2)
+        kernel_like = np.broadcast_to(np.empty((), dtype=stored_dtype(ntk_dtype(self.model))),
+                                      (inputs.n_samples(x),) * 2)
         try:   # refuse now what the writer would refuse: the kernel's dtype is the parameters' one
             self._writer.check_checkpoint(values, pending.with_kernel(kernel_like), params)
         except BaseException:
@@ -313,7 +335,7 @@ class Recorder:
         self._outbox.pending = pending
 
     def _model_arrays(self, ntk: bool) -> tuple[dict, dict, torch.Tensor]:
-        current = dict(self.model.named_parameters())
+        current = canonical_parameters(self.model, trained=False)
         params = {}
         for name, key in self._names.params.items():
             if name not in current:
@@ -324,8 +346,8 @@ class Recorder:
                 params[key] = (tuple(f"{key}_dim{i}" for i in range(p.dim())), to_numpy(p, f"parameter {name!r}"))
         first = next((p for p in current.values() if p.requires_grad), None)
         x = self._x_probe
-        if first is not None:
-            x = x.to(device=first.device, dtype=first.dtype if x.is_floating_point() else x.dtype)
+        if first is not None:   # floating inputs in the parameters' dtype; token ids and masks as they are
+            x = inputs.prepare(x, first.device, first.dtype)
         arrays = {}
         if ntk:
             arrays["ntk"] = self._kernel_array(x)
@@ -399,6 +421,7 @@ class Recorder:
         finally:
             if self._kernels is not None:
                 self._kernels.shutdown()
+            close_mirrors(self._mirrors)
 
     def __enter__(self) -> Recorder:
         return self

@@ -19,6 +19,7 @@ import torch
 
 from dynamics.convert import stored_dtype
 from dynamics.errors import StoreError
+from dynamics.recorder_inputs import same_inputs
 from dynamics.recorder_names import PARAMETERS_ATTR, RecorderNames, check_same_parameters, stored_parameters
 from dynamics.store import schema
 from dynamics.store.writer import RunWriter
@@ -26,13 +27,14 @@ from dynamics.store.writer import RunWriter
 
 def open_store(path: Path, resume: bool, x: np.ndarray, y: np.ndarray, config: dict | None, params: str | None,
                index: np.ndarray | None, parameters: list[tuple[str, tuple[int, ...], torch.dtype]], layers: list[str],
-               task: str | None, task_source: str, ntk: bool) -> tuple[RunWriter, RecorderNames, str]:
+               task: str | None, task_source: str,
+               kernel_dtype: torch.dtype | None) -> tuple[RunWriter, RecorderNames, str]:
     """(the writer, the keys, the task) of the store at ``path``: created with the probe ``x``, ``y``
     (positions ``index``), ``config``, ``params`` mode, the list of trained ``parameters`` (name,
     shape, dtype) and ``task`` (from ``task_source``, :mod:`dynamics.task`; None only on resume, see
     :func:`resumed_task`), or resumed after
-    :func:`check_resumed` and :func:`check_resumed_dtypes` (``ntk``: the NTK is recorded; the stored
-    task kept: :func:`resumed_task`). ValueError for a parameter or layer name the store cannot hold
+    :func:`check_resumed` and :func:`check_resumed_dtypes` (``kernel_dtype``: the dtype the NTK is
+    computed in, None without the NTK; the stored task kept: :func:`resumed_task`). ValueError for a parameter or layer name the store cannot hold
     (:class:`RecorderNames`), StoreError as :func:`check_resumed`, :func:`check_resumed_dtypes`,
     :func:`resumed_task` and :meth:`RunWriter.create`/:meth:`RunWriter.resume` say."""
     trained = [(name, shape) for name, shape, _ in parameters]
@@ -48,7 +50,7 @@ def open_store(path: Path, resume: bool, x: np.ndarray, y: np.ndarray, config: d
         except BaseException:
             writer.abandon()
             raise
-        check_resumed_dtypes(writer, names, parameters, ntk)
+        check_resumed_dtypes(writer, names, parameters, kernel_dtype, y.shape[0])
         check_resumed(writer, x, y, config, params, index, trained)
         task = resumed_task(writer, task, task_source)
         if PARAMETERS_ATTR not in writer.attrs:      # a store written before the list
@@ -58,23 +60,22 @@ def open_store(path: Path, resume: bool, x: np.ndarray, y: np.ndarray, config: d
 
 
 def check_resumed_dtypes(writer: RunWriter, names: RecorderNames,
-                         parameters: list[tuple[str, tuple[int, ...], torch.dtype]], ntk: bool) -> None:
+                         parameters: list[tuple[str, tuple[int, ...], torch.dtype]],
+                         kernel_dtype: torch.dtype | None, n_probe: int) -> None:
     """Refuse (StoreError naming the variable and both dtypes; the writer abandoned) a resume whose trained
-    ``parameters`` (name, shape, dtype) — or the NTK, which has the first one's dtype, when ``ntk`` —
-    would be stored in a dtype their stored variables cannot hold exactly (:meth:`RunWriter.check_checkpoint`,
-    the check every checkpoint makes): the model's dtype changed (``model.double()`` on a float32 store).
-    A dtype the stored one holds exactly (float32 into float64) is accepted, as at a checkpoint."""
+    ``parameters`` (name, shape, dtype) — or the N×N NTK of the ``n_probe`` samples, computed in
+    ``kernel_dtype`` (:func:`dynamics.ntk.api.ntk_dtype`; None: not recorded) — would be stored in a dtype
+    their stored variables cannot hold exactly (:meth:`RunWriter.check_checkpoint`, the check every
+    checkpoint makes): the model's dtype changed (``model.double()`` on a float32 store). A dtype the
+    stored one holds exactly (float32 into float64) is accepted, as at a checkpoint."""
     def like(shape: tuple[int, ...], dtype: torch.dtype) -> np.ndarray:
         return np.broadcast_to(np.empty((), dtype=stored_dtype(dtype)), shape)
     stored = writer.existing("params")   # a name or shape that differs is for check_resumed to name
     params = {names.params[name]: (stored[names.params[name]].dims, like(shape, dtype))
               for name, shape, dtype in parameters
               if names.params[name] in stored and stored[names.params[name]].shape == tuple(shape)}
+    kernel = {} if kernel_dtype is None else {"ntk": (("probe", "probe_"), like((n_probe, n_probe), kernel_dtype))}
     try:
-        kernel = {}
-        if ntk and parameters:
-            n = writer.read_probe()[0].shape[0]
-            kernel["ntk"] = (("probe", "probe_"), like((n, n), parameters[0][2]))
         writer.check_checkpoint({}, kernel, params)
     except StoreError as err:
         writer.abandon()
@@ -119,7 +120,7 @@ def check_resumed(writer: RunWriter, x: np.ndarray, y: np.ndarray, config: dict 
             raise StoreError(f"{path}: params={params!r} differs from the store's params={stored_params!r}; "
                              f"resume with the stored mode (or params=None)")
         stored_x, stored_y = writer.read_probe()
-        if not (np.array_equal(stored_x, x) and np.array_equal(stored_y, y)):
+        if not (same_inputs(stored_x, x) and np.array_equal(stored_y, y)):
             raise StoreError(f"{path}: the probe given differs from the probe stored in the run")
         stored = writer.read_config()
         if config is not None and config != stored:

@@ -9,13 +9,18 @@ JSON object:
   ``runs`` (optimizer → run name); identical runs of several points share a name;
 - ``runs``: run name → ``optimizer``, ``store`` (path relative to DIR, ``runs/<name>.zarr``), ``digest``
   (SHA-256 of the run's resolved config), ``config``, ``status`` ("pending" | "running" | "complete" |
-  "failed" | "interrupted"), ``attempts`` (tasks submitted for it, over all invocations),
-  ``failures`` (attempts that failed), ``error`` (the last failure's text, or null), and once trained
-  ``seconds`` (wall time of the task that completed it) and ``updated`` (UTC time of the last result).
+  "failed" | "interrupted"), ``attempts`` (the times the run was started, over all invocations; a
+  task that found its store complete or locked did not start it, a task whose worker died did),
+  ``failures`` (results that failed), ``error`` (the last failure's text, or null), for a failed run
+  ``retry`` (whether its failure can go away on a retry: a lost worker, a locked store, a file-system
+  error — false for a deterministic failure, which no later invocation starts again unless asked to
+  with ``--retry-failed``), and once trained ``seconds`` (wall time of the task that completed it)
+  and ``updated`` (UTC time of the last result).
 
 The manifest is the sweep driver's record; a run store's own ``status`` attribute is the truth about
 the run (a driver killed by SIGKILL leaves "running" in the manifest, which the next invocation
-corrects from the stores). Written atomically (temporary file, then ``os.replace``).
+corrects from the stores), except for a run that failed before its store was created (a ConfigError
+of its grid point), which stays "failed" by its manifest entry. Written atomically (temporary file, then ``os.replace``).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dynamics.errors import StoreError
+from dynamics.errors import StoreError, io_error
 
 MANIFEST = "sweep.json"
 SCHEMA = "dynamics.sweep/1"
@@ -62,11 +67,19 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any]) -> Path:
-    """Write ``manifest`` to ``folder/sweep.json`` atomically; returns the path."""
+    """Write ``manifest`` to ``folder/sweep.json`` atomically; returns the path. A failed write (a full
+    disk, a read-only folder) leaves the previous manifest and no temporary file, and raises
+    StoreIOError naming the manifest and the errno."""
     path = manifest_path(folder)
     tmp = path.with_name(f"{MANIFEST}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(manifest, indent=1, sort_keys=False) + "\n")
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        error.filename = error.filename or str(tmp)
+        raise io_error(f"cannot write the sweep manifest {path}", error) from error
     return path
 
 

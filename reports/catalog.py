@@ -1,69 +1,53 @@
-"""The report's figures in reading order: figure function, title, caption and PNG file name."""
+"""The report's figures in reading order: figure function, title, caption and PNG file name.
+
+A caption is computed from the analysis Dataset by the figure's own module, from the same data the
+figure draws (which panels, which groups of tensors, the model's dtype, the range of what is drawn),
+so it cannot describe lines that are not there.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
+import xarray as xr
+
 from reports import figures
+from reports.figures import kernels, lazy, representations, training, weights
 
 
 @dataclass(frozen=True)
 class FigureSpec:
-    """A figure of the report: ``draw(analysis) -> Figure`` plus the text shown with it."""
+    """A figure of the report: ``draw(analysis) -> Figure``, its title and ``describe(analysis) -> caption``."""
 
     name: str
     draw: Callable
     title: str
-    caption: str
+    describe: Callable[[xr.Dataset], str]
+
+    def caption(self, ds: xr.Dataset) -> str:
+        """The caption for ``ds`` (the Dataset the figure was drawn from); "" when the figure's
+        quantities are not in ``ds`` (then it is not drawn either)."""
+        try:
+            return self.describe(ds)
+        except (ValueError, KeyError):
+            return ""
 
 
 FIGURES: tuple[FigureSpec, ...] = (
-    FigureSpec("loss_accuracy", figures.loss_accuracy, "Loss and accuracy",
-               "Loss and accuracy on the training and test sets at every checkpoint. Each line is an optimiser "
-               "(the same colour in every figure); with several seeds, their mean with a ± 1 sd band. A training accuracy that keeps "
-               "rising while the test accuracy stalls is overfitting. Dashed vertical lines mark optimiser "
-               "switches of phased runs."),
+    FigureSpec("loss_accuracy", figures.loss_accuracy, "Loss and accuracy", training.loss_accuracy_caption),
     FigureSpec("batch_loss_change", figures.batch_loss_change, "Per-mini-batch overfitting",
-               "Left: relative change of the loss caused by each update, 100·(L_after − L_before)/L_before, "
-               "on the mini-batch the update was computed from (solid), on the next training mini-batch "
-               "(dashed, when recorded) and on a fixed held-out batch (dotted), as a moving average over "
-               "steps. Right: the mean log-ratio 100·mean(log(L_after/L_before)) over all steps (the "
-               "unbiased average of heavy-tailed per-step changes). Dashed vertical lines mark optimiser "
-               "switches of phased runs. An "
-               "optimiser that fits every mini-batch without learning what carries over shows a large "
-               "own-batch drop next to a near-zero other-batch change (transfer near 0)."),
-    FigureSpec("ntk_dynamics", figures.ntk_dynamics, "Neural tangent kernel",
-               "Empirical NTK Θ of a fixed probe set, traced over outputs. Left: kernel alignment "
-               "A(Θ_t, Θ_0) = ⟨Θ_t, Θ_0⟩_F / (‖Θ_t‖_F ‖Θ_0‖_F) to initialisation; close to 1 means the "
-               "kernel barely moves (the lazy regime). Middle: velocity 1 − A between consecutive "
-               "checkpoints. Right (when recorded): alignment with the target kernel YYᵀ (Y the one-hot labels "
-               "of a classification run, the targets of a regression run). A dotted vertical line marks the "
-               "first step whose inputs were non-finite (a diverged run)."),
+               training.batch_loss_change_caption),
+    FigureSpec("ntk_dynamics", figures.ntk_dynamics, "Neural tangent kernel", kernels.ntk_dynamics_caption),
     FigureSpec("cka_to_init", figures.cka_to_init, "Representation change per layer",
-               "Linear CKA (Kornblith et al. 2019) between each layer's representation of the probe set and "
-               "the same layer at initialisation; 1 means unchanged up to rotation and isotropic scaling."),
+               representations.cka_to_init_caption),
     FigureSpec("cka_between_optimizers", figures.cka_between_optimizers, "Representations across runs",
-               "Linear CKA between the representations that different runs learned, per layer, at the last "
-               "checkpoint they share. Runs start from the same initialisation when they share a seed; a low "
-               "value means the optimisers built different features."),
-    FigureSpec("effective_rank", figures.effective_rank, "Effective rank",
-               "Entropy effective rank exp(−Σ pᵢ log pᵢ), pᵢ = σᵢ / Σσ (Roy & Vetterli 2007). Left: of the "
-               "probe-set NTK over training. Right: of each layer's centred representation at "
-               "initialisation (dotted) and at the end (solid); lower means fewer directions in use."),
-    FigureSpec("probe_accuracy", figures.probe_accuracy, "Linear probes",
-               "Cross-validated accuracy of a logistic-regression probe trained on each layer's "
-               "representation of the probe set, at initialisation (dotted) and at the end (solid): how "
-               "much linearly usable class information each layer has built. Regression runs: the "
-               "cross-validated R² of a ridge-regression probe instead."),
-    FigureSpec("gn_residual", figures.gn_residual, "Gauss–Newton residual",
-               "Relative residual ρ = ‖J δθ + α ε‖ / ‖α ε‖ of every Gauss–Newton step: how far the "
-               "linearised output change misses its output-space target ε. Values at round-off (about "
-               "1e-12) mean the step is exact. First-order runs have no residual and are not drawn."),
-    FigureSpec("weight_change", figures.weight_change, "Weight change",
-               "Relative distance of the trained parameters from initialisation, ‖θ_t − θ_0‖ / ‖θ_0‖, in %. "
-               "Left: over training, for all weight matrices (solid) and all bias vectors (dashed), each "
-               "group norm-weighted as one vector, sqrt(Σ‖Δθ_i‖²)/sqrt(Σ‖θ_i,0‖²), so small biases do not "
-               "dominate. Right: each tensor at the last checkpoint (circles: weights, squares: biases). "
-               "With several seeds: mean ± standard deviation."),
+               representations.cka_between_optimizers_caption),
+    FigureSpec("effective_rank", figures.effective_rank, "Effective rank", kernels.effective_rank_caption),
+    FigureSpec("probe_accuracy", figures.probe_accuracy, "Linear probes", representations.probe_accuracy_caption),
+    FigureSpec("gn_residual", figures.gn_residual, "Gauss–Newton residual", training.gn_residual_caption),
+    FigureSpec("weight_change", figures.weight_change, "Weight change", weights.weight_change_caption),
+    FigureSpec("linearized_twin", figures.linearized_twin, "Linearised twin", lazy.linearized_twin_caption),
+    FigureSpec("ntk_spectrum", figures.ntk_spectrum, "NTK spectrum", lazy.ntk_spectrum_caption),
+    FigureSpec("sharpness", figures.sharpness, "Sharpness", lazy.sharpness_caption),
 )

@@ -29,8 +29,10 @@ import numpy as np
 import xarray as xr
 
 from reports.plotting import accuracy_scale
-from reports.runs import as_combined, checkpoint_series, checkpoint_steps, dim_values, final_value, has_values, \
+from reports.runs import as_combined, checkpoint_series, dim_values, final_value, has_values, optimizer_title, \
     run_infos, step_series
+from reports.training import training_state
+from reports.verdicts import HAIR_RULE, Bound, SeedJudgement, indistinct, judge_seed, on_a_hair, overall
 
 CLAIM_IDS = ("train_saturation", "generalization", "own_batch_decrease", "ntk_change", "representation_change",
              "weight_change")
@@ -42,17 +44,18 @@ PerSeed = dict[str, dict[int, float]]   # optimiser -> seed -> value
 
 @dataclass(frozen=True)
 class Claim:
-    """One claim: its text, the criterion in words, the per-run quantity and the per-seed test."""
+    """One claim: its text, the criterion in words, the per-run quantity and the per-seed bounds."""
 
     id: str
     statement: str
     criterion: str
     unit: str
     quantity: Callable[[xr.Dataset, int], float]
-    test: Callable[[PerSeed, int], bool | None]   # (values, seed) -> criterion met (None: not decidable)
+    bounds: Callable[[PerSeed, int], list[Bound]]   # (values, seed) -> the inequalities the seed must meet
     needs: tuple[str, ...] = ("gn", "adam")
     optional: tuple[str, ...] = ()       # used when present (SGD)
     details: tuple[tuple[str, Callable[[xr.Dataset, int], float]], ...] = ()
+    saturated: Callable[[dict[str, float]], str | None] = lambda means: None   # rule (b) of reports.verdicts
 
 
 def _nan_safe(value: float) -> float | None:
@@ -101,45 +104,67 @@ def _ratio_to_adam(ds: xr.Dataset, run: int, adam_runs: dict[int, int], early: b
     return pick(ds, "train_loss", run) / pick(ds, "train_loss", adam_runs[seed])
 
 
-def _lower(a: str, b: str) -> Callable[[PerSeed, int], bool | None]:
-    def test(v: PerSeed, seed: int) -> bool | None:
-        return _get(v, a, seed) < _get(v, b, seed)
-    return test
-
-
 def _get(v: PerSeed, optimizer: str, seed: int) -> float:
     return v.get(optimizer, {}).get(seed, math.nan)
 
 
-def _lazier(v: PerSeed, seed: int) -> bool:
+def _lazier(v: PerSeed, seed: int) -> list[Bound]:
     """1 − x(GN) < ½ (1 − x(Adam)), and the same for SGD when it was run."""
-    adam = 1 - _get(v, "adam", seed)
-    ok = 1 - _get(v, "gn", seed) < 0.5 * adam
+    half = 0.5 * (1 - _get(v, "adam", seed))
+    out = [Bound("1 − x(GN) < ½ (1 − x(Adam))", 1 - _get(v, "gn", seed), half)]
     if "sgd" in v:
-        ok = ok and 1 - _get(v, "sgd", seed) < 0.5 * adam
-    return ok
+        out.append(Bound("1 − x(SGD) < ½ (1 − x(Adam))", 1 - _get(v, "sgd", seed), half))
+    return out
 
 
-def _saturates(v: PerSeed, seed: int) -> bool:
+def _saturates(v: PerSeed, seed: int) -> list[Bound]:
     end, early = _get(v, "gn", seed), _get(v, "gn:early", seed)
-    return early < end and end > 1
+    return [Bound("GN's ratio at 10 % < its ratio at the end", early, end),
+            Bound("GN's ratio at the end > 1", 1.0, end)]
 
 
-def _generalises_worse(v: PerSeed, seed: int) -> bool:
-    return _get(v, "gn", seed) < _get(v, "adam", seed) and _get(v, "gn:loss", seed) > _get(v, "adam:loss", seed)
+def _generalises_worse(v: PerSeed, seed: int) -> list[Bound]:
+    return [Bound("GN's test accuracy < Adam's", _get(v, "gn", seed), _get(v, "adam", seed)),
+            Bound("GN's test loss > Adam's", _get(v, "adam:loss", seed), _get(v, "gn:loss", seed))]
 
 
-def _own_decrease(v: PerSeed, seed: int) -> bool:
+def _own_decrease(v: PerSeed, seed: int) -> list[Bound]:
     gn = _get(v, "gn", seed)
-    return gn < _get(v, "adam", seed) and ("sgd" not in v or gn < _get(v, "sgd", seed))
-
-
-def _weights_comparable(v: PerSeed, seed: int) -> bool:
-    gn, adam = _get(v, "gn", seed), _get(v, "adam", seed)
-    ok = 0.5 <= gn / adam <= 2 if adam > 0 else False
+    out = [Bound("GN's own-batch change < Adam's", gn, _get(v, "adam", seed))]
     if "sgd" in v:
-        ok = ok and _get(v, "sgd", seed) < min(gn, adam)
-    return ok
+        out.append(Bound("GN's own-batch change < SGD's", gn, _get(v, "sgd", seed)))
+    return out
+
+
+def _weights_comparable(v: PerSeed, seed: int) -> list[Bound]:
+    gn, adam = _get(v, "gn", seed), _get(v, "adam", seed)
+    ratio = gn / adam if adam > 0 else math.nan
+    out = [Bound("GN / Adam ≥ ½", 0.5, ratio, strict=False), Bound("GN / Adam ≤ 2", ratio, 2.0, strict=False)]
+    if "sgd" in v:
+        sgd = _get(v, "sgd", seed)
+        out += [Bound("SGD's < GN's", sgd, gn), Bound("SGD's < Adam's", sgd, adam)]
+    return out
+
+
+def _orthogonal(means: dict[str, float]) -> str | None:
+    """1 − cos(θ_T, θ_0) ≥ 0.9 for every optimiser: all end nearly orthogonal to their initialisation."""
+    if means and all(m >= 0.9 for m in means.values()):
+        return (f"1 − cos(θ_T, θ_0) is at least 0.9 for every optimiser ({_listing(means)}): the weights of all of "
+                "them end nearly orthogonal to their initialisation, as any run from a small initialisation does, "
+                "so the ratio cannot tell them apart")
+    return None
+
+
+def _unchanged(means: dict[str, float]) -> str | None:
+    """The quantity (an alignment or CKA to initialisation) ≥ 0.99 for every optimiser: nothing moved."""
+    if means and all(m >= 0.99 for m in means.values()):
+        return (f"the quantity stays above 0.99 for every optimiser ({_listing(means)}): none of them moved it, so "
+                "the criterion compares round-off-sized changes")
+    return None
+
+
+def _listing(means: dict[str, float]) -> str:
+    return ", ".join(f"{optimizer_title(o)} {m:.3g}" for o, m in means.items())
 
 
 CLAIMS: tuple[Claim, ...] = (
@@ -169,20 +194,21 @@ CLAIMS: tuple[Claim, ...] = (
           "one is less than half of Adam's.",
           "final NTK alignment to initialisation (1 = unchanged)",
           lambda ds, i: final_value(ds, "ntk_alignment_init", i) if has_values(ds, "ntk_alignment_init")
-          else math.nan, _lazier, optional=("sgd",)),
+          else math.nan, _lazier, optional=("sgd",), saturated=_unchanged),
     Claim("representation_change",
           "Representations barely change: CKA to initialisation stays high for GN (and SGD), falls for Adam.",
           "Per seed, GN's (and SGD's) 1 − CKA between the final and initial representations (mean over layers) "
           "is less than half of Adam's.",
           "final linear CKA to initialisation, mean over layers (1 = unchanged)",
-          lambda ds, i: _final_mean_over(ds, "cka_init", "layer", i), _lazier, optional=("sgd",)),
+          lambda ds, i: _final_mean_over(ds, "cka_init", "layer", i), _lazier, optional=("sgd",),
+          saturated=_unchanged),
     Claim("weight_change",
           "Not explained by small weights: GN and Adam move the weights by comparable amounts, SGD less.",
           "Per seed, GN's 1 − cos(θ_T, θ_0) (mean over parameter tensors) is within a factor 2 of Adam's, and "
           "SGD's is smaller than both.",
           "1 − cos(θ_T, θ_0), mean over parameter tensors",
           lambda ds, i: _final_mean_over(ds, "weight_cosine_init", "param", i, lambda c: 1 - c), _weights_comparable,
-          optional=("sgd",)),
+          optional=("sgd",), saturated=_orthogonal),
 )
 
 
@@ -212,33 +238,57 @@ def summary(values: dict[int, float]) -> dict:
             "sd": _nan_safe(v.std(ddof=1)) if v.size > 1 else None, "n_seeds": int(v.size)}
 
 
-def verdict(claim: Claim, values: PerSeed) -> tuple[str, dict[str, bool]]:
-    """(verdict, {seed: criterion met}) over the seeds where every needed quantity is finite."""
-    needed = [o for o in claim.needs if o in values]
-    if len(needed) < len(claim.needs):
-        return "not measured", {}
+def judgements(claim: Claim, values: PerSeed) -> dict[str, SeedJudgement] | None:
+    """seed → :class:`~reports.verdicts.SeedJudgement` over the seeds where every needed quantity is
+    finite; None when an optimiser the claim needs was not run."""
+    if any(o not in values for o in claim.needs):
+        return None
     used = (*claim.needs, *(o for o in claim.optional if o in values))
     keys = [k for k in values if k.split(":")[0] in used and not k.endswith("early_step")]
     seeds = set.intersection(*(set(values[k]) for k in keys)) if keys else set()
     seeds = sorted(s for s in seeds if all(np.isfinite(values[k][s]) for k in keys))
-    met = {str(s): bool(claim.test(values, s)) for s in seeds}
-    if not met:
-        return "not measured", {}
-    if all(met.values()):
-        return "holds", met
-    return ("does not hold" if not any(met.values()) else "inconclusive"), met
+    return {str(s): judge_seed(claim.bounds(values, s)) for s in seeds}
+
+
+def verdict(claim: Claim, values: PerSeed) -> tuple[str, dict[str, bool]]:
+    """(verdict, {seed: criterion met}) over the seeds where every needed quantity is finite."""
+    judged = judgements(claim, values) or {}
+    result = overall(judged)
+    return result, ({} if result == "not measured" else {s: j.met for s, j in judged.items()})
+
+
+def _compared(claim: Claim, values: PerSeed) -> list[str]:
+    return [o for o in (*claim.needs, *claim.optional) if o in values]
+
+
+def footing(claim: Claim, values: PerSeed, result: str, judged: dict[str, SeedJudgement]) -> dict:
+    """How firm the verdict is: per-seed margins, the seeds on a hair and why the criterion cannot
+    discriminate (None when it can); see :mod:`reports.verdicts`."""
+    compared = _compared(claim, values)
+    means = {o: m for o in compared if (m := summary(values[o])["mean"]) is not None}
+    why = claim.saturated(means) if len(means) == len(compared) else None
+    why = why or indistinct(values, compared)
+    return {"margins": {s: j.as_dict() for s, j in judged.items()}, "on_a_hair": on_a_hair(result, judged),
+            "discriminates": why is None, "why_not": why}
 
 
 def findings(ds: xr.Dataset) -> dict:
-    """The six claims as the JSON-ready dict written to ``findings.json`` (see the module docstring)."""
+    """The six claims as the JSON-ready dict written to ``findings.json`` (see the module docstring),
+    with how trained the models were (:func:`reports.training.training_state`) and the rules."""
     out = {}
     for claim in CLAIMS:
         values = per_seed_values(ds, claim)
-        result, met = verdict(claim, values)
+        judged = judgements(claim, values) or {}
+        result = overall(judged)
         out[claim.id] = {
             "statement": claim.statement, "criterion": claim.criterion, "verdict": result, "unit": claim.unit,
             "values": {k: summary(v) for k, v in values.items() if ":" not in k},
             "details": {k: summary(v) for k, v in values.items() if ":" in k},
-            "per_seed": met,
+            "per_seed": {s: j.met for s, j in judged.items()},
+            **footing(claim, values, result, judged),
         }
-    return {"claims": out}
+    return {"claims": out, "training": training_state(ds),
+            "rules": {"margin": "relative slack (rhs − lhs) / max(|lhs|, |rhs|) of the seed's closest bound; "
+                                "positive when the criterion is met", "on_a_hair": HAIR_RULE,
+                      "discriminates": "false when the compared optimisers' values lie within each other's "
+                                       "seed-to-seed spread, or the quantity is at a bound of its range for all"}}

@@ -40,18 +40,63 @@ def _check_dirs(dirs) -> list[Path]:
     paths = [experiment_dir(d) for d in dirs]
     if not paths:
         raise ReportError("compare needs at least one experiment folder, got none")
+    if len(paths) < 2:
+        raise ReportError(f"compare needs at least two experiment folders, got only {str(paths[0])!r}; for one "
+                          f"experiment's report use `dynamics report {paths[0]}`")
     return paths
 
 
+IDENTITY = ("optimizer", "optimizer.name", "seed", "train.seed")   # what tells the runs of one experiment apart
+
+
+def _optimizer_of(config: dict) -> str:
+    """The optimiser a run config names (``optimizer``, or ``optimizer.name`` in older stores)."""
+    value = (config or {}).get("optimizer", "(absent)")
+    return str(value.get("name", "(absent)") if isinstance(value, dict) else value)
+
+
+def _per_optimizer(runs: dict[str, dict]) -> dict[str, dict[str, tuple[str, ...]]]:
+    """setting → optimiser → the distinct values its runs have (run identity left out)."""
+    out: dict[str, dict[str, set]] = {}
+    for config in runs.values():
+        flat = h.flatten(config)
+        optimizer = _optimizer_of(config)
+        for key, value in flat.items():
+            if key not in IDENTITY:
+                out.setdefault(key, {}).setdefault(optimizer, set()).add(value)
+    return {key: {o: tuple(sorted(v)) for o, v in per.items()} for key, per in out.items()}
+
+
+def _text(per: dict[str, tuple[str, ...]] | None) -> str:
+    """One experiment's value of a setting: the value when all its optimisers share it, else per optimiser."""
+    if not per:
+        return "(absent)"
+    distinct = set(per.values())
+    if len(distinct) == 1:
+        return " / ".join(distinct.pop())
+    return "; ".join(f"{o}: {' / '.join(v)}" for o, v in per.items())
+
+
 def _differing_settings(configs: dict[str, dict]) -> list[list[str]]:
-    """[setting, value per experiment...] for settings whose value is not the same everywhere."""
-    per_experiment = {name: dict(h.merged_rows(runs)) if runs else {} for name, runs in configs.items()}
-    keys = sorted({k for rows in per_experiment.values() for k in rows})
+    """[setting, value per experiment...] for the settings that really differ between the experiments.
+
+    Settings are compared per optimiser, for the optimisers every experiment ran (all when none is
+    common), so that per-optimiser options (GN's ``combine``, Adam's ``betas``) and run names are not
+    counted as differences; the seeds are compared as one setting ``seeds``."""
+    per_experiment = {name: _per_optimizer(runs) for name, runs in configs.items()}
+    optimizers = [{_optimizer_of(c) for c in runs.values()} for runs in configs.values()]
+    common = set.intersection(*optimizers) if optimizers else set()
     out = []
-    for key in keys:
-        values = [per_experiment[name].get(key, "(absent)") for name in per_experiment]
-        if len(set(values)) > 1:
-            out.append([key, *values])
+    for key in sorted({k for settings in per_experiment.values() for k in settings}):
+        values = [settings.get(key) for settings in per_experiment.values()]
+        restricted = [None if v is None else {o: x for o, x in v.items() if not common or o in common}
+                      for v in values]
+        if len({repr(sorted(v.items())) if v else None for v in restricted}) > 1:
+            out.append([key, *(_text(v) for v in restricted)])
+    seeds = [sorted({str(h.flatten(c).get("seed", h.flatten(c).get("train.seed", "(absent)"))) for c in runs.values()})
+             for runs in configs.values()]
+    if len({tuple(s) for s in seeds}) > 1:
+        out.append(["seeds", *(", ".join(s) for s in seeds)])
     return out
 
 
@@ -81,7 +126,7 @@ def figures_html(datasets: list, names: list[str], figures: list[dict]) -> list[
                 png = None
             if png is not None:
                 note = (f"All experiments in one panel (runs named \"experiment: run\"; the axes agree). "
-                        f"{spec.caption}")
+                        f"{spec.caption(overlay)}")
                 parts.append(h.figure_html(png, number_=number_, title=f"{spec.title} — all experiments",
                                            caption=note, anchor=spec.name))
                 continue
@@ -95,7 +140,8 @@ def figures_html(datasets: list, names: list[str], figures: list[dict]) -> list[
                 cells.append(f'<p class="note">{h.escape(name)}: not recorded.</p>')
         grid = f'<div class="grid" style="grid-template-columns: repeat({len(names)}, 1fr)">{"".join(cells)}</div>'
         said = "" if overlay is None else f"Side by side, not overlaid: {why}. "
-        parts.append(f"<h3>{h.escape(spec.title)}</h3>{grid}<p class=\"note\">{h.escape(said + spec.caption)}</p>")
+        described = next((c for c in (spec.caption(ds) for ds in datasets) if c), "")
+        parts.append(f"<h3>{h.escape(spec.title)}</h3>{grid}<p class=\"note\">{h.escape(said + described)}</p>")
     return parts
 
 

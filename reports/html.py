@@ -1,7 +1,9 @@
 """HTML building blocks for self-contained pages: escaping, tables, embedded PNG figures, the page.
 
 Everything that may come from a user (run names, config keys and values, paths, versions) goes
-through ``html.escape``; our own markup is assembled around escaped text only. Figures are embedded
+through :func:`escape`: ``html.escape`` after :func:`dynamics.visible.visible`, which shows control
+and bidirectional-formatting characters (ESC, U+202E, U+2066, …) as escapes, so that a name cannot
+reorder or hide the text around it in a title, a heading or a table; our own markup is assembled around escaped text only. Figures are embedded
 as ``data:image/png;base64`` URIs and the CSS is inline, so a page needs no network; its
 Content-Security-Policy (``default-src 'none'; img-src data:; style-src 'unsafe-inline'``) makes a
 browser refuse anything else, scripts included.
@@ -20,12 +22,14 @@ from importlib import metadata, resources
 from pathlib import Path
 from string import Template
 
+from dynamics.visible import visible
 from reports.palette import assign_colors
 
 
 def escape(value) -> str:
-    """HTML-escape ``str(value)`` (``&``, ``<``, ``>``, both quotes)."""
-    return html.escape(str(value), quote=True)
+    """HTML-escape ``str(value)`` (``&``, ``<``, ``>``, both quotes), its control and bidirectional
+    formatting characters first made visible as escapes (``\\x1b``, ``\\u202e``; :mod:`dynamics.visible`)."""
+    return html.escape(visible(value), quote=True)
 
 
 def decimals_for(value: float, digits: int, significant: int = 2) -> int:

@@ -36,6 +36,9 @@ OVERLAY_AXES: dict[str, tuple[tuple[str, ...], tuple[str, ...]] | None] = {
     "probe_accuracy": ((), ("layer",)),
     "gn_residual": ((), ()),
     "weight_change": ((), ("param",)),
+    "linearized_twin": ((), ()),
+    "ntk_spectrum": (("kernel_alignment",), ()),
+    "sharpness": (("train.loss",), ()),
 }
 UNIT_TEXT = {"step": "training step", "checkpoint": "checkpoint index"}
 

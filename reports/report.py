@@ -19,7 +19,10 @@ from reports.catalog import FIGURES, FigureSpec
 from reports.experiment import (ReportError, StoreInfo, as_dict, experiment_dir, is_run_store, load_analysis,
                                 run_stores, store_info, store_infos)
 from reports.claims import findings
+from reports.training import training_sentence
+from reports.verdicts import HAIR, HAIR_RULE
 from reports.findings import BATCHES, Headline, finding_sentences, headlines
+from reports.lazy_regime import lazy_findings, lazy_html
 from reports.plotting import figure_png
 from reports.ranking import incomparable
 from reports.runs import (alignment_note, as_combined, divergence_notes, has_values, kernel_alignment,
@@ -91,23 +94,52 @@ def _claim_values(entry: dict) -> str:
 
 def claim_verdict(entry: dict, differences=()) -> str:
     """A claim's verdict as shown: with the caveat of :mod:`reports.ranking` when it rests on one seed
-    (the seed-to-seed spread is unknown), replaced when the runs differ in data or model."""
+    (the seed-to-seed spread is unknown), replaced when the runs differ in data or model; flagged when
+    it rests on a hair or its criterion cannot discriminate (:mod:`reports.verdicts`)."""
     if differences and entry["verdict"] != "not measured":
         return "not compared (the runs differ in data or model)"
-    if len(entry.get("per_seed", {})) == 1 and entry["verdict"] in ("holds", "does not hold"):
-        return f"{entry['verdict']} on one seed (the seed-to-seed spread is unknown)"
-    return entry["verdict"]
+    text = entry["verdict"]
+    if len(entry.get("per_seed", {})) == 1 and text in ("holds", "does not hold"):
+        text = f"{text} on one seed (the seed-to-seed spread is unknown)"
+    if entry.get("on_a_hair"):
+        seeds = ", ".join(entry["on_a_hair"])
+        text += f" — on a hair (seed{'s' if len(entry['on_a_hair']) > 1 else ''} {seeds} within ±{HAIR:.0%})"
+    if entry.get("discriminates") is False and entry["verdict"] != "not measured":
+        text += " — the criterion cannot discriminate"
+    return text
+
+
+def margins_text(entry: dict) -> str:
+    """Per-seed margins as signed percentages with the binding bound, e.g. "seed 0 +4.1 %, seed 1 −0.8 %
+    (binding: GN's ratio at 10 % < its ratio at the end)"; and why the criterion cannot discriminate."""
+    margins = entry.get("margins") or {}
+    shown = [f"seed {seed} {'+' if m['margin'] >= 0 else '−'}{abs(m['margin']) * 100:.1f} %"
+             for seed, m in margins.items() if m["margin"] is not None]
+    if not shown:
+        return "—"
+    binding = sorted({m["binding"] for m in margins.values()})
+    text = ", ".join(shown) + f" (binding: {'; '.join(binding)})"
+    if entry.get("why_not"):
+        text += f". Cannot discriminate: {entry['why_not']}"
+    return text
 
 
 def claims_html(document: dict, differences=()) -> str:
-    """Table of the paper's claims (``reports.claims.findings``): claim, verdict, values, criterion;
+    """The training footing sentence (:func:`reports.training.training_sentence`), then the table of the
+    paper's claims (``reports.claims.findings``): claim, verdict, values, margins per seed, criterion;
     ``differences`` (:func:`reports.ranking.incomparable`) non-empty: no verdict is stated."""
     rows = [[f"{i}. {c['statement']}", claim_verdict(c, differences), f"{_claim_values(c)} — {c['unit']}",
-             c["criterion"]] for i, c in enumerate(document["claims"].values(), 1)]
-    return (h.table(["claim (Buffelli et al. 2024)", "verdict", "measured (mean ± sd over seeds)", "criterion"], rows)
+             margins_text(c), c["criterion"]] for i, c in enumerate(document["claims"].values(), 1)]
+    footing = training_sentence(document.get("training", {}))
+    return ((f'<p class="note">{h.escape(footing)}</p>' if footing else "")
+            + h.table(["claim (Buffelli et al. 2024)", "verdict", "measured (mean ± sd over seeds)",
+                       "margin per seed (+: criterion met)", "criterion"], rows)
             + '<p class="note">Each claim is measured the way the paper measured it, per seed, and its criterion '
               'checked seed by seed: "holds" when every seed meets it, "does not hold" when none does, '
-              '"inconclusive" when the seeds disagree. The same numbers are in findings.json.</p>')
+              '"inconclusive" when the seeds disagree. A seed\'s margin is the relative slack of the bound nearest '
+              f'to deciding it, (rhs − lhs) / max(|lhs|, |rhs|); {h.escape(HAIR_RULE)}. A criterion cannot '
+              'discriminate when the optimisers it compares lie within each other\'s seed-to-seed spread or all sit '
+              'at a bound of the quantity\'s range. The same numbers are in findings.json.</p>')
 
 
 def run_configs(ds: xr.Dataset, stores=()) -> dict[str, dict]:
@@ -136,17 +168,31 @@ def findings_html(ds: xr.Dataset, configs: dict[str, dict] | None = None) -> str
             + (f'<ul class="findings">{sentences}</ul>' if sentences else ""))
 
 
+def store_of(run, stores: list[StoreInfo], *, single: bool = False) -> StoreInfo | None:
+    """The store a run of the analysis came from: the one store of a one-run report (``single``), else
+    the store whose config names the run's optimiser and seed, else the store named like the run's
+    label; None when none matches unambiguously."""
+    if single:
+        return stores[0]
+    same = [s for s in stores if (s.config or {}).get("optimizer") == run.optimizer
+            and (s.config or {}).get("seed") == run.seed]
+    if len(same) == 1:
+        return same[0]
+    named = [s for s in stores if s.label == run.label]
+    return named[0] if len(named) == 1 else None
+
+
 def runs_html(ds: xr.Dataset, stores: list[StoreInfo]) -> str:
     """Table of runs (name, optimiser, seed, status, steps, checkpoints), configuration and versions."""
     ds = as_combined(ds)
-    status = {s.label: s.status for s in stores}
     failed = [s for s in stores if s.status == "failed"]
     rows, colors = [], []
     for r in run_infos(ds):
         steps = step_series(ds, "loss", r.index)[0].size if has_values(ds, "loss") else 0
         checkpoints = int(np.isfinite(ds["test_acc"].isel(run=r.index).values).sum()) \
             if has_values(ds, "test_acc") else ds.sizes.get("checkpoint", 0)
-        state = status.get(r.label, "—")
+        store = store_of(r, stores, single=len(stores) == 1 and ds.sizes["run"] == 1)
+        state = store.status if store is not None else "—"
         rows.append([r.label, r.optimizer, "—" if r.seed is None else str(r.seed),
                      "FAILED" if state == "failed" else state, str(steps), str(checkpoints)])
         colors.append(r.color)
@@ -188,7 +234,10 @@ def report_html(ds: xr.Dataset, *, title: str, stores: list[StoreInfo] = (), sou
             "<h2>Runs and configuration</h2>", runs_html(ds, list(stores)),
             "<h2>Claims of the paper</h2>", claims_html(claims if claims is not None else findings(ds),
                                                         incomparable(run_configs(ds, stores))),
-            "<h2>Findings</h2>", findings_html(ds, run_configs(ds, stores)), "<h2>Figures</h2>"]
+            "<h2>Findings</h2>", findings_html(ds, run_configs(ds, stores))]
+    lazy = lazy_html(ds, (claims or {}).get("lazy_regime") or lazy_findings(ds), incomparable(run_configs(ds, stores)),
+                     kernel_alignment(ds))
+    body += (["<h2>Lazy regime</h2>", lazy] if lazy else []) + ["<h2>Figures</h2>"]
     body += [h.figure_html(png, number_=i, title=spec.title, caption=caption(spec, ds), anchor=spec.name)
              for i, (spec, png) in enumerate(drawn, 1)]
     if skipped:
@@ -198,8 +247,8 @@ def report_html(ds: xr.Dataset, *, title: str, stores: list[StoreInfo] = (), sou
 
 
 def caption(spec: FigureSpec, ds: xr.Dataset) -> str:
-    """The figure's caption; the NTK figure's says which kernel alignment it shows."""
-    return f"{spec.caption} {alignment_note(ds)}" if spec.name == "ntk_dynamics" else spec.caption
+    """The figure's caption, derived from ``ds`` (:mod:`reports.catalog`)."""
+    return spec.caption(ds)
 
 
 def figures_dir_for(out: Path) -> Path:
@@ -218,7 +267,8 @@ def write_report(run_dir, out=None, *, centered_alignment: bool = False) -> Path
     the other kind is recomputed; the page says which it shows). Config and versions come from the
     stores' root attrs. The page and the
     figures are written atomically with the user's umask. Returns the report's path.
-    Also writes the paper's claims (:func:`reports.claims.findings`) as JSON: ``findings.json`` beside
+    Also writes the paper's claims (:func:`reports.claims.findings`) and the lazy-regime quantities
+    (:func:`reports.lazy_regime.lazy_findings`, key ``lazy_regime``) as JSON: ``findings.json`` beside
     ``report.html``, else ``<report stem>.findings.json``.
     """
     path = experiment_dir(run_dir)
@@ -241,6 +291,7 @@ def write_report(run_dir, out=None, *, centered_alignment: bool = False) -> Path
     for spec, png in drawn:
         h.write_bytes_atomic(figures_dir / f"{spec.name}.png", png)
     document = findings(as_combined(ds))
+    document["lazy_regime"] = lazy_findings(as_combined(ds))
     text = report_html(ds, title=f"Training dynamics: {path.resolve().name}", stores=stores,
                        source=str(path), figures=(drawn, skipped), claims=document)
     h.write_text_atomic(out, text)

@@ -87,7 +87,7 @@ def key_figure(finals: xr.Dataset, key: str, others: list[str]) -> bytes:
         ax.set_xlabel(key)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    legend(axes[0][0])
+    legend(fig, [axes[0][0]])
     return figure_png(fig)
 
 

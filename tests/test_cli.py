@@ -86,8 +86,10 @@ def test_run_trains_analyses_and_reports(tmp_path, tiny_file, capsys, monkeypatc
                  "--resume"]) == 0
     assert main(["analyze", str(out)]) == 0
     assert main(["report", str(out)]) == 0
-    assert main(["compare", str(out), "--out", str(tmp_path / "cmp.html")]) == 0
-    assert (tmp_path / "cmp.html").is_file()
+    capsys.readouterr()
+    assert main(["compare", str(out), "--out", str(tmp_path / "cmp.html")]) == 2   # one folder: nothing to compare
+    one_line_error(capsys, "at least two experiment folders", "dynamics report")
+    assert not (tmp_path / "cmp.html").exists()
 
 
 def one_line_error(capsys, *pieces):

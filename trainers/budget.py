@@ -8,7 +8,9 @@ O = classes, B = ``train.batch_size``):
 - MLP: ``d·h + h + (L − 1)·(h² + h) + h·O + O``;
 - at least 4 copies of the model live at once during a step (parameters, gradients, and the two flat
   parameter vectors of the update norm), plus the B × h activations of every layer;
-- ``kgn`` also forms the Jacobian of the B·O outputs: ``B·O·P`` elements for P trained parameters.
+- ``kgn`` also forms the Jacobian of the B·O outputs: ``B·O·P`` elements for P trained parameters;
+- ``train.linearized`` adds the twin (its parameters and gradients, the frozen model at θ₀, and for
+  ``gn`` the solver's copy at θ₀: 3 more copies of the model) and, for ``kgn``, the twin's Jacobian.
 
 This is a lower bound (optimiser state, NTK and checkpoint copies come on top), so a refused config
 would certainly not fit; the limit is the memory the operating system reports as available.
@@ -22,6 +24,7 @@ from dynamics.errors import ConfigError
 
 ITEMSIZE = {"float32": 4, "float64": 8}
 MODEL_COPIES = 4
+LINEARIZED_COPIES = 3
 GIB = 2**30
 
 
@@ -40,7 +43,9 @@ def needed_bytes(config, optimizer_kind: str, dim: int, n_classes: int) -> int:
     total, trained = model_elements(model.kind, dim, model.hidden, model.depth, n_classes)
     elements = MODEL_COPIES * total + config.train.batch_size * model.hidden * model.depth
     if optimizer_kind == "kgn":
-        elements += config.train.batch_size * n_classes * trained
+        elements += config.train.batch_size * n_classes * trained * (2 if config.train.linearized else 1)
+    if config.train.linearized:
+        elements += LINEARIZED_COPIES * total
     return elements * ITEMSIZE[model.dtype]
 
 

@@ -16,6 +16,7 @@ key over the preset; dotted ``overrides`` ({"optimizers.gn.lr": 0.3, "train.seed
 from __future__ import annotations
 
 import copy
+import errno
 import tomllib
 from collections.abc import Mapping
 from importlib import resources
@@ -138,6 +139,29 @@ def read_toml(data: bytes, source: str) -> dict:
         raise ConfigError(f"{source} is not valid TOML: {error}") from None
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def read_config_file(path: Path, what: str = "config file") -> bytes:
+    """The bytes of the config file ``path`` (``what``: "config file", "sweep file"): a regular file, or anything else that reads like one (a
+    pipe such as ``--config <(...)``, ``/dev/null`` = an empty config). ConfigError saying what is
+    wrong otherwise: missing, a directory, unreadable (reason and errno), or over 1 MiB (``/dev/zero``)."""
+    if path.is_dir():
+        raise ConfigError(f"{what} '{path}' is a directory; give the path of a TOML file")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} '{path}' does not exist") from None
+    except OSError as error:
+        code = errno.errorcode.get(error.errno, error.errno) if error.errno else type(error).__name__
+        raise ConfigError(f"{what} '{path}' cannot be read: {error.strerror or error} ({code})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{what} '{path}' is larger than {MAX_CONFIG_BYTES} bytes; a config is a short "
+                          f"TOML file")
+    return data
+
+
 def read_preset(name: str) -> dict:
     """The preset ``name`` as a dict (unvalidated)."""
     if not isinstance(name, str) or name not in preset_names():
@@ -197,9 +221,7 @@ def load_config(preset: str | None = None, path: str | Path | None = None,
     user: dict = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file '{path}' does not exist")
-        user = read_toml(path.read_bytes(), f"config file '{path}'")
+        user = read_toml(read_config_file(path), f"config file '{path}'")
     chosen = user.pop("preset", None)
     if chosen is not None and preset is not None and chosen != preset:
         raise ConfigError(f"config key preset = {chosen!r} in '{path}' contradicts the requested preset {preset!r}")

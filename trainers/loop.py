@@ -14,7 +14,10 @@ Per step t = 1 … T (the update that turns the parameters θ_{t−1} into θ_t)
   ``phase``: index of the optimiser phase of the update (0 unless ``train.phases`` makes this run a
   phased one, :mod:`trainers.phases`).
 Checkpoints at step 0 and log-spaced steps up to T store train/test loss and accuracy, the
-parameters, the probe-set NTK and representations (the Recorder does the last three).
+parameters, the probe-set NTK and representations (the Recorder does the last three), and, when
+``train.linearized`` / ``train.sharpness`` are on, the linearised twin's distance, loss and accuracy
+and the sharpness of the probe-set loss (:mod:`trainers.lazy`; the twin is stepped after every update
+on the same batch, outside the update's ``time``).
 
 Augmentation (``data.augment``): the mini-batch of update t is augmented with the boxes of (seed, t)
 (:mod:`trainers.data.augment`) before the optimiser sees it; ``loss``/``loss_after`` are on that
@@ -50,9 +53,11 @@ from dynamics.schedules import at
 from trainers import failures, signals
 from trainers.budget import check_memory
 from trainers.config import ExperimentConfig, validate
+from trainers.lazy import LinearTwin, checkpoint_scalars, quiet_undefined
 from trainers.optimizers import batch_loss, make_optimizer
 from trainers.phases import PhaseSteppers, phase_plan, run_phases
 from trainers.progress import Progress
+from trainers.resume_state import check_resume_state, stored_parameters
 from trainers.runtime import resolve_device
 from trainers.schema import SEED_MAX
 from trainers.data import Dataset
@@ -107,16 +112,20 @@ def remove_store(out: Path) -> None:
 
 
 def train(config: ExperimentConfig | Mapping, optimizer: str, out: str | Path, *, seed: int | None = None,
-          resume: bool = False, overwrite: bool = False, progress: bool = True,
-          callback: Callable[[int], None] | None = None, data: Dataset | None = None) -> Path:
+          resume: bool = False, overwrite: bool = False, progress: bool | str = True,
+          callback: Callable[[int], None] | None = None, data: Dataset | None = None,
+          label: str | None = None) -> Path:
     """Train ``config``'s model with ``optimizer`` (a name in ``config.optimizers`` or a kind) into the
     store ``out``; returns its path. ``config`` is an :class:`~trainers.config.ExperimentConfig` (a
     mapping is validated first); ``seed`` overrides ``train.seed``; ``resume`` continues an
     interrupted store (a missing store starts fresh); ``overwrite`` deletes an existing run store at
     ``out`` first (never anything that is not a run store); ``progress`` shows a bar on a terminal
-    and progress lines on a redirected stderr (:mod:`trainers.progress`), False nothing; ``callback(step)`` runs after every step
+    and progress lines on a redirected stderr (:mod:`trainers.progress`), False nothing, or names the
+    mode ("bar", "lines": the form runs training side by side use); ``callback(step)`` runs after every step
     (tests raise KeyboardInterrupt from it); ``data`` is ``config.data``'s data set already loaded by
-    :func:`trainers.setup.load_data` (``dynamics run`` loads it once for all its runs; None loads it). Bad config or seed, or a config that cannot fit in the
+    :func:`trainers.setup.load_data` (``dynamics run`` loads it once for all its runs; None loads it); ``label`` names the run in its
+    progress (default "<optimizer> seed <seed>"). The run computes with ``config.train.threads`` torch
+    threads (the count in force before is restored when it returns). Bad config or seed, or a config that cannot fit in the
     available memory (:mod:`trainers.budget`) → ConfigError before anything is written. SIGINT,
     SIGTERM and SIGHUP stop the run between steps (:mod:`trainers.signals`): the store is marked
     "interrupted" and :class:`~trainers.signals.Stopped` (a KeyboardInterrupt) is raised. Resuming a
@@ -134,14 +143,20 @@ def train(config: ExperimentConfig | Mapping, optimizer: str, out: str | Path, *
         raise ConfigError("resume and overwrite exclude each other: resume continues a store, overwrite deletes it")
     if out.exists() and not out.is_dir():
         raise StoreError(f"'{out}' is an existing file, not a run store (a directory); choose another path")
-    with signals.deferred_stop() as stop:
-        return _train(config, optimizer, out, seed, resume, overwrite, progress, callback, stop, phases, options,
-                      data)
+    mode = progress if isinstance(progress, str) else "auto" if progress else "off"
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(config.train.threads)   # part of the run's config (trainers.runtime)
+    try:
+        with signals.deferred_stop() as stop:
+            return _train(config, optimizer, out, seed, resume, overwrite, mode, callback, stop, phases, options,
+                          data, label or f"{optimizer} seed {seed}")
+    finally:
+        torch.set_num_threads(previous_threads)
 
 
 def _train(config: ExperimentConfig, optimizer: str, out: Path, seed: int, resume: bool, overwrite: bool,
-           progress: bool, callback: Callable[[int], None] | None, stop: dict, phases: list | None,
-           options: dict, data: Dataset | None) -> Path:
+           progress: str, callback: Callable[[int], None] | None, stop: dict, phases: list | None,
+           options: dict, data: Dataset | None, label: str) -> Path:
     device = resolve_device(config.train.device)
     experiment = prepare(config, data)
     plan = phase_plan(phases or [{"optimizer": optimizer}], experiment.steps_per_epoch, experiment.total_steps)
@@ -168,6 +183,9 @@ def _train(config: ExperimentConfig, optimizer: str, out: Path, seed: int, resum
                         probe_index=experiment.probe.cpu(), task="classification")
     run = RunState(experiment, model, stepper, recorder, loss, seed, stored_config)
     run.steppers = steppers
+    if config.train.linearized:   # built from the model as initialised: θ₀ (a resume restores θ later)
+        run.twin = LinearTwin(model, plan, options, loss, experiment.x[experiment.probe], experiment.eval_test[0])
+    run.sharpness = config.train.sharpness
     restoring = resuming   # until training starts, a failure leaves the status found (failures.py)
     try:
         state = load_resume_state(recorder, run, out, previous) if resuming else None
@@ -176,8 +194,8 @@ def _train(config: ExperimentConfig, optimizer: str, out: Path, seed: int, resum
             run.checkpoint()
         restoring = False
         run.boundary = True
-        with Progress(experiment.total_steps, initial=run.step, desc=f"{optimizer} seed {seed}",
-                      mode="auto" if progress else "off",
+        with Progress(experiment.total_steps, initial=run.step, desc=label,
+                      mode=progress,
                       header=f"{experiment.total_steps} steps on {device}, "
                              f"{torch.get_num_threads()} CPU thread(s)") as bar:
             while run.step < experiment.total_steps:
@@ -235,6 +253,8 @@ class RunState:
         self.last_loss = math.nan
         self.boundary = False   # True between steps, when the state is consistent
         self.steppers: PhaseSteppers | None = None   # optimiser phases (trainers.phases); None: one stepper
+        self.twin: LinearTwin | None = None           # train.linearized (trainers.lazy)
+        self.sharpness = False                         # train.sharpness (trainers.lazy)
 
     @property
     def phase(self) -> int:
@@ -287,6 +307,8 @@ class RunState:
         before = parameter_vector(self.model)
         result = self.stepper.step(x_batch, e.y[indices])
         update_norm = float((parameter_vector(self.model) - before).double().norm())
+        if self.twin is not None:
+            self.twin.step(self.step, x_batch, e.y[indices])
         loss_after = self.batch_loss(indices, x_batch)
         other_after = self.batch_loss(e.other)
         next_after = self.batch_loss(upcoming, x_upcoming)
@@ -312,17 +334,22 @@ class RunState:
         e = self.experiment
         train_loss, train_acc = evaluate(self.model, *e.eval_train, self.loss)
         test_loss, test_acc = evaluate(self.model, *e.eval_test, self.loss)
-        self.recorder.checkpoint(self.step, epoch=self.step / e.steps_per_epoch, train_loss=train_loss,
-                                 train_acc=train_acc, test_loss=test_loss, test_acc=test_acc)
+        extra, undefined = checkpoint_scalars(self, evaluate)
+        with quiet_undefined(undefined):
+            self.recorder.checkpoint(self.step, epoch=self.step / e.steps_per_epoch, train_loss=train_loss,
+                                     train_acc=train_acc, test_loss=test_loss, test_acc=test_acc, **extra)
         self.recorder.save_state(self.state())
 
     def state(self) -> dict:
         """Resume state after the current step (tensors, numbers, strings, dicts only)."""
         generator = self.epoch_state if self.position > 0 else self.generator.get_state()
-        return {"step": self.step, "epoch": self.epoch, "position": self.position, "generator": generator.clone(),
-                "model": {k: v.clone() for k, v in self.model.state_dict().items()},
-                "optimizer": self.stepper.state_dict(), "other_loss": self.other_loss, "phase": self.phase,
-                "config": json.dumps(self.config, sort_keys=True)}
+        state = {"step": self.step, "epoch": self.epoch, "position": self.position, "generator": generator.clone(),
+                 "model": {k: v.clone() for k, v in self.model.state_dict().items()},
+                 "optimizer": self.stepper.state_dict(), "other_loss": self.other_loss, "phase": self.phase,
+                 "config": json.dumps(self.config, sort_keys=True)}
+        if self.twin is not None:
+            state["linearized"] = self.twin.state()
+        return state
 
     def restore(self, state: dict, path: Path) -> None:
         """Continue from ``state`` (saved by :meth:`state`); the store must have the same config."""
@@ -332,6 +359,11 @@ class RunState:
         if changed:
             raise ConfigError(f"cannot resume '{path}': its config differs in {changed}; resume with the "
                               f"config it was started with")
+        e = self.experiment   # an impossible state (a step past the end, behind the store, other weights): refused
+        check_resume_state(state, total_steps=e.total_steps, steps_per_epoch=e.steps_per_epoch,
+                           checkpoint_steps=e.checkpoint_steps, last_step=self.recorder.last_step,
+                           stored_checkpoints=self.recorder.checkpoint_steps, model=self.model,
+                           stored_params=stored_parameters(path))
         self.model.load_state_dict(state["model"])
         if self.steppers is not None:
             self.stepper = self.steppers.use(int(state.get("phase", 0)))
@@ -342,4 +374,6 @@ class RunState:
         if self.position > 0:
             self.order = torch.randperm(len(self.experiment.pool), generator=self.generator)
         self.other_loss = float(state["other_loss"])
+        if self.twin is not None:
+            self.twin.restore(state["linearized"])
         self.recorder.truncate(self.step)

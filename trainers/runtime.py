@@ -1,19 +1,16 @@
 """Where a run computes: its CPU thread count and its torch device.
 
-Threads. torch's default is one OpenMP thread per physical core *per process*. When several
-processes train at once, or another program keeps a core busy, those threads wait on each other at
-every barrier and a step slows down many times over (issue 15: a RevMLP Adam step took 175 ms with
-2 threads and 6.8 ms with 1 on a loaded 2-core machine). So every training process uses its *share*
-of the cores::
-
-    share   = max(1, cores // concurrent)        cores: CPUs this process may run on
-    default = max(1, min(share, cores - busy))   busy: round(1-minute load average), other programs
-
-``--threads N`` pins the count (any N ≥ 1; the share is then not applied). :func:`apply_threads` sets
-``torch.set_num_threads`` in this process and ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` in
-``os.environ`` so that child processes (dask workers, subprocesses) start with the same count before
-torch creates its thread pools. Different thread counts may change float rounding (reductions split
-differently): pin ``--threads`` to reproduce a run bit for bit on another machine or load.
+Threads. The thread count of a training process is part of the run's configuration
+(``train.threads``, default 1; ``--threads N`` sets it), recorded in its store, and never derived
+from the machine's load: different thread counts may split reductions differently and so change
+float rounding, and a result must not depend on what else the machine was doing. Concurrency comes
+from processes instead: ``dynamics run`` and ``dynamics sweep`` train
+:func:`concurrent_runs` runs at once, each in its own process with ``train.threads`` threads (torch's
+default of one thread per core *per process* would oversubscribe the cores: issue 15 measured a
+RevMLP Adam step at 175 ms with 2 threads per process on a loaded 2-core machine, 6.8 ms with 1).
+:func:`apply_threads` sets ``torch.set_num_threads`` in this process and ``OMP_NUM_THREADS`` /
+``MKL_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` in ``os.environ`` so that child processes start with
+the same count before torch creates its thread pools.
 
 Devices. ``train.device`` is "cpu", "cuda", "cuda:N" or "auto" (CUDA when available, else CPU);
 :func:`resolve_device` turns it into a ``torch.device`` or raises ConfigError when CUDA is asked for
@@ -41,33 +38,23 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def thread_share(concurrent: int = 1, cores: int | None = None, busy: float = 0.0) -> int:
-    """Threads for one of ``concurrent`` runs training at once on ``cores`` CPUs while other
-    programs keep ``busy`` CPUs busy: ``max(1, min(cores // concurrent, cores - round(busy)))``.
+def concurrent_runs(threads: int, runs: int, cores: int | None = None) -> int:
+    """How many of ``runs`` runs of ``threads`` threads each train at once on ``cores`` CPUs (default:
+    :func:`available_cores`): ``max(1, min(runs, cores // threads))``, so the processes together use
+    at most every core once (one at a time when a run's threads alone fill the machine).
 
-    Never more than the share, never fewer than 1. ``concurrent`` < 1 or ``cores`` < 1 → ValueError."""
+    ``threads``, ``runs``, ``cores`` must be ints >= 1 (ValueError naming the bad one)."""
     cores = available_cores() if cores is None else cores
-    for name, value in (("concurrent", concurrent), ("cores", cores)):
+    for name, value in (("threads", threads), ("runs", runs), ("cores", cores)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    if not busy >= 0:
-        raise ValueError(f"busy must be >= 0, got {busy!r}")
-    return max(1, min(cores // concurrent, cores - round(busy)))
-
-
-def default_threads(concurrent: int = 1) -> int:
-    """:func:`thread_share` of the available cores, less those the 1-minute load average shows busy."""
-    try:
-        busy = os.getloadavg()[0]
-    except (AttributeError, OSError):  # no load average on this platform
-        busy = 0.0
-    return thread_share(concurrent, available_cores(), busy)
+    return max(1, min(runs, cores // threads))
 
 
 def check_threads(threads: object) -> int:
     """``threads`` if it is an int ≥ 1, else a ConfigError naming it."""
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ConfigError(f"--threads must be an integer >= 1, got {threads!r}")
+        raise ConfigError(f"--threads (config key train.threads) must be an integer >= 1, got {threads!r}")
     return threads
 
 

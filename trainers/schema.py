@@ -134,10 +134,22 @@ class TrainConfig(Section):
     loss: Literal["ce", "mse"] = Field("ce", description="cross-entropy or squared error (no 1/2)")
     eval_size: int = Field(0, ge=0, description="examples of train and test evaluated at checkpoints (0 = all)")
     ntk: bool = Field(True, description="record the probe-set NTK at checkpoints")
+    linearized: bool = Field(False, description="train the linearised twin f(x; θ₀) + J(x; θ₀)(θ − θ₀) beside the "
+                                                "model (same batches, same optimiser) and store its distance, loss "
+                                                "and accuracy at checkpoints (trainers.lazy; see "
+                                                "docs/guide/lazy-regime.md for its cost)")
+    sharpness: bool = Field(False, description="store the top eigenvalues of the probe-set loss Hessian and GGN "
+                                               "(and Adam's preconditioned one) at checkpoints, by Lanczos "
+                                               "(trainers.lazy; needs curvlinops; see docs/guide/lazy-regime.md)")
     params: Literal["all", "first_last", "none"] = Field(
         "all", description="checkpoints that store the trained parameters: 'all', 'first_last' (the first and "
                            "the latest; weight changes only from init to the last) or 'none' (no weight "
                            "changes in the analysis); see docs/guide/read-store.md, 'Store size'")
+    threads: int = Field(1, ge=1, le=1024,
+                         description="CPU threads of each training process (torch intra-op, OpenMP, MKL); part "
+                                     "of the run's configuration because the thread count can change float "
+                                     "rounding. `dynamics run` trains cores // threads runs at once in "
+                                     "separate processes; --threads overrides")
     device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:[0-9]+)?)$",
                         description="torch device of the model, batches, probe, GN solves and NTK: 'cpu', "
                                     "'cuda', 'cuda:N' or 'auto' (CUDA when available); stores are written "

@@ -125,8 +125,11 @@ def prepare(config: ExperimentConfig, data: Dataset | None = None) -> Experiment
         raise ValueError(f"prepare: data must be the Dataset of data.name = {data_config.name!r} (from "
                          f"load_data), got {getattr(data, 'name', type(data).__name__)!r}")
     dtype = DTYPES[config.model.dtype]
-    x, y = torch.from_numpy(data.x_train).to(dtype), torch.from_numpy(data.y_train)
-    x_test, y_test = torch.from_numpy(data.x_test).to(dtype), torch.from_numpy(data.y_test)
+    # copies in torch's own (64-byte aligned) memory: MKL's kernels may round differently for
+    # differently aligned inputs, and a NumPy array's alignment depends on how it was made (generated
+    # here, or received from another process), so a view of it would make results depend on that
+    x, y = torch.tensor(data.x_train, dtype=dtype), torch.tensor(data.y_train)
+    x_test, y_test = torch.tensor(data.x_test, dtype=dtype), torch.tensor(data.y_test)
     batch, probe_size, n = train_config.batch_size, data_config.probe_size, len(y)
     if 2 * batch > n:
         raise ConfigError(f"config key train.batch_size = {batch} is too large for {n} training examples "

@@ -4,17 +4,23 @@ Invocation after invocation the same command does only what is missing (DESIGN �
 - runs whose store is "complete" are skipped (a finished sweep re-runs in seconds: no cluster starts);
 - runs with a store that is not complete (interrupted, killed, failed) continue from their last
   resume state, bit-exactly (:mod:`trainers.sweep_worker`, :mod:`trainers.loop`);
-- a run that fails (diverges, raises) is tried again until it has failed ``1 + retries`` times (counted
-  over invocations, so a finished sweep with a diverged run re-runs in seconds too; a larger
-  ``retries`` tries it again), then recorded "failed" with its error in ``DIR/sweep.json``; the other
-  runs go on;
-- a worker process that dies mid-run: the scheduler gives its task to another worker
-  (``distributed.scheduler.allowed-failures`` times), which resumes the store; beyond that the
-  ``KilledWorker`` error counts as a failed attempt;
-- SIGINT / SIGTERM: the driver creates the stop file, each running task saves its resume state at its
-  next step boundary and marks its store "interrupted" (waited for up to :data:`GRACE` seconds; a
-  task that does not finish in time still leaves a store that resumes from its last checkpoint), the
-  manifest is written, and KeyboardInterrupt is raised (exit 130);
+- a run that fails is recorded "failed" with its error in ``DIR/sweep.json`` and the other runs go
+  on. It is tried again only when the failure can go away on a retry (:func:`trainers.sweep_worker.retryable`:
+  a lost worker, a store locked by another process, a file-system error, memory), until it has failed
+  ``1 + retries`` times (counted over invocations). A deterministic failure — training is
+  deterministic, so a ConfigError of its grid point, a divergence, a refused resume, any error of the
+  training code — would fail again: it is recorded with ``"retry": false`` and not started again,
+  in this invocation or a later one (delete its store, ``DIR/runs/NAME.zarr``, to train it anew).
+  ``attempts`` counts the times the run was started;
+- a worker process that dies mid-run: its task comes back to the driver as ``KilledWorker`` (the
+  local cluster's scheduler does not reschedule it itself: ``allowed-failures`` 0), which counts as a
+  started attempt that failed retryably; the next attempt resumes the store bit-exactly;
+- SIGINT / SIGTERM / SIGHUP: the driver creates the stop file, each running task saves its resume
+  state at its next step boundary and marks its store "interrupted" (waited for up to :data:`GRACE`
+  seconds; a task that does not finish in time still leaves a store that resumes from its last
+  checkpoint), the manifest is written, the folder's lock released, and
+  :class:`trainers.signals.Stopped` is raised (the command line exits with 128 + the signal number:
+  130, 143, 129);
 - a sweep file whose config or grid differs from the folder's manifest → :class:`SweepConflict`
   unless ``force``; with ``force`` the manifest is rewritten and runs whose config changed are
   trained again from scratch (their old stores are replaced).
@@ -33,8 +39,10 @@ from pathlib import Path
 
 from dynamics.cluster import check_cluster_options
 from dynamics.errors import DynamicsError, StoreLockedError
+from dynamics.visible import visible
 from dynamics.store.lock import StoreLock
 from dynamics.sweep_manifest import (RUNS_FOLDER, SCHEMA, read_manifest, store_status, write_manifest)
+from trainers.signals import STOP_SIGNALS, Stopped
 from trainers.sweep_driver import wanted
 from trainers.sweep_plan import SweepPlan, flatten, plan_sweep
 
@@ -56,10 +64,11 @@ def differences(old: dict, plan: SweepPlan, limit: int = 3) -> list[str]:
     return keys[:limit] + (["..."] if len(keys) > limit else [])
 
 
-def build_manifest(plan: SweepPlan, folder: Path, old: dict | None) -> dict:
-    """The manifest of ``plan`` with each run's status read from its store (and attempts carried over
-    from ``old`` for runs whose config did not change). Stores of runs whose config changed are
-    removed (this happens under ``force`` only)."""
+def build_manifest(plan: SweepPlan, folder: Path, old: dict | None, retry_failed: bool = False) -> dict:
+    """The manifest of ``plan`` with each run's status read from its store (and attempts, failures and
+    whether a failure may be retried carried over from ``old`` for runs whose config did not change; a
+    run that failed without a store stays "failed"). Stores of runs whose config changed are removed
+    (this happens under ``force`` only). ``retry_failed``: failed runs get a new budget of attempts."""
     previous = (old or {}).get("runs", {})
     runs = {}
     for name, spec in plan.runs.items():
@@ -73,28 +82,34 @@ def build_manifest(plan: SweepPlan, folder: Path, old: dict | None) -> dict:
                       "failures": before.get("failures", 0) if same else 0,
                       "error": before.get("error") if same else None, "config": spec.config}
         if same:
-            runs[name].update({k: before[k] for k in ("seconds", "updated") if k in before})
+            runs[name].update({k: before[k] for k in ("seconds", "updated", "retry") if k in before})
+            if before.get("status") == "failed" and runs[name]["status"] == "pending":
+                runs[name]["status"] = "failed"   # it failed before its store was created
         if runs[name]["status"] == "running":  # its writer was killed: resumable
             runs[name]["status"] = "interrupted"
+        if retry_failed and runs[name]["status"] == "failed":
+            runs[name].update(failures=0, retry=True)
     return {"schema": SCHEMA, "digest": plan.digest, "config": plan.base, "sweep": plan.grid,
             "optimizers": plan.optimizers, "points": plan.points, "runs": runs}
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Inside the block, SIGTERM raises KeyboardInterrupt in the main thread (like SIGINT)."""
+def stop_signals_as_interrupt() -> Iterator[None]:
+    """Inside the block, SIGINT, SIGTERM and SIGHUP raise :class:`trainers.signals.Stopped` (a
+    KeyboardInterrupt carrying the signal) in the main thread; the previous handlers are restored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
-        raise KeyboardInterrupt
+        raise Stopped(signum)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 @contextlib.contextmanager
@@ -112,13 +127,16 @@ def folder_lock(folder: Path) -> Iterator[None]:
 
 def run_sweep(config_path: str | Path, out: str | Path, *, workers: int | None = None, scheduler: str | None = None,
               retries: int = 2, force: bool = False, quiet: bool = False,
-              overrides: Mapping[str, object] | None = None) -> dict:
+              overrides: Mapping[str, object] | None = None, retry_failed: bool = False) -> dict:
     """Train every missing run of sweep file ``config_path`` into ``out`` (see the module docstring);
-    ``overrides`` (dotted keys → values, ``--set``) apply on top of the file's keys at every point.
+    ``overrides`` (dotted keys → values, ``--set``) apply on top of the file's keys at every point;
+    ``retry_failed`` starts the failed runs again, deterministic failures included (after their cause
+    was fixed: a data file, the code), with a new budget of ``1 + retries`` attempts.
 
-    Returns the final manifest. Raises ConfigError for a bad sweep file, SweepConflict for a folder of
-    another sweep (unless ``force``), DynamicsError for an unreachable scheduler, and KeyboardInterrupt
-    after SIGINT/SIGTERM (every run left resumable).
+    Returns the final manifest (see :func:`failed_runs` for the runs that failed). Raises ConfigError
+    for a bad sweep file, SweepConflict for a folder of another sweep (unless ``force``), DynamicsError
+    for an unreachable scheduler, and KeyboardInterrupt (:class:`trainers.signals.Stopped` for
+    SIGTERM/SIGHUP) after a stop signal, every run left resumable.
     """
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise DynamicsError(f"--retries must be an integer >= 0, got {retries!r}")
@@ -128,13 +146,13 @@ def run_sweep(config_path: str | Path, out: str | Path, *, workers: int | None =
     if folder.exists() and not folder.is_dir():
         raise DynamicsError(f"--out {folder} exists and is not a directory")
     folder.mkdir(parents=True, exist_ok=True)
-    with folder_lock(folder):
+    with stop_signals_as_interrupt(), folder_lock(folder):
         old = read_manifest(folder)
         if old is not None and old["digest"] != plan.digest and not force:
             raise SweepConflict(f"{folder / 'sweep.json'} belongs to a sweep with another config (differs in "
                                 f"{', '.join(differences(old, plan))}); use another --out, or --force to "
                                 f"retrain the runs whose config changed")
-        manifest = build_manifest(plan, folder, old)
+        manifest = build_manifest(plan, folder, old, retry_failed)
         write_manifest(folder, manifest)
         todo = [name for name, run in manifest["runs"].items() if wanted(run, retries)]
         if todo:
@@ -143,9 +161,8 @@ def run_sweep(config_path: str | Path, out: str | Path, *, workers: int | None =
             stop = folder / STOP_FILE
             stop.unlink(missing_ok=True)
             try:
-                with sigterm_as_interrupt():
-                    drive(manifest, folder, todo, plan, workers=workers, scheduler=scheduler, retries=retries,
-                          quiet=quiet, stop=stop, grace=GRACE)
+                drive(manifest, folder, todo, plan, workers=workers, scheduler=scheduler, retries=retries,
+                      quiet=quiet, stop=stop, grace=GRACE)
             finally:
                 stop.unlink(missing_ok=True)
                 write_manifest(folder, manifest)
@@ -162,12 +179,18 @@ def summary(manifest: dict) -> str:
 
 
 def failed_runs(manifest: dict) -> list[str]:
-    return [f"{name}: {run['error']}" for name, run in manifest["runs"].items() if run["status"] == "failed"]
+    """The names of the runs recorded "failed"."""
+    return [name for name, run in manifest["runs"].items() if run["status"] == "failed"]
 
 
 def print_summary(manifest: dict, quiet: bool) -> None:
+    """The summary line and one line per failed run (its error, whether it is tried again) on stderr;
+    nothing with ``quiet``."""
     if quiet:
         return
-    print(summary(manifest), file=sys.stderr)
-    for line in failed_runs(manifest):
-        print(f"  failed {line}", file=sys.stderr)
+    print(visible(summary(manifest)), file=sys.stderr)
+    for name in failed_runs(manifest):
+        run = manifest["runs"][name]
+        again = "" if run.get("retry", True) else " (deterministic: not retried)"
+        print(visible(f"  failed {name} after {run.get('attempts', 0)} attempt(s){again}: {run['error']}"),
+              file=sys.stderr)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dynamics.errors import ConfigError
-from trainers.config import load_config, read_toml, validate
+from trainers.config import load_config, read_config_file, read_toml, validate
 
 SWEEP_TABLE = "sweep"
 MAX_NAME = 120
@@ -130,9 +130,7 @@ def _same(a: object, b: object) -> bool:
 def read_sweep_file(path: str | Path) -> tuple[str, dict[str, object], dict[str, list]]:
     """(preset, the file's own overrides as dotted keys, the grid) of sweep file ``path``."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file '{path}' does not exist")
-    user = read_toml(path.read_bytes(), f"sweep file '{path}'")
+    user = read_toml(read_config_file(path, "sweep file"), f"sweep file '{path}'")
     if SWEEP_TABLE not in user:
         raise ConfigError(f"sweep file '{path}' has no [sweep] table of dotted keys → lists of values")
     grid = check_grid(user.pop(SWEEP_TABLE))

@@ -12,7 +12,9 @@ The step is δθ = −α (JᵀHJ + λ·)⁺ Jᵀ g in kernel form, J never forme
   per-sample constant, which leaves the loss unchanged.
 
 λ = 0 and a singular kernel: the truncated pseudo-inverse by the one truncation rule of
-:mod:`dynamics.gauss_newton.solve`; λ > 0: Levenberg–Marquardt. Jᵀ c is one torch.func.vjp.
+:mod:`dynamics.gauss_newton.solve`; λ > 0: Levenberg–Marquardt. Jᵀ c is one torch.func.vjp, or, for a
+model torch.func cannot transform (activation checkpointing, nn.GRU), the contraction of c with the
+Jacobian rows that plain autograd gives (:mod:`dynamics.ntk.products`).
 Precision: the NTK, the solve and Jᵀ c are computed in float64 (on a float64 copy of a lower-precision
 model); only δθ is rounded to the model's dtype.
 """
@@ -27,14 +29,19 @@ import warnings
 import torch
 from torch import nn
 
+from dynamics import functional, inputs
 from dynamics.gauss_newton.base import GaussNewtonOptimizer
 from dynamics.gauss_newton.metric import ce_hessian_factor, centre_per_sample
 from dynamics.gauss_newton.report import GNStepReport
 from dynamics.gauss_newton.residual import output_change, trained_parameters
 from dynamics.gauss_newton.solve import SOLVE_DTYPE, TRUNCATIONS, EighPinv, Truncation, accepted_cholesky
 from dynamics.gauss_newton.targets import CE_TARGETS, LOSSES, batch_loss, check_targets, output_targets
+from dynamics.inputs import Inputs, OutputSelector
 from dynamics.models.layers import eval_mode
 from dynamics.ntk import METHODS, empirical_ntk
+from dynamics.ntk.products import jacobian_transpose_times
+from dynamics.ntk.rows import FUNC_LIMITS
+from dynamics.wrappers import unwrap_model
 
 BATCHNORM = ("update", "freeze")
 
@@ -70,10 +77,12 @@ def has_running_stats(model: nn.Module) -> list[nn.Module]:
 
 
 class KernelGN(GaussNewtonOptimizer):
-    """Minimum-norm Gauss–Newton via the batch NTK for any model mapping (N, ...) inputs to (N, O) outputs.
+    """Minimum-norm Gauss–Newton via the batch NTK for any model mapping N input samples to (N, O) outputs.
 
     Args:
-        model: any nn.Module (trained parameters: those with requires_grad).
+        model: any nn.Module (trained parameters: those with requires_grad). ``step(x, y)`` takes the
+            batch as the model's forward does (:mod:`dynamics.inputs`: a tensor, a tuple of tensors
+            or a dict of them; floating leaves in the model's dtype, integer token ids as they are).
         lr: α > 0. loss, ce_target: as in :func:`output_targets` ("exact" uses the softmax Hessian
             metric, see the module docstring).
         damping: λ ≥ 0 (0 = exact Moore–Penrose GN).
@@ -86,6 +95,8 @@ class KernelGN(GaussNewtonOptimizer):
             mode), so running statistics update once per step, as with a torch.optim loop; "freeze":
             never touch them. The GN step itself always linearises the eval-mode model (per-sample
             outputs, running statistics), and the model's train/eval flags are restored.
+        output: which output of the forward is f when it returns more than a tensor
+            (:func:`dynamics.inputs.select_output`; None → a mapping's ``"logits"``, a tuple's first).
 
     ``step(x, y)`` returns a :class:`GNStepReport` whose ρ is measured in float64 from the update
     actually applied (rounded to the model's dtype): ρ = ‖J δθ + α ε‖ / ‖α ε‖, and for
@@ -103,65 +114,63 @@ class KernelGN(GaussNewtonOptimizer):
     def __init__(self, model: nn.Module, *, lr: float, loss: str = "ce", damping: float = 0.0,
                  chunk_size: int | None = None, ce_target: str = "identity", rtol: float | None = None,
                  atol: float | None = None, method: str = "auto", truncation: str = "exact",
-                 batchnorm: str = "update") -> None:
+                 batchnorm: str = "update", output: OutputSelector = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"KernelGN needs an nn.Module, got {type(model).__name__}")
         if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
             raise ValueError(f"chunk_size must be None or a positive int, got {chunk_size!r}")
         self.chunk_size = chunk_size
+        self.output = inputs.check_selector(output)
         super().__init__(model, dict(lr=lr, loss=loss, damping=damping, ce_target=ce_target, rtol=rtol,
                                      atol=atol, method=method, truncation=truncation, batchnorm=batchnorm))
 
-    def _outputs(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """model(x) as (N, O), with bad inputs reported as ValueError/TypeError naming them."""
+    def _outputs(self, model: nn.Module, x: Inputs) -> torch.Tensor:
+        """f(x) as (N, O), with bad inputs reported as ValueError/TypeError naming them."""
         like = next(iter(trained_parameters(self.model).values()))
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if x.dtype != like.dtype:
-            raise TypeError(f"x has dtype {x.dtype} but the model has dtype {like.dtype}; convert one of them")
-        if x.dim() < 1 or x.shape[0] == 0:
-            raise ValueError(f"x needs a leading sample dimension with N >= 1, got shape {tuple(x.shape)}")
-        if not torch.isfinite(x).all():
-            raise ValueError(f"x contains {int((~torch.isfinite(x)).sum())} non-finite (NaN/Inf) values")
-        try:
-            with eval_mode(model), torch.no_grad():
-                out = model(x)
-        except (RuntimeError, ValueError, TypeError) as error:
-            raise ValueError(f"the model cannot take x of shape {tuple(x.shape)}: {error}") from error
-        return out.reshape(x.shape[0], -1)
+        x = inputs.check_inputs(x, "x")
+        for key, leaf in inputs.floating_leaves(x):
+            if leaf.dtype != like.dtype:
+                where = "x" if key is None else f"x[{key!r}]"
+                raise TypeError(f"{where} has dtype {leaf.dtype} but the model has dtype {like.dtype}; convert one of them")
+        inputs.check_finite(x, "x")
+        with eval_mode(model), torch.no_grad():
+            return inputs.first_outputs(model, x, self.output, "x")
 
-    def _update_statistics(self, x: torch.Tensor) -> None:
+    def _update_statistics(self, x: Inputs) -> None:
         """One no-grad forward with only the normalisation layers in training mode."""
-        norms = has_running_stats(self.model)
+        model = unwrap_model(self.model)
+        norms = has_running_stats(model)
         if not norms:
             return
-        with eval_mode(self.model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             for module in norms:
                 module.train()
-            self.model(x)
+            inputs.call(model, x)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> GNStepReport:  # type: ignore[override]
+    def step(self, x: Inputs, y: torch.Tensor) -> GNStepReport:  # type: ignore[override]
         start = time.perf_counter()
-        settings, model = self.settings, self.model
+        settings, model = self.settings, unwrap_model(self.model)   # the network inside torch.compile, DDP, ...
         params = trained_parameters(model)
         dtype = next(iter(params.values())).dtype
         logits = self._outputs(model, x)
+        x = inputs.check_inputs(x, "x")
         n, n_outputs = logits.shape
         y = check_targets(y, n, n_outputs, settings["loss"], logits.dtype)
         if settings["batchnorm"] == "update":
             self._update_statistics(x)
         # float64 twin: NTK, solve and Jᵀc in float64; the model itself is only updated at the end
         twin = model if dtype == SOLVE_DTYPE else copy.deepcopy(model).to(SOLVE_DTYPE)
-        x64 = x.to(SOLVE_DTYPE)
+        x64 = inputs.prepare(x, dtype=SOLVE_DTYPE)
         twin_params = trained_parameters(twin)
         names = list(twin_params)
         exact_ce = settings["loss"] == "ce" and settings["ce_target"] == "exact"
         with eval_mode(twin):
             with torch.no_grad():
-                logits64 = self._outputs_plain(twin, x64)
+                logits64 = inputs.outputs(twin, x64, self.output)
             loss = float(batch_loss(logits64, y, settings["loss"]))
             desired = -settings["lr"] * output_targets(logits64, y, settings["loss"], ce_target=settings["ce_target"])
-            ntk = empirical_ntk(twin, x64, trace=False, method=settings["method"], chunk_size=self.chunk_size)
+            ntk = empirical_ntk(twin, x64, trace=False, method=settings["method"], chunk_size=self.chunk_size,
+                                output=self.output)
             kernel = ntk.permute(0, 2, 1, 3).reshape(n, n_outputs, n, n_outputs)
             if exact_ce:  # Sᵀ K S and Sᵀ ε, S block-diagonal (N, O, O−1)
                 factor = ce_hessian_factor(logits64)
@@ -176,13 +185,20 @@ class KernelGN(GaussNewtonOptimizer):
             if exact_ce:
                 coef = torch.einsum("nao,no->na", factor, coef)
 
-            def outputs(*values: torch.Tensor) -> torch.Tensor:
-                return torch.func.functional_call(twin, dict(zip(names, values)), (x64,), strict=False).reshape(n, -1)
+            slots = functional.parameter_slots(twin)
 
-            with torch.no_grad():
-                _, pullback = torch.func.vjp(outputs, *(p.detach() for p in twin_params.values()))
-                update = [u.to(dtype) for u in pullback(coef)]
-        miss = output_change(twin, x64, [u.to(SOLVE_DTYPE) for u in update]) - desired
+            def outputs(*values: torch.Tensor) -> torch.Tensor:
+                return functional.call(twin, dict(zip(names, values)), x64, self.output, slots).reshape(n, -1)
+
+            try:
+                with torch.no_grad():
+                    _, pullback = torch.func.vjp(outputs, *(p.detach() for p in twin_params.values()))
+                    pulled = pullback(coef)
+            except FUNC_LIMITS:   # torch.func cannot transform the model (activation checkpointing, a GRU)
+                by_rows = jacobian_transpose_times(twin, x64, coef, self.output)
+                pulled = [by_rows[name] for name in names]
+            update = [u.to(dtype) for u in pulled]
+        miss = output_change(twin, x64, [u.to(SOLVE_DTYPE) for u in update], output=self.output) - desired
         if exact_ce:
             miss = centre_per_sample(miss)
         target_norm = float(torch.linalg.vector_norm(desired))
@@ -198,7 +214,3 @@ class KernelGN(GaussNewtonOptimizer):
         return GNStepReport(
             loss=loss, residual=residual, update_norm=update_norm, full_rank=(rank == size,), ranks=(rank,),
             time_s=time.perf_counter() - start, lr=settings["lr"], target_norm=target_norm)
-
-    @staticmethod
-    def _outputs_plain(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return model(x).reshape(x.shape[0], -1)

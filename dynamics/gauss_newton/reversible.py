@@ -87,6 +87,9 @@ class ReversibleGN(GaussNewtonOptimizer):
 
     ``step(x, y)`` (x: (N, dim), y: see :func:`check_targets`) updates the model in place and
     returns a :class:`GNStepReport`; invalid input raises before any parameter changes.
+    ``step(x, y, outputs=f)`` realises the targets ε of the logits ``f`` (N, O) instead of the model's
+    own, with the model's Jacobian at its current parameters: the step of the linearised twin
+    (:class:`dynamics.linearize.TwinGN`, the model held at θ₀, ``f`` = f_lin(x)).
     """
 
     choices = {"loss": LOSSES, "combine": ("exact", "sum"), "ce_target": CE_TARGETS, "solver": ("gram", "svd"),
@@ -103,14 +106,21 @@ class ReversibleGN(GaussNewtonOptimizer):
                                      ce_target=ce_target, solver=solver, truncation=truncation))
         self.factors = ProjectionFactors()  # float64 factors of the fixed projections, refreshed when they change
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> GNStepReport:  # type: ignore[override]
+    def step(self, x: torch.Tensor, y: torch.Tensor, *, outputs: torch.Tensor | None = None
+             ) -> GNStepReport:  # type: ignore[override]
         start = time.perf_counter()
         settings, model = self.settings, self.model
         readout = model.readout
         x = check_inputs(x, model.dim, readout.dtype)
         y = check_targets(y, x.shape[0], model.n_classes, settings["loss"], readout.dtype)
+        shape = (x.shape[0], model.n_classes)
+        if outputs is not None and (not isinstance(outputs, torch.Tensor) or outputs.shape != shape
+                                    or not torch.isfinite(outputs).all()):
+            raise ValueError(f"outputs must be finite logits of shape {shape}, got "
+                             f"{getattr(outputs, 'shape', type(outputs).__name__)}")
         with torch.no_grad():
             states, logits = forward_states(model, x)
+            logits = logits if outputs is None else outputs.to(logits.dtype)
             loss = float(batch_loss(logits, y, settings["loss"]))
             desired = -settings["lr"] * output_targets(logits, y, settings["loss"], ce_target=settings["ce_target"])
             target = desired @ readout_lift(readout)

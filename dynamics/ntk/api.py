@@ -1,32 +1,19 @@
-"""``empirical_ntk``: one quantity, two implementations behind ``method=`` (as in neural-tangents)."""
+"""``empirical_ntk``: one quantity, several implementations behind ``method=`` (as in neural-tangents)."""
 
 from __future__ import annotations
 
 import copy
-from functools import partial
 
 import torch
 from torch import nn
 
+from dynamics import inputs
+from dynamics.inputs import Inputs, OutputSelector
 from dynamics.models.layers import eval_mode
-from dynamics.ntk.blocks import assemble_kernel
-from dynamics.ntk.generic import contract_jacobians, default_chunk_size, jacobian_features, split_parameters
-from dynamics.ntk.structured import (StructuredUnsupported, check_output, contract_features, layer_features,
-                                     static_problem, trained_layers)
-
-METHODS = ("auto", "structured", "jacobian")
-#: Samples of x1 on which the jacobian path checks that the model returns one row per input.
-PROBE_SAMPLES = 4
-
-
-def _check_inputs(name: str, x: object) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if x.dim() == 0 or x.shape[0] == 0:
-        raise ValueError(f"{name} needs a leading sample dimension with at least one sample, got shape {tuple(x.shape)}")
-    return x
+from dynamics.ntk import budget
+from dynamics.ntk.paths import METHODS, Plan, compute, plan
+from dynamics.ntk.structured import structured_problem
+from dynamics.wrappers import unwrap_model
 
 
 def _check_options(trace: object, method: object, chunk_size: object, dtype: object) -> None:
@@ -43,17 +30,20 @@ def _check_options(trace: object, method: object, chunk_size: object, dtype: obj
         raise TypeError(f"dtype must be None or a floating torch.dtype, got {dtype!r}")
 
 
-def _prepare(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """x detached, on the parameters' device and dtype, and never an inference-mode tensor."""
-    x = x.detach()
-    if x.is_inference():
-        x = x.clone()
-    return x.to(device=like.device, dtype=like.dtype)
+def ntk_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype :func:`empirical_ntk` computes in for ``dtype=None``: the trained parameters' dtype, but
+    float32 for a float16/bfloat16 model (a float32 copy of it; sums of many products in half precision
+    lose every digit). float32 for a model without trained parameters."""
+    first = next((p for p in model.parameters() if p.requires_grad), None)
+    if first is None or first.dtype in (torch.float16, torch.bfloat16):
+        return torch.float32
+    return first.dtype
 
 
-def empirical_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = None, *, trace: bool = True,
+def empirical_ntk(model: nn.Module, x1: Inputs, x2: Inputs | None = None, *, trace: bool = True,
                   method: str = "auto", chunk_size: int | None = None,
-                  dtype: torch.dtype | None = None) -> torch.Tensor:
+                  dtype: torch.dtype | None = None, output: OutputSelector = None,
+                  max_memory: int | None = None) -> torch.Tensor:
     """Empirical neural tangent kernel Θ(x1, x2) = J(x1) J(x2)ᵀ of ``model`` (Jacot et al. 2018).
 
     J is the Jacobian of the model's outputs, flattened after the sample dimension to O numbers
@@ -76,10 +66,29 @@ def empirical_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
             of x1 and of x2 the kernel is built from (in-place operations after a layer are
             harmless: the layer's recorded output is never the tensor they modify); a model that
             breaks one on any chunk raises ValueError saying why — never a wrong kernel.
-        "jacobian": torch.func per-sample Jacobians contracted parameter by parameter
-            (:mod:`dynamics.ntk.generic`); any model that torch.func.vmap can batch.
+        "jacobian": per-sample Jacobian rows (torch.func ``vmap(jacrev)``) contracted parameter by
+            parameter (:mod:`dynamics.ntk.generic`), chunked over samples and outputs.
+        "ntvp": kernel columns from NTK-vector products, a vjp and a jvp per column, never a Jacobian
+            (:mod:`dynamics.ntk.ntvp`); needs forward-mode AD for every operation of the model.
+        "autograd": the Jacobian contraction with rows from plain autograd (one forward per sample,
+            one ``autograd.grad`` per output; :mod:`dynamics.ntk.rows`): for models torch.func cannot
+            transform — activation checkpointing (``torch.utils.checkpoint``, reentrant or not),
+            ``nn.GRU``/``nn.LSTM``, data-dependent control flow.
         "auto": "structured" when the model's modules allow it and every chunk passes the checks;
-            otherwise the whole kernel is computed with "jacobian".
+            otherwise, where torch.func can transform the model, the cheaper of "jacobian" and "ntvp"
+            by the cost model of :mod:`dynamics.ntk.budget` (forward flops and saved activations
+            counted on one sample; no clocks, so the same call always takes the same path), and
+            "autograd" where it cannot. "jacobian" and "ntvp" on a model they cannot differentiate
+            raise ValueError naming torch.func's limitation and the method that works.
+
+    Memory: the working memory besides the result (rows, activations, features of two chunks) is
+    kept within ``max_memory`` bytes by chunking samples and, when one sample's rows over all O
+    outputs do not fit, outputs (:mod:`dynamics.ntk.budget`). The result holds N1·N2 (traced) or
+    N1·N2·O² numbers; an exactly symmetric kernel needs no second copy of it.
+
+    Wrappers (``torch.compile``'s ``OptimizedModule``, DDP, FSDP, Lightning's) are unwrapped first
+    (:func:`dynamics.wrappers.unwrap_model`): the kernel is that of the network inside, computed
+    eagerly, without collective operations.
 
     Evaluation: always in **eval mode** (dropout off, batch-norm running statistics), which makes
     f a deterministic per-sample function; every sub-module's train/eval flag is restored
@@ -87,81 +96,72 @@ def empirical_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
     (works inside ``torch.no_grad``/``inference_mode``).
 
     Args:
-        model: the network; its forward maps (N, ...) to (N, ...) outputs, one row per sample.
-        x1: inputs (N1, ...); x2: inputs (N2, ...) with the same trailing shape, or None for x2 = x1,
-            in which case Θ is computed once per pair of samples and returned exactly symmetric.
-            Both are detached and moved to the trained parameters' device and dtype.
+        model: the network; its forward maps N input samples to outputs with one row per sample.
+        x1: what the model's forward takes (:mod:`dynamics.inputs`): a tensor (N1, ...), a tuple of
+            tensors (positional arguments) or a dict of tensors (keyword arguments), floating or
+            integer (token ids) or bool, every leaf with N1 rows. x2: the same structure with N2
+            rows and the same per-sample shapes, or None for x2 = x1, in which case Θ is computed once
+            per pair of samples and returned exactly symmetric. Both are detached and moved to the
+            trained parameters' device; floating leaves are cast to the compute dtype.
         trace: return the (N1, N2) trace over outputs instead of (N1, N2, O, O).
-        method: "auto", "structured" or "jacobian".
-        chunk_size: samples per chunk; at most two chunks' features (structured: layer inputs and
-            output-gradients, convolutions' Jacobians; jacobian: Jacobians) are held at once. None →
-            structured: all samples in one chunk, or fewer when the convolutions' per-sample Jacobians
-            would hold more than 2**27 numbers; jacobian: the largest chunk whose Jacobian holds
-            ≤ 2**27 numbers.
+        method: "auto", "structured", "jacobian", "ntvp" or "autograd" (above).
+        chunk_size: samples per chunk (None: the largest chunk that fits ``max_memory``); at most two
+            chunks' features are held at once.
         dtype: compute in this floating dtype. When the model's parameters or buffers have another
             dtype, a deep copy of the model cast with ``.to(dtype)`` is used (the model itself is not
-            touched); None → the trained parameters' dtype.
+            touched); None → :func:`ntk_dtype`: the trained parameters' dtype, float32 for a
+            float16/bfloat16 model.
+        output: which output is differentiated when the forward returns more than a tensor
+            (:func:`dynamics.inputs.select_output`: None → a mapping's ``"logits"``, a tuple's first
+            element; or a key, an index, a callable).
+        max_memory: bytes of working memory (None: :data:`dynamics.ntk.budget.DEFAULT_MEMORY`, 512 MiB).
 
     Returns:
         Θ, a tensor (N1, N2) or (N1, N2, O, O) of the compute dtype on the parameters' device.
 
     Raises:
-        TypeError / ValueError: bad arguments (named in the message); ValueError for
-            ``method="structured"`` on a model it cannot serve, and for a model that does not return
-            one row per input sample.
+        TypeError / ValueError: bad arguments (named in the message); ValueError for a method that
+            cannot serve the model (why, and which method can), and for a model that does not return
+            one row per input sample. The model's own error on the inputs (a shape or dtype it cannot
+            take) is raised from the first forward pass with a note naming the inputs.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    _check_inputs("x1", x1)
-    if x2 is not None and _check_inputs("x2", x2).shape[1:] != x1.shape[1:]:
-        raise ValueError(f"x2 samples have shape {tuple(x2.shape[1:])} but x1 samples have {tuple(x1.shape[1:])}")
+    model = unwrap_model(model)   # torch.compile, DDP, ...: the network itself (dynamics.wrappers)
+    x1 = inputs.check_inputs(x1, "x1")
+    if x2 is not None:
+        inputs.check_compatible(x1, inputs.check_inputs(x2, "x2"))
     _check_options(trace, method, chunk_size, dtype)
+    inputs.check_selector(output)
+    memory = budget.check_memory(max_memory)
     trained = [p for p in model.parameters() if p.requires_grad]
     if not trained:
         raise ValueError(f"{type(model).__name__} has no parameters with requires_grad=True; the NTK is undefined")
     tensors = list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]
+    if dtype is None and ntk_dtype(model) != trained[0].dtype:   # a half-precision model: a float32 copy
+        dtype = ntk_dtype(model)
     if dtype is not None and any(t.is_floating_point() and t.dtype != dtype for t in tensors):
         model = copy.deepcopy(model).to(dtype)
         trained = [p for p in model.parameters() if p.requires_grad]
-    x1 = _prepare(x1, trained[0])
-    x2 = None if x2 is None else _prepare(x2, trained[0])
+    x1 = inputs.prepare(x1, trained[0].device, trained[0].dtype)
+    x2 = None if x2 is None else inputs.prepare(x2, trained[0].device, trained[0].dtype)
     with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
-        return _compute(model, x1, x2, trace, method, chunk_size)
+        return compute(model, x1, x2, trace, method, chunk_size, output, memory)
 
 
-def _structured_chunk(model: nn.Module, layers: dict[str, nn.Module], x1: torch.Tensor,
-                      x2: torch.Tensor | None) -> int:
-    """Default chunk of the structured path: every sample at once, unless the convolutions' per-sample
-    Jacobians (chunk, O, P_conv) would hold more than the jacobian path's budget of numbers."""
-    n_max = max(x1.shape[0], x1.shape[0] if x2 is None else x2.shape[0])
-    conv_params = sum(p.numel() for layer in layers.values() if isinstance(layer, nn.Conv2d)
-                      for p in layer.parameters() if p.requires_grad)
-    if not conv_params:
-        return n_max
-    with torch.no_grad():
-        n_out = model(x1[:1]).reshape(1, -1).shape[1]
-    return min(n_max, default_chunk_size(n_out, conv_params))
-
-
-def _compute(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None, trace: bool, method: str,
-             chunk_size: int | None) -> torch.Tensor:
-    if method != "jacobian":
-        problem = static_problem(model)
-        if problem is None:
-            layers = trained_layers(model)
-            try:  # layer_features verifies the structured preconditions on every chunk it is given
-                return assemble_kernel(partial(layer_features, model, layers), partial(contract_features, trace=trace),
-                                       x1, x2, chunk_size or _structured_chunk(model, layers, x1, x2))
-            except StructuredUnsupported as error:
-                problem = str(error)
-        if method == "structured":
-            raise ValueError(f"method='structured' cannot compute the NTK of {type(model).__name__}: {problem}; "
-                             "use method='jacobian' (or 'auto')")
-    trained, constants = split_parameters(model)
-    with torch.no_grad():  # per-sample vmap cannot see a model that mixes samples: check on a batch
-        out = model(x1[:PROBE_SAMPLES])
-    check_output(out, x1[:PROBE_SAMPLES].shape[0])
-    if chunk_size is None:
-        chunk_size = default_chunk_size(out[0].numel(), sum(p.numel() for p in trained.values()))
-    return assemble_kernel(partial(jacobian_features, model, trained, constants),
-                           partial(contract_jacobians, trace=trace), x1, x2, chunk_size)
+def ntk_plan(model: nn.Module, x1: Inputs, x2: Inputs | None = None, *, trace: bool = True, method: str = "auto",
+             chunk_size: int | None = None, output: OutputSelector = None, max_memory: int | None = None) -> Plan:
+    """How :func:`empirical_ntk` computes a kernel: the method ("structured", "jacobian", "ntvp" or
+    "autograd"), the rows' backend, the chunks and the cost model's estimates
+    (:class:`dynamics.ntk.paths.Plan`; for "structured" only the method is meaningful, and its
+    preconditions are checked on the whole of x1 here, as one chunk). Same arguments as
+    :func:`empirical_ntk`."""
+    model = unwrap_model(model)
+    x1 = inputs.check_inputs(x1, "x1")
+    like = next(p for p in model.parameters() if p.requires_grad)
+    x1 = inputs.prepare(x1, like.device, like.dtype)
+    x2 = None if x2 is None else inputs.prepare(inputs.check_inputs(x2, "x2"), like.device, like.dtype)
+    with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+        if method in ("auto", "structured") and structured_problem(model, x1, output) is None:
+            return Plan("structured", "autograd", inputs.n_samples(x1), 0)
+        return plan(model, x1, x2, trace, method, chunk_size, output, budget.check_memory(max_memory))

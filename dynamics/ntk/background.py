@@ -49,6 +49,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from dynamics import inputs
 from dynamics.ntk.api import empirical_ntk
 
 
@@ -113,11 +114,11 @@ def outside_tensors(copied: nn.Module, owned: set, sample: torch.Tensor) -> tupl
     without gradients; the train/eval flags are restored. SnapshotCheckFailed when the forward pass
     raises."""
     modes = [(m, m.training) for m in copied.modules()]
-    watch = _OutsideTensors(owned | {_storage_key(sample)})
+    watch = _OutsideTensors(owned | {_storage_key(leaf) for leaf in _tensors(sample)})
 
     def watched() -> Any:
         with watch:
-            return copied(sample)
+            return inputs.call(copied, sample)   # a tensor, or a tuple/dict of inputs (dynamics.inputs)
     try:
         copied.eval()
         with torch.no_grad():

@@ -1,11 +1,12 @@
 """Assemble a kernel matrix block by block from per-chunk features.
 
-Both NTK paths reduce to the same loop: compute some per-sample features for a chunk of inputs
+The NTK paths reduce to the same loop: compute some per-sample features for a chunk of inputs
 (layer activations and output-gradients, or a chunk's Jacobian), contract two chunks' features into
 a block Θ[i-chunk, j-chunk], and write it into the result. Only two chunks' features are alive at a
 time, so memory is bounded by ``chunk_size`` besides the (N1, N2[, O, O]) result itself. When the
 kernel is symmetric (no ``x2``), only blocks on or above the diagonal are computed, the others are
-their transposes, and the result is symmetrised exactly at the end.
+their transposes, and each diagonal block is symmetrised exactly, so the result is exactly symmetric
+without a second (N1, N2[, O, O]) copy.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import torch
+
+from dynamics import inputs
+from dynamics.inputs import Inputs
 
 Features = TypeVar("Features")
 
@@ -42,9 +46,9 @@ def _transpose_block(block: torch.Tensor) -> torch.Tensor:
     return block.transpose(0, 1) if block.dim() == 2 else block.permute(1, 0, 3, 2)
 
 
-def assemble_kernel(features: Callable[[torch.Tensor], Features],
+def assemble_kernel(features: Callable[[Inputs], Features],
                     contract: Callable[[Features, Features], torch.Tensor],
-                    x1: torch.Tensor, x2: torch.Tensor | None, chunk_size: int) -> torch.Tensor:
+                    x1: Inputs, x2: Inputs | None, chunk_size: int) -> torch.Tensor:
     """Θ (N1, N2, ...) with Θ[i:j, k:l] = contract(features(x1[i:j]), features(x2[k:l])).
 
     ``x2=None`` means x2 = x1 and a symmetric result (Θ[m, n] = Θ[n, m] with output axes swapped).
@@ -53,13 +57,13 @@ def assemble_kernel(features: Callable[[torch.Tensor], Features],
     """
     symmetric = x2 is None
     other = x1 if symmetric else x2
-    n1, n2 = x1.shape[0], other.shape[0]
+    n1, n2 = inputs.n_samples(x1), inputs.n_samples(other)
     result: torch.Tensor | None = None
     inner_cache: dict[int, Features] = {}
     reuse_inner = n2 <= chunk_size  # one inner chunk: compute it once
     for start1 in range(0, n1, chunk_size):
         stop1 = min(start1 + chunk_size, n1)
-        outer = features(x1[start1:stop1])
+        outer = features(inputs.rows(x1, start1, stop1))
         for start2 in range(0, n2, chunk_size):
             if symmetric and start2 < start1:
                 continue
@@ -68,11 +72,13 @@ def assemble_kernel(features: Callable[[torch.Tensor], Features],
                 inner = outer
             elif reuse_inner:
                 if start2 not in inner_cache:
-                    inner_cache[start2] = features(other[start2:stop2])
+                    inner_cache[start2] = features(inputs.rows(other, start2, stop2))
                 inner = inner_cache[start2]
             else:
-                inner = features(other[start2:stop2])
+                inner = features(inputs.rows(other, start2, stop2))
             block = contract(outer, inner)
+            if symmetric and start2 == start1:   # Θ(x, x) of one chunk: exactly symmetric
+                block = (block + _transpose_block(block)) / 2
             if result is None:
                 result = block.new_empty((n1, n2) + tuple(block.shape[2:]))
             result[start1:stop1, start2:stop2] = block
@@ -80,6 +86,4 @@ def assemble_kernel(features: Callable[[torch.Tensor], Features],
                 result[start2:stop2, start1:stop1] = _transpose_block(block)
             del inner
     assert result is not None  # n1 >= 1 is validated by the caller
-    if symmetric:
-        result = (result + _transpose_block(result)) / 2
     return result

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dynamics import inputs
+from dynamics.inputs import Inputs, OutputSelector
 from dynamics.ntk.blocks import row_gram
 from dynamics.ntk.conv import conv2d_gradient, conv2d_jacobian, is_plain_conv2d
 from dynamics.ntk.generic import contract_jacobians
@@ -77,6 +79,16 @@ def trained_layers(model: nn.Module) -> dict[str, nn.Module]:
             and any(p is not None and p.requires_grad for p in module._parameters.values())}
 
 
+def structured_sample_bytes(layers: dict[str, nn.Module], n_out: int, saved: int, itemsize: int) -> int:
+    """Working bytes per sample of one chunk's features: the forward's saved activations (``saved``,
+    :func:`dynamics.ntk.budget.measure`) once for the pass and O times for the batched output-gradients,
+    each layer's input, and each convolution's per-sample Jacobian (O · P_conv numbers)."""
+    conv = sum(p.numel() for layer in layers.values() if isinstance(layer, nn.Conv2d)
+               for p in layer.parameters() if p.requires_grad)
+    widths = sum(layer.in_features for layer in layers.values() if isinstance(layer, nn.Linear))
+    return saved * (1 + n_out) + itemsize * (widths + n_out * conv + n_out * n_out)
+
+
 def static_problem(model: nn.Module) -> str | None:
     """Why the structured path cannot serve ``model`` judging by its modules alone, or None."""
     owners: dict[int, list[tuple[str, nn.Module]]] = {}
@@ -96,14 +108,6 @@ def static_problem(model: nn.Module) -> str | None:
     return None
 
 
-def check_output(out: object, n: int) -> None:
-    """Raise unless ``out`` is a tensor (n, ...) with one row per input sample."""
-    if not isinstance(out, torch.Tensor) or out.dim() == 0 or out.shape[0] != n:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"the model must return a tensor (N, ...) with one row per input; for {n} inputs "
-                         f"it returned shape {shape}")
-
-
 def _one_slice_per_sample(layer: nn.Module, a: torch.Tensor, z: torch.Tensor, n: int) -> bool:
     """True when the layer saw one input slice per sample: (n, in) rows, or (n, C, H, W) images."""
     if isinstance(layer, nn.Linear):
@@ -111,8 +115,8 @@ def _one_slice_per_sample(layer: nn.Module, a: torch.Tensor, z: torch.Tensor, n:
     return a.dim() == 4 and a.shape[0] == n and z.dim() == 4 and z.shape[:2] == (n, layer.out_channels)
 
 
-def _forward_recording(model: nn.Module, layers: dict[str, nn.Module], x: torch.Tensor):
-    """model(x) with every call of the given layers recorded as (input, output).
+def _forward_recording(model: nn.Module, layers: dict[str, nn.Module], x: Inputs, output: OutputSelector):
+    """The studied output of model(x) (:func:`dynamics.inputs.outputs`, (n, O)) with every call of the given layers recorded as (input, output).
 
     Each layer's output z is recorded and a copy of it continues through the model, so in-place
     operations downstream (activations with ``inplace=True``, ``+=``, ``mul_``) change the copy,
@@ -130,12 +134,12 @@ def _forward_recording(model: nn.Module, layers: dict[str, nn.Module], x: torch.
         return hook
 
     handles = [m.register_forward_hook(make_hook(n), with_kwargs=True, prepend=True) for n, m in layers.items()]
+    n = inputs.n_samples(x)
     try:
-        out = model(x)
+        out = inputs.outputs(model, x, output)
     finally:
         for handle in handles:
             handle.remove()
-    check_output(out, x.shape[0])
     used = {}
     for name, calls in records.items():
         kind = f"nn.{type(layers[name]).__name__}"
@@ -143,16 +147,16 @@ def _forward_recording(model: nn.Module, layers: dict[str, nn.Module], x: torch.
             raise StructuredUnsupported(f"{kind} {name!r} runs {len(calls)} times in one forward pass")
         if calls:
             a, z, a_version, z_version = calls[0]
-            if not _one_slice_per_sample(layers[name], a, z, x.shape[0]):
+            if not _one_slice_per_sample(layers[name], a, z, n):
                 raise StructuredUnsupported(
-                    f"{kind} {name!r} sees input {tuple(a.shape)} for {x.shape[0]} samples; "
+                    f"{kind} {name!r} sees input {tuple(a.shape)} for {n} samples; "
                     "the structured path needs one row per sample (one image for Conv2d)")
             if a._version != a_version or z._version != z_version:
                 raise StructuredUnsupported(
                     f"the {'input' if a._version != a_version else 'output'} of {kind} {name!r} is modified "
                     "in place later in the forward pass")
             used[name] = (a, z)
-    return out.reshape(x.shape[0], -1), used
+    return out, used
 
 
 def _implied_gradient(name: str, layer: nn.Module, features: LayerFeatures, a: torch.Tensor,
@@ -195,7 +199,8 @@ def _check_gradients(model: nn.Module, layers: dict[str, nn.Module], out: torch.
                 f"{error.item():.3g})")
 
 
-def layer_features(model: nn.Module, layers: dict[str, nn.Module], x: torch.Tensor) -> ChunkFeatures:
+def layer_features(model: nn.Module, layers: dict[str, nn.Module], x: Inputs,
+                   output: OutputSelector = None) -> ChunkFeatures:
     """Per layer: inputs a and output-gradients g (Linear) or the per-sample Jacobian (Conv2d), for all O
     outputs from one batched reverse pass.
 
@@ -203,7 +208,7 @@ def layer_features(model: nn.Module, layers: dict[str, nn.Module], x: torch.Tens
     and raises :class:`StructuredUnsupported` naming the first one broken.
     """
     with torch.enable_grad():
-        out, used = _forward_recording(model, layers, x)
+        out, used = _forward_recording(model, layers, x, output)
         n, n_out = out.shape
         names = [name for name, (_, z) in used.items() if z.requires_grad]
         grads: list[torch.Tensor | None] = [None] * len(names)
@@ -240,9 +245,8 @@ def contract_features(f1: ChunkFeatures, f2: ChunkFeatures, trace: bool) -> torc
         gram = row_gram(l1.inputs, l2.inputs) if l1.inputs is not None else f1.like.new_zeros(f1.n, f2.n)
         if l1.bias:
             gram = gram + 1
-        if trace:  # Σ_o g1[:, o] · g2[:, o]ᵀ as a batch over o of (c1, out) × (out, c2): no copies
-            g1, g2 = l1.grads.transpose(0, 1), l2.grads.transpose(0, 1)
-            total.addcmul_(gram, torch.bmm(g1, g2.transpose(1, 2)).sum(0))
+        if trace:  # Σ_o g1[:, o] · g2[:, o]ᵀ as one (c1, O·out) × (O·out, c2) product: no (O, c1, c2) temporary
+            total.addcmul_(gram, row_gram(l1.grads.reshape(f1.n, -1), l2.grads.reshape(f2.n, -1)))
         else:
             width = l1.grads.shape[-1]
             out_gram = row_gram(l1.grads.reshape(-1, width), l2.grads.reshape(-1, width))
@@ -251,7 +255,7 @@ def contract_features(f1: ChunkFeatures, f2: ChunkFeatures, trace: bool) -> torc
     return total
 
 
-def structured_problem(model: nn.Module, x: torch.Tensor) -> str | None:
+def structured_problem(model: nn.Module, x: Inputs, output: OutputSelector = None) -> str | None:
     """Why the structured path cannot serve ``model`` on the inputs ``x`` (all of them, one chunk), or None.
 
     :func:`static_problem`, then :func:`layer_features` on the whole of ``x`` (each layer runs at
@@ -262,7 +266,9 @@ def structured_problem(model: nn.Module, x: torch.Tensor) -> str | None:
     if problem is not None:
         return problem
     try:
-        layer_features(model, trained_layers(model), x)
+        layer_features(model, trained_layers(model), inputs.check_inputs(x), output)
     except StructuredUnsupported as error:
         return str(error)
+    except (RuntimeError, NotImplementedError) as error:   # e.g. a reentrant checkpoint refuses autograd.grad
+        return f"its batched reverse pass failed ({type(error).__name__}: {str(error).splitlines()[0]})"
     return None

@@ -44,6 +44,37 @@ def _change(batch: str, smooth: bool = False, log: bool = False) -> Entry:
     return (f"relative change of the {batch} batch loss", "%", text)
 
 
+def _distance(where: str) -> Entry:
+    return (f"distance to the linearised twin on the {where}", "1",
+            f"‖f_t(X) − f_lin,t(X)‖ / ‖f_t(X) − f_0(X)‖ over the {where} inputs and all outputs: how far the network "
+            "has left its first-order Taylor model f_lin(x; θ) = f(x; θ_0) + J(x; θ_0)(θ − θ_0), trained on the same "
+            "batches by the same optimiser, relative to how far its outputs moved (0 = lazy; NaN at initialisation)")
+
+
+def _linear(split: str, what: str) -> Entry:
+    unit = "fraction of the" if what == "accuracy" else "mean loss over the"
+    return (f"linearised twin's {split} {what}", "1", f"{unit} {split} evaluation set of the linearised twin f_lin")
+
+
+# checkpoint scalars of train.linearized and train.sharpness (trainers.lazy; docs/guide/lazy-regime.md)
+_LAZY: dict[str, Entry] = {
+    "linearized_distance_probe": _distance("probe set"),
+    "linearized_distance_test": _distance("test evaluation set"),
+    "linearized_train_loss": _linear("training", "loss"), "linearized_train_acc": _linear("training", "accuracy"),
+    "linearized_test_loss": _linear("test", "loss"), "linearized_test_acc": _linear("test", "accuracy"),
+    "sharpness": ("sharpness", "1", "largest eigenvalue of the Hessian of the probe-set loss w.r.t. the trained "
+                                    "parameters (Lanczos on Hessian-vector products, model in eval mode)"),
+    "ggn_sharpness": ("GGN sharpness", "1", "largest eigenvalue of the generalised Gauss–Newton matrix JᵀHJ/N of the "
+                                            "probe-set loss (Lanczos)"),
+    "preconditioned_sharpness": ("preconditioned sharpness", "1",
+                                 "largest eigenvalue of P^(-1/2) H P^(-1/2), P = (1 − β1^t)·diag(√v̂_t + ε) Adam's "
+                                 "preconditioner (Cohen et al. 2022); NaN for other optimisers and before Adam's first step"),
+    "sharpness_threshold": ("stability threshold", "1",
+                            "the sharpness above which the optimiser's step is unstable on a quadratic: 2(1 + μ)/η for "
+                            "SGD (2/η without momentum), (2 + 2β1)/((1 − β1)η) for Adam's preconditioned sharpness; "
+                            "NaN for Gauss–Newton, other optimisers and Adam before its first step"),
+}
+
 _GROUPS: dict[str, dict[str, Entry]] = {
     "metrics": {
         "step": _STEP, "epoch": _EPOCH,
@@ -76,6 +107,7 @@ _GROUPS: dict[str, dict[str, Entry]] = {
         "test_acc": ("test accuracy", "1", "fraction of the test evaluation set classified correctly"),
         "ntk": ("empirical neural tangent kernel", "1",
                 "Θ(x_i, x_j) = Σ_o ⟨∂f_o(x_i)/∂θ, ∂f_o(x_j)/∂θ⟩ on the probe inputs, traced over the outputs"),
+        **_LAZY,
     },
     "params": {**_CHECKPOINT_COORDS, "step": _CHECKPOINT_STEP, "epoch": _CHECKPOINT_EPOCH},
     "probe": {
@@ -98,6 +130,15 @@ _GROUPS: dict[str, dict[str, Entry]] = {
                                  "A(Θ_t, YYᵀ): Y the one-hot probe labels (task classification) or the probe's "
                                  "regression targets (task regression); the variable's attr task says which"),
         "ntk_effective_rank": ("NTK effective rank", "1", "exp of the entropy of Θ_t's normalised eigenvalues"),
+        "ntk_mode": ("NTK eigen-direction", "1", "rank i of the NTK eigenvalue λ_i (1 = largest)"),
+        "ntk_eigenvalues": ("NTK eigenvalues", "1", "eigenvalues λ_1 ≥ λ_2 ≥ … of the probe-set NTK Θ_t (of HΘ_tH "
+                                                    "when the analysis centres kernel alignments)"),
+        "ntk_label_alignment": ("cumulative NTK label alignment", "1",
+                                "Σ_{i≤k} Σ_c (u_iᵀ y_c)² / ‖Y‖²_F: fraction of the one-hot probe labels' energy in "
+                                "the NTK's top-k eigenvectors u_i (of HΘ_tH and HY when centred)"),
+        "ntk_condition_number": ("NTK condition number", "1",
+                                 "λ_max / λ_min of the probe-set NTK Θ_t (inf when numerically singular: "
+                                 "λ_min ≤ N·eps·λ_max)"),
         "cka_init": ("CKA to initialisation", "1", "linear CKA of the layer's probe representation with the first checkpoint's"),
         "rep_effective_rank": ("representation effective rank", "1",
                                "entropy effective rank of the centred probe representation"),
@@ -141,6 +182,7 @@ _GROUPS: dict[str, dict[str, Entry]] = {
     },
 }
 _GROUPS["analysis"].update({k: v for k, v in _GROUPS["checkpoints"].items() if k.endswith(("_loss", "_acc"))})
+_GROUPS["analysis"].update({k: (v[0], v[1], f"{v[2]}; copied from the checkpoints group") for k, v in _LAZY.items()})
 
 
 def _pattern(group: str, name: str, original: str | None) -> Entry | None:

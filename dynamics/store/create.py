@@ -20,6 +20,7 @@ from dynamics.store import schema
 from dynamics.store.batch import create_array
 from dynamics.store.chunks import group_document, write_document
 from dynamics.store.lock import StoreLock, abandoned
+from dynamics.store.probe import input_variables
 
 
 def _versions() -> dict[str, str]:
@@ -44,7 +45,7 @@ def _sweep_abandoned_creations(path: Path) -> None:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def create_store(path: Path, config: dict | None, probe_x: np.ndarray, probe_y: np.ndarray, attrs: dict[str, Any],
+def create_store(path: Path, config: dict | None, probe_x: Any, probe_y: np.ndarray, attrs: dict[str, Any],
                  probe_index: np.ndarray | None) -> StoreLock:
     """Create a new store at ``path`` (atomically: built in ``.NAME.creating-PID`` beside it, then
     renamed into place) holding the probe, the empty row groups and the root attributes ``attrs`` besides
@@ -79,7 +80,7 @@ def create_store(path: Path, config: dict | None, probe_x: np.ndarray, probe_y: 
     return lock
 
 
-def _build(path: Path, config_json: str, probe_x: np.ndarray, probe_y: np.ndarray, extra: dict,
+def _build(path: Path, config_json: str, probe_x: Any, probe_y: np.ndarray, extra: dict,
            probe_index: np.ndarray | None) -> None:
     """Write the layout of an empty store into the folder ``path``: its groups, coordinates, probe and
     root record (no rows committed)."""
@@ -93,12 +94,13 @@ def _build(path: Path, config_json: str, probe_x: np.ndarray, probe_y: np.ndarra
         create_array(path, group, "checkpoint", ("checkpoint",), (0,), coord_chunk, np.int64)
         create_array(path, group, "checkpoint_step", ("checkpoint",), (0,), coord_chunk, np.int64)
         create_array(path, group, "checkpoint_epoch", ("checkpoint",), (0,), coord_chunk, np.float64)
-    probe_arrays = [("x", probe_x, "feature"), ("y", probe_y, "output")]
+    probe_arrays = dict(input_variables(probe_x))   # the model inputs' layout: dynamics.store.probe
+    probe_arrays["y"] = (("probe",) if probe_y.ndim == 1 else _probe_dims(probe_y.ndim, "output"), probe_y, {})
     if probe_index is not None:
-        probe_arrays.append(("probe_index", probe_index, ""))
-    for name, data, base in probe_arrays:
-        dims = ("probe",) if data.ndim == 1 else _probe_dims(data.ndim, base)
-        create_array(path, "probe", name, dims, data.shape, data.shape[0], data.dtype).write_rows(0, data)
+        probe_arrays["probe_index"] = (("probe",), probe_index, {})
+    for name, (dims, data, array_attrs) in probe_arrays.items():
+        create_array(path, "probe", name, dims, data.shape, data.shape[0], data.dtype,
+                     array_attrs).write_rows(0, data)
     attrs = {"schema": schema.SCHEMA, "config": config_json, "versions": json.dumps(_versions()),
              "status": "running", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
              "committed": json.dumps(schema.empty_committed()), "nonfinite": json.dumps({}), **extra}

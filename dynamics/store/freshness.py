@@ -15,6 +15,11 @@ its size and its bytes (files up to :data:`WHOLE_FILE_BYTES`; of a larger file i
 :data:`EDGE_BYTES`, so that the token stays cheap for stores of large parameters). The token is
 computed from files only (no decompression); a store copied elsewhere keeps its token.
 
+Whatever changes a store's committed data also removes its derived groups first
+(:func:`retire_derived`, called by the writer before the first commit of a resumed store that
+changes data, and before a truncation that drops rows): plain xarray readers, which cannot check a
+token, never meet an analysis of other data than the store holds.
+
 Readers use a stored analysis only when its ``source`` equals the store's current token:
 :func:`analysis.open_runs` and ``dynamics analyze/report`` recompute it otherwise;
 :func:`dynamics.open_run` raises StoreError (or leaves the group out when asked, ``analysis="omit"``).
@@ -27,12 +32,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dynamics.errors import StoreError
 
 SOURCE_ATTR = "source"
+#: Groups computed from a store's data after training (replaced as a whole; never training data)
+DERIVED_GROUPS = ("analysis",)
 DATA_GROUPS = ("metrics", "checkpoints", "params", "probe")
 WHOLE_FILE_BYTES = 1 << 16
 EDGE_BYTES = 1 << 12
@@ -113,3 +122,22 @@ def staleness(recorded: dict[str, Any] | None, current: dict[str, Any]) -> str |
         return (f"computed from {old.get('checkpoint')} checkpoints and {old.get('metrics')} metrics rows; "
                 f"the store now holds {new.get('checkpoint')} and {new.get('metrics')}")
     return "the store's data changed since it was computed (same length, other content)"
+
+
+def retire_derived(path: Path, write_root: Callable[[], None]) -> list[str]:
+    """Remove the derived groups (:data:`DERIVED_GROUPS`) of store ``path`` before its committed data
+    change; returns the names removed. Called by the store's writer, which holds its lock:
+    ``write_root()`` first replaces the commit record with one whose consolidated metadata leaves them
+    out (plain xarray readers no longer see them), then each folder is renamed aside (the name
+    ``analysis.analyze`` sweeps as debris) and deleted. A process killed on the way leaves the group in
+    place or gone — and still correct, since the data it describes has not changed yet."""
+    present = [name for name in DERIVED_GROUPS if (path / name).exists()]
+    if not present:
+        return []
+    write_root()
+    for name in present:
+        aside = path.parent / f".{path.name}.{name}-old-{os.getpid()}.tmp"
+        shutil.rmtree(aside, ignore_errors=True)
+        os.rename(path / name, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+    return present

@@ -28,7 +28,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from dynamics.errors import StoreError, StoreLockedError
+from dynamics.errors import StoreError, StoreLockedError, io_error
 
 LOCK_NAME = ".lock"
 
@@ -124,10 +124,13 @@ class StoreLock:
 
     def acquire(self) -> StoreLock:
         """Create the lock or raise StoreLockedError naming the holder; takes over a stale lock (see
-        the module docstring) with a RuntimeWarning. StoreError (path and errno) when the lock cannot
-        be written, e.g. on a full disk."""
+        the module docstring) with a RuntimeWarning. StoreIOError (path and errno) when the lock cannot
+        be written, e.g. on a full disk; its subclass StoreReadOnlyError on a read-only file system or
+        without write permission (:func:`dynamics.errors.io_error`)."""
         for _ in range(5):
-            if self._try_create():
+            # an existing lock is judged first: a store whose writer is alive is never written into,
+            # not even by the temporary file of a creation attempt (a live view reads such stores)
+            if not os.path.lexists(self.path) and self._try_create():
                 self.held = True
                 sweep_temporary(self.path.parent, f"{LOCK_NAME}.*.tmp")   # left by killed creators
                 return self
@@ -172,8 +175,7 @@ class StoreLock:
             # remount read-only is not blocked by it); the file is private until it is linked.
             fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDONLY, 0o644)
         except OSError as err:
-            raise StoreError(f"cannot create the lock of store {self.path.parent}: {tmp}: "
-                             f"{err.strerror} ({errno.errorcode.get(err.errno, err.errno)})") from None
+            raise io_error(f"cannot create the lock of store {self.path.parent}", err) from None
         try:
             flocked = _try_flock(fd) is True
             with open(tmp, "w") as handle:
@@ -184,8 +186,8 @@ class StoreLock:
             return False
         except OSError as err:
             os.close(fd)
-            raise StoreError(f"cannot create the lock of store {self.path.parent}: {err.filename or tmp}: "
-                             f"{err.strerror} ({errno.errorcode.get(err.errno, err.errno)})") from None
+            err.filename = err.filename or str(tmp)
+            raise io_error(f"cannot create the lock of store {self.path.parent}", err) from None
         except BaseException:
             os.close(fd)
             raise

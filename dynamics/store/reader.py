@@ -106,7 +106,7 @@ def _committed_dataset(path: Path, group: str, names: list[str], rows: int | Non
 
 
 ANALYSIS = "analysis"
-ANALYSIS_MODES = ("fresh", "omit")
+ANALYSIS_MODES = ("fresh", "require", "omit")
 
 
 def open_run(path: str | os.PathLike, *, analysis: str = "fresh") -> Any:
@@ -116,15 +116,21 @@ def open_run(path: str | os.PathLike, *, analysis: str = "fresh") -> Any:
     other group written into the store later (e.g. ``analysis``), as stored. Root attributes are the
     store's (``config``, ``versions``, ``committed`` and ``nonfinite`` are JSON strings).
 
-    ``analysis``: "fresh" (default) — an ``analysis`` group is included only when it was computed from
-    the store's current committed data (its ``source`` token, :mod:`dynamics.store.freshness`); a stale
-    one (the run was resumed, truncated or rewritten since) raises StoreError naming the reason, so a
-    stale analysis is never served silently (``analysis.analyze`` / ``dynamics analyze`` recompute it;
-    ``analysis.open_runs`` does so itself). "omit" — leave any ``analysis`` group out, unchecked (for
-    readers of the training data only).
+    ``analysis`` — what to do with a stored ``analysis`` group, which is derived data, correct only for
+    the committed data it was computed from (its ``source`` token, :mod:`dynamics.store.freshness`):
 
-    Raises StoreError for a path that is not a run store of schema "dynamics.run/1" and for a stale
-    analysis; ValueError for another ``analysis`` mode.
+    - "fresh" (default): include it when it matches the store's current data; a stale one (the run
+      was resumed, truncated or its files changed since) is left out with a
+      :class:`~dynamics.errors.StaleAnalysisWarning` saying why, and the training data open as usual
+      (``analysis.analyze`` / ``dynamics analyze`` recompute it; ``analysis.open_runs`` does so itself);
+    - "require": StoreError unless a current analysis is there (stale or absent);
+    - "omit": leave any ``analysis`` group out, unchecked (for readers of the training data only).
+
+    Raises StoreError for a path that is not a run store of schema "dynamics.run/1", for damage (a
+    metadata document that is missing, truncated or disagrees with the commit record; a missing chunk
+    of the committed rows; a chunk that cannot be decoded, when it is read): one error naming the
+    store, the variable and the file (:mod:`dynamics.store.validate`); ValueError for another
+    ``analysis`` mode.
     """
     import xarray as xr
     if analysis not in ANALYSIS_MODES:
@@ -133,6 +139,7 @@ def open_run(path: str | os.PathLike, *, analysis: str = "fresh") -> Any:
     meta = _root_metadata(path)
     attrs = _checked_attrs(path, meta)
     committed = validate.committed(attrs, path)
+    validate.check_documents(path, meta, committed)
     consolidated = "consolidated_metadata" in meta
     nodes: dict[str, Any] = {"/": xr.Dataset(attrs=attrs)}
     with quiet_zarr_warnings():
@@ -142,27 +149,65 @@ def open_run(path: str | os.PathLike, *, analysis: str = "fresh") -> Any:
             if group != "metrics" and schema.checkpoint_coords(committed) == schema.LEGACY_CHECKPOINT_COORDS:
                 dataset = dataset.rename(dict(zip(schema.LEGACY_CHECKPOINT_COORDS[1:], schema.CHECKPOINT_COORDS[1:])))
             nodes[f"/{group}"] = dataset
-        probe_names = ["x", "y"] + (["probe_index"] if (path / "probe" / "probe_index" / "zarr.json").is_file() else [])
+        probe_names = sorted(p.name for p in (path / "probe").iterdir() if (p / "zarr.json").is_file())
         nodes["/probe"] = _committed_dataset(path, "probe", probe_names, None, consolidated)
-        for child in sorted(p.name for p in path.iterdir() if (p / "zarr.json").is_file()):
+        children = sorted(p.name for p in path.iterdir() if (p / "zarr.json").is_file())
+        if analysis == "require" and ANALYSIS not in children:
+            raise StoreError(f"store {path} has no analysis group; compute it with `dynamics analyze {path}` "
+                             f"or analysis.analyze")
+        for child in children:
             if child in schema.ROW_DIM or child == "probe" or (child == ANALYSIS and analysis == "omit"):
                 continue
-            # Groups written after training (``analysis``) are replaced as a whole: read their own
-            # metadata, never the root's consolidated copy, which a killed rewrite may have left stale.
-            dataset = xr.open_dataset(path, group=child, engine="zarr", consolidated=False, zarr_format=3,
-                                      chunks=None)
-            if child == ANALYSIS:
-                _check_fresh(path, dataset)
+            dataset = _derived_group(path, child)
+            if child == ANALYSIS and not _fresh(path, dataset, committed, analysis):
+                continue
             nodes[f"/{child}"] = dataset
     return xr.DataTree.from_dict(nodes)
 
 
-def _check_fresh(path: Path, dataset: Any) -> None:
-    """StoreError when the analysis ``dataset`` of store ``path`` was not computed from its current data."""
-    from dynamics.store.freshness import recorded_source, source_token, staleness
-    why = staleness(recorded_source(dataset.attrs), source_token(path))
-    if why is not None:
+def _derived_group(path: Path, child: str) -> Any:
+    """Group ``child`` written after training (``analysis``: small, loaded at once): groups that are
+    replaced as a whole are read from their own metadata, never from the root's consolidated copy,
+    which a killed rewrite may have left behind. StoreError naming the group's file, or the variable
+    and chunk file, when it cannot be read."""
+    import xarray as xr
+    hint = (f"`dynamics analyze {path}` writes the analysis again; open_run(path, analysis=\"omit\") opens "
+            f"the training data")
+    try:
+        dataset = xr.open_dataset(path, group=child, engine="zarr", consolidated=False, zarr_format=3, chunks=None)
+    except Exception as err:
+        raise StoreError(f"store {path}: group {child} cannot be opened ({type(err).__name__}: {err}); its "
+                         f"metadata under {path / child} is missing or damaged ({hint})") from None
+    try:
+        return dataset.load()
+    except Exception as err:
         dataset.close()
-        raise StoreError(f"{path}: its analysis group is out of date ({why}); recompute it with "
-                         f"`dynamics analyze` or analysis.analyze, or open the run without it: "
-                         f"open_run(path, analysis=\"omit\")")
+        import zarr
+        group = zarr.open_group(str(path / child), mode="r", zarr_format=3, use_consolidated=False)
+        for name, array in group.arrays():
+            bad = validate.first_bad_chunk(path, child, name, array)
+            if bad is not None:
+                raise StoreError(f"{bad} ({hint})") from None
+        raise StoreError(f"store {path}: group {child} cannot be read ({type(err).__name__}: {err}); {hint}") from None
+
+
+def _fresh(path: Path, dataset: Any, committed: dict[str, Any], mode: str) -> bool:
+    """Whether the analysis ``dataset`` of store ``path`` was computed from its current data. A stale
+    one: StoreError in mode "require", else a StaleAnalysisWarning (and False). When the committed mark
+    is unchanged but the files differ, the chunks are decoded first, so damage is named as damage."""
+    from dynamics.errors import StaleAnalysisWarning
+    from dynamics.store.freshness import recorded_source, source_token, staleness
+    recorded, current = recorded_source(dataset.attrs), source_token(path)
+    why = staleness(recorded, current)
+    if why is None:
+        return True
+    dataset.close()
+    if recorded is not None and recorded.get("committed") == current.get("committed"):
+        validate.check_decodable(path, committed)   # a damaged chunk, not new data: StoreError naming it
+    message = (f"{path}: its analysis group is out of date ({why})")
+    if mode == "require":
+        raise StoreError(f"{message}; recompute it with `dynamics analyze` or analysis.analyze, or open the run "
+                         f"without it: open_run(path, analysis=\"omit\")")
+    warnings.warn(f"{message}; it is left out (recompute it with `dynamics analyze` or analysis.analyze)",
+                  StaleAnalysisWarning, stacklevel=3)
+    return False

@@ -24,6 +24,7 @@ from typing import Any
 
 from dynamics.store import schema
 from dynamics.store.chunks import write_document
+from dynamics.store.validate import read_document
 
 _EMPTY_CONSOLIDATED = {"kind": "inline", "must_understand": False, "metadata": {}}
 
@@ -31,7 +32,9 @@ _EMPTY_CONSOLIDATED = {"kind": "inline", "must_understand": False, "metadata": {
 def read_nodes(path: Path) -> dict[str, dict[str, Any]]:
     """Metadata of every group and array below the root of store ``path``, keyed by their path in the
     store ("metrics", "metrics/loss", …), read from their ``zarr.json`` files. Folders without one
-    (``resume/``) and array folders' contents are not entered."""
+    (``resume/``) and array folders' contents are not entered. A document that is not a JSON object
+    (truncated, edited) → StoreError naming the store, the node and the file: a damaged document is
+    never copied into the commit record."""
     nodes: dict[str, dict[str, Any]] = {}
 
     def walk(rel: str) -> None:
@@ -41,7 +44,7 @@ def read_nodes(path: Path) -> dict[str, dict[str, Any]]:
             if child.name.startswith(".") or not meta_path.is_file():
                 continue
             key = f"{rel}/{child.name}" if rel else child.name
-            meta = json.loads(meta_path.read_text())
+            meta = read_document(path, meta_path, f"{'variable' if '/' in key else 'group'} {key}")
             if meta.get("node_type") == "group":
                 meta["consolidated_metadata"] = copy.deepcopy(_EMPTY_CONSOLIDATED)
                 nodes[key] = meta

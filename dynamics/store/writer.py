@@ -35,8 +35,10 @@ from dynamics.store import schema, validate
 from dynamics.store.batch import Batch, NewArray, check_columns, clearing_previous, plan_rows
 from dynamics.store.chunks import RowArray
 from dynamics.store.create import create_store
+from dynamics.store.freshness import DERIVED_GROUPS, retire_derived
 from dynamics.store.lock import StoreLock, sweep_temporary
 from dynamics.store.names import NAME_ATTR, Stored
+from dynamics.store.probe import input_names, read_inputs
 from dynamics.store.reader import check_store, quiet_zarr_warnings
 
 
@@ -82,14 +84,17 @@ class RunWriter:
         #: what this writer could not store (variables left out of a commit): the store ends "failed"
         self.lost: list[str] = []
         self.closed = False
+        self._derived = any((path / name).exists() for name in DERIVED_GROUPS)   # removed before data change
 
     # ----------------------------------------------------------------- opening
     @classmethod
-    def create(cls, path: str | os.PathLike, *, config: dict | None, probe_x: np.ndarray,
+    def create(cls, path: str | os.PathLike, *, config: dict | None, probe_x: Any,
                probe_y: np.ndarray, attrs: dict[str, Any] | None = None,
                probe_index: np.ndarray | None = None) -> RunWriter:
         """Create a new store at ``path`` (atomically: built aside, then renamed into place) and lock it.
 
+        ``probe_x``: the probe's model inputs as numpy arrays in the structure the model takes (an
+        array, a tuple or a dict of arrays; laid out by :mod:`dynamics.store.probe`).
         ``attrs``: further root attributes (JSON values), e.g. ``params`` (:data:`schema.PARAMS_MODES`),
         ``optimizer``, ``seed``, ``preset``. ``probe_index``: (probe,) int64 positions of the probe
         samples in the data set, stored as ``probe/probe_index`` (:func:`dynamics.store.create.create_store`)."""
@@ -177,8 +182,13 @@ class RunWriter:
         array = RowArray.open(self.path / "probe" / name)
         return array.read_rows(array.shape[0])
 
-    def read_probe(self) -> tuple[np.ndarray, np.ndarray]:
-        return self._read_probe_array("x"), self._read_probe_array("y")
+    def read_probe(self) -> tuple[Any, np.ndarray]:
+        """(the probe's model inputs in their structure, :func:`dynamics.store.probe.read_inputs`; y)."""
+        names = [p.name for p in sorted((self.path / "probe").iterdir()) if (p / "zarr.json").is_file()]
+        arrays = {name: RowArray.open(self.path / "probe" / name) for name in input_names(names)}
+        x = read_inputs({n: a.read_rows(a.shape[0]) for n, a in arrays.items()},
+                        {n: a.document.get("attributes", {}) for n, a in arrays.items()})
+        return x, self._read_probe_array("y")
 
     def read_probe_index(self) -> np.ndarray | None:
         """The stored ``probe/probe_index``, or None (not given, or a store written before it)."""
@@ -203,7 +213,10 @@ class RunWriter:
         """The write of ``batch`` (on the writer thread, or again on the caller's after a failure):
         :meth:`dynamics.store.batch.Batch.run` — new arrays (the rows before a new variable's first row
         hold the fill value, so every chunk of the committed range has a file, as the readers check),
-        the rows, the commit record, then ``after``."""
+        the rows, the commit record, then ``after``. Derived groups (an analysis) go first
+        (:meth:`_retire_derived`)."""
+        self._retire_derived()
+
         def created(target: NewArray, array: RowArray) -> None:
             self._arrays[(target.group, target.name)] = array
             self._nodes[f"{target.group}/{target.name}"] = array.document
@@ -401,12 +414,23 @@ class RunWriter:
         m_steps, ck_steps = self.stored_steps("metrics"), self.stored_steps("checkpoints")
         keep_m = int(np.searchsorted(m_steps, step, side="right"))
         keep_c = int(np.searchsorted(ck_steps, step, side="right"))
+        if keep_m < len(m_steps) or keep_c < len(ck_steps):
+            self._retire_derived()
         for group in schema.ROW_DIM:
             schema.trim_nonfinite(self.nonfinite, group, step)
         self.committed = dict(self.committed, metrics=keep_m, step=int(m_steps[keep_m - 1]) if keep_m else None,
                               checkpoint=keep_c, checkpoint_step=int(ck_steps[keep_c - 1]) if keep_c else None)
         self._write_root_now()
         self._trim_to_committed(delete_rows=True)
+
+    def _retire_derived(self) -> None:
+        """Before the first change of committed data: remove the store's derived groups (an analysis of
+        the data as it was), from the commit record first (:func:`dynamics.store.freshness.retire_derived`)."""
+        if not self._derived:
+            return
+        self._nodes = {key: meta for key, meta in self._nodes.items() if key.split("/")[0] not in DERIVED_GROUPS}
+        retire_derived(self.path, self._write_root_now)
+        self._derived = False
 
     def set_attrs(self, **attrs: Any) -> None:
         """Set root attributes (one write of the commit record, after the write in flight)."""

@@ -1,84 +1,66 @@
-"""What every figure shares: the variables it needs, seeds grouped per optimiser and drawn as mean ± sd,
-checkpoint series, phase marks, per-layer panels."""
+"""What every figure shares: the variables it needs, checkpoint series drawn one line per optimiser
+(seeds aggregated by :mod:`reports.figures.seeds`), phase marks, per-layer panels, and what a caption
+may say about a Dataset (which variables hold values, the model's dtype).
+
+Conventions every figure follows (so a figure that works for 3 runs works for 30): one line per
+optimiser, its seeds aggregated (:func:`reports.figures.seeds.draw_group`); value axes chosen by
+:func:`reports.plotting.set_value_scale` (no finite value dropped); one legend per figure, below the
+axes (:func:`reports.plotting.legend`), with line styles explained by grey key entries.
+"""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import xarray as xr
 
 from reports import plotting as p
+from reports.figures.seeds import draw_group, seed_groups
 from reports.runs import RunInfo, checkpoint_series, dim_values, has_values, phase_switches
 
 
 def require(ds: xr.Dataset, *names: str) -> None:
+    """ValueError naming the variables of ``names`` that hold no finite value."""
     missing = [n for n in names if not has_values(ds, n)]
     if missing:
         raise ValueError(f"analysis Dataset has no values for {', '.join(map(repr, missing))}")
 
-def seed_groups(runs: list[RunInfo]) -> list[list[RunInfo]]:
-    """Runs grouped by optimiser (the seeds of one optimiser), in order of first appearance."""
-    groups: dict[str, list[RunInfo]] = {}
-    for r in runs:
-        groups.setdefault(r.optimizer, []).append(r)
-    return list(groups.values())
-
-def seed_stack(series: list[tuple[np.ndarray, np.ndarray]]):
-    """(x, values (seeds, len(x))) at the x values every seed has; None if there are none.
-
-    ``series`` holds one (x, y) pair per seed, finite points only, x increasing
-    (:func:`reports.runs.checkpoint_series`, :func:`reports.runs.step_series`).
-    """
-    common = series[0][0]
-    for x, _ in series[1:]:
-        common = np.intersect1d(common, x)
-    if common.size == 0:
-        return None
-    return common, np.stack([y[np.searchsorted(x, common)] for x, y in series])
-
-def group_label(group: list[RunInfo]) -> str:
-    """Legend text of a group: the run's label for one seed, "<optimiser> (mean ± sd, n seeds)" otherwise."""
-    if len(group) == 1:
-        return p.short(group[0].label)
-    return f"{p.short(group[0].optimizer)} (mean ± sd, {len(group)} seeds)"
-
-def draw_seeds(ax, series: list[tuple[RunInfo, np.ndarray, np.ndarray]], *, scale=1.0, ls="-",
-                suffix="") -> list[np.ndarray]:
-    """Draw the seeds of one optimiser: a run's line, or for several seeds their mean with a ± 1 sd
-    band at the x values all share (seeds sharing none are drawn one by one). ``series`` holds
-    (run, x, y) with finite points only; returns the x arrays drawn."""
-    stack = seed_stack([(x, y) for _, x, y in series]) if len(series) > 1 else None
-    if stack is None:
-        for r, x, y in series:
-            ax.plot(x, y * scale, color=r.color, ls=ls if suffix else r.linestyle, marker="o", ms=3,
-                    label=p.short(r.label) + suffix)
-        return [x for _, x, _ in series]
-    x, values = stack
-    mean, sd = values.mean(axis=0), values.std(axis=0, ddof=1)
-    color = series[0][0].color
-    ax.plot(x, mean * scale, color=color, ls=ls, marker="o", ms=3, label=group_label([r for r, _, _ in series]) + suffix)
-    ax.fill_between(x, (mean - sd) * scale, (mean + sd) * scale, color=color, alpha=0.2, lw=0)
-    return [x]
 
 def plot_checkpoints(ax, ds, name, runs: list[RunInfo], scale=1.0, **sel) -> np.ndarray:
-    """One line per optimiser of a checkpoint variable (seeds as mean ± sd, :func:`draw_seeds`);
-    returns all x values drawn."""
+    """One line per optimiser of a checkpoint variable (seeds aggregated, :func:`draw_group`); returns
+    all x values drawn. ``sel`` picks e.g. ``layer=``."""
     xs = []
     for group in seed_groups(runs):
         series = [(r, *checkpoint_series(ds, name, r.index, **sel)) for r in group]
-        series = [(r, x, y) for r, x, y in series if y.size]
-        if series:
-            xs += draw_seeds(ax, series, scale=scale)
+        xs += draw_group(ax, [(r, x, y) for r, x, y in series if y.size], scale=scale)
     return np.concatenate(xs) if xs else np.array([])
 
+
+def drawn_values(ax) -> np.ndarray:
+    """Every y value of the lines and bands drawn in ``ax`` (for choosing its value scale)."""
+    parts = [np.asarray(line.get_ydata(), dtype=float).ravel() for line in ax.get_lines()]
+    for collection in ax.collections:
+        for path in collection.get_paths():
+            parts.append(np.asarray(path.vertices[:, 1], dtype=float))
+    return np.concatenate(parts) if parts else np.array([])
+
+
 def mark_phases(ax, ds: xr.Dataset, runs: list[RunInfo]) -> None:
-    """A dashed vertical line in the run's colour at every optimiser switch (``phase`` changes), and a
-    dotted one where the run's inputs became non-finite (:func:`reports.plotting.mark_divergence`)."""
+    """A dashed vertical line in the run's colour at every optimiser switch (``phase`` changes), one
+    mark per optimiser and step however many seeds switched there; and a dotted one where the run's
+    inputs became non-finite (:func:`reports.plotting.mark_divergence`)."""
     p.mark_divergence(ax, ds, runs)
+    seen = set()
     for r in runs:
         for step, index in phase_switches(ds, r.index):
+            if (r.optimizer, step) in seen:
+                continue
+            seen.add((r.optimizer, step))
             ax.axvline(step, color=r.color, ls="--", lw=1, alpha=0.8)
             ax.annotate(f"phase {index + 1}", (step, 1), xycoords=("data", "axes fraction"), fontsize="x-small",
                         color=r.color, rotation=90, va="top", ha="right")
+
 
 def final_index(values: np.ndarray) -> int:
     """Last index along axis 0 whose slice is all finite (else any finite; else the last)."""
@@ -88,7 +70,9 @@ def final_index(values: np.ndarray) -> int:
             return ok[-1]
     return values.shape[0] - 1
 
+
 def layer_grid(ds: xr.Dataset, width=3.6, height=3.0):
+    """(figure, axes, layers): one panel per layer, at most 4 per row."""
     layers = dim_values(ds, "layer")
     if not layers:
         raise ValueError("analysis Dataset has no 'layer' dim")
@@ -99,18 +83,64 @@ def layer_grid(ds: xr.Dataset, width=3.6, height=3.0):
         ax.set_visible(False)
     return fig, axes.ravel()[: len(layers)], layers
 
-def plot_by_layer(ax, ds, name, runs, scale=1.0) -> None:
-    """Value per layer at the first (dotted) and last (solid) checkpoint of every run."""
+
+def plot_by_layer(ax, ds, name, runs, scale=1.0) -> list[tuple[object, str]]:
+    """Value per layer at the first (dotted) and last (solid) checkpoint with values, one line each per
+    optimiser: the mean over its seeds with ± 1 sd error bars (several seeds). Returns the style key."""
     layers = dim_values(ds, "layer")
     pos = np.arange(len(layers))
-    for r in runs:
-        values = ds[name].isel(run=r.index).transpose("checkpoint", "layer").values * scale
-        first = next((v for v in values if np.isfinite(v).any()), None)
-        last = values[final_index(values)]
-        if first is None:
+    for group in seed_groups(runs):
+        firsts, lasts = [], []
+        for r in group:
+            values = ds[name].isel(run=r.index).transpose("checkpoint", "layer").values * scale
+            first = next((v for v in values if np.isfinite(v).any()), None)
+            if first is not None:
+                firsts.append(first)
+                lasts.append(values[final_index(values)])
+        if not firsts:
             continue
-        ax.plot(pos, last, color=r.color, ls="-", marker="o", label=f"{p.short(r.label)} (end)")
-        ax.plot(pos, first, color=r.color, ls=":", marker=".", alpha=0.8, label=f"{p.short(r.label)} (init)")
+        color = group[0].color
+        label = p.short(group[0].label) if len(firsts) == 1 else \
+            f"{p.short(group[0].optimizer)} (mean ± sd, {len(firsts)} seeds)"
+        for stack, ls, marker, text in ((lasts, "-", "o", label), (firsts, ":", ".", "_" + label)):
+            mean, sd = _column_mean_sd(np.asarray(stack, dtype=float))
+            ax.errorbar(pos, mean, yerr=sd, color=color, ls=ls, marker=marker, capsize=2 if sd is not None else 0,
+                        label=text, alpha=1.0 if ls == "-" else 0.8)
     ax.set_xticks(pos, [p.display_name(layer) for layer in layers], rotation=30 if len(layers) > 4 else 0)
     ax.set_xlabel("layer (input → output)")
     ax.grid(alpha=0.3)
+    return p.style_key(("-", "at the end"), (":", "at initialisation"))
+
+
+def _column_mean_sd(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per column of (seeds, n): the mean of the finite values and their sample sd (NaN where fewer
+    than 2); sd None for a single seed."""
+    finite = np.isfinite(stack)
+    count = finite.sum(axis=0)
+    mean = np.where(count > 0, np.where(finite, stack, 0.0).sum(axis=0) / np.maximum(count, 1), np.nan)
+    if stack.shape[0] < 2:
+        return mean, None
+    squares = np.where(finite, (stack - mean) ** 2, 0.0).sum(axis=0)
+    return mean, np.where(count >= 2, np.sqrt(squares / np.maximum(count - 1, 1)), np.nan)
+
+
+def model_dtype(ds: xr.Dataset) -> str | None:
+    """The model dtype of the runs ("float32", "float64", ...) from the configs the analysis carries,
+    when every run that states one states the same; None otherwise."""
+    dtypes = set()
+    for key in ("configs", "config"):
+        raw = ds.attrs.get(key)
+        try:
+            parsed = json.loads(raw) if isinstance(raw, str) else None
+        except ValueError:
+            continue
+        if not isinstance(parsed, dict):
+            continue
+        configs = parsed.values() if key == "configs" else [parsed]
+        for config in configs:
+            dtype = (config.get("model") or {}).get("dtype") if isinstance(config, dict) else None
+            if isinstance(dtype, str):
+                dtypes.add(dtype)
+        if dtypes:
+            break
+    return dtypes.pop() if len(dtypes) == 1 else None

@@ -97,3 +97,23 @@ def write_legacy_analysis(store):
     legacy.attrs.pop("source")
     legacy.to_zarr(store, group="analysis", mode="w", consolidated=False, zarr_format=3)
     return store
+
+
+def resume_keeping_stale_analysis(store, resume):
+    """Call ``resume()`` (which continues ``store``; the writer then removes its analysis group) and put
+    the analysis of before back, listed in the commit record: the stale state that versions before
+    issue 22 left after a resume (and that a restored backup or a copied group still leaves)."""
+    import shutil
+    from pathlib import Path
+
+    from analysis.store_io import rewrite_root
+
+    store = Path(store)
+    saved = store.parent / f"{store.name}-analysis-saved"
+    shutil.copytree(store / "analysis", saved)
+    resume()
+    assert not (store / "analysis").exists()   # removed by the writer before the data changed
+    shutil.copytree(saved, store / "analysis")
+    shutil.rmtree(saved)
+    rewrite_root(store, with_analysis=True)
+    return store

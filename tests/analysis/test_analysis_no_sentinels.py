@@ -39,7 +39,7 @@ def test_different_lengths_schedules_and_parameters(tmp_path):
               write(tmp_path / "adam.zarr", depth=2, steps=22, checkpoint_every=3, optimizer="adam"),   # 8 checkpoints
               write(tmp_path / "gn.zarr", depth=3, steps=4, checkpoint_every=1, optimizer="gn")]        # 4, other params
     ds = open_runs(stores)
-    assert sorted(no_integer_fill(ds)) == ["checkpoint", "seed", "step"]
+    assert sorted(no_integer_fill(ds)) == ["checkpoint", "ntk_mode", "seed", "step"]
     steps = ds["checkpoint_step"]
     assert steps.dtype == np.float64
     np.testing.assert_array_equal(steps.sel(run="sgd").values, [0, 5, 10] + [np.nan] * 5)

@@ -55,6 +55,7 @@ def differs_only_at(ds, clean_ds, nan_at):
 
 
 LAYER1 = (slice(None), 1)   # (checkpoint, layer) selections
+NTK_SPECTRUM = ("ntk_eigenvalues", "ntk_label_alignment", "ntk_condition_number")   # of that checkpoint's kernel
 CASES = {
     # the example: a NaN representation at the last of 4 checkpoints
     "rep at the last checkpoint": (("checkpoints", "rep_blocks__1", (3, 5, 2), np.nan), 30,
@@ -64,10 +65,11 @@ CASES = {
                                      "probe_accuracy": (0, 0)}),
     "ntk in the middle": (("checkpoints", "ntk", (1, 0, 1), np.nan), 10,
                           {"ntk_alignment_init": 1, "ntk_velocity": [1, 2], "ntk_target_alignment": 1,
-                           "ntk_effective_rank": 1}),
+                           "ntk_effective_rank": 1, **dict.fromkeys(NTK_SPECTRUM, 1)}),
     "ntk at the first checkpoint": (("checkpoints", "ntk", (0, 2, 2), -np.inf), 0,
                                     {"ntk_alignment_init": slice(None), "ntk_velocity": [0, 1],
-                                     "ntk_target_alignment": 0, "ntk_effective_rank": 0}),
+                                     "ntk_target_alignment": 0, "ntk_effective_rank": 0,
+                                     **dict.fromkeys(NTK_SPECTRUM, 0)}),
     "parameter at one checkpoint": (("params", WEIGHT, (2, 0, 0), np.inf), 20,
                                     {name: (2, 0) for name in ("weight_rel_change", "weight_cosine_init",
                                                                "weight_delta_norm")}),

@@ -14,6 +14,8 @@ from analysis import analyze
 from analysis_runs_fixture import write_run
 from analysis_textbook import linear_cka_textbook
 from dynamics import open_run
+from dynamics.linearize import LINEAR_SCALARS
+from dynamics.sharpness import SHARPNESS_SCALARS
 from dynamics.errors import StoreError
 
 SCHEMA_VARIABLES = {
@@ -29,6 +31,9 @@ SCHEMA_VARIABLES = {
     "other_change_smooth": ("step",), "transfer_smooth": ("step",), "next_change": ("step",),
     "next_change_smooth": ("step",), "own_log_change": ("step",), "next_log_change": ("step",),
     "other_log_change": ("step",), "phase": ("step",),
+    "ntk_eigenvalues": ("checkpoint", "ntk_mode"), "ntk_label_alignment": ("checkpoint", "ntk_mode"),
+    "ntk_condition_number": ("checkpoint",),
+    **{name: ("checkpoint",) for name in (*LINEAR_SCALARS, *SHARPNESS_SCALARS)},
 }
 
 
@@ -48,7 +53,7 @@ def raw(store, group):
 
 def test_schema_of_the_analysis_dataset(result):
     assert {name: result[name].dims for name in result.data_vars} == SCHEMA_VARIABLES
-    assert result.sizes == {"checkpoint": 4, "layer": 2, "param": 8, "step": 30}
+    assert result.sizes == {"checkpoint": 4, "layer": 2, "param": 8, "step": 30, "ntk_mode": 24}
     assert list(result["layer"].values) == ["blocks__0", "blocks__1"]
     assert "blocks__0__F__linear__weight" in list(result["param"].values)
     np.testing.assert_array_equal(result["checkpoint_step"].values, [0, 10, 20, 30])

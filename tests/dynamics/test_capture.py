@@ -156,8 +156,9 @@ def test_module_called_twice_raises_and_hooks_are_removed():
         capture_representations(model, _inputs(5, 3, 0), ["shared"])
     model.fail = True
     model.train()
-    with pytest.raises(RuntimeError, match="forward failed"):
+    with pytest.raises(RuntimeError, match="forward failed") as info:
         capture_representations(model, _inputs(5, 3, 0), ["linear", "shared"])
+    assert "on x = tensor (5, 3) float64" in "".join(info.value.__notes__)
     assert all(not m._forward_hooks for m in model.modules())
     assert model.training
 

@@ -222,7 +222,7 @@ def test_bad_constructor_arguments(tmp_path):
         (dict(probe=x), TypeError, "probe must be a pair"),
         (dict(probe=(bad_x, y)), ValueError, "probe x contains NaN or Inf"),
         (dict(probe=(x, y[:3])), ValueError, "7 samples but y has 3"),
-        (dict(probe=(x.long(), y)), TypeError, "floating point"),
+        (dict(probe=(x.long(), y)), ValueError, r"probe x of shape \(7, 6\) does not fit the model.*int64"),
         (dict(config=[1]), TypeError, "config must be a dict"),
         (dict(layers=["nope"]), ValueError, "nope"),
         (dict(schedule=3), TypeError, "3"),

@@ -1,5 +1,7 @@
 """A realistic synthetic analysis Dataset with exactly the variables of docs/DESIGN.md §6 "Analysis".
 
+With ``diagnostics`` it also holds the NTK spectrum and the lazy-regime variables (linearised twin, sharpness),
+as an analysis of runs trained with ``train.linearized`` and ``train.sharpness`` does.
 The numbers imitate what the paper reports: exact GN fits each mini-batch (own-batch loss change
 near -60 %) while other batches barely move (transfer near 0), its NTK and representations stay
 close to initialisation (lazy regime) and it generalises worse than SGD/Adam.
@@ -96,8 +98,10 @@ def one_run(optimizer: str, seed: int, n_steps: int, rng: np.random.Generator) -
     return ds
 
 
-def make_analysis(optimizers=("gn", "sgd", "adam"), seeds=(0,), n_steps=400, rng_seed=0) -> xr.Dataset:
-    """Combined analysis Dataset (dims run, checkpoint, step, layer, param, run_) with ``cka_between``."""
+def make_analysis(optimizers=("gn", "sgd", "adam"), seeds=(0,), n_steps=400, rng_seed=0,
+                  diagnostics=True) -> xr.Dataset:
+    """Combined analysis Dataset (dims run, checkpoint, step, layer, param, run_) with ``cka_between``, and
+    (``diagnostics``) the NTK spectrum and the variables of train.linearized / train.sharpness (:func:`with_lazy`)."""
     rng = np.random.default_rng(rng_seed)
     runs, labels, opts, seed_list = [], [], [], []
     for opt in optimizers:
@@ -120,4 +124,48 @@ def make_analysis(optimizers=("gn", "sgd", "adam"), seeds=(0,), n_steps=400, rng
     ds["cka_between"] = (("run", "run_", "checkpoint", "layer"), between)
     ds = ds.assign_coords(run_=labels)
     ds.attrs = {"config": json.dumps(CONFIG)}
-    return ds
+    return with_lazy(ds) if diagnostics else ds
+
+
+LR = {"gn": 0.1, "sgd": 0.3, "adam": 0.01}
+DISTANCE = {"gn": 0.05, "sgd": 0.3, "adam": 0.6}
+
+
+def final_distance(distance, opt, seed):
+    """GN's distance grows faster with the seed than the others', so the GN/Adam ratio differs by seed."""
+    return distance.get(opt, 0.4) * (1 + (0.1 if opt == "gn" else 0.05) * seed)
+
+
+def with_lazy(ds, distance=DISTANCE, modes=16):
+    """``ds`` (combined) with every lazy-regime variable: per run, values that grow over the checkpoints to a final
+    value set by the optimiser (and the seed), NaN where they are undefined."""
+    runs, checkpoints = ds.sizes["run"], ds.sizes["checkpoint"]
+    t = np.linspace(0, 1, checkpoints)
+    values = {name: np.full((runs, checkpoints), np.nan) for name in (
+        "linearized_distance_test", "linearized_distance_probe", "linearized_test_acc", "sharpness", "ggn_sharpness",
+        "preconditioned_sharpness", "sharpness_threshold", "ntk_condition_number")}
+    eigen = np.full((runs, checkpoints, modes), np.nan)
+    align = np.full((runs, checkpoints, modes), np.nan)
+    for r, (opt, seed) in enumerate(zip(ds["optimizer"].values, ds["seed"].values)):
+        final = final_distance(distance, opt, seed)
+        values["linearized_distance_test"][r, 1:] = final * t[1:]
+        values["linearized_distance_probe"][r, 1:] = 0.9 * final * t[1:]
+        values["linearized_test_acc"][r] = ds["test_acc"].values[r] - 0.02
+        values["sharpness"][r] = 1 + 10 * t * (seed + 1)
+        values["ggn_sharpness"][r] = 0.9 * values["sharpness"][r]
+        if opt == "sgd":
+            values["sharpness_threshold"][r] = 2 / LR[opt]
+        if opt == "adam":
+            values["sharpness_threshold"][r, 1:] = 38 / LR[opt]
+            values["preconditioned_sharpness"][r, 1:] = 1000 * t[1:] * (seed + 1)
+        spectrum = np.geomspace(100, 1, modes)[None, :] * (1 + t[:, None] * (3 if opt == "gn" else 1))
+        eigen[r] = spectrum
+        align[r] = np.cumsum(np.full(modes, 1 / modes))[None, :] * np.ones((checkpoints, 1))
+        values["ntk_condition_number"][r] = spectrum[:, 0] / spectrum[:, -1]
+    out = ds.assign_coords(ntk_mode=np.arange(1, modes + 1))
+    for name, array in values.items():
+        out[name] = (("run", "checkpoint"), array)
+    out["ntk_eigenvalues"] = (("run", "checkpoint", "ntk_mode"), eigen)
+    out["ntk_label_alignment"] = (("run", "checkpoint", "ntk_mode"), align)
+    return out
+

@@ -99,6 +99,8 @@ def test_cli_option(folder, tmp_path, capsys):
     assert xr.open_zarr(exp / "adam.zarr", group="analysis").attrs["kernel_alignment"] == "centred"
     assert main(["report", str(exp), "--centered-alignment"]) == 0
     assert "NTK alignments here are the centred" in (exp / "report.html").read_text(encoding="utf-8")
-    assert main(["compare", str(exp), "--out", str(tmp_path / "c.html"), "--centered-alignment"]) == 0
+    shutil.copytree(exp, tmp_path / "cli2")   # compare needs two experiments
+    assert main(["compare", str(exp), str(tmp_path / "cli2"), "--out", str(tmp_path / "c.html"),
+                 "--centered-alignment"]) == 0
     assert "NTK alignments here are the centred" in (tmp_path / "c.html").read_text(encoding="utf-8")
     capsys.readouterr()

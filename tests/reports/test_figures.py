@@ -4,6 +4,7 @@ uses a log step axis when steps span decades, and refuses clearly when its quant
 import matplotlib.colors as mcolors
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from synthetic import make_analysis
 
@@ -36,25 +37,45 @@ def test_figure_has_labelled_axes_and_renders(drawn, name):
     assert png[:4] == b"\x89PNG"
 
 
+def _legend_entries(fig):
+    """(text, handle) of the figure's legends."""
+    out = []
+    for legend in fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]:
+        out += list(zip([t.get_text() for t in legend.get_texts()], legend.legend_handles))
+    return out
+
+
+def _handle_color(handle):
+    color = handle.get_color() if hasattr(handle, "get_color") else handle.get_facecolor()
+    return mcolors.to_hex(color if isinstance(color, str) or np.ndim(color) == 1 else color[0]).upper()
+
+
 @pytest.mark.parametrize("name", ["loss_accuracy", "ntk_dynamics", "cka_to_init", "effective_rank",
                                   "probe_accuracy", "gn_residual", "weight_change", "batch_loss_change"])
 def test_lines_use_the_optimizer_colour(drawn, name, analysis_ds):
+    """Every optimiser's legend entry and every line drawn in its name carry its palette colour."""
     seen = {}
-    for ax in _visible_axes(drawn[name]):
-        for line in ax.get_lines():
-            label = line.get_label().split(":")[0].split(" (")[0]
-            if label in ("gn", "sgd", "adam"):
-                seen.setdefault(label, set()).add(mcolors.to_hex(line.get_color()).upper())
+    for text, handle in _legend_entries(drawn[name]):
+        label = text.split(" (")[0]
+        if label in ("gn", "sgd", "adam"):
+            seen.setdefault(label, set()).add(_handle_color(handle))
     expected = {"gn", "sgd", "adam"} if name != "gn_residual" else {"gn"}
     assert set(seen) == expected
     for label, colors in seen.items():
         assert colors == {optimizer_color(label).upper()}
+    palette = {optimizer_color(o).upper() for o in ("gn", "sgd", "adam")}
+    for ax in _visible_axes(drawn[name]):
+        for line in ax.get_lines():
+            if line.get_linestyle() in ("None", "") and line.get_marker() in ("_", "|"):
+                continue   # error-bar caps: drawn in their marker colour
+            color = mcolors.to_hex(line.get_color()).upper()
+            assert color in palette or color in ("#808080", "#595959", "#404040"), (name, color)  # greys: zero, error bars
 
 
 def test_legends_name_the_runs(drawn):
     for name in ("loss_accuracy", "ntk_dynamics", "gn_residual", "weight_change"):
-        texts = {t.get_text() for ax in drawn[name].axes if ax.get_legend() for t in ax.get_legend().get_texts()}
-        assert any(t == "gn" or t.startswith("gn:") for t in texts), (name, texts)
+        texts = {t for t, _ in _legend_entries(drawn[name])}
+        assert "gn" in texts, (name, texts)
 
 
 def test_step_axis_is_log_when_steps_span_decades(drawn):
@@ -135,16 +156,23 @@ def test_single_seed_runs_keep_their_labels(analysis_ds):
     assert labels == ["gn", "sgd", "adam"]
 
 
-def test_long_legends_go_outside_the_axes():
-    from reports.plotting import legend
+def test_long_legends_are_bounded_and_below_the_axes():
+    """However many entries, one figure legend below the axes, at most MAX_LEGEND entries."""
+    from reports.plotting import MAX_LEGEND, legend, new_figure
 
-    for n, outside in ((3, False), (7, True)):
-        ax = Figure().subplots()
+    for n in (3, 7, 60):
+        fig, axes = new_figure(1)
         for i in range(n):
-            ax.plot([0, 1], [i, i], label=f"run {i}")
-        legend(ax)
-        anchor = ax.get_legend().get_bbox_to_anchor().transformed(ax.transAxes.inverted())
-        assert bool(anchor.x0 > 1.0) is outside
+            axes[0, 0].plot([0, 1], [i, i], label=f"run {i}")
+        legend(fig)
+        (box,) = fig.legends
+        texts = [t.get_text() for t in box.get_texts()]
+        assert len(texts) == min(n, MAX_LEGEND)
+        if n > MAX_LEGEND:
+            assert texts[-1] == f"… and {n - MAX_LEGEND + 1} more (see the tables)"
+        FigureCanvasAgg(fig).draw()
+        assert box.get_window_extent().y1 <= axes[0, 0].get_window_extent().y0
+        assert fig.get_figheight() < 3.4 + 7 * 0.24 + 0.2   # at most 7 rows of entries
 
 
 def test_weight_change_is_norm_weighted_with_weights_and_biases_apart(analysis_seeds):
@@ -162,10 +190,10 @@ def test_weight_change_is_norm_weighted_with_weights_and_biases_apart(analysis_s
                 init = ds["weight_init_norm"].isel(run=i).values[mask]
                 per_seed.append(100 * np.sqrt((delta ** 2).sum(axis=1)) / np.sqrt((init ** 2).sum()))
             want = np.mean(per_seed, axis=0)
-            got = lines[f"{optimizer} (mean ± sd, 2 seeds): {kind}"]
+            got = lines[f"{'_' if kind == 'biases' else ''}{optimizer} (mean ± sd, 2 seeds)"]
             np.testing.assert_allclose(got.get_ydata(), want, rtol=1e-12)
     # a plain mean over tensors would be dominated by the biases; the weighted one is not
-    weights_line = lines["gn (mean ± sd, 2 seeds): weights"].get_ydata()
+    weights_line = lines["gn (mean ± sd, 2 seeds)"].get_ydata()
     plain = 100 * ds["weight_rel_change"].isel(run=0).values.mean(axis=1)
     assert not np.allclose(weights_line, plain)
 
@@ -179,7 +207,7 @@ def test_ragged_runs_drop_padding(analysis_ds):
     sgd = [line for line in fig.axes[3].get_lines() if line.get_label() == "sgd"][0]
     assert len(sgd.get_xdata()) == ragged.sizes["checkpoint"] - 2 and np.isfinite(sgd.get_ydata()).all()
     own = [line for line in figures.batch_loss_change(ragged).axes[0].get_lines()
-           if line.get_label() == "sgd: own batch"][0]
+           if line.get_label() == "sgd"][0]
     assert own.get_xdata().max() == 100
 
 

@@ -84,11 +84,11 @@ def test_missing_quantities_are_listed_not_drawn():
     page = report_html(ds, title="first-order only")
     doc = parse(page)
     assert doc.errors == []
-    assert len(doc.images) == len(FIGURES) - 3  # no NTK, no GN residual, no between-runs CKA
+    assert len(doc.images) == len(FIGURES) - 4  # no NTK (dynamics, spectrum), no GN residual, no between-runs CKA
     not_shown = page.split("<h2>Not shown</h2>")[1]
-    for needed in ("ntk_alignment_init", "gn_residual", "cka_between"):
+    for needed in ("ntk_alignment_init", "ntk_eigenvalues", "gn_residual", "cka_between"):
         assert needed in not_shown
-    findings = page.split("<h2>Findings</h2>")[1].split("<h2>Figures</h2>")[0]
+    findings = page.split("<h2>Findings</h2>")[1].split("<h2>Figures</h2>")[0].split("<h2>Lazy regime</h2>")[0]
     sentences = findings.split('<ul class="findings">')[1]
     assert "NTK" not in sentences and "residual" not in sentences and "SGD&#x27;s updates" in sentences
     sgd_row = findings.split("SGD</td>")[1].split("</tr>")[0]

@@ -141,3 +141,36 @@ def test_user_errors_are_dynamics_errors_and_the_cli_prints_one_line(tmp_path):
         pytest.skip("dynamics.cli not present")
     assert result.returncode == 2, result.stderr
     assert "missing" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_single_run_report_shows_its_stores_status(tmp_path):
+    """Issue #25 §2: the report of one complete store named as the user likes showed status "—"."""
+    from real_runs import recorded_run
+
+    store = recorded_run(tmp_path / "mine.zarr", {"note": "a user's loop"})
+    page = reports.write_report(store).read_text(encoding="utf-8")
+    runs = page.split("<h2>Runs and configuration</h2>")[1].split("<h2>")[0]
+    assert "<td>complete</td>" in runs and "<td>—</td>" not in runs.split("</tr>")[1]
+
+
+def test_compare_lists_only_the_settings_that_differ(tmp_path):
+    """Issue #25 §2: one changed setting read "21 settings differ" (per-optimiser options and run names
+    counted as differences). Two experiments that differ in GN's learning rate and in their seeds."""
+    from reports.compare import _differing_settings
+
+    def run(optimizer, seed, lr):
+        options = {"lr": lr, "combine": "exact", "truncation": "exact"} if optimizer == "gn" else \
+            {"lr": lr, "betas": [0.9, 0.999]}
+        return {"optimizer": optimizer, "seed": seed, "optimizer_options": options,
+                "train": {"seed": seed, "epochs": 20, "optimizers": ["gn", "adam"]},
+                "model": {"hidden": 512}, "data": {"name": "mnist1d"}}
+
+    first = {f"{o}-seed{s}": run(o, s, 0.1 if o == "gn" else 0.01) for o in ("gn", "adam") for s in (0, 1, 2)}
+    second = {o: run(o, 0, 0.3 if o == "gn" else 0.01) for o in ("gn", "adam")}
+    rows = _differing_settings({"a": first, "b": second})
+    assert rows == [["optimizer_options.lr", "gn: 0.1; adam: 0.01", "gn: 0.3; adam: 0.01"],
+                    ["seeds", "0, 1, 2", "0"]]
+    assert _differing_settings({"a": first, "b": dict(first)}) == []
+    third = {**second, "kgn": run("kgn", 0, 0.5)}   # an optimiser only one experiment ran: not a "setting"
+    third["kgn"]["train"]["optimizers"] = ["gn", "adam"]
+    assert [r[0] for r in _differing_settings({"b": second, "c": third})] == []

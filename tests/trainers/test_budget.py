@@ -25,6 +25,9 @@ def test_needed_bytes_is_the_documented_sum():
     total, trained = model_elements("revmlp", 64, 10, 2, 10)
     assert needed_bytes(config, "adam", 64, 10) == 4 * (4 * total + 5 * 10 * 2)
     assert needed_bytes(config, "kgn", 64, 10) == 4 * (4 * total + 5 * 10 * 2 + 5 * 10 * trained)
+    twin = config.with_overrides({"train.linearized": True})   # the twin: 3 more copies, kgn a second Jacobian
+    assert needed_bytes(twin, "adam", 64, 10) == 4 * (7 * total + 5 * 10 * 2)
+    assert needed_bytes(twin, "kgn", 64, 10) == 4 * (7 * total + 5 * 10 * 2 + 2 * 5 * 10 * trained)
 
 
 def test_check_memory_refuses_with_the_estimate():

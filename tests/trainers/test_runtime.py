@@ -8,38 +8,29 @@ import pytest
 import torch
 
 from dynamics.errors import ConfigError
-from trainers.runtime import (apply_threads, check_threads, default_threads, resolve_device, thread_settings,
-                              thread_share)
+from trainers.runtime import apply_threads, check_threads, concurrent_runs, resolve_device, thread_settings
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-@pytest.mark.parametrize("concurrent, cores, busy, expected", [
-    (1, 2, 0.0, 2),     # one run, idle machine: all cores
-    (1, 2, 1.0, 1),     # one other busy program on 2 cores: the free core
-    (1, 2, 3.2, 1),     # overloaded: never fewer than one
-    (2, 2, 0.0, 1),     # two runs share two cores
-    (3, 16, 0.0, 5),    # floor(16 / 3)
-    (4, 16, 13.6, 2),   # 16 - 14 busy
-    (8, 4, 0.0, 1),     # more runs than cores: one each
+@pytest.mark.parametrize("threads, runs, cores, expected", [
+    (1, 9, 2, 2),       # the default run on 2 cores: two runs at a time, one thread each
+    (2, 9, 2, 1),       # two threads per run fill the machine: one at a time
+    (1, 1, 16, 1),      # never more processes than runs
+    (3, 9, 16, 5),      # floor(16 / 3)
+    (4, 2, 2, 1),       # more threads than cores: still one
 ])
-def test_thread_share_is_the_share_of_free_cores(concurrent, cores, busy, expected):
-    brute = max(1, min(cores // concurrent, cores - int(busy + 0.5)))
-    assert thread_share(concurrent, cores, busy) == expected == brute
+def test_concurrent_runs_fill_the_cores_once(threads, runs, cores, expected):
+    brute = max(1, min(runs, cores // threads))
+    assert concurrent_runs(threads, runs, cores) == expected == brute
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
-def test_thread_share_rejects_bad_counts(bad):
-    with pytest.raises(ValueError, match="concurrent"):
-        thread_share(bad, 4)
-    with pytest.raises(ValueError, match="cores"):
-        thread_share(1, bad)
-
-
-def test_default_threads_within_the_share():
-    cores = len(os.sched_getaffinity(0))
-    assert 1 <= default_threads(1) <= cores
-    assert default_threads(cores + 1) == 1
+def test_concurrent_runs_rejects_bad_counts(bad):
+    with pytest.raises(ValueError, match="threads"):
+        concurrent_runs(bad, 4)
+    with pytest.raises(ValueError, match="runs"):
+        concurrent_runs(1, bad)
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.0, None, True])

@@ -93,10 +93,28 @@ def test_second_sigterm_stops_at_once_and_still_releases_the_lock(tmp_path):
 
 
 def test_run_stopped_by_sigterm_leaves_resumable_stores(tmp_path):
+    """One run at a time (--workers 1): the first run is interrupted, the second never starts."""
     config = tmp_path / "tiny.toml"
     config.write_text(TINY)
     out = tmp_path / "exp"
-    process = _start(["run", "--config", str(config), "--out", str(out)], out / "adam.zarr" / "resume" / "state.pt")
+    process = _start(["run", "--config", str(config), "--out", str(out), "--workers", "1"],
+                     out / "adam.zarr" / "resume" / "state.pt")
     process.send_signal(signal.SIGTERM)
     _check_interrupted(out / "adam.zarr", process, signal.SIGTERM)
     assert not (out / "sgd.zarr").exists() and not (out / "report.html").exists()
+
+
+@pytest.mark.slow
+def test_parallel_run_stopped_by_sigterm_exits_143_with_resumable_stores(tmp_path):
+    """Runs side by side (the default on 2 cores): SIGTERM to the driver stops every running run at its
+    next step (the stop file), exit status 143 as for one process; --resume ends the experiment."""
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    out = tmp_path / "exp"
+    process = _start(["run", "--config", str(config), "--out", str(out), "--workers", "2"],
+                     out / "adam.zarr" / "resume" / "state.pt")
+    process.send_signal(signal.SIGTERM)
+    _check_interrupted(out / "adam.zarr", process, signal.SIGTERM)
+    assert not (out / "report.html").exists()
+    assert main(["run", "--config", str(config), "--out", str(out), "--resume", "--quiet"]) == 0
+    assert all(dynamics.open_run(out / name).attrs["status"] == "complete" for name in ("adam.zarr", "sgd.zarr"))
