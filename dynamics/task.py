@@ -5,7 +5,7 @@ labels, or the targets themselves) and the linear probes (accuracy, or R²) — 
 from a dtype alone. It is stated (``Recorder(..., task=...)``, or the key ``task`` of the config the
 Recorder stores), else inferred by :func:`infer_task`, and recorded in the run store as the root
 attributes ``task`` and ``task_source`` ("stated", "config" or "inferred: <why>"). Stores written before
-tasks were recorded are read with the same rule (:func:`recorded_task`).
+tasks were recorded are read with the same rule, the model's outputs unknown (:func:`recorded_task`).
 
 Inference (:func:`infer_task`), in order:
 
@@ -19,7 +19,8 @@ Inference (:func:`infer_task`), in order:
    by their dtype and the model's outputs per sample (``n_outputs``):
 
    - ``n_outputs`` = 1: regression (integer-valued regression, e.g. counts fitted by MSE), except
-     targets that are 0 and 1, which one logit trained with binary cross-entropy fits as well: ambiguous;
+     targets that are 0 and 1 (both present), which one logit trained with binary cross-entropy fits
+     as well: ambiguous;
    - ``n_outputs`` > 1 with every target < ``n_outputs``: an integer (or bool) dtype → classification;
      a floating-point dtype is ambiguous (class labels stored as floats, or integer-valued regression
      targets of a multi-output model), unless all targets are equal (placeholder targets: regression);
@@ -29,7 +30,11 @@ Inference (:func:`infer_task`), in order:
      floating-point dtype → regression.
 
    An ambiguous case raises ValueError asking the caller to state the task (``task=`` or the
-   config's ``task``): no quantity is computed for a task that was guessed.
+   config's ``task``): no quantity is computed for a task that was guessed. Every entry point that
+   creates a Recorder can state it: ``Recorder(task=...)``, the trainers (which state
+   "classification"), and the Lightning and Hugging Face callbacks (``task=``, passed on; the Hugging
+   Face one states the task of the model's own loss where transformers fixes it). On resume the
+   stored task decides an ambiguous case.
 
 A stated task is checked against the targets: "classification" needs integer-valued, non-negative
 labels (N,) or (N, 1) — any dtype that holds them exactly — or one-hot rows (N, C); "regression" takes

@@ -211,6 +211,11 @@ def test_ambiguous_targets_are_refused_and_columns_read_as_vectors():
     assert infer_task(floats)[0] == "regression"                            # outputs unknown: the old rule
     assert infer_task(np.array([[0], [2], [1]]), n_outputs=3)[0] == "classification"
     assert infer_task(np.array([[0.5], [2.0]]), n_outputs=1)[0] == "regression"
+    assert infer_task(np.array([[0], [2], [1]]))[0] == "classification"    # a column: as (N,), outputs unknown
+    k = np.cov(np.random.default_rng(0).normal(size=(3, 5)))               # any PSD 3×3 kernel
+    onehot = np.eye(3)[[0, 2, 1]]
+    assert target_alignment(k, np.array([[0], [2], [1]])) == pytest.approx(
+        alignment_textbook(k, onehot @ onehot.T), rel=1e-12)
     assert resolve_task(floats, task="classification", n_outputs=3) == ("classification", "stated")
     assert resolve_task(np.array([0.0, 1.0]), config={"task": "regression"}, n_outputs=1)[0] == "regression"
 
