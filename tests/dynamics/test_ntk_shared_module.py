@@ -1,14 +1,13 @@
 """A module registered under two names (``self.branch = nn.Sequential(self.shared, ...)``) through
-``empirical_ntk`` (found by helper break-1). The kernel is right, but on main torch.func.functional_call
-(tie_weights=True) leaves plain tensors in the shared module: afterwards the model's shared layer no
-longer receives gradients and stops training, silently. Reference: per-sample, per-output gradients by
-plain autograd on an untouched copy."""
+``empirical_ntk`` (found by helper break-1). torch.func.functional_call with tie_weights=True left plain
+tensors in the shared module: afterwards the model's shared layer no longer received gradients and
+stopped training, silently (fixed by dynamics/functional.py: tie_weights=False, every slot once).
+Reference: per-sample, per-output gradients by plain autograd on an untouched copy."""
 
 from __future__ import annotations
 
 import copy
 
-import pytest
 import torch
 from torch import nn
 
@@ -38,10 +37,6 @@ def _autograd_ntk(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nop,mop->nm", jac, jac)
 
 
-@pytest.mark.xfail(strict=True, reason="dynamics/ntk/generic.py calls functional_call with tie_weights=True, which "
-                                       "leaves functorch tensors in a module registered twice; fixed on branch "
-                                       "any-model (dynamics/functional.py: tie_weights=False, every slot once) — "
-                                       "remove this mark when it is merged")
 def test_the_ntk_of_a_model_with_a_shared_module_leaves_the_model_trainable():
     model = _Shared().double()
     x = torch.randn(6, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)

@@ -78,6 +78,15 @@ def test_a_resume_whose_model_changed_dtype_is_refused_before_any_row(tmp_path):
         assert not (path / ".lock").exists()
     xr.testing.assert_identical(open_run(path).load(), before)
 
+    path = tmp_path / "kernel.zarr"                 # no parameter stored: the float64 NTK alone is refused
+    with Recorder(path, _mlp(), (x, y), layers=[], params="none") as rec:
+        rec.checkpoint(0)
+    with pytest.raises(StoreError, match="cannot resume with this model: .*ntk.*stored as float32, got float64"):
+        Recorder(path, _mlp().double(), (x, y), layers=[], resume=True)
+    with Recorder(path, _mlp().double(), (x, y), layers=[], resume=True, ntk=False) as rec:
+        rec.checkpoint(1)                           # without the NTK nothing of float64 is stored: accepted
+    assert open_run(path)["checkpoints"]["checkpoint_step"].values.tolist() == [0, 1]
+
     path = tmp_path / "f64.zarr"
     with Recorder(path, _mlp().double(), (x.double(), y), layers=[]) as rec:
         rec.checkpoint(0)
