@@ -123,9 +123,12 @@ def as_targets(y: object, n: int, name: str = "y", *, task: str | None = None) -
 
 
 def as_labels(y: object, n: int, name: str = "y") -> np.ndarray:
-    """Integer class labels (N,) as int64 (one-hot rows (N, C) give the column of their 1); ValueError
-    if the length is not ``n`` or a label is < 0, TypeError for non-integer values."""
+    """Integer class labels (N,) as int64 (a column (N, 1) is read as (N,), as :mod:`dynamics.task`
+    reads it; one-hot rows (N, C) give the column of their 1); ValueError if the length is not ``n``
+    or a label is < 0, TypeError for non-integer values."""
     arr = _plain(y)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
     if arr.ndim == 2 and arr.shape[0] == n and arr.size and np.all((arr == 0) | (arr == 1)) \
             and np.all(arr.sum(axis=1) == 1):
         return arr.argmax(axis=1).astype(np.int64)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -46,7 +47,8 @@ from dynamics.pending import Outbox, PendingCheckpoint
 from dynamics import inputs
 from dynamics.ntk.api import ntk_dtype
 from dynamics.recorder_inputs import (as_tensors, check_options, check_probe_fits, check_probe_memory,
-                                      check_probe_paths, probe_array, probe_index_array, probe_inputs)
+                                      check_probe_paths, probe_array, probe_index_array, probe_inputs,
+                                      trained_parameters)
 from dynamics.recorder_open import open_store
 from dynamics.recorder_state import read_state, state_path, write_state
 from dynamics.recorder_values import NonfiniteValues
@@ -90,7 +92,10 @@ class Recorder:
         task: "classification" or "regression": what the probe targets are (root attribute ``task``;
             the analysis' kernel–target alignment and linear probes depend on it). None: the config's
             key ``task``, else inferred from the config's loss, the targets and the model's output
-            width (:mod:`dynamics.task`; a classification task needs non-negative integer labels).
+            width (:mod:`dynamics.task`; a classification task needs non-negative integer labels;
+            targets the rule finds ambiguous — 0/1 targets of a one-output model, float-typed labels
+            of a multi-output one — raise ValueError asking for ``task``, except on resume, where the
+            store's recorded task decides).
         ntk_background: compute the NTK of each stored checkpoint from a snapshot of
             the model on a worker thread, overlapping training (bit-identical to computing it at once;
             see :meth:`checkpoint`). Kernels are computed at once instead — :attr:`ntk_at_once`
@@ -104,8 +109,10 @@ class Recorder:
 
     Raises StoreError for an existing store without ``resume``, a missing/foreign store with
     ``resume``, a probe, config or set of trained parameters (names, shapes) that differs from the
-    stored one; StoreLockedError when another process writes to the store; ValueError for a
-    parameter or layer name the store cannot hold (:mod:`dynamics.store.names`) and for a probe the
+    stored one, and for parameters (or an NTK) of a dtype the resumed store's variables cannot hold
+    (float64 into float32); StoreLockedError when another process writes to the store; ValueError for a
+    parameter or layer name the store cannot hold (:mod:`dynamics.store.names`), for a lazy module
+    not initialised yet, for a model without trained parameters when ``ntk`` is True, and for a probe the
     model cannot take (the model is run on its first two inputs: wrong width, rank or dtype, an
     output without one row per input), for a model whose NTK or representations cannot be computed
     (tried on those two inputs) and for a probe whose N×N kernel cannot fit the device's memory (with
@@ -155,17 +162,23 @@ class Recorder:
             from dynamics.capture import resolve_layers
             self.layers = resolve_layers(model, layers)
         # canonical names: without wrappers' prefixes (torch.compile's _orig_mod., ...; dynamics.wrappers)
-        trained = [(name, tuple(p.shape)) for name, p in canonical_parameters(model).items()]
+        trained = trained_parameters(model, ntk)   # before any forward pass: a lazy module is refused
         first = next((p for p in model.parameters()), None)
         forward_drew, n_outputs = check_probe_fits(model, x, None if first is None else first.device,
                                                     None if first is None else first.dtype)
         check_probe_memory(model, n_probe, ntk)   # refuse a probe whose kernel cannot fit, with the estimate
         forward_drew = check_probe_paths(model, x, self.layers, ntk, ntk_chunk_size) or forward_drew
-        self.task, task_source = resolve_task(y, task=task, config=config, n_outputs=n_outputs)
+        try:
+            self.task, task_source = resolve_task(y, task=task, config=config, n_outputs=n_outputs)
+        except ValueError as err:   # targets the rule finds ambiguous: a resumed store's own task decides
+            if not resume or task is not None or (isinstance(config, dict) and config.get("task") is not None):
+                raise
+            self.task, task_source = None, str(err)
         self._x_probe = as_tensors(x)
         self.path = Path(path)
         self._writer, self._names, self.task = open_store(self.path, resume, x, y, config, params, index, trained,
-                                                          self.layers, self.task, task_source)
+                                                          self.layers, self.task, task_source,
+                                                          ntk_dtype(model) if ntk else None)
         self.params = schema.params_mode(self._writer.attrs)
         self._writer.set_attrs(status="running")
         committed = self._writer.committed
@@ -270,7 +283,8 @@ class Recorder:
         (a dtype change raises StoreError), here. Such a checkpoint waits in memory until its kernel is
         done (:class:`dynamics.pending.Outbox`): the next stored checkpoint waits for it and raises its
         error, if any (a note names the step; the checkpoint is dropped and ``close`` marks the store
-        "failed"). Metrics rows are never held back by a kernel.
+        "failed"); that call stores nothing either — a second note names its step, which may be
+        checkpointed again. Metrics rows are never held back by a kernel.
         """
         self._check_open()
         step = schema.check_step(step)
@@ -286,11 +300,11 @@ class Recorder:
             if self._outbox.due(count=False):
                 self._outbox.write_rows(wait=False)
             return False
-        self._outbox.hand_over(block=True)   # the previous checkpoint first: its kernel's error is raised here
         try:
+            self._outbox.hand_over(block=True)   # the previous checkpoint first: its kernel's error is raised here
             self._store_checkpoint(step, epoch_value, values)
-        except BaseException as err:
-            if not any(f"step {step}" in note for note in getattr(err, "__notes__", [])):
+        except BaseException as err:   # this step is not stored either: say so, also under an earlier step's error
+            if not any(re.search(rf"\bstep {step}\b", note) for note in getattr(err, "__notes__", [])):
                 err.add_note(f"(raised by the checkpoint at step {step}, which was not stored)")
             raise
         self._last_checkpoint_call = step

@@ -2,8 +2,9 @@
 the structure the model's forward takes — a tensor, a tuple or a dict of tensors or arrays, floating
 (finite), integer token ids or bool, every leaf with one leading sample dimension of the same length
 (:mod:`dynamics.inputs`) — labels of that length, inputs the model can take, and the NTK and the
-representations computed on two of them), the probe's positions in the data set, the memory the
-probe's NTK needs, and positive integer options (the names of the trained parameters:
+representations computed on two of them), the trained parameters (initialised; at least one when the NTK
+is recorded), the probe's positions in the data set, the memory the probe's NTK needs, and positive
+integer options (the names of the trained parameters:
 :mod:`dynamics.recorder_names`). Each check raises TypeError/ValueError naming the bad value."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dynamics import inputs
 from dynamics.convert import to_numpy
 from dynamics.ntk.background import call_noting_draws
 from dynamics.store import schema
+from dynamics.wrappers import canonical_parameters
 
 
 def probe_array(name: str, value: Any) -> np.ndarray:
@@ -86,6 +88,26 @@ def probe_index_array(value: Any, n: int) -> np.ndarray:
     if index.size and index.min() < 0:
         raise ValueError(f"probe_index must be >= 0, got {int(index.min())}")
     return index.astype(np.int64)
+
+
+def trained_parameters(model: nn.Module, ntk: bool) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+    """(canonical name, shape, dtype) of the parameters of ``model`` with ``requires_grad``, in its order
+    (:func:`dynamics.wrappers.canonical_parameters`: without wrappers' prefixes).
+
+    ValueError naming the parameters or buffers of a lazy module (``nn.LazyLinear``, ...) that are not
+    initialised yet: their shapes are unknown until the model's first forward pass, which must come from
+    the caller (it draws the initial values from the global generator), not from the Recorder's probe
+    check. With ``ntk``, ValueError for a model without a trained parameter: its NTK is undefined."""
+    lazy = [name for name, tensor in (*model.named_parameters(), *model.named_buffers()) if nn.parameter.is_lazy(tensor)]
+    if lazy:
+        raise ValueError(f"the parameters or buffers {', '.join(lazy)} of {type(model).__name__} are not initialised "
+                         f"yet (a lazy module): their shapes are unknown; run one forward pass of the model before "
+                         f"creating the Recorder")
+    trained = [(name, tuple(p.shape), p.dtype) for name, p in canonical_parameters(model).items()]
+    if ntk and not trained:
+        raise ValueError(f"{type(model).__name__} has no parameter with requires_grad=True, so its NTK is undefined; "
+                         f"pass ntk=False to record it without the NTK")
+    return trained
 
 
 def _expected_input(model: nn.Module) -> str:

@@ -5,23 +5,40 @@ labels, or the targets themselves) and the linear probes (accuracy, or R²) — 
 from a dtype alone. It is stated (``Recorder(..., task=...)``, or the key ``task`` of the config the
 Recorder stores), else inferred by :func:`infer_task`, and recorded in the run store as the root
 attributes ``task`` and ``task_source`` ("stated", "config" or "inferred: <why>"). Stores written before
-tasks were recorded are read with the same rule (:func:`recorded_task`).
+tasks were recorded are read with the same rule, the model's outputs unknown (:func:`recorded_task`).
 
 Inference (:func:`infer_task`), in order:
 
 1. a cross-entropy loss in the config (``loss`` or ``train.loss`` = "ce", "cross_entropy", "nll") →
    classification; the targets must then be class labels (ValueError otherwise);
-2. targets that cannot be class labels → regression: a floating-point dtype (1-D, or 2-D rows that
-   are not one-hot), negative values;
-3. 2-D targets whose rows are one-hot (0/1 with exactly one 1) → classification (label = the 1's column);
-4. 1-D integer (or bool) targets ≥ 0 → classification, unless the model has a single output (``n_outputs``
-   = 1: integer-valued regression, e.g. counts fitted by MSE); labels ≥ ``n_outputs`` > 1 are
-   ambiguous → ValueError asking the caller to state the task. With ``n_outputs`` unknown (a store
-   written before), integer labels are classes.
+2. targets of shape (N, 1) are read as a vector (N,) (a column of labels, or one regression target);
+3. targets that cannot be class labels → regression: non-integer or negative values, 2-D rows that
+   are not one-hot;
+4. 2-D targets whose rows are one-hot (0/1 with exactly one 1) → classification (label = the 1's column);
+5. 1-D targets that are non-negative integers — class labels, or integer-valued regression targets —
+   by their dtype and the model's outputs per sample (``n_outputs``):
+
+   - ``n_outputs`` = 1: regression (integer-valued regression, e.g. counts fitted by MSE), except
+     targets that are 0 and 1 (both present), which one logit trained with binary cross-entropy fits
+     as well: ambiguous;
+   - ``n_outputs`` > 1 with every target < ``n_outputs``: an integer (or bool) dtype → classification;
+     a floating-point dtype is ambiguous (class labels stored as floats, or integer-valued regression
+     targets of a multi-output model), unless all targets are equal (placeholder targets: regression);
+   - ``n_outputs`` > 1 with a target ≥ ``n_outputs``: not the model's class labels; a floating-point
+     dtype → regression, an integer dtype is ambiguous;
+   - ``n_outputs`` unknown (a store written before): an integer (or bool) dtype → classification, a
+     floating-point dtype → regression.
+
+   An ambiguous case raises ValueError asking the caller to state the task (``task=`` or the
+   config's ``task``): no quantity is computed for a task that was guessed. Every entry point that
+   creates a Recorder can state it: ``Recorder(task=...)``, the trainers (which state
+   "classification"), and the Lightning and Hugging Face callbacks (``task=``, passed on; the Hugging
+   Face one states the task of the model's own loss where transformers fixes it). On resume the
+   stored task decides an ambiguous case.
 
 A stated task is checked against the targets: "classification" needs integer-valued, non-negative
-labels (N,) — any dtype that holds them exactly — or one-hot rows (N, C); "regression" takes any real
-targets (N,) or (N, O).
+labels (N,) or (N, 1) — any dtype that holds them exactly — or one-hot rows (N, C); "regression" takes
+any real targets (N,) or (N, O).
 """
 
 from __future__ import annotations
@@ -61,12 +78,18 @@ def _as_targets(y: Any) -> np.ndarray:
     return y
 
 
+def _vector(y: np.ndarray) -> np.ndarray:
+    """Targets (N, 1) as (N,); others as they are."""
+    return y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
+
+
 def _is_one_hot(y: np.ndarray) -> bool:
     return y.ndim == 2 and bool(np.all((y == 0) | (y == 1))) and bool(np.all(y.sum(axis=1) == 1))
 
 
 def _label_problem(y: np.ndarray) -> str | None:
     """Why ``y`` cannot be class labels, or None when it can."""
+    y = _vector(y)
     if y.ndim == 2:
         return None if _is_one_hot(y) else f"targets of shape {y.shape} whose rows are not one-hot"
     if not np.all(np.isfinite(y.astype(np.float64))):
@@ -84,10 +107,11 @@ def infer_task(y: Any, *, loss: str | None = None, n_outputs: int | None = None)
     Args:
         y: the probe targets. loss: the training loss named by the config, if any. n_outputs: the
             model's outputs per sample (None when unknown).
-    Raises ValueError when a cross-entropy loss meets targets that are not class labels, or integer
-    labels reach beyond a multi-output model's outputs (state the task then).
+    Raises ValueError when a cross-entropy loss meets targets that are not class labels, and for the
+    ambiguous cases of rule 5 (0/1 targets of a one-output model; float-typed integers below a
+    multi-output model's width; integer labels beyond it): state the task then.
     """
-    y = _as_targets(y)
+    y = _vector(_as_targets(y))
     problem = _label_problem(y)
     if loss in CLASSIFICATION_LOSSES:
         if problem is not None:
@@ -98,14 +122,31 @@ def infer_task(y: Any, *, loss: str | None = None, n_outputs: int | None = None)
         return "regression", f"the probe has {problem}"
     if y.ndim == 2:
         return "classification", "the probe targets are one-hot rows"
-    if np.issubdtype(y.dtype, np.floating):
-        return "regression", f"the probe targets are floating-point ({y.dtype})"
+    floating = np.issubdtype(y.dtype, np.floating)
+    if n_outputs is None:
+        return ("regression", f"the probe targets are floating-point ({y.dtype})") if floating else \
+            ("classification", f"non-negative integer targets ({y.dtype})")
+    largest = int(y.max()) if y.size else 0
+    varied = np.unique(y).size > 1   # a single value (placeholder targets) tells no task apart: not ambiguous
     if n_outputs == 1:
-        return "regression", "integer targets and a model with one output"
-    if n_outputs is not None and y.size and int(y.max()) >= n_outputs:
-        raise ValueError(f"the probe targets are integers up to {int(y.max())} but the model has {n_outputs} "
-                         "outputs, so they are not its class labels; state task='classification' or 'regression'")
-    return "classification", f"non-negative integer targets ({y.dtype})"
+        if largest <= 1 and varied:
+            raise ValueError(f"the probe targets are 0 and 1 and the model has one output: binary class labels "
+                             "(one logit, trained with binary cross-entropy) or regression targets? State "
+                             "task='classification' or task='regression'")
+        return "regression", "integer-valued targets and a model with one output"
+    if largest < n_outputs:
+        if floating and varied:
+            raise ValueError(f"the probe targets are floating-point ({y.dtype}) but integer-valued in [0, {n_outputs}) "
+                             f"and the model has {n_outputs} outputs: class labels stored as floats, or integer-valued "
+                             "regression targets? State task='classification' or task='regression'")
+        if floating:
+            return "regression", f"constant floating-point targets ({y.dtype})"
+        return "classification", f"non-negative integer targets ({y.dtype}) below the model's {n_outputs} outputs"
+    if floating:
+        return "regression", (f"floating-point targets ({y.dtype}) up to {largest}, beyond the model's {n_outputs} "
+                              "outputs")
+    raise ValueError(f"the probe targets are integers up to {largest} but the model has {n_outputs} outputs, so they "
+                     "are not its class labels; state task='classification' or 'regression'")
 
 
 def resolve_task(y: Any, *, task: str | None = None, config: Any = None,
@@ -138,9 +179,9 @@ def recorded_task(attrs: dict[str, Any], y: Any, config: Any = None) -> tuple[st
 
 
 def class_labels(y: Any) -> np.ndarray:
-    """Class labels (N,) int64 of classification targets: labels as given, or the column of each
-    one-hot row. ValueError when ``y`` holds no class labels."""
-    y = _as_targets(y)
+    """Class labels (N,) int64 of classification targets: labels (N,) or (N, 1) as given, or the column
+    of each one-hot row. ValueError when ``y`` holds no class labels."""
+    y = _vector(_as_targets(y))
     problem = _label_problem(y)
     if problem is not None:
         raise ValueError(f"classification needs class labels, but the probe has {problem}")

@@ -93,6 +93,25 @@ def _items(micro: dict) -> int:
     return 1
 
 
+def known_task(model: torch.nn.Module) -> str | None:
+    """The task of ``model``'s own loss as transformers decides it, for :mod:`dynamics.task`: its
+    ``config.problem_type`` ("regression": MSE → "regression"; "single_label_classification":
+    cross-entropy → "classification"); unset, a ``...ForSequenceClassification`` model with
+    ``config.num_labels == 1`` fits MSE whatever the labels' dtype (its ``forward`` sets "regression")
+    → "regression". None otherwise (multi-label, token or language-model heads: the Recorder infers
+    the task from the probe targets and the number of logits)."""
+    config = getattr(model, "config", None)
+    problem = getattr(config, "problem_type", None)
+    if problem == "regression":
+        return "regression"
+    if problem == "single_label_classification":
+        return "classification"
+    if problem is None and type(model).__name__.endswith("ForSequenceClassification") \
+            and getattr(config, "num_labels", None) == 1:
+        return "regression"
+    return None
+
+
 class DynamicsCallback(transformers.TrainerCallback):
     """Record a ``transformers.Trainer`` run into the store at ``path`` (see the module docstring).
 
@@ -106,7 +125,10 @@ class DynamicsCallback(transformers.TrainerCallback):
         loss_after, next_batch, held_out: the extra losses (costs in the module docstring).
         evaluate: ``evaluate(model) -> {name: float}`` stored with each checkpoint.
         loggers: mirrors (:mod:`dynamics.mirrors`) that also get the store's scalars.
-        **recorder_options: passed to :class:`dynamics.Recorder` (config, ntk, params, flush_secs, ...).
+        **recorder_options: passed to :class:`dynamics.Recorder` (config, ntk, params, flush_secs,
+            task, ...). Without ``task`` (here or as the config's key ``task``), the task of the
+            model's own loss is stated where transformers fixes it (:func:`known_task`: the
+            ``problem_type``, or MSE for one label), else inferred from the probe targets.
     """
 
     def __init__(self, path: str | os.PathLike, probe: tuple[Any, Any], *, schedule: Callable[[int], bool] | None = None,
@@ -156,8 +178,12 @@ class DynamicsCallback(transformers.TrainerCallback):
         if step > 0 and resume and saved is None:
             warnings.warn(f"no {STATE_FILE} in the checkpoint of step {step}: {self.path} resumes at step {step}, "
                           f"and a row waiting for its next batch there, if any, is lost", RuntimeWarning, stacklevel=2)
+        options = dict(self.recorder_options)
+        config = options.get("config")
+        if options.get("task") is None and not (isinstance(config, dict) and config.get("task") is not None):
+            options["task"] = known_task(model)   # the loss transformers computes, where it is fixed
         self.recorder = Recorder(self.path, model, self.probe, layers=self.layers, schedule=schedule, resume=resume,
-                                 mirror=self.loggers, **self.recorder_options)
+                                 mirror=self.loggers, **options)
         self.rows = StepRows(self.recorder, schedule, next_batch=self.next_batch, evaluate=self.evaluate)
         if resume:
             self.rows.resume(saved or {"step": step, "logged": None, "pending": None, "previous": []}, step, self.path)

@@ -122,7 +122,11 @@ class DynamicsCallback(L.Callback):
         gn_residual: log ρ of LightningGN steps as ``gn_residual``.
         loggers: mirrors (:mod:`dynamics.mirrors`) or Lightning loggers that also get the store's
             scalars, or "trainer" for every logger of the Trainer.
-        **recorder_options: passed to :class:`dynamics.Recorder` (config, ntk, params, flush_secs, ...).
+        **recorder_options: passed to :class:`dynamics.Recorder` (config, ntk, params, flush_secs,
+            task, ...). Lightning does not say what ``training_step`` optimises: state
+            ``task="classification"`` or ``"regression"`` where the probe targets are ambiguous
+            (:mod:`dynamics.task`: 0/1 targets of one logit, class labels stored as floats), which
+            the Recorder refuses at the start of ``fit`` otherwise.
 
     TypeError/ValueError for bad arguments here; ValueError at the start of ``fit`` for a setting it
     cannot record (gradient accumulation, manual optimisation without ``loss_fn`` when extra losses

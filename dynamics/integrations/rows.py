@@ -24,7 +24,7 @@ from dynamics.schedules import log_spaced
 DEFAULT_CHECKPOINTS = 20
 #: Recorder options the callbacks pass through (``resume`` follows the framework's checkpoint).
 RECORDER_OPTIONS = ("config", "ntk", "ntk_chunk_size", "flush_every", "flush_secs", "params", "probe_index",
-                    "ntk_background")
+                    "ntk_background", "task")
 
 
 def check_recorder_options(options: dict) -> dict:

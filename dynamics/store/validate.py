@@ -32,6 +32,7 @@ from xarray.backends import BackendArray
 
 from dynamics.errors import StoreError
 from dynamics.store import schema
+from dynamics.store.probe import input_names
 
 
 def _object(attrs: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
@@ -128,8 +129,14 @@ def check_documents(path: Path, meta: dict[str, Any], mark: dict[str, Any]) -> N
                                  f"record)", root_file)
     wanted = [(group, None) for group in (*schema.ROW_DIM, "probe")]
     wanted += [(group, name) for group, names in mark["variables"].items() for name in names]
-    wanted += [("probe", name) for name in ("x", "y", "probe_index")
-               if name != "probe_index" or (path / "probe" / name / "zarr.json").is_file()]
+    # the probe's input variables: x, or x_0 … / x_<key> of a tuple/dict probe (dynamics.store.probe), as
+    # the commit record and the folder list them (a missing one is then named)
+    folder = path / "probe"
+    present = {p.name for p in folder.iterdir() if p.is_dir()} if folder.is_dir() else set()
+    present |= {key.split("/", 1)[1] for key in record if key.startswith("probe/")}
+    wanted += [("probe", name) for name in (*(sorted(input_names(sorted(present))) or ["x"]), "y")]
+    if (folder / "probe_index" / "zarr.json").is_file():
+        wanted.append(("probe", "probe_index"))
     for group, name in wanted:
         key = group if name is None else f"{group}/{name}"
         what = f"group {group}" if name is None else f"variable {key}"

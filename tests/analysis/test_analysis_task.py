@@ -188,3 +188,56 @@ def test_store_written_before_tasks_were_recorded(tmp_path):
     (store / "zarr.json").write_text(json.dumps(meta))
     ds = analyze(store, write=False, probe_checkpoints="none")
     assert ds.attrs["task"] == "regression" and "written before" in ds.attrs["task_source"]
+
+
+# ------------------------------------------------------------ targets the rule finds ambiguous (break-1)
+def test_ambiguous_targets_are_refused_and_columns_read_as_vectors():
+    """Class labels stored as floats for a 3-output model were inferred "regression" (A(K, yyᵀ) of the
+    labels as numbers, an R² probe) without a word; 0/1 targets of one logit likewise. Both are now
+    refused asking for the task; a (N, 1) column of labels is read as (N,)."""
+    floats = np.array([0.0, 2.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match=r"floating-point \(float64\) but integer-valued in \[0, 3\).*State task"):
+        infer_task(floats, n_outputs=3)
+    with pytest.raises(ValueError, match="0 and 1 and the model has one output.*State task"):
+        infer_task(np.array([0.0, 1.0, 1.0]), n_outputs=1)
+    with pytest.raises(ValueError, match="0 and 1 and the model has one output"):
+        infer_task(np.array([True, False]), n_outputs=1)
+    # placeholder targets, all equal, tell no task apart: the dtype rule, no refusal
+    assert infer_task(np.zeros(3), n_outputs=1)[0] == "regression"
+    assert infer_task(np.zeros(3), n_outputs=4)[0] == "regression"
+    assert infer_task(np.zeros(3, dtype=np.int64), n_outputs=4)[0] == "classification"
+    assert infer_task(floats, n_outputs=2)[0] == "regression"              # 2.0 is beyond a 2-output model
+    assert infer_task(np.array([0, 1, 2]), n_outputs=1)[0] == "regression"  # counts fitted by MSE
+    assert infer_task(floats)[0] == "regression"                            # outputs unknown: the old rule
+    assert infer_task(np.array([[0], [2], [1]]), n_outputs=3)[0] == "classification"
+    assert infer_task(np.array([[0.5], [2.0]]), n_outputs=1)[0] == "regression"
+    assert infer_task(np.array([[0], [2], [1]]))[0] == "classification"    # a column: as (N,), outputs unknown
+    k = np.cov(np.random.default_rng(0).normal(size=(3, 5)))               # any PSD 3×3 kernel
+    onehot = np.eye(3)[[0, 2, 1]]
+    assert target_alignment(k, np.array([[0], [2], [1]])) == pytest.approx(
+        alignment_textbook(k, onehot @ onehot.T), rel=1e-12)
+    assert resolve_task(floats, task="classification", n_outputs=3) == ("classification", "stated")
+    assert resolve_task(np.array([0.0, 1.0]), config={"task": "regression"}, n_outputs=1)[0] == "regression"
+
+
+def test_float_typed_class_labels_are_refused_then_analysed_as_stated(tmp_path):
+    """A plain loop training 3 logits by cross-entropy on float-typed labels: the Recorder refuses to
+    guess (nothing written); stated, the analysis' target alignment is A(Θ, YYᵀ) with one-hot Y,
+    checked against the explicit N×N product of the stored NTK, and labels given as a column (N, 1)
+    are the same run."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(12, 4, generator=g, dtype=torch.float64)
+    labels = torch.arange(12) % 3
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3)).double()
+    with pytest.raises(ValueError, match="class labels stored as floats"):
+        Recorder(tmp_path / "f.zarr", model, probe=(x, labels.double()), layers=[])
+    assert not (tmp_path / "f.zarr").exists()
+    for name, y in (("stated.zarr", labels.double()), ("column.zarr", labels[:, None])):
+        task = "classification" if name == "stated.zarr" else None
+        with Recorder(tmp_path / name, model, probe=(x, y), layers=[], task=task) as rec:
+            rec.checkpoint(0)
+        assert root_attrs(tmp_path / name)["task"] == "classification"
+        ds = analyze(tmp_path / name, write=False, probe_checkpoints="none")
+        onehot = np.eye(3)[labels.numpy()]
+        expected = alignment_textbook(stored(tmp_path / name, "checkpoints", "ntk")[0], onehot @ onehot.T)
+        assert ds["ntk_target_alignment"].values[0] == pytest.approx(expected, rel=1e-12)
