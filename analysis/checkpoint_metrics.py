@@ -35,7 +35,7 @@ def checkpoint_reader(array: xr.DataArray, max_memory: int, progress=None) -> Ch
 
 def ntk_metrics(ntk: xr.DataArray | None, task: str, targets: np.ndarray, n: int, max_memory: int, *,
                 centered: bool = False, record: NonFiniteInputs | None = None,
-                progress=None) -> dict[str, np.ndarray]:
+                progress=None, on_kernel=None) -> dict[str, np.ndarray]:
     """A(Θ_t, Θ_0), 1 − A(Θ_t, Θ_{t−1}) (NaN at t = 0), A(Θ_t, YYᵀ), entropy rank of Θ_t's eigenvalues.
 
     ``centered``: the three alignments are centred, A(HK₁H, HK₂H) with H = I − 11ᵀ/N (Cortes et al.
@@ -46,7 +46,8 @@ def ntk_metrics(ntk: xr.DataArray | None, task: str, targets: np.ndarray, n: int
     "regression" with real targets (N, O) — Y the targets (A(Θ, yyᵀ) for one output).
     Non-finite kernels (:mod:`analysis.nonfinite`): a quantity is NaN where a kernel it uses is not
     finite — Θ_t for all four, Θ_0 for the alignment to init, Θ_{t−1} for the velocity — and is
-    recorded in ``record``.
+    recorded in ``record``. ``on_kernel(c, kernel)`` is also given each finite kernel as float64 (N, N),
+    e.g. :meth:`analysis.ntk_spectrum.SpectrumMetrics.add`: every stored kernel is read once.
     """
     out = {name: np.full(n, np.nan) for name in
            ("ntk_alignment_init", "ntk_velocity", "ntk_target_alignment", "ntk_effective_rank")}
@@ -70,6 +71,8 @@ def ntk_metrics(ntk: xr.DataArray | None, task: str, targets: np.ndarray, n: int
             out["ntk_velocity"][c] = kernel_distance(kernel, previous, centered=centered)
         out["ntk_target_alignment"][c] = target_alignment(kernel, targets, task=task, centered=centered)
         out["ntk_effective_rank"][c] = effective_rank(kernel, kind="entropy", matrix="kernel")
+        if on_kernel is not None:
+            on_kernel(c, kernel)
         previous = kernel
     return out
 

@@ -96,22 +96,25 @@ def ntk_spectrum(kernel: object, y: object, *, centered: bool = False) -> xr.Dat
                        "condition_number": condition}, coords={MODE_DIM: modes})
 
 
-def spectrum_metrics(ntk: xr.DataArray | None, targets: np.ndarray, n: int, *, centered: bool = False,
-                     read=None) -> tuple[dict[str, tuple], np.ndarray]:
-    """Per checkpoint of the stored ``ntk`` (checkpoint, probe, probe_): the analysis variables
-    ``ntk_eigenvalues`` and ``ntk_label_alignment`` (checkpoint, ntk_mode) and ``ntk_condition_number``
-    (checkpoint), and the ``ntk_mode`` coordinate (1 … N; empty without an NTK). Checkpoints whose
-    kernel is not finite are NaN. ``read(c)`` gives checkpoint c as float64 (default: from ``ntk``)."""
-    size = 0 if ntk is None else int(ntk.shape[1])
-    values, alignment = np.full((n, size), np.nan), np.full((n, size), np.nan)
-    condition = np.full(n, np.nan)
-    if ntk is not None and size:
-        read = read or (lambda c: np.asarray(ntk.isel(checkpoint=c).values, dtype=np.float64))
-        for c in range(n):
-            kernel = read(c)
-            if np.all(np.isfinite(kernel)):
-                values[c], alignment[c], condition[c] = spectrum(kernel, targets, centered=centered)
-    modes = np.arange(1, size + 1, dtype=np.int64)
-    return {"ntk_eigenvalues": (("checkpoint", MODE_DIM), values),
-            "ntk_label_alignment": (("checkpoint", MODE_DIM), alignment),
-            "ntk_condition_number": ("checkpoint", condition)}, modes
+class SpectrumMetrics:
+    """The analysis variables of the NTK spectrum over ``n`` checkpoints of a ``size``-sample probe,
+    filled kernel by kernel (:meth:`add`), so that the analysis reads each stored kernel once for this
+    and :func:`analysis.checkpoint_metrics.ntk_metrics` alike. Checkpoints never added (a kernel that
+    is not finite) stay NaN."""
+
+    def __init__(self, n: int, size: int, targets: np.ndarray, *, centered: bool = False) -> None:
+        self.targets, self.centered = targets, centered
+        self.values, self.alignment = np.full((n, size), np.nan), np.full((n, size), np.nan)
+        self.condition = np.full(n, np.nan)
+
+    def add(self, c: int, kernel: np.ndarray) -> None:
+        """The spectrum of checkpoint ``c``'s finite kernel (N, N)."""
+        self.values[c], self.alignment[c], self.condition[c] = spectrum(kernel, self.targets, centered=self.centered)
+
+    def result(self) -> tuple[dict[str, tuple], np.ndarray]:
+        """The variables ``ntk_eigenvalues`` and ``ntk_label_alignment`` (checkpoint, ntk_mode) and
+        ``ntk_condition_number`` (checkpoint), and the ``ntk_mode`` coordinate (1 … N; empty without an NTK)."""
+        modes = np.arange(1, self.values.shape[1] + 1, dtype=np.int64)
+        return {"ntk_eigenvalues": (("checkpoint", MODE_DIM), self.values),
+                "ntk_label_alignment": (("checkpoint", MODE_DIM), self.alignment),
+                "ntk_condition_number": ("checkpoint", self.condition)}, modes

@@ -38,9 +38,9 @@ import numpy as np
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
-from analysis.checkpoint_metrics import (REPRESENTATION_METRICS, checkpoint_reader, checkpoints_selected,
+from analysis.checkpoint_metrics import (REPRESENTATION_METRICS, checkpoints_selected,
                                          ntk_metrics, representation_metrics, weight_metrics)
-from analysis.ntk_spectrum import MODE_DIM, spectrum_metrics
+from analysis.ntk_spectrum import MODE_DIM, SpectrumMetrics
 from analysis.freshness import ALIGNMENT_KEY, SOURCE_ATTR, alignment_kind, analysis_token, source_token
 from analysis.progress import AnalysisProgress, check_mode
 from analysis.overfitting import (default_window, log_change_percent, moving_average, relative_change_percent,
@@ -192,15 +192,15 @@ def _compute(checkpoints: xr.Dataset, metrics: xr.Dataset, params: xr.Dataset, t
         values = checkpoints[name].values if name in checkpoints else np.full(n, np.nan)
         data[name] = ("checkpoint", finite_or_nan(values, f"checkpoints/{name}", checkpoint_steps, record))
     ntk = checkpoints["ntk"] if "ntk" in checkpoints else None
-    for name, values in ntk_metrics(ntk, task, targets, n, max_memory, centered=centered_alignment,
-                                    record=record, progress=bar.part(n) if ntk is not None else None).items():
-        data[name] = ("checkpoint", values)
     # the spectrum's Y: one-hot of the class labels, or the regression targets as (N, O) columns
     kernel_targets = targets if task == "classification" else np.asarray(targets, np.float64).reshape(len(targets),
                                                                                                       -1)
-    spectra, modes = spectrum_metrics(ntk, kernel_targets, n, centered=centered_alignment,
-                                      read=None if ntk is None else checkpoint_reader(ntk, max_memory))
-    data.update(spectra)
+    spectra = SpectrumMetrics(n, 0 if ntk is None else int(ntk.shape[1]), kernel_targets, centered=centered_alignment)
+    for name, values in ntk_metrics(ntk, task, targets, n, max_memory, centered=centered_alignment, record=record,
+                                    progress=bar.part(n) if ntk is not None else None, on_kernel=spectra.add).items():
+        data[name] = ("checkpoint", values)
+    spectrum_variables, modes = spectra.result()
+    data.update(spectrum_variables)
 
     rep_names = store_order(tree, "checkpoints", [name for name in checkpoints.data_vars if name.startswith("rep_")])
     layers = [name.removeprefix("rep_") for name in rep_names]

@@ -83,7 +83,8 @@ def top_eigenvalues(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss:
     Args:
         model: any ``nn.Module`` mapping x (N, ...) to logits (N, O); evaluated in eval mode (its
             train/eval flags are restored); parameters with ``requires_grad`` are the variables.
-        x, y: the batch; y int64 labels (N,) for "ce", float targets (N, O) or int64 labels (one-hot)
+        x: the batch's inputs (N, ...).
+        y: its targets: int64 labels (N,) for "ce", float targets (N, O) or int64 labels (one-hot)
             for "mse" (:func:`dynamics.gauss_newton.targets.check_targets`).
         loss: "ce" (mean cross-entropy) or "mse" (mean over samples of ‖f − y‖², no ½).
         matrix: "hessian" (∇²L) or "ggn" (JᵀHJ/N).

@@ -34,7 +34,8 @@ REFUSED = {"LBFGS": "needs a closure that re-evaluates the loss, which the train
 UNSUPPORTED_KEYS = {
     "differentiable": "differentiating through optimiser steps is not supported by the training loop",
     "foreach": "an implementation switch torch chooses itself", "fused": "an implementation switch torch "
-    "chooses itself", "capturable": "CUDA-graph capture is not used by the training loop"}
+    "chooses itself", "capturable": "CUDA-graph capture is not used by the training loop",
+    "output": "selects among the outputs of a model's forward; the trainer's models return one logits tensor"}
 RTOL = ("relative truncation: keep Gram eigenvalues λ = s² > max(atol, rtol·λ_max) (None = the "
         "truncation rule's value)")
 ATOL = "absolute truncation of Gram eigenvalues λ = s² (None = the truncation rule's value)"
