@@ -143,8 +143,12 @@ def check_probe_fits(model: nn.Module, x: np.ndarray | tuple | dict, device: tor
         with torch.no_grad():
             out, drew = call_noting_draws(inputs.call, model, sample)
     except Exception as err:   # the model's own error: shapes, dtypes
+        first = str(err).splitlines()[0] if str(err) else ""
+        if isinstance(err, NotImplementedError) and 'missing the required "forward"' in first:
+            raise ValueError(f"{type(model).__name__} defines no forward(), so the Recorder cannot run it on the "
+                             f"probe: define forward(x) returning the outputs to study ({first})") from None
         raise ValueError(f"{_probe_text(whole)} does not fit the model: {_expected_input(model)} "
-                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+                         f"({type(err).__name__}: {first})") from None
     finally:
         for module, mode in modes:
             module.training = mode

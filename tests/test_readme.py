@@ -39,7 +39,7 @@ def test_readme_links_lead_to_files():
 @pytest.fixture(scope="module")
 def readme_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("readme")
-    assert sum(b.lang == "python" for b in blocks(README)) == 1, "the README has one runnable example"
+    assert sum(b.lang == "python" for b in blocks(README)) == 3, "the README's examples: own loop, Lightning, HF"
     with contextlib.redirect_stdout(io.StringIO()):
         namespace = run_python_blocks(README, folder)
     return folder, namespace
@@ -74,3 +74,14 @@ def test_examples_run_and_checkpoint_the_initialisation(example, steps, tmp_path
     assert steps_stored[0] == 0 and steps_stored[-1] == steps
     metrics = xr.open_zarr(out, group="metrics")
     assert metrics["step"].values[0] == 1 and metrics["step"].values[-1] == steps
+
+
+def test_readme_trainer_examples_record_complete_stores(readme_run):
+    """The Lightning and Hugging Face blocks leave complete stores: one epoch of 15 steps (1797 digits,
+    batch 128) and 8 Trainer steps, each with checkpoint 0 = the model before its first update."""
+    folder, _ = readme_run
+    for name, steps in (("lightning.zarr", 15), ("bert.zarr", 8)):
+        tree = xr.open_datatree(folder / "runs" / name, engine="zarr")
+        assert tree.attrs["status"] == "complete", name
+        assert int(tree["metrics"]["step"].values[-1]) == steps, name
+        assert int(tree["checkpoints"]["checkpoint_step"].values[0]) == 0, name

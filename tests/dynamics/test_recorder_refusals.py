@@ -136,3 +136,16 @@ def test_a_call_that_raises_an_earlier_background_error_says_its_own_step_was_no
     assert tree.attrs["status"] == "failed" and "step 0" in tree.attrs["error"]
     assert tree["checkpoints"]["checkpoint_step"].values.tolist() == [1]
     assert json.loads(tree.attrs["parameters"])[0][:2] == ["lin.weight", "lin__weight"]
+
+
+def test_a_module_without_forward_is_named_as_such(tmp_path):
+    """A wrapper module (e.g. a LightningModule) that holds the network but defines no forward() is
+    refused at construction for that reason, not as a probe of the wrong width; nothing is written."""
+    class Holder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = _mlp()
+
+    with pytest.raises(ValueError, match=r"Holder defines no forward\(\)") as info:
+        Recorder(tmp_path / "r.zarr", Holder(), probe=_probe())
+    assert "does not fit" not in str(info.value) and not (tmp_path / "r.zarr").exists()
