@@ -90,6 +90,7 @@ def test_experiment_analysis_and_report_say_which(folder, tmp_path):
     assert "NTK alignments here are the uncentred kernel alignment" in page and "final uncentred NTK" in page
 
 
+@pytest.mark.slow
 def test_cli_option(folder, tmp_path, capsys):
     exp = tmp_path / "cli"
     shutil.copytree(folder, exp)

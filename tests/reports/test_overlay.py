@@ -57,6 +57,7 @@ def test_agreeing_axes_are_overlaid_with_the_raw_values(experiments, tmp_path):
     assert np.isnan(ds["loss"].sel(run="short & <a>: sgd").sel(step=12).item())  # 8 steps, padded
 
 
+@pytest.mark.slow
 def test_different_loss_functions_stay_side_by_side(experiments, tmp_path):
     page = reports.compare([experiments["long"], experiments["mse"]], tmp_path / "c.html").read_text(encoding="utf-8")
     titles, said = figure_titles(page), notes(page)
@@ -65,6 +66,7 @@ def test_different_loss_functions_stay_side_by_side(experiments, tmp_path):
     assert "Neural tangent kernel — all experiments" in titles   # alignments do not depend on the loss
 
 
+@pytest.mark.slow
 def test_different_layers_stay_side_by_side(experiments, tmp_path):
     page = reports.compare([experiments["long"], experiments["deep"]], tmp_path / "c.html").read_text(encoding="utf-8")
     titles, said = figure_titles(page), notes(page)
