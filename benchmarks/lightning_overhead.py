@@ -7,8 +7,8 @@ Cases:
 - ``callback``: ``DynamicsCallback`` against the bare Lightning loop (the same Trainer without it):
   MLP 40→256×3→10, Adam, batch 128, 2000 steps (300 with ``--quick``), one checkpoint every 50 steps
   (NTK on 128 probes, 3 representations, parameters). Variants: ``default`` (``loss_after=True``: one
-  extra forward per step) and ``bare-metrics`` (``loss_after=False``: only what the step computes
-  anyway). Goal: ≤ 1.2× at a checkpoint every 50 steps.
+  extra forward per step), ``bare-metrics`` (``loss_after=False``: only what the step computes
+  anyway) and ``metrics, no NTK`` (also ``ntk=False``: the callback's own cost without the kernels). Goal: ≤ 1.2× at a checkpoint every 50 steps.
 - ``gn``: ``KernelGN`` as the optimiser of a LightningModule (``LightningGN``, manual optimisation,
   the documented recipe) against Adam in the same Lightning loop, and against KernelGN stepped by a
   plain loop (what Lightning adds to a GN step): MLP 40→64×2→10, batch 64 (a 640×640 NTK per step),
@@ -122,8 +122,8 @@ def case_callback(steps: int, pairs: int) -> None:
                 return fit(Classifier(256, 3, "adam"), loader, steps, callbacks)
         return go
 
-    rounds({"bare Lightning": run(bare=True), "default": run(), "bare-metrics": run(loss_after=False)}, pairs,
-           "bare Lightning")
+    rounds({"bare Lightning": run(bare=True), "default": run(), "bare-metrics": run(loss_after=False),
+            "metrics, no NTK": run(loss_after=False, ntk=False)}, pairs, "bare Lightning")
 
 
 def case_gn(steps: int, pairs: int) -> None:

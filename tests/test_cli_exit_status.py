@@ -12,22 +12,7 @@ import pytest
 from dynamics.cli import main
 from dynamics.errors import StoreError, StoreIOError, exit_status
 from dynamics.visible import visible
-
-def fill(directory: Path, leave_pages: int = 0) -> None:
-    """Fill ``directory``'s file system, then free ``leave_pages`` pages of 4 KiB again."""
-    ballast = directory / "ballast"
-    fd = os.open(ballast, os.O_CREAT | os.O_WRONLY | os.O_APPEND)
-    try:
-        for size in (1 << 16, 1 << 12, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                pass
-        if leave_pages:
-            os.ftruncate(fd, max(0, os.fstat(fd).st_size - 4096 * leave_pages))
-    finally:
-        os.close(fd)
+from full_disk import fill
 
 
 def write_small_run(path: Path) -> Path:
@@ -94,7 +79,7 @@ def test_exit_status_rule():
 def test_full_disk_while_analysing_exits_1_naming_the_store(tmp_path, mount_tmpfs, capsys, pages):
     fs = mount_tmpfs("3m")
     store = write_small_run(fs / "exp" / "sgd.zarr")
-    fill(fs, pages)
+    fill(fs, 4096 * pages)
     before = sorted(str(p.relative_to(fs)) for p in fs.rglob("*"))
     assert main(["analyze", str(store), "--quiet"]) == 1
     err = one_line(capsys)
@@ -106,7 +91,7 @@ def test_full_disk_in_a_sweep_folder_exits_1_naming_the_manifest(tmp_path, mount
     fs = mount_tmpfs("1m")
     sweep = tmp_path / "sweep.toml"
     sweep.write_text('preset = "digits"\n[train]\nsteps = 2\n[sweep]\n"train.seed" = [0, 1, 2, 3, 4, 5, 6, 7]\n')
-    fill(fs, 1)
+    fill(fs, 4096)
     assert main(["sweep", str(sweep), "--out", str(fs / "sw"), "--quiet"]) == 1
     err = one_line(capsys)
     assert f"cannot write the sweep manifest {fs / 'sw' / 'sweep.json'}" in err and "(ENOSPC)" in err

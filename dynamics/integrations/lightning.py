@@ -164,6 +164,7 @@ class DynamicsCallback(L.Callback):
         self._devices: list[int] = []     # CUDA devices of the module (their random streams are forked too)
         self._grad_norm = math.nan
         self._gn_steps = 0
+        self._parameters: list[torch.nn.Parameter] = []   # the module's, listed once per fit (grad_norm)
 
     @property
     def state_key(self) -> str:
@@ -193,6 +194,7 @@ class DynamicsCallback(L.Callback):
 
         self._check_fit(trainer, pl_module)
         self._devices = devices_of(pl_module)
+        self._parameters = list(pl_module.parameters())
         schedule = self.schedule if self.schedule is not None else default_schedule(trainer.estimated_stepping_batches)
         restored, step = self._restored, trainer.global_step
         self.recorder = Recorder(self.path, self._module(pl_module), self.probe, layers=self.layers,
@@ -237,7 +239,7 @@ class DynamicsCallback(L.Callback):
         self._grad_norm = math.nan
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
-        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        grads = [p.grad for p in self._parameters if p.grad is not None]
         if grads:   # one fused (foreach) norm over every gradient
             self._grad_norm = float(torch.nn.utils.get_total_norm(grads, foreach=True))
 

@@ -53,14 +53,19 @@ def _draw(ax, ds: xr.Dataset, runs, name: str, *, ls: str | None = None, legend:
     return xs
 
 
+def _two_panels(ds: xr.Dataset, name: str, switch: str):
+    """(the combined Dataset, its runs, a figure of two panels, left, right) for a figure of ``name``;
+    ValueError naming ``switch`` when no run recorded it."""
+    ds = as_combined(ds)
+    _recorded(ds, name, switch)
+    fig, axes = p.new_figure(2, width=5.2)
+    return ds, run_infos(ds), fig, axes[0][0], axes[0][1]
+
+
 def linearized_twin(ds: xr.Dataset) -> Figure:
     """Left: ‖f_t − f_lin,t‖ / ‖f_t − f_0‖ on the test set (solid) and the probe set (dotted). Right:
     test accuracy of the network (solid) and of its linearised twin (dashed)."""
-    ds = as_combined(ds)
-    _recorded(ds, "linearized_distance_test", "train.linearized = true")
-    runs = run_infos(ds)
-    fig, axes = p.new_figure(2, width=5.2)
-    left, right = axes[0]
+    ds, runs, fig, left, right = _two_panels(ds, "linearized_distance_test", "train.linearized = true")
     xs = _draw(left, ds, runs, "linearized_distance_test", ls="-")
     xs += _draw(left, ds, runs, "linearized_distance_probe", ls=":", legend=False)
     _finish(left, np.concatenate(xs), "‖f_t − f_lin,t‖ / ‖f_t − f_0‖", "distance to the linearised twin")
@@ -148,11 +153,7 @@ def sharpness(ds: xr.Dataset) -> Figure:
     """Left: λ_max of the loss Hessian (solid) and of the GGN (dashed) on the probe set. Right: the
     sharpness over the optimiser's stability threshold (1 = edge of stability; runs without a
     threshold, such as Gauss–Newton, are not drawn there)."""
-    ds = as_combined(ds)
-    _recorded(ds, "sharpness", "train.sharpness = true")
-    runs = run_infos(ds)
-    fig, axes = p.new_figure(2, width=5.2)
-    left, right = axes[0]
+    ds, runs, fig, left, right = _two_panels(ds, "sharpness", "train.sharpness = true")
     xs = _draw(left, ds, runs, "sharpness", ls="-")
     if has_values(ds, "ggn_sharpness"):
         xs += _draw(left, ds, runs, "ggn_sharpness", ls="--", legend=False)

@@ -20,6 +20,7 @@ from dynamics.cli import main
 from dynamics.errors import StoreError, StoreLockedError
 from dynamics.store import RunWriter
 from dynamics.store.lock import LOCK_NAME, StoreLock, read_holder
+from full_disk import fill
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
@@ -57,20 +58,6 @@ def _kill(proc: subprocess.Popen) -> None:
 def tmpfs(mount_tmpfs):
     """A 1 MiB tmpfs mounted at tmp_path/fs (skipped where mounting is impossible)."""
     return mount_tmpfs("1m")
-
-
-def _fill(directory: Path) -> None:
-    """Fill the file system of ``directory`` until writes of even one byte fail with ENOSPC."""
-    fd = os.open(directory / "ballast", os.O_CREAT | os.O_WRONLY)
-    try:
-        for size in (1 << 16, 1 << 12, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------- liveness
@@ -174,7 +161,7 @@ def test_full_disk_leaves_no_lock_file(tmpfs):
     """Issue input 12(a): the lock cannot be written → StoreError with path and errno, no 0-byte lock."""
     store = tmpfs / "run.zarr"
     store.mkdir()
-    _fill(tmpfs)
+    fill(tmpfs)
     with pytest.raises(StoreError, match=r"No space left on device \(ENOSPC\)") as info:
         StoreLock(store).acquire()
     assert str(store) in str(info.value)

@@ -18,6 +18,7 @@ import dynamics
 from dynamics import Recorder
 from dynamics.errors import StoreError
 from dynamics.models import MLP
+from full_disk import fill
 
 ROOT = Path(__file__).parents[2]
 
@@ -26,23 +27,6 @@ ROOT = Path(__file__).parents[2]
 def tmpfs(mount_tmpfs):
     """A 4 MiB tmpfs mounted at tmp_path/fs (skipped where mounting is impossible)."""
     return mount_tmpfs("4m")
-
-
-def fill(directory: Path, leave: int = 0) -> None:
-    """Fill ``directory``'s file system, then free ``leave`` bytes of it again."""
-    ballast = directory / "ballast"
-    fd = os.open(ballast, os.O_CREAT | os.O_WRONLY | os.O_APPEND)
-    try:
-        for size in (1 << 16, 1 << 12, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                pass
-        if leave:
-            os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave))
-    finally:
-        os.close(fd)
 
 
 def _recorder(path: Path) -> Recorder:
