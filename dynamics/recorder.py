@@ -15,8 +15,9 @@ has waited ``flush_secs`` (checked at each ``log``/``checkpoint`` call, also whi
 the background), on ``flush()`` and before ``save_state``, truncation and close; a checkpoint is
 committed with the rows up to its step; after a kill at any moment the store holds every row up to its
 last checkpoint or flush. Writes overlap training on a writer thread. Errors of a checkpoint raise
-from its call or from the next stored checkpoint, naming its step; a store that lost anything ends
-"failed", never "complete". Non-finite values are stored, counted and warned about once
+from its call, a background NTK's from the first call after it failed (at the latest from the stored
+checkpoint ``MAX_PENDING`` = 4 later, :mod:`dynamics.pending`), naming its step; a store that lost
+anything ends "failed", never "complete". Non-finite values are stored, counted and warned about once
 (:mod:`dynamics.recorder_values`).
 
 ``checkpoint`` stores the given scalars, the trained parameters, the traced empirical NTK on the probe
@@ -43,7 +44,7 @@ from dynamics.convert import stored_dtype, to_numpy
 from dynamics.distributed import InactiveRecorder, process_rank, unwrap_model
 from dynamics.mirrors import check_mirrors, close_mirrors, send
 from dynamics.ntk.background import KernelWorker
-from dynamics.pending import Outbox, PendingCheckpoint
+from dynamics.pending import MAX_PENDING, Outbox, PendingCheckpoint
 from dynamics import inputs
 from dynamics.ntk.api import ntk_dtype
 from dynamics.recorder_inputs import (as_tensors, check_options, check_probe_fits, check_probe_memory,
@@ -253,18 +254,19 @@ class Recorder:
         self._outbox.add_row((step, epoch_value, values, [key for _, key, _ in events]))
         send(self._mirrors, step, "metrics", values)
         self._writer.report()
-        self._outbox.hand_over(block=False)
+        self._outbox.hand_over()
         if self._outbox.due():
             self._outbox.write_rows(wait=False)
 
     def flush(self) -> None:
-        """Write and commit the buffered metrics rows and the checkpoint waiting for its background
+        """Write and commit the buffered metrics rows and the checkpoints waiting for their background
         NTK, and wait until every write is done.
 
-        Raises StoreError when a write fails (the rows are kept; the next flush or close tries again)."""
+        Raises StoreError when a write fails (the rows are kept; the next flush or close tries again),
+        and the error of a background NTK that failed (naming its checkpoint's step; one per call)."""
         self._check_open()
         self._writer.wait()
-        self._outbox.hand_over(block=True)
+        self._outbox.hand_over(keep=0)
         self._outbox.write_rows(wait=True)
 
     def checkpoint(self, step: int, epoch: Any = None, **scalars: Any) -> bool:
@@ -280,11 +282,16 @@ class Recorder:
         With ``ntk_background=True`` (the default) the NTK is computed from a snapshot of the model on a
         worker thread (:mod:`dynamics.ntk.background`) unless :attr:`ntk_at_once` says why not.
         Parameters and representations are taken, and the columns checked against the stored variables
-        (a dtype change raises StoreError), here. Such a checkpoint waits in memory until its kernel is
-        done (:class:`dynamics.pending.Outbox`): the next stored checkpoint waits for it and raises its
-        error, if any (a note names the step; the checkpoint is dropped and ``close`` marks the store
-        "failed"); that call stores nothing either — a second note names its step, which may be
-        checkpointed again. Metrics rows are never held back by a kernel.
+        and those the pending checkpoints will create (a dtype change raises StoreError), here. Such a
+        checkpoint waits in memory until its kernel is done (:class:`dynamics.pending.Outbox`); up to
+        ``MAX_PENDING`` (4) wait and are committed in step order. Every Recorder call first hands over
+        those whose kernel is done, without blocking; this call blocks only when ``MAX_PENDING``
+        already wait (then for the oldest), or for one that has waited ``flush_secs``. A kernel that
+        failed is raised by the first call after it finished — at the latest by the stored checkpoint
+        ``MAX_PENDING`` later, or ``flush``/``close`` — with a note naming its step; that checkpoint
+        alone is dropped and ``close`` marks the store "failed". A checkpoint call that raises it
+        stores nothing either — a second note names its step, which may be checkpointed again.
+        Metrics rows are never held back by a kernel.
         """
         self._check_open()
         step = schema.check_step(step)
@@ -296,12 +303,12 @@ class Recorder:
         self._writer.report()
         if self._schedule is not None and not self._schedule(step):
             self._last_checkpoint_call = step
-            self._outbox.hand_over(block=False)
+            self._outbox.hand_over()
             if self._outbox.due(count=False):
                 self._outbox.write_rows(wait=False)
             return False
         try:
-            self._outbox.hand_over(block=True)   # the previous checkpoint first: its kernel's error is raised here
+            self._outbox.hand_over(keep=MAX_PENDING - 1)   # room for this one: blocks only on a full queue
             self._store_checkpoint(step, epoch_value, values)
         except BaseException as err:   # this step is not stored either: say so, also under an earlier step's error
             if not any(re.search(rf"\bstep {step}\b", note) for note in getattr(err, "__notes__", [])):
@@ -322,17 +329,19 @@ class Recorder:
         values, events = self._nonfinite.scalars("checkpoints", step, scalars)
         events += self._nonfinite.arrays("checkpoints", step, arrays) + self._nonfinite.arrays("params", step, params)
         if kernel is None:
+            self._outbox.hand_over(keep=0)   # the pending checkpoints are committed first (step order)
             self._outbox.append_checkpoint(step, epoch, values, arrays, params, events)
             return
-        pending = PendingCheckpoint(step, epoch, values, arrays, params, events, kernel)
         kernel_like = np.broadcast_to(np.empty((), dtype=stored_dtype(ntk_dtype(self.model))),
                                       (inputs.n_samples(x),) * 2)
+        pending = PendingCheckpoint(step, epoch, values, arrays, params, events, kernel, kernel_like)
         try:   # refuse now what the writer would refuse: the kernel's dtype is the parameters' one
-            self._writer.check_checkpoint(values, pending.with_kernel(kernel_like), params)
+            self._writer.check_checkpoint(values, pending.with_kernel(kernel_like), params,
+                                          ahead=self._outbox.ahead())
         except BaseException:
             kernel.cancel()
             raise
-        self._outbox.pending = pending
+        self._outbox.add_pending(pending)
 
     def _model_arrays(self, ntk: bool) -> tuple[dict, dict, torch.Tensor]:
         current = canonical_parameters(self.model, trained=False)

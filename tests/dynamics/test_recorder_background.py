@@ -15,6 +15,7 @@ from torch import nn
 
 from dynamics import Recorder, open_run
 from dynamics.errors import StoreError
+from dynamics.pending import MAX_PENDING
 from dynamics.models import MLP
 
 
@@ -112,36 +113,134 @@ class _FailsWithGrad(nn.Module):
         return self.lin(x)
 
 
-def test_a_failed_background_kernel_raises_from_the_next_stored_checkpoint_and_fails_the_store(tmp_path):
-    """The kernel of checkpoint 1 fails on the worker thread: the next stored checkpoint waits for it and
-    raises its error (a note names step 1); the caller catches it and goes on; every row is kept, and
-    the store ends "failed" (not "complete") although the caller caught the error."""
+#: One gate per checkpoint (by the model's ``tag`` at that checkpoint), opened by the tests.
+GATES: dict[int, threading.Event] = {}
+
+
+class _Gated(nn.Module):
+    """A linear model whose NTK (the forward pass under autograd) waits for ``GATES[tag]`` (unless
+    ``tag`` is None) and then raises when ``fail`` is set; ``tag`` and ``fail`` are part of the
+    snapshot taken at ``checkpoint``, so each checkpoint's kernel is held back, released and made to
+    fail by the test alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.tag, self.fail = nn.Linear(5, 3), None, False
+
+    def forward(self, x):
+        if torch.is_grad_enabled():
+            if self.tag is not None:
+                assert GATES[self.tag].wait(timeout=60), f"gate {self.tag} never opened"
+            if self.fail:
+                raise RuntimeError(f"kernel {self.tag} exploded")
+        return self.lin(x)
+
+
+def _held_checkpoint(rec: Recorder, model: _Gated, step: int, fail: bool = False) -> threading.Event:
+    """Store a checkpoint at ``step`` whose kernel waits for the returned gate (and then fails when
+    ``fail``); the call returns without waiting for it."""
+    GATES[step] = gate = threading.Event()
+    model.tag, model.fail = step, fail
+    assert rec.checkpoint(step)
+    model.tag, model.fail = None, False
+    return gate
+
+
+def _kernel_of(rec: Recorder, step: int):
+    """The Future of the kernel of the pending checkpoint at ``step``."""
+    return next(p.kernel for p in rec._outbox.pending if p.step == step)
+
+
+def test_a_failed_background_kernel_raises_from_the_first_call_after_it_finished(tmp_path):
+    """The kernel of checkpoint 1 fails on the worker thread. While it is held back, calls go on without
+    waiting; once it has finished (the test waits for its Future), the very next call — a ``log`` —
+    raises its error (a note names step 1), keeping that call's row. Only checkpoint 1 is dropped;
+    the later pending checkpoint 2 is committed; the store ends "failed" although the caller caught
+    the error."""
     x, y = _data(torch.float32)
-    model = _FailsWithGrad()
+    model = _Gated()
     path = tmp_path / "f.zarr"
-    GATE.set()
     rec = Recorder(path, model, (x, y), layers=["lin"])
     rec.log(0, loss=0.0)
     assert rec.checkpoint(0)
     rec.flush()                                    # its kernel (on the worker thread too) is done
-    model.fail = True
-    GATE.clear()                                   # the kernel of step 1 waits on the worker thread
     rec.log(1, loss=1.0)
-    assert rec.checkpoint(1)                       # its snapshot has fail=True
-    model.fail = False
+    gate1 = _held_checkpoint(rec, model, 1, fail=True)
     rec.log(2, loss=2.0)                           # the kernel is not done: nothing to raise yet
-    GATE.set()
-    with pytest.raises(RuntimeError, match="kernel exploded") as info:
-        rec.checkpoint(2)
+    gate2 = _held_checkpoint(rec, model, 2)
+    assert rec.checkpoint_steps == [0, 1, 2]
+    gate1.set()
+    assert isinstance(_kernel_of(rec, 1).exception(timeout=60), RuntimeError)   # finished, failed
+    with pytest.raises(RuntimeError, match="kernel 1 exploded") as info:
+        rec.log(3, loss=3.0)
     assert "checkpoint at step 1" in "".join(getattr(info.value, "__notes__", []))
-    assert rec.checkpoint_steps == [0]
-    assert rec.checkpoint(2)                       # the step was not used up
+    assert rec.checkpoint_steps == [0, 2]          # only step 1 is dropped
+    gate2.set()
+    rec.log(4, loss=4.0)
+    assert rec.checkpoint(4)
     rec.close()
     run = open_run(path)
-    assert run.attrs["status"] == "failed" and "kernel exploded" in run.attrs["error"]
+    assert run.attrs["status"] == "failed" and "kernel 1 exploded" in run.attrs["error"]
     assert "step 1" in run.attrs["error"]
-    assert run["checkpoints"]["checkpoint_step"].values.tolist() == [0, 2]
-    np.testing.assert_array_equal(run["metrics"]["loss"].values, [0.0, 1.0, 2.0])   # step 1's row kept
+    assert run["checkpoints"]["checkpoint_step"].values.tolist() == [0, 2, 4]
+    np.testing.assert_array_equal(run["metrics"]["loss"].values, [0.0, 1.0, 2.0, 3.0, 4.0])   # every row
+
+
+def test_checkpoints_wait_up_to_max_pending_and_are_committed_in_step_order(tmp_path):
+    """With every kernel held back, MAX_PENDING checkpoints are stored without waiting (had one waited,
+    its held kernel would never finish); the next one waits for the oldest only, which is then
+    committed; the rest are committed in step order once released — also when released newest first."""
+    x, y = _data(torch.float32)
+    model = _Gated()
+    path = tmp_path / "q.zarr"
+    rec = Recorder(path, model, (x, y), layers=[], schedule=lambda step: step % 2 == 1)
+    gates = [_held_checkpoint(rec, model, step) for step in (1, 3, 5, 7)]
+    assert MAX_PENDING == 4
+    for step in (8, 10):
+        rec.log(step, loss=float(step))
+        assert not rec.checkpoint(step)            # not stored: does not wait either
+    assert [p.step for p in rec._outbox.pending] == [1, 3, 5, 7]
+    assert rec.checkpoint_steps == [1, 3, 5, 7]
+    gates[0].set()                                 # only the oldest kernel may finish
+    gates.append(_held_checkpoint(rec, model, 11))   # the queue is full: waits for the kernel of step 1
+    assert [p.step for p in rec._outbox.pending] == [3, 5, 7, 11]
+    rec._writer.wait()
+    assert open_run(path)["checkpoints"]["checkpoint_step"].values.tolist() == [1]
+    for gate in reversed(gates):
+        gate.set()
+    rec.close()
+    run = open_run(path)
+    assert run.attrs["status"] == "complete"
+    assert run["checkpoints"]["checkpoint_step"].values.tolist() == [1, 3, 5, 7, 11]
+    np.testing.assert_array_equal(run["metrics"]["step"].values, [8, 10])
+
+
+def test_a_held_back_failed_kernel_is_raised_by_the_stored_checkpoint_max_pending_later(tmp_path):
+    """The bound when no call comes after the kernel finished: the kernel of step 1 fails but is held
+    back while the stored checkpoints 2, 3, 4 return without waiting; the stored checkpoint 5 — the
+    MAX_PENDING-th after it — waits for it and raises its error (notes name step 1, dropped, and step 5,
+    not stored either), whether or not the kernel finished before that call. Step 5 may be stored
+    again; the store ends "failed" with only step 1 missing."""
+    x, y = _data(torch.float32)
+    model = _Gated()
+    path = tmp_path / "b.zarr"
+    rec = Recorder(path, model, (x, y), layers=[])
+    gates = [_held_checkpoint(rec, model, 1, fail=True)]
+    gates += [_held_checkpoint(rec, model, step) for step in (2, 3, 4)]
+    assert rec.checkpoint_steps == [1, 2, 3, 4]
+    gates[0].set()                                 # kernel 1 may now fail; kernels 2-4 stay held back
+    with pytest.raises(RuntimeError, match="kernel 1 exploded") as info:
+        rec.checkpoint(5)
+    notes = "\n".join(info.value.__notes__)
+    assert "the checkpoint at step 1" in notes and "(raised by the checkpoint at step 5, which was not stored)" in notes
+    assert rec.checkpoint_steps == [2, 3, 4]
+    for gate in gates[1:]:
+        gate.set()
+    assert rec.checkpoint(5)
+    rec.close()
+    run = open_run(path)
+    assert run.attrs["status"] == "failed" and "step 1" in run.attrs["error"]
+    assert run["checkpoints"]["checkpoint_step"].values.tolist() == [2, 3, 4, 5]
 
 
 def test_rows_are_written_while_a_kernel_is_pending(tmp_path):
@@ -201,29 +300,6 @@ def test_flush_secs_applies_to_rows_and_to_a_pending_checkpoint(tmp_path):
         opener.cancel()
         GATE.set()
     rec.close()
-
-
-def test_the_next_stored_checkpoint_waits_for_the_previous_kernel(tmp_path):
-    x, y = _data(torch.float32)
-    model = _FailsWithGrad()
-    GATE.set()
-    rec = Recorder(tmp_path / "m.zarr", model, (x, y), layers=[], schedule=lambda step: step % 2 == 0)
-    rec.checkpoint(0)
-    rec.flush()
-    GATE.clear()
-    opener = threading.Timer(0.5, GATE.set)
-    try:
-        assert rec.checkpoint(2)
-        assert not rec.checkpoint(3)               # not stored: does not wait
-        assert rec._outbox.pending is not None and rec._outbox.pending.step == 2
-        opener.start()
-        assert rec.checkpoint(4)                   # waits for the kernel of step 2 (the gate opens)
-        assert GATE.is_set() and rec._outbox.pending.step == 4
-    finally:
-        opener.cancel()
-        GATE.set()
-    rec.close()
-    assert open_run(tmp_path / "m.zarr")["checkpoints"]["checkpoint_step"].values.tolist() == [0, 2, 4]
 
 
 @pytest.mark.parametrize("finish", ["close", "flush", "exit"])
@@ -289,6 +365,41 @@ def test_a_dtype_change_is_refused_at_the_call_while_a_kernel_is_pending(tmp_pat
     assert open_run(path)["checkpoints"]["checkpoint_step"].values.tolist() == [0, 1, 2]
 
 
+def test_a_dtype_change_is_refused_against_the_layout_of_checkpoints_still_pending(tmp_path):
+    """Nothing is committed yet (the kernels of steps 0 and 1 are held back): a checkpoint of the model
+    in float64 is refused at its call by the layout the pending float32 checkpoints will create."""
+    x, y = _data(torch.float32)
+    model = _Gated()
+    path = tmp_path / "a.zarr"
+    rec = Recorder(path, model, (x, y), layers=["lin"])
+    gates = [_held_checkpoint(rec, model, step) for step in (0, 1)]
+    model.double()
+    with pytest.raises(StoreError, match="is stored as float32, got float64"):
+        rec.checkpoint(2)
+    model.float()
+    assert rec.checkpoint(2)
+    for gate in gates:
+        gate.set()
+    rec.close()
+    assert open_run(path)["checkpoints"]["checkpoint_step"].values.tolist() == [0, 1, 2]
+
+
+def test_every_kernel_that_fails_before_close_is_named_and_the_first_is_raised(tmp_path):
+    x, y = _data(torch.float32)
+    model = _Gated()
+    path = tmp_path / "c.zarr"
+    rec = Recorder(path, model, (x, y), layers=[])
+    gates = [_held_checkpoint(rec, model, step, fail=step != 2) for step in (1, 2, 3)]
+    for gate in gates:
+        gate.set()
+    with pytest.raises(RuntimeError, match="kernel 1 exploded"):
+        rec.close()
+    run = open_run(path)
+    assert run.attrs["status"] == "failed"
+    assert "kernel 1 exploded" in run.attrs["error"] and "kernel 3 exploded" in run.attrs["error"]
+    assert run["checkpoints"]["checkpoint_step"].values.tolist() == [2]
+
+
 def test_ntk_background_must_be_a_bool(tmp_path):
     x, y = _data(torch.float32)
     with pytest.raises(TypeError, match="ntk_background must be True or False, got 1"):
@@ -320,7 +431,7 @@ def _noisy_run(path, background: bool, noise: bool) -> tuple[list[float], np.nda
             loss = torch.nn.functional.cross_entropy(model(x[order]), y[order])
             rec.log(step, loss=loss.item())
             rec.checkpoint(step)
-            used_worker |= rec._outbox.pending is not None
+            used_worker |= bool(rec._outbox.pending)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -113,9 +113,10 @@ class _FailsOnTheWorker(nn.Module):
 
 
 def test_a_call_that_raises_an_earlier_background_error_says_its_own_step_was_not_stored(tmp_path):
-    """The kernel of step 0 fails on the worker; checkpoint(1) raises it. Its notes name step 0 (dropped)
-    and step 1 (this call: not stored either), so a loop that catches the error knows to call
-    checkpoint(1) again — which stores it."""
+    """The kernel of step 0 fails on the worker; once it has finished (the test waits for its Future),
+    checkpoint(1) — the first call after it — raises it. Its notes name step 0 (dropped) and step 1
+    (this call: not stored either), so a loop that catches the error knows to call checkpoint(1)
+    again — which stores it."""
     x, y = _probe()
     model = _FailsOnTheWorker()
     path = tmp_path / "w.zarr"
@@ -124,6 +125,7 @@ def test_a_call_that_raises_an_earlier_background_error_says_its_own_step_was_no
     model.fail = True
     assert rec.checkpoint(0)
     model.fail = False
+    assert rec._outbox.pending[0].kernel.exception(timeout=60) is not None   # finished, failed
     with pytest.raises(RuntimeError, match="kernel exploded on the worker") as info:
         rec.checkpoint(1)
     notes = "\n".join(info.value.__notes__)

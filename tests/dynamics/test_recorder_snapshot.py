@@ -120,7 +120,7 @@ def _record(path, model: nn.Module, change, steps: int = 4):
         for step in range(steps):
             references.append(_dense_ntk(model, x))
             assert rec.checkpoint(step)
-            used_worker |= rec._outbox.pending is not None
+            used_worker |= bool(rec._outbox.pending)
             change(step)
         reason = rec.ntk_at_once
     return open_run(path)["checkpoints"]["ntk"].values, references, reason, used_worker

@@ -232,10 +232,11 @@ class _FlakyWithGrad(_Flaky):
         return self.lin(x)
 
 
-def test_a_failed_background_kernel_of_the_first_checkpoint_is_raised_by_the_next_stored_checkpoint(tmp_path):
+def test_a_failed_background_kernel_of_the_first_checkpoint_is_raised_by_the_next_call(tmp_path):
     """With the NTK on the worker thread and nothing else computed in the call, a failure of the first
-    kernel surfaces at the next stored checkpoint at the latest (a note names the step): the checkpoint
-    is dropped, every row kept, that step can be checkpointed, and the store ends "failed"."""
+    kernel surfaces at the first call after it finished (the test waits for its Future; a note names
+    the step): the checkpoint is dropped, every row kept, that step can be checkpointed, and the store
+    ends "failed"."""
     model = _FlakyWithGrad()
     path = tmp_path / "r.zarr"
     rec = Recorder(path, model, _probe(), layers=[])
@@ -243,8 +244,9 @@ def test_a_failed_background_kernel_of_the_first_checkpoint_is_raised_by_the_nex
     model.fail = True
     assert rec.checkpoint(0)                      # the snapshot (fail=True) fails on the worker thread
     model.fail = False
+    assert rec._outbox.pending[0].kernel.exception(timeout=60) is not None   # finished, failed
     with pytest.raises(RuntimeError, match="flaky") as info:
-        rec.checkpoint(1)                          # the next stored checkpoint waits for it
+        rec.checkpoint(1)                          # the first call after it raises it
     assert "checkpoint at step 0" in "".join(getattr(info.value, "__notes__", []))
     rec.log(1, loss=1.5)
     assert rec.checkpoint(1)
