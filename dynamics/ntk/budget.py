@@ -65,10 +65,15 @@ class ModelCost:
 
 def measure(model: nn.Module, x: Inputs, output: OutputSelector) -> ModelCost:
     """:class:`ModelCost` of ``model`` from one forward pass on the first sample of ``x`` (grad enabled,
-    eval mode is the caller's)."""
+    eval mode is the caller's). ``saved`` counts the tensors autograd saves that are not the model's
+    own parameters or buffers (a linear layer saves its weight: shared by every sample, it is no
+    per-sample memory)."""
     saved = [0]
+    shared = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers()) if t.numel()}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.numel() and t.untyped_storage().data_ptr() in shared:
+            return t
         saved[0] += t.numel() * t.element_size()
         return t
 
