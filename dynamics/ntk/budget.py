@@ -53,7 +53,9 @@ MIN_FLOPS = 2 ** 14
 
 @dataclass(frozen=True)
 class ModelCost:
-    """One sample of a model: forward flops, bytes saved for backward, trained numbers P, outputs O,
+    """One sample of a model: forward flops, bytes saved for backward (``saved``: every tensor
+    autograd saves, the model's own weights included; ``activations``: only those that are not the
+    model's parameters or buffers, i.e. what one more sample adds), trained numbers P, outputs O,
     bytes per number s."""
 
     flops: int
@@ -61,20 +63,28 @@ class ModelCost:
     n_params: int
     n_out: int
     itemsize: int
+    activations: int = 0
 
 
 def measure(model: nn.Module, x: Inputs, output: OutputSelector) -> ModelCost:
     """:class:`ModelCost` of ``model`` from one forward pass on the first sample of ``x`` (grad enabled,
-    eval mode is the caller's). ``saved`` counts the tensors autograd saves that are not the model's
-    own parameters or buffers (a linear layer saves its weight: shared by every sample, it is no
-    per-sample memory)."""
-    saved = [0]
+    eval mode is the caller's).
+
+    The generic paths' memory model (module docstring) uses ``saved``, which also counts the weights a
+    layer saves for its backward: measured against the peak memory of ``benchmarks/ntk.py``, that
+    surplus covers the vmapped passes' temporaries the formula leaves out (with ``activations``
+    instead the transformer's plan peaked at 636 MiB for a 512 MiB budget). The structured path uses
+    ``activations`` (:func:`dynamics.ntk.structured.structured_sample_bytes`): it holds one batched
+    pass per chunk, and counting the shared weights once per sample made its chunks ~20× too small
+    (RevMLP(40, 1024, 3, 10): 862 kB instead of 41 kB per sample; 15 feature passes instead of 1)."""
+    saved, activations = [0], [0]
     shared = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers()) if t.numel()}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        if t.numel() and t.untyped_storage().data_ptr() in shared:
-            return t
-        saved[0] += t.numel() * t.element_size()
+        size = t.numel() * t.element_size()
+        saved[0] += size
+        if not (t.numel() and t.untyped_storage().data_ptr() in shared):
+            activations[0] += size
         return t
 
     trained = [p for p in model.parameters() if p.requires_grad]
@@ -83,7 +93,7 @@ def measure(model: nn.Module, x: Inputs, output: OutputSelector) -> ModelCost:
         out = inputs.outputs(model, inputs.rows(x, 0, 1), output)
     return ModelCost(flops=max(int(counter.get_total_flops()), MIN_FLOPS), saved=saved[0],
                      n_params=sum(p.numel() for p in trained), n_out=out.shape[1],
-                     itemsize=trained[0].element_size())
+                     itemsize=trained[0].element_size(), activations=activations[0])
 
 
 def check_memory(max_memory: object) -> int:

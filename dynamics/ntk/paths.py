@@ -48,7 +48,7 @@ def _structured(model: nn.Module, x1: Inputs, x2: Inputs | None, trace: bool, ch
     n_max = max(inputs.n_samples(x1), 0 if x2 is None else inputs.n_samples(x2))
     if chunk_size is None:
         cost = budget.measure(model, x1, output)
-        per_sample = structured_sample_bytes(layers, n_out, cost.saved, cost.itemsize)
+        per_sample = structured_sample_bytes(layers, n_out, cost.activations, cost.itemsize)
         chunk_size = max(1, min(n_max, memory // max(1, 2 * per_sample)))
     try:  # layer_features verifies the structured preconditions on every chunk it is given
         return assemble_kernel(partial(layer_features, model, layers, output=output),

@@ -80,8 +80,9 @@ def trained_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def structured_sample_bytes(layers: dict[str, nn.Module], n_out: int, saved: int, itemsize: int) -> int:
-    """Working bytes per sample of one chunk's features: the forward's saved activations (``saved``,
-    :func:`dynamics.ntk.budget.measure`) once for the pass and O times for the batched output-gradients,
+    """Working bytes per sample of one chunk's features: the forward's saved activations (``saved``:
+    :attr:`dynamics.ntk.budget.ModelCost.activations`, the model's shared weights left out) once for
+    the pass and O times for the batched output-gradients,
     each layer's input, and each convolution's per-sample Jacobian (O · P_conv numbers)."""
     conv = sum(p.numel() for layer in layers.values() if isinstance(layer, nn.Conv2d)
                for p in layer.parameters() if p.requires_grad)
