@@ -107,7 +107,7 @@ def kill_trials(experiment, n, seed):
 
 
 def test_sigkill_of_dynamics_analyze(experiment):
-    kill_trials(experiment, 2, seed=0)   # more moments in the slow case below
+    kill_trials(experiment, 1, seed=0)   # more moments in the slow case below
 
 
 @pytest.mark.slow

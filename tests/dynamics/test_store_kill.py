@@ -90,7 +90,8 @@ def _trial(tmp_path: Path, reference: xr.DataTree, delay: float) -> None:
     assert not (path / ".lock").exists()
 
 
-@pytest.mark.parametrize("delay", [0.3, 1.2, 2.0])
+@pytest.mark.parametrize("delay", [pytest.param(0.3, marks=pytest.mark.slow), 1.2,
+                                   pytest.param(2.0, marks=pytest.mark.slow)])
 def test_kill_then_open_and_resume(tmp_path, reference, delay):
     _trial(tmp_path, reference, delay)
 

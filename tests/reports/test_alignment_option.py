@@ -67,6 +67,7 @@ def test_centred_values_attribute_and_token(folder):
     assert fresh_analysis(store)[0] is not None and fresh_analysis(store, centered_alignment=True)[0] is None
 
 
+@pytest.mark.slow
 def test_experiment_analysis_and_report_say_which(folder, tmp_path):
     exp = tmp_path / "exp"
     shutil.copytree(folder, exp)

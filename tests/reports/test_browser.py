@@ -26,6 +26,7 @@ def test_report_loads_cleanly_and_every_image_decodes(report, tmp_path):
     assert widths == html_widths and min(widths) > 300
 
 
+@pytest.mark.slow
 def test_comparison_page_loads_cleanly(report, tmp_path):
     import reports
     from experiment_dirs import make_experiment

@@ -142,6 +142,7 @@ def test_incomparable_lists_only_data_and_model():
                                                           "model.hidden (a: 8 · d: (absent))"]
 
 
+@pytest.mark.slow
 def test_claim_verdicts_say_one_seed_and_refuse_mixed_data(tmp_path):
     ds = make_analysis(optimizers=("gn", "adam"), n_steps=60)
     page = reports.write_report(make_experiment(tmp_path / "one", ds)).read_text(encoding="utf-8")

@@ -101,7 +101,7 @@ checkpoints = 3
 """
 
 
-@pytest.mark.parametrize("quiet", [False, True])
+@pytest.mark.parametrize("quiet", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_cli_prints_progress_lines_to_a_pipe(tmp_path, quiet):
     config = tmp_path / "tiny.toml"
     config.write_text(TINY)

@@ -61,7 +61,8 @@ def _check_interrupted(store: Path, process: subprocess.Popen, signum: int) -> N
     assert steps.tolist() == list(range(1, state["step"] + 1)) and state["step"] < 200
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGHUP, marks=pytest.mark.slow)],
+                         ids=["SIGTERM", "SIGHUP"])
 def test_train_stopped_by_signal_is_interrupted_and_resumes(tmp_path, signum):
     config = tmp_path / "tiny.toml"
     config.write_text(TINY)
