@@ -18,7 +18,7 @@ from analysis.checkpoint_blocks import CheckpointBlocks
 from analysis.cka import linear_cka
 from analysis.cka_chunked import LinearCKAAccumulator
 from analysis.kernels import alignment, kernel_distance, target_alignment
-from analysis.nonfinite import NonFiniteInputs, is_finite
+from analysis.nonfinite import NonFiniteInputs
 from analysis.probes import linear_probe_accuracy, linear_probe_r2
 from analysis.rank import effective_rank, rank_of_spectrum
 from analysis.scaling import max_exponent

@@ -27,13 +27,15 @@ def require(ds: xr.Dataset, *names: str) -> None:
         raise ValueError(f"analysis Dataset has no values for {', '.join(map(repr, missing))}")
 
 
-def plot_checkpoints(ax, ds, name, runs: list[RunInfo], scale=1.0, **sel) -> np.ndarray:
+def plot_checkpoints(ax, ds, name, runs: list[RunInfo], scale=1.0, ls: str | None = None, legend: bool = True,
+                     **sel) -> np.ndarray:
     """One line per optimiser of a checkpoint variable (seeds aggregated, :func:`draw_group`); returns
-    all x values drawn. ``sel`` picks e.g. ``layer=``."""
+    all x values drawn. ``sel`` picks e.g. ``layer=``; ``ls`` and ``legend`` as in :func:`draw_group`
+    (``legend`` False: a second line of the same optimiser, explained by a style key)."""
     xs = []
     for group in seed_groups(runs):
         series = [(r, *checkpoint_series(ds, name, r.index, **sel)) for r in group]
-        xs += draw_group(ax, [(r, x, y) for r, x, y in series if y.size], scale=scale)
+        xs += draw_group(ax, [(r, x, y) for r, x, y in series if y.size], scale=scale, ls=ls, legend=legend)
     return np.concatenate(xs) if xs else np.array([])
 
 

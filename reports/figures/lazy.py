@@ -10,9 +10,9 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from reports import plotting as p
-from reports.figures.common import drawn_values
+from reports.figures.common import drawn_values, plot_checkpoints
 from reports.figures.seeds import draw_group, seed_groups
-from reports.runs import (alignment_note, as_combined, checkpoint_series, checkpoint_steps, has_values, kernel_alignment,
+from reports.runs import (alignment_note, as_combined, checkpoint_steps, has_values, kernel_alignment,
                           run_infos)
 
 TOP_K = 10   # eigen-directions whose label alignment is shown (the number of classes of the shipped data sets)
@@ -42,17 +42,6 @@ def _finish(ax, x, ylabel: str, title: str) -> None:
     ax.grid(alpha=0.3)
 
 
-def _draw(ax, ds: xr.Dataset, runs, name: str, *, ls: str | None = None, legend: bool = True, scale: float = 1.0,
-          **sel) -> list[np.ndarray]:
-    """One line per optimiser of checkpoint variable ``name`` (seeds: :func:`reports.figures.seeds.draw_group`);
-    the x arrays drawn. ``legend`` False: a second line of the same optimiser, explained by a style key."""
-    xs = []
-    for group in seed_groups(runs):
-        series = [(r, *checkpoint_series(ds, name, r.index, **sel)) for r in group] if name in ds else []
-        xs += draw_group(ax, [s for s in series if s[2].size], ls=ls, legend=legend, scale=scale)
-    return xs
-
-
 def _two_panels(ds: xr.Dataset, name: str, switch: str):
     """(the combined Dataset, its runs, a figure of two panels, left, right) for a figure of ``name``;
     ValueError naming ``switch`` when no run recorded it."""
@@ -66,13 +55,13 @@ def linearized_twin(ds: xr.Dataset) -> Figure:
     """Left: ‖f_t − f_lin,t‖ / ‖f_t − f_0‖ on the test set (solid) and the probe set (dotted). Right:
     test accuracy of the network (solid) and of its linearised twin (dashed)."""
     ds, runs, fig, left, right = _two_panels(ds, "linearized_distance_test", "train.linearized = true")
-    xs = _draw(left, ds, runs, "linearized_distance_test", ls="-")
-    xs += _draw(left, ds, runs, "linearized_distance_probe", ls=":", legend=False)
+    xs = [plot_checkpoints(left, ds, "linearized_distance_test", runs, ls="-"),
+          plot_checkpoints(left, ds, "linearized_distance_probe", runs, ls=":", legend=False)]
     _finish(left, np.concatenate(xs), "‖f_t − f_lin,t‖ / ‖f_t − f_0‖", "distance to the linearised twin")
     scale = p.accuracy_scale(ds["linearized_test_acc"].values)
     twinned = [r for r in runs if np.isfinite(_run_values(ds, "linearized_test_acc", r.index)).any()]
-    drawn = _draw(right, ds, twinned, "test_acc", ls="-", legend=False, scale=scale)
-    drawn += _draw(right, ds, twinned, "linearized_test_acc", ls="--", legend=False, scale=scale)
+    drawn = [plot_checkpoints(right, ds, name, twinned, scale=scale, ls=ls, legend=False)
+             for name, ls in (("test_acc", "-"), ("linearized_test_acc", "--")) if name in ds]
     _finish(right, np.concatenate(drawn) if drawn else [], "test accuracy (%)", "network vs linearised twin")
     p.percent_axis(right)
     p.legend(fig, extra=p.style_key(("-", "test set (left), network (right)"), (":", "probe set (left)"),
@@ -95,8 +84,8 @@ def ntk_spectrum(ds: xr.Dataset) -> Figure:
             (cond, "ntk_condition_number", {}, "λ₁ / λ_N", "NTK condition number"),
             (align, "ntk_label_alignment", {"ntk_mode": k}, f"Σ_(i≤{k}) Σ_c (u_iᵀy_c)² / ‖Y‖²",
              f"label energy in the top {k} eigen-directions")):
-        xs = _draw(ax, ds, runs, name, **sel)
-        _finish(ax, np.concatenate(xs) if xs else [], ylabel, f"{title} ({kernel_alignment(ds)})"
+        xs = plot_checkpoints(ax, ds, name, runs, **sel)
+        _finish(ax, xs, ylabel, f"{title} ({kernel_alignment(ds)})"
                 if name != "ntk_condition_number" else title)
     if not has_values(ds, "ntk_condition_number"):
         p.note(cond, "every kernel is numerically singular (λ_N ≤ N·eps·λ₁)")
@@ -154,9 +143,9 @@ def sharpness(ds: xr.Dataset) -> Figure:
     sharpness over the optimiser's stability threshold (1 = edge of stability; runs without a
     threshold, such as Gauss–Newton, are not drawn there)."""
     ds, runs, fig, left, right = _two_panels(ds, "sharpness", "train.sharpness = true")
-    xs = _draw(left, ds, runs, "sharpness", ls="-")
+    xs = [plot_checkpoints(left, ds, "sharpness", runs, ls="-")]
     if has_values(ds, "ggn_sharpness"):
-        xs += _draw(left, ds, runs, "ggn_sharpness", ls="--", legend=False)
+        xs.append(plot_checkpoints(left, ds, "ggn_sharpness", runs, ls="--", legend=False))
     _finish(left, np.concatenate(xs), "largest eigenvalue", "sharpness: Hessian (solid), GGN (dashed)")
     drawn = []
     for group in seed_groups(runs):
